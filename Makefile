@@ -1,0 +1,52 @@
+# vigil — the three commands: `make setup`, `make demo`, `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod keepalived frr bird2 \
+        ethtool nftables
+SETUP_STAMP := $(VENV)/.stamp-setup
+
+.PHONY: setup demo test test-unit test-integration lint typecheck bench clean-lab help
+
+help:
+	@echo "make setup   install Debian packages and the .venv (idempotent)"
+	@echo "make demo    run a two-node vigil lab in network namespaces and show it"
+	@echo "make test    run every test suite (unit, namespace integration, collection)"
+
+setup: debs $(SETUP_STAMP)
+
+debs:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $$missing >/dev/null; \
+	else echo "Debian packages: all present"; fi
+
+$(SETUP_STAMP): agent/pyproject.toml requirements-dev.txt
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e 'agent[test]' -r requirements-dev.txt
+	touch $@
+
+demo: setup
+	$(VPY) -m tests.lab.demo
+
+test: setup
+	$(VPY) -m pytest -q agent/tests tests/integration
+
+
+test-unit: setup
+	$(VPY) -m pytest -q -m unit agent/tests
+
+test-integration: setup
+	$(VPY) -m pytest -q tests/integration
+
+lint:
+	$(VENV)/bin/ruff check agent/src agent/tests tests
+	$(VENV)/bin/mypy agent/src
+
+clean-lab:
+	$(VPY) -m tests.lab.cleanup
