@@ -1,0 +1,89 @@
+"""Logging set-up for vigild: one line per record on stderr.
+
+Under systemd (JOURNAL_STREAM names our stderr) journald adds its own timestamps and
+reads a `<N>` syslog priority prefix, so we print `<N>` and no timestamp; elsewhere we
+print an ISO timestamp and the level name. Either way the line names the logger's
+subject, e.g. `(VI_1) BACKUP -> MASTER: ...` (see vigil.events).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TextIO
+
+__all__ = ["LEVELS", "JournalFormatter", "parse_level", "setup_logging", "under_journald"]
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+_SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+def parse_level(name: str) -> int:
+    """'info' -> logging.INFO; raises ValueError naming the allowed values."""
+    try:
+        return LEVELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown log level {name!r}; use one of: {', '.join(LEVELS)}") from None
+
+
+def under_journald(stream: TextIO) -> bool:
+    """True when JOURNAL_STREAM names this very stream (not just an inherited variable)."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        dev, ino = (int(x) for x in value.split(":", 1))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+class JournalFormatter(logging.Formatter):
+    """`<6>message`: priority prefix journald understands, no timestamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _SYSLOG_PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
+    """Configure the root logger once for the daemon (replaces earlier handlers)."""
+    stream = stream or sys.stderr
+    if isinstance(level, str):
+        level = parse_level(level)
+    handler = logging.StreamHandler(stream)
+    if under_journald(stream):
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's access log is noise on a local control socket.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def set_level(level: int | str) -> None:
+    """Change the level after start (config reload of global.log_level)."""
+    if isinstance(level, str):
+        level = parse_level(level)
+    logging.getLogger().setLevel(level)
