@@ -22,7 +22,7 @@ from .procs import group_members
 from .registry import PREFIX, RUN_ROOT, RunInfo, list_runs, proc_start_time
 from .waiting import wait_for
 
-__all__ = ["cleanup_run", "cleanup_dead_runs", "main"]
+__all__ = ["cleanup_dead_runs", "cleanup_run", "main"]
 
 
 def _our_group(entry: dict[str, Any]) -> list[int]:
@@ -47,15 +47,11 @@ def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
         members = _our_group(entry)
         if members:
             if verbose:
-                print(
-                    f"  kill process group {entry['key']} ({entry.get('name')}): {members}"
-                )
+                print(f"  kill process group {entry['key']} ({entry.get('name')}): {members}")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(entry["key"]), signal.SIGKILL)
             try:
-                wait_for(
-                    lambda e=entry: not _our_group(e), timeout=5, what="group to exit"
-                )
+                wait_for(lambda e=entry: not _our_group(e), timeout=5, what="group to exit")
             except AssertionError as exc:
                 problems.append(str(exc))
     for entry in reversed(resources):
@@ -63,16 +59,14 @@ def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
         if entry["kind"] != "netns":
             continue
         if not ns.startswith(prefix):
-            problems.append(
-                f"namespace {ns} does not carry the run prefix {prefix}: left alone"
-            )
+            problems.append(f"namespace {ns} does not carry the run prefix {prefix}: left alone")
             continue
         if netns_exists(ns):
             if verbose:
                 print(f"  delete namespace {ns}")
             try:
                 delete_netns(ns)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 problems.append(str(exc))
     for entry in resources:
         path = Path(str(entry["key"]))
@@ -111,12 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.lab.cleanup",
         description="Remove namespaces, processes and directories left by dead lab runs.",
     )
-    parser.add_argument(
-        "--root", type=Path, default=RUN_ROOT, help="registry directory"
-    )
-    parser.add_argument(
-        "--list", action="store_true", help="only list runs and resources"
-    )
+    parser.add_argument("--root", type=Path, default=RUN_ROOT, help="registry directory")
+    parser.add_argument("--list", action="store_true", help="only list runs and resources")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     if args.list:

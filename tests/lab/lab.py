@@ -92,9 +92,7 @@ class Lab:
     processes: list[ProcessHandle] = field(default_factory=list)
     shortdir: Path = field(init=False)
     _closed: bool = field(default=False, init=False)
-    _port_counter: itertools.count[int] = field(
-        default_factory=lambda: itertools.count(1)
-    )
+    _port_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -128,9 +126,7 @@ class Lab:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise LabError(
-                f"`{' '.join(argv)}` did not finish within {timeout}s"
-            ) from exc
+            raise LabError(f"`{' '.join(argv)}` did not finish within {timeout}s") from exc
         if check and res.returncode != 0:
             raise LabError(
                 f"`{' '.join(argv)}` failed with exit {res.returncode}: "
@@ -159,9 +155,7 @@ class Lab:
     def sysctl(self, node: NodeRef, **settings: str | int) -> None:
         """Set sysctls inside the node: ``sysctl(n, **{"net.ipv4.ip_forward": 1})``."""
         pairs = [f"{k}={v}" for k, v in settings.items()]
-        self._cmd(
-            ["ip", "netns", "exec", self.node(node).ns, "sysctl", "-q", "-w", *pairs]
-        )
+        self._cmd(["ip", "netns", "exec", self.node(node).ns, "sysctl", "-q", "-w", *pairs])
 
     def run(
         self,
@@ -191,14 +185,11 @@ class Lab:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            raise LabError(
-                f"`{' '.join(full)}` did not finish within {timeout}s"
-            ) from None
+            raise LabError(f"`{' '.join(full)}` did not finish within {timeout}s") from None
         res = subprocess.CompletedProcess(full, proc.returncode, out, err)
         if check and res.returncode != 0:
             raise LabError(
-                f"`{' '.join(full)}` failed with exit {res.returncode}: "
-                f"{(err or out).strip()}"
+                f"`{' '.join(full)}` failed with exit {res.returncode}: {(err or out).strip()}"
             )
         return res
 
@@ -509,11 +500,11 @@ class Lab:
         for fn in reversed(self._cleanups):
             try:
                 fn()
-            except Exception as exc:  # noqa: BLE001 - keep tearing down
+            except Exception as exc:
                 errors.append(exc)
         try:
             kill_groups(self.processes, timeout=5.0)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         for node in reversed(list(self.nodes.values())):
             try:
@@ -521,7 +512,7 @@ class Lab:
                 self.registry.forget("netns", node.ns)
                 if node.is_switch:
                     self.registry.forget("bridge", f"{node.ns}/{BRIDGE}")
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 errors.append(exc)
         shutil.rmtree(self.shortdir, ignore_errors=True)
         if not self.shortdir.exists():
@@ -564,9 +555,7 @@ def delete_netns(ns: str, timeout: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(AssertionError):
-            wait_for(
-                lambda: not netns_pids(ns), timeout=timeout, what=f"processes in {ns}"
-            )
+            wait_for(lambda: not netns_pids(ns), timeout=timeout, what=f"processes in {ns}")
     res = subprocess.run(
         ["ip", "netns", "del", ns],
         capture_output=True,

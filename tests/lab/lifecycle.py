@@ -52,7 +52,7 @@ def close_all() -> list[str]:
     for lab in reversed(list(_open)):
         try:
             lab.close()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(f"{lab.lab_id}: {exc}")
     from .registry import current_run
 

@@ -115,11 +115,7 @@ class ProcessHandle:
                 self.registry.forget("pgid", str(self.pgid))
 
     def __repr__(self) -> str:
-        state = (
-            "running"
-            if self.popen.poll() is None
-            else f"exited {self.popen.returncode}"
-        )
+        state = "running" if self.popen.poll() is None else f"exited {self.popen.returncode}"
         return f"<{self.name} pid={self.pid} ns={self.netns} {state}>"
 
 

@@ -112,9 +112,7 @@ class RunRegistry:
         self.create()
         line = json.dumps(entry, sort_keys=True) + "\n"
         # O_APPEND writes of one short line are atomic; no lock is needed.
-        fd = os.open(
-            self.dir / "resources.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-        )
+        fd = os.open(self.dir / "resources.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line.encode())
         finally:
@@ -214,11 +212,7 @@ def current_run() -> RunRegistry:
         if wanted:
             reg = RunRegistry(wanted)
             for info in list_runs(reg.root):
-                if (
-                    info.run_id == wanted
-                    and info.alive
-                    and info.owner_pid != os.getpid()
-                ):
+                if info.run_id == wanted and info.alive and info.owner_pid != os.getpid():
                     raise RuntimeError(
                         f"VIGIL_LAB_RUN_ID={wanted} belongs to live pid {info.owner_pid}; "
                         "unset it or pick another id"
@@ -229,9 +223,7 @@ def current_run() -> RunRegistry:
                 if not reg.dir.exists():
                     break
             else:  # pragma: no cover - 100 collisions among 65536 ids
-                raise RuntimeError(
-                    f"no free run id under {RUN_ROOT}; run tests.lab.cleanup"
-                )
+                raise RuntimeError(f"no free run id under {RUN_ROOT}; run tests.lab.cleanup")
         reg.create()
         _CURRENT = reg
     return _CURRENT

@@ -53,7 +53,7 @@ def wait_for(
         polls += 1
         try:
             value = predicate()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
         else:
             if value:
@@ -62,7 +62,7 @@ def wait_for(
         if observe is not None:
             try:
                 last = observe()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 last = exc
         remaining = deadline - time.monotonic()
         if remaining <= 0:
