@@ -1,0 +1,689 @@
+"""Raw-socket transport for VRRP: one socket per (family, interface), demultiplexed by VRID.
+
+This module moves bytes and their metadata and nothing else. It does not parse VRRP beyond
+the VRID byte (the second byte of the VRRP message), which it needs to hand each datagram
+to the instance that registered for it. Validation (TTL, version, checksum, ...) belongs to
+``vigil.vrrp.packet`` and the runtime.
+
+Choices that matter on the wire, and why:
+
+- IPv4 is sent with ``IP_HDRINCL``: the header carries TTL 255, TOS 0xc0, no DF and an
+  incrementing identification, exactly what keepalived puts on the wire, and the source is
+  the interface's primary address (or the configured unicast source) without depending on
+  the routing table's source selection. The kernel fills in the total length and header
+  checksum. Received IPv4 datagrams include the IP header and are passed on whole.
+- IPv6 is sent with an ``IPV6_PKTINFO`` control message naming the source (the interface's
+  link-local address by default) and the interface. The socket is deliberately *not*
+  bound to an address: a bound raw socket only receives datagrams addressed to that
+  address, which would filter out the ff02::12 adverts. ``IPV6_CHECKSUM`` = 6 makes the
+  kernel fill the pseudo-header checksum on send and verify it on receive (a datagram with
+  a bad checksum is dropped by the kernel and never reaches us).
+- ``SO_BINDTODEVICE`` ties each socket to its interface and ``IP(V6)_MULTICAST_ALL`` = 0
+  stops it from seeing groups joined by other sockets; the receive path also drops anything
+  whose arrival interface is not ours (a datagram can slip in between ``socket()`` and the
+  bind).
+- An interface can disappear (veth deleted, macvlan recreated). A send that fails with
+  ENODEV/ENXIO/ENETDOWN marks the socket down, closes it and reports it once; sends while
+  down cost nothing. ``reopen()`` (called by the runtime on a link-up event) opens a fresh
+  socket against the interface's new index and joins the groups again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "VRRP_GROUP_V4",
+    "VRRP_GROUP_V6",
+    "VRRP_PROTO",
+    "IPAddress",
+    "PayloadBuilder",
+    "RawReceived",
+    "SocketRegistry",
+    "SocketStats",
+    "TransportError",
+    "VrrpSocket",
+    "interface_link_local",
+    "interface_primary_ipv4",
+]
+
+log = logging.getLogger("vigil.net.transport")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+PayloadBuilder = Callable[[IPAddress, IPAddress], bytes]
+"""Called with (source, destination) for every datagram sent; returns the VRRP message.
+
+VRRPv3 over IPv4 may checksum over the pseudo-header, which depends on both addresses, so
+the runtime can hand ``send()`` a builder instead of fixed bytes (one call per unicast
+peer)."""
+
+VRRP_PROTO = 112
+VRRP_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")
+VRRP_GROUP_V6 = ipaddress.IPv6Address("ff02::12")
+
+# Socket option numbers missing from Python 3.11's socket module (values from linux/in.h and
+# linux/in6.h; the IPv6 ones exist in recent Pythons but are spelled out for clarity).
+IP_TTL = 2
+IP_PKTINFO = 8
+IP_RECVTTL = 12
+IP_MULTICAST_ALL = 49
+IPV6_CHECKSUM = 7
+IPV6_MULTICAST_ALL = 29
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+IPV6_TCLASS = 67
+SIOCGIFADDR = 0x8915
+
+TTL = 255
+TOS = 0xC0
+VRRP_CHECKSUM_OFFSET = 6
+RECV_BUFSIZE = 8192
+MAX_READS_PER_WAKEUP = 64
+SOURCE_CACHE_SECONDS = 1.0
+
+# Errors that mean "the interface is gone or down": mark the socket down, wait for reopen().
+LINK_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENETDOWN})
+# Errors from a stale source address: refresh it and try again on the next send.
+SOURCE_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EINVAL})
+
+_IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
+_IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
+_INT = struct.Struct("=i")
+_IPV4_HEADER = struct.Struct("!BBHHHBBH4s4s")
+
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+IPV6_SCOPE_LINK = 0x20
+
+
+class TransportError(Exception):
+    """A socket cannot be set up for a reason other than a missing interface (e.g. EPERM)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawReceived:
+    """One datagram as it arrived, before any VRRP validation.
+
+    ``data`` is the whole IPv4 datagram (header included) for family 4, and the VRRP
+    message alone for family 6 (the kernel strips IPv6 headers on raw sockets). ``ttl`` is
+    the IPv4 TTL or the IPv6 hop limit seen on arrival (-1 if the kernel did not say).
+    """
+
+    family: int
+    ifname: str
+    src: IPAddress
+    dst: IPAddress
+    ttl: int
+    data: bytes
+    ifindex: int
+
+    @property
+    def hop_limit(self) -> int:
+        """The IPv6 name for ``ttl``."""
+        return self.ttl
+
+    @property
+    def vrrp_offset(self) -> int:
+        """Where the VRRP message starts in ``data`` (after the IPv4 header, if any)."""
+        if self.family == 4:
+            return (self.data[0] & 0x0F) * 4 if self.data else 0
+        return 0
+
+    @property
+    def vrid(self) -> int | None:
+        """The VRID byte, or None if the datagram is too short to have one."""
+        index = self.vrrp_offset + 1
+        return self.data[index] if len(self.data) > index else None
+
+
+@dataclass(slots=True)
+class SocketStats:
+    """Per-socket counters the runtime exports as metrics."""
+
+    rx_packets: int = 0
+    rx_unknown_vrid: int = 0
+    rx_truncated: int = 0
+    rx_wrong_interface: int = 0
+    rx_errors: int = 0
+    tx_packets: int = 0
+    tx_errors: int = 0
+    down_events: int = 0
+
+
+ReceiveHandler = Callable[[RawReceived], None]
+UnknownVridHandler = Callable[[RawReceived, int | None], None]
+StatusHandler = Callable[["VrrpSocket", bool, str], None]
+
+
+def interface_primary_ipv4(ifname: str) -> ipaddress.IPv4Address | None:
+    """The interface's primary IPv4 address (the one keepalived sends from), or None.
+
+    SIOCGIFADDR returns the first address whose label is the interface name, which is the
+    primary of the first subnet configured, and costs a single syscall.
+    """
+    request = struct.pack("16s16x", ifname.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            reply = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            return None
+    return ipaddress.IPv4Address(reply[20:24])
+
+
+def interface_link_local(ifname: str) -> ipaddress.IPv6Address | None:
+    """The interface's usable (not tentative, not DAD-failed) link-local address, or None.
+
+    Read from /proc/net/if_inet6, which shows the addresses of the reader's network
+    namespace; the kernel refuses a tentative address as a source, so those are skipped.
+    """
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 6 or fields[5] != ifname:
+            continue
+        scope, flags = int(fields[3], 16), int(fields[4], 16)
+        if scope == IPV6_SCOPE_LINK and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
+            return ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+    return None
+
+
+def _check_family(family: int) -> int:
+    if family not in (4, 6):
+        raise ValueError(f"family: must be 4 or 6, got {family!r}")
+    return family
+
+
+def _check_ifname(ifname: str) -> str:
+    if not ifname or len(ifname.encode()) > 15 or "/" in ifname or " " in ifname:
+        raise ValueError(f"interface: {ifname!r} is not a valid Linux interface name")
+    return ifname
+
+
+def _as_address(family: int, value: IPAddress | str, what: str) -> IPAddress:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {value!r} is not an IP address") from exc
+    if address.version != family:
+        raise ValueError(
+            f"{what}: {address} is IPv{address.version} but this socket is IPv{family}"
+        )
+    return address
+
+
+@dataclass(slots=True)
+class _SourceCache:
+    """The default source address, re-read at most once per SOURCE_CACHE_SECONDS."""
+
+    address: IPAddress | None = None
+    read_at: float = field(default=-1e9)
+
+    def invalidate(self) -> None:
+        self.read_at = -1e9
+
+
+class VrrpSocket:
+    """The VRRP raw socket of one (family, interface), shared by every instance on it.
+
+    Instances ``register(vrid, handler)`` to receive their datagrams and call ``send()``;
+    the registry owns opening and closing. The socket object outlives the file descriptor:
+    while the interface is missing it stays registered but ``up`` is False.
+    """
+
+    def __init__(
+        self,
+        family: int,
+        ifname: str,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        on_unknown_vrid: UnknownVridHandler | None = None,
+        on_status: StatusHandler | None = None,
+    ) -> None:
+        self.family = _check_family(family)
+        self.ifname = _check_ifname(ifname)
+        self.ifindex = 0
+        self.stats = SocketStats()
+        self.down_reason: str | None = "not opened"
+        self.on_unknown_vrid = on_unknown_vrid
+        self.on_status = on_status
+        self._loop = loop
+        self._sock: socket.socket | None = None
+        self._handlers: dict[int, ReceiveHandler] = {}
+        self._source = _SourceCache()
+        self._ident = 0
+        self._down_reported = False
+
+    def __repr__(self) -> str:
+        state = "up" if self.up else f"down ({self.down_reason})"
+        return f"<VrrpSocket IPv{self.family} {self.ifname} {state}>"
+
+    @property
+    def up(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def group(self) -> IPAddress:
+        return VRRP_GROUP_V4 if self.family == 4 else VRRP_GROUP_V6
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    # -- demultiplexing -------------------------------------------------------------------
+
+    def register(self, vrid: int, handler: ReceiveHandler) -> None:
+        """Deliver datagrams carrying ``vrid`` to ``handler`` (one handler per VRID)."""
+        if not isinstance(vrid, int) or not 1 <= vrid <= 255:
+            raise ValueError(f"vrid: must be an integer from 1 to 255, got {vrid!r}")
+        if vrid in self._handlers:
+            raise ValueError(
+                f"vrid: {vrid} is already registered on IPv{self.family} {self.ifname}; "
+                "each VRID may be used by one instance per interface and family"
+            )
+        self._handlers[vrid] = handler
+
+    def unregister(self, vrid: int) -> None:
+        self._handlers.pop(vrid, None)
+
+    @property
+    def vrids(self) -> frozenset[int]:
+        return frozenset(self._handlers)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> bool:
+        """Open and configure the socket; False (and down) if the interface is missing.
+
+        Raises TransportError for anything that is not about the interface (no privilege,
+        protocol not supported): those will not fix themselves.
+        """
+        if self._sock is not None:
+            return True
+        try:
+            sock = self._make_socket()
+        except OSError as exc:
+            if exc.errno in LINK_ERRNOS:
+                self._set_down(f"cannot open on {self.ifname}: {exc.strerror}")
+                return False
+            raise TransportError(
+                f"cannot open the IPv{self.family} VRRP socket on {self.ifname}: {exc}"
+                + (" (vigild needs CAP_NET_RAW)" if exc.errno == errno.EPERM else "")
+            ) from exc
+        self._sock = sock
+        self._source.invalidate()
+        self._get_loop().add_reader(sock.fileno(), self._on_readable)
+        self.down_reason = None
+        log.debug(
+            "IPv%d VRRP socket open on %s (ifindex %d)", self.family, self.ifname, self.ifindex
+        )
+        if self._down_reported:
+            self._down_reported = False
+            self._report(True, "interface is back")
+        return True
+
+    def reopen(self) -> bool:
+        """Close and open again (the interface came back, maybe with a new index)."""
+        self._close_fd()
+        return self.open()
+
+    def mark_down(self, reason: str) -> None:
+        """Close the descriptor and report the socket down (once per transition)."""
+        self._close_fd()
+        self._set_down(reason)
+
+    def close(self) -> None:
+        self._close_fd()
+        self._handlers.clear()
+        self.down_reason = "closed"
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _close_fd(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        with contextlib.suppress(Exception):
+            self._get_loop().remove_reader(sock.fileno())
+        sock.close()
+
+    def _set_down(self, reason: str) -> None:
+        self.down_reason = reason
+        if not self._down_reported:
+            self._down_reported = True
+            self.stats.down_events += 1
+            log.warning("IPv%d VRRP socket on %s is down: %s", self.family, self.ifname, reason)
+            self._report(False, reason)
+
+    def _report(self, up: bool, reason: str) -> None:
+        if self.on_status is None:
+            return
+        try:
+            self.on_status(self, up, reason)
+        except Exception:
+            log.exception("status handler for %s failed", self.ifname)
+
+    def _make_socket(self) -> socket.socket:
+        family = socket.AF_INET if self.family == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_RAW, VRRP_PROTO)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.ifname.encode())
+            self.ifindex = socket.if_nametoindex(self.ifname)
+            if self.family == 4:
+                self._configure_v4(sock)
+            else:
+                self._configure_v6(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _configure_v4(self, sock: socket.socket) -> None:
+        ip = socket.IPPROTO_IP
+        sock.setsockopt(ip, socket.IP_HDRINCL, 1)
+        sock.setsockopt(ip, IP_TTL, TTL)
+        sock.setsockopt(ip, socket.IP_MULTICAST_TTL, TTL)
+        sock.setsockopt(ip, socket.IP_TOS, TOS)
+        sock.setsockopt(ip, socket.IP_MULTICAST_LOOP, 0)
+        sock.setsockopt(ip, IP_MULTICAST_ALL, 0)
+        sock.setsockopt(ip, IP_PKTINFO, 1)
+        sock.setsockopt(ip, IP_RECVTTL, 1)
+        mreqn = struct.pack("=4s4si", VRRP_GROUP_V4.packed, bytes(4), self.ifindex)
+        sock.setsockopt(ip, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(ip, socket.IP_ADD_MEMBERSHIP, mreqn)
+
+    def _configure_v6(self, sock: socket.socket) -> None:
+        ip6 = socket.IPPROTO_IPV6
+        sock.setsockopt(ip6, IPV6_CHECKSUM, VRRP_CHECKSUM_OFFSET)
+        sock.setsockopt(ip6, socket.IPV6_MULTICAST_HOPS, TTL)
+        sock.setsockopt(ip6, socket.IPV6_UNICAST_HOPS, TTL)
+        sock.setsockopt(ip6, IPV6_TCLASS, TOS)
+        sock.setsockopt(ip6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.setsockopt(ip6, IPV6_MULTICAST_ALL, 0)
+        sock.setsockopt(ip6, IPV6_RECVHOPLIMIT, 1)
+        sock.setsockopt(ip6, IPV6_RECVPKTINFO, 1)
+        sock.setsockopt(ip6, socket.IPV6_MULTICAST_IF, self.ifindex)
+        mreq = struct.pack("=16sI", VRRP_GROUP_V6.packed, self.ifindex)
+        sock.setsockopt(ip6, socket.IPV6_JOIN_GROUP, mreq)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def default_source(self) -> IPAddress | None:
+        """Primary IPv4 address or usable link-local IPv6 address of the interface.
+
+        Cached for SOURCE_CACHE_SECONDS so a busy sender does not re-read it for every
+        advert, and refreshed at once after a send fails because of it.
+        """
+        now = time.monotonic()
+        if now - self._source.read_at >= SOURCE_CACHE_SECONDS:
+            if self.family == 4:
+                self._source.address = interface_primary_ipv4(self.ifname)
+            else:
+                self._source.address = interface_link_local(self.ifname)
+            self._source.read_at = now
+        return self._source.address
+
+    def refresh_source(self) -> None:
+        """Forget the cached default source (the runtime calls this on address events)."""
+        self._source.invalidate()
+
+    def send(
+        self,
+        payload: bytes | PayloadBuilder,
+        dst: IPAddress | str | Iterable[IPAddress | str] | None = None,
+        src: IPAddress | str | None = None,
+    ) -> int:
+        """Send one VRRP message; return how many datagrams left (0 if none could).
+
+        ``dst`` None means the VRRP multicast group; otherwise one address or a list of
+        unicast peers, each sent its own datagram. ``src`` None means the interface's
+        primary (IPv4) or link-local (IPv6) address; unicast instances pass their
+        configured source. ``payload`` is the VRRP message or a builder called with
+        (src, dst) per datagram. Failures never raise: they are counted, logged and, for
+        a vanished interface, reported through ``on_status``.
+        """
+        if self._sock is None:
+            return 0
+        destinations = self._destinations(dst)
+        source = self._source_address(src)
+        if source is None:
+            return 0
+        sent = 0
+        for target in destinations:
+            data = payload(source, target) if callable(payload) else payload
+            if self._send_one(data, source, target):
+                sent += 1
+            elif self._sock is None:
+                break
+        return sent
+
+    def _destinations(
+        self, dst: IPAddress | str | Iterable[IPAddress | str] | None
+    ) -> list[IPAddress]:
+        if dst is None:
+            return [self.group]
+        if isinstance(dst, str | ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return [_as_address(self.family, dst, "dst")]
+        return [_as_address(self.family, peer, "unicast.peers") for peer in dst]
+
+    def _source_address(self, src: IPAddress | str | None) -> IPAddress | None:
+        if src is not None:
+            return _as_address(self.family, src, "unicast.source")
+        source = self.default_source()
+        if source is None:
+            self.stats.tx_errors += 1
+            kind = "IPv4 address" if self.family == 4 else "usable link-local address"
+            log.warning("cannot send VRRP on %s: it has no %s", self.ifname, kind)
+        return source
+
+    def _send_one(self, data: bytes, source: IPAddress, target: IPAddress) -> bool:
+        assert self._sock is not None
+        try:
+            if self.family == 4:
+                self._ident = self._ident % 0xFFFF + 1
+                header = _IPV4_HEADER.pack(
+                    0x45,
+                    TOS,
+                    20 + len(data),
+                    self._ident,
+                    0,
+                    TTL,
+                    VRRP_PROTO,
+                    0,
+                    source.packed,
+                    target.packed,
+                )
+                self._sock.sendto(header + data, (str(target), 0))
+            else:
+                pktinfo = _IN6_PKTINFO.pack(source.packed, self.ifindex)
+                scope = self.ifindex if target.is_link_local or target.is_multicast else 0
+                self._sock.sendmsg(
+                    [data],
+                    [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)],
+                    0,
+                    (str(target), 0, 0, scope),
+                )
+        except OSError as exc:
+            self.stats.tx_errors += 1
+            if exc.errno in LINK_ERRNOS:
+                self.mark_down(f"send on {self.ifname} failed: {exc.strerror}")
+            elif exc.errno in SOURCE_ERRNOS:
+                self.refresh_source()
+                log.warning("VRRP send from %s on %s failed: %s", source, self.ifname, exc.strerror)
+            else:
+                log.warning("VRRP send to %s on %s failed: %s", target, self.ifname, exc.strerror)
+            return False
+        self.stats.tx_packets += 1
+        return True
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        for _ in range(MAX_READS_PER_WAKEUP):
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                data, ancdata, flags, address = sock.recvmsg(RECV_BUFSIZE, 256)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats.rx_errors += 1
+                if exc.errno in LINK_ERRNOS:
+                    self.mark_down(f"receive on {self.ifname} failed: {exc.strerror}")
+                else:
+                    log.warning("VRRP receive on %s failed: %s", self.ifname, exc.strerror)
+                return
+            if flags & socket.MSG_TRUNC:
+                self.stats.rx_truncated += 1
+                continue
+            packet = self._decode(data, ancdata, address)
+            if packet is None:
+                continue
+            self._dispatch(packet)
+
+    def _decode(
+        self, data: bytes, ancdata: list[tuple[int, int, bytes]], address: tuple[object, ...]
+    ) -> RawReceived | None:
+        ttl, ifindex = -1, self.ifindex
+        dst: IPAddress | None = None
+        for level, kind, value in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(value) >= 12:
+                ifindex = _IN_PKTINFO.unpack_from(value)[0]
+            elif level == socket.IPPROTO_IP and kind == IP_TTL and len(value) >= 4:
+                ttl = _INT.unpack_from(value)[0]
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= 20:
+                raw_dst, ifindex = _IN6_PKTINFO.unpack_from(value)
+                dst = ipaddress.IPv6Address(raw_dst)
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_HOPLIMIT and len(value) >= 4:
+                ttl = _INT.unpack_from(value)[0]
+        if ifindex != self.ifindex:
+            self.stats.rx_wrong_interface += 1
+            return None
+        if self.family == 4:
+            if len(data) < 20:
+                self.stats.rx_truncated += 1
+                return None
+            src: IPAddress = ipaddress.IPv4Address(data[12:16])
+            dst = ipaddress.IPv4Address(data[16:20])
+            if ttl < 0:
+                ttl = data[8]
+        else:
+            src = ipaddress.IPv6Address(str(address[0]).split("%", 1)[0])
+            if dst is None:
+                dst = VRRP_GROUP_V6
+        return RawReceived(self.family, self.ifname, src, dst, ttl, data, ifindex)
+
+    def _dispatch(self, packet: RawReceived) -> None:
+        self.stats.rx_packets += 1
+        vrid = packet.vrid
+        handler = self._handlers.get(vrid) if vrid is not None else None
+        try:
+            if handler is not None:
+                handler(packet)
+                return
+            self.stats.rx_unknown_vrid += 1
+            if self.on_unknown_vrid is not None:
+                self.on_unknown_vrid(packet, vrid)
+        except Exception:
+            log.exception("VRRP handler for VRID %s on %s failed", vrid, self.ifname)
+
+
+class SocketRegistry:
+    """Shares one VrrpSocket per (family, interface) among instances, with a refcount.
+
+    ``acquire()`` never fails because an interface is missing: the socket comes back down
+    (``up`` False, reported through ``on_status``) and ``link_up(ifname)`` reopens it when
+    the runtime sees the link again.
+    """
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        on_unknown_vrid: UnknownVridHandler | None = None,
+        on_status: StatusHandler | None = None,
+    ) -> None:
+        self._loop = loop
+        self.on_unknown_vrid = on_unknown_vrid
+        self.on_status = on_status
+        self._sockets: dict[tuple[int, str], VrrpSocket] = {}
+        self._refs: dict[tuple[int, str], int] = {}
+
+    def __iter__(self) -> Iterator[VrrpSocket]:
+        return iter(list(self._sockets.values()))
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    def get(self, family: int, ifname: str) -> VrrpSocket | None:
+        return self._sockets.get((family, ifname))
+
+    def refcount(self, family: int, ifname: str) -> int:
+        return self._refs.get((family, ifname), 0)
+
+    def acquire(self, family: int, ifname: str) -> VrrpSocket:
+        """Return the shared socket for (family, ifname), opening it on first use."""
+        key = (_check_family(family), _check_ifname(ifname))
+        sock = self._sockets.get(key)
+        if sock is None:
+            sock = VrrpSocket(
+                family,
+                ifname,
+                loop=self._loop,
+                on_unknown_vrid=self.on_unknown_vrid,
+                on_status=self.on_status,
+            )
+            sock.open()
+            self._sockets[key] = sock
+            self._refs[key] = 0
+        self._refs[key] += 1
+        return sock
+
+    def release(self, sock: VrrpSocket) -> None:
+        """Drop one reference; the last one closes the socket."""
+        key = (sock.family, sock.ifname)
+        if self._sockets.get(key) is not sock:
+            return
+        self._refs[key] -= 1
+        if self._refs[key] <= 0:
+            del self._sockets[key], self._refs[key]
+            sock.close()
+
+    def link_down(self, ifname: str, reason: str = "link down") -> None:
+        """The runtime saw the interface go away or down: close its sockets."""
+        for sock in self:
+            if sock.ifname == ifname:
+                sock.mark_down(reason)
+
+    def link_up(self, ifname: str) -> list[VrrpSocket]:
+        """The runtime saw the interface (re)appear: reopen its sockets; return those up."""
+        reopened = []
+        for sock in self:
+            if sock.ifname == ifname and sock.reopen():
+                reopened.append(sock)
+        return reopened
+
+    def close(self) -> None:
+        for sock in self:
+            sock.close()
+        self._sockets.clear()
+        self._refs.clear()
