@@ -1,0 +1,1219 @@
+"""Import a keepalived.conf as a vigil config (`vigilctl import-keepalived FILE`).
+
+Operators move to vigil from a working keepalived pair, so the importer's promise is:
+everything keepalived would have done is either carried over into the vigil format
+(docs/configuration.md) or listed as `Unsupported(file, line, keyword, reason)`.
+Nothing is dropped silently. Where keepalived's behaviour differs from what its text
+seems to say (the `state` hint, weights ignored inside sync groups, scripts run as
+root), the result says so in `notes`.
+
+Parsing lives in `keepalived_parser`; this module maps keywords to vigil keys, records
+for every produced key the keepalived file and line it came from (so validation issues
+point back into keepalived.conf), renders YAML and runs the CLI command.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import yaml
+
+from vigil.config.errors import format_path, parent_paths
+from vigil.config.keepalived_parser import (
+    KeepalivedParseError,
+    Statement,
+    Token,
+    parse_file,
+)
+
+__all__ = [
+    "ImportResult",
+    "KeepalivedParseError",
+    "Unsupported",
+    "import_keepalived",
+    "import_main",
+    "render_yaml",
+]
+
+IPVS_LATER = "not imported yet: IPVS support comes in a later release"
+BFD_LATER = "not imported yet: BFD support comes in a later release"
+EMAIL = "vigil sends no email; run a notify script (or watch the event API) instead"
+NO_EQUIVALENT = "keepalived daemon setting with no vigil equivalent"
+UNKNOWN = "not a keepalived keyword the importer knows"
+
+_BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+
+# Readable key order in the output (the rest keep insertion order after these).
+_INSTANCE_ORDER = (
+    "name",
+    "interface",
+    "vrid",
+    "priority",
+    "address_owner",
+    "version",
+    "advert_interval",
+    "preempt",
+    "preempt_delay",
+    "unicast",
+    "authentication",
+    "virtual_ipaddresses",
+    "virtual_ipaddresses_excluded",
+    "virtual_routes",
+    "garp",
+    "v3_checksum_pseudo_header",
+    "use_vmac",
+    "track",
+    "notify",
+)
+_TOP_ORDER = (
+    "global",
+    "vrrp_scripts",
+    "track_files",
+    "track_processes",
+    "vrrp_instances",
+    "vrrp_sync_groups",
+)
+
+# keepalived garp keywords -> vigil garp keys (global ones carry a vrrp_ prefix).
+_GARP_KEYS = {
+    "garp_master_delay": ("master_delay", float),
+    "garp_master_repeat": ("master_repeat", int),
+    "garp_master_refresh": ("master_refresh", float),
+    "garp_master_refresh_repeat": ("master_refresh_repeat", int),
+    "garp_interval": ("interval", float),
+    "gna_interval": ("interval", float),
+    "garp_lower_prio_delay": ("lower_prio_delay", float),
+    "garp_lower_prio_repeat": ("lower_prio_repeat", int),
+}
+
+_NOTIFY_KEYS = {
+    "notify_master": "master",
+    "notify_backup": "backup",
+    "notify_fault": "fault",
+    "notify_stop": "stop",
+    "notify": "generic",
+}
+
+# Top-level blocks reported once per block: later releases will import them.
+_LATER_BLOCKS = {
+    "virtual_server": IPVS_LATER,
+    "virtual_server_group": IPVS_LATER,
+    "bfd_instance": BFD_LATER,
+}
+
+_TOP_UNSUPPORTED = {
+    "static_ipaddress": "static addresses are not managed by vigil; configure them in the OS",
+    "static_routes": "static routes are not managed by vigil; configure them in the OS",
+    "static_rules": "static rules are not managed by vigil; configure them in the OS",
+    "linkbeat_interfaces": "vigil follows links through netlink only",
+    "garp_group": "per-interface GARP rate groups are not supported; use garp.interval",
+    "interface_up_down_delays": "interface debounce delays are not supported",
+    "track_group": "static track groups are not supported",
+    "net_namespace": "run vigild inside the namespace instead (ip netns exec)",
+    "net_namespace_ipvs": IPVS_LATER,
+    "namespace_with_ipsets": NO_EQUIVALENT,
+    "instance": NO_EQUIVALENT,
+    "use_pid_dir": NO_EQUIVALENT,
+    "linkbeat_use_polling": "vigil follows links through netlink only",
+    "child_wait_time": NO_EQUIVALENT,
+}
+
+_GLOBAL_REASONS = {
+    "vrrp_strict": "strict mode is not supported; vigil follows the RFCs without no_accept",
+    "vrrp_mcast_group4": "vigil uses the standard group 224.0.0.18",
+    "vrrp_mcast_group6": "vigil uses the standard group ff02::12",
+    "vrrp_iptables": "vigil does not manage firewall rules",
+    "vrrp_nftables": "vigil does not manage firewall rules",
+    "nftables": "vigil does not manage firewall rules",
+    "vrrp_ipsets": "vigil does not manage firewall rules",
+    "vrrp_skip_check_adv_addr": "vigil checks every advert's addresses",
+    "vrrp_check_unicast_src": "vigil checks the source of unicast adverts against the peers",
+    "enable_snmp_vrrp": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_snmp_checker": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_snmp_rfc": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_snmp_rfcv2": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_snmp_rfcv3": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_traps": "vigil exports Prometheus metrics instead of SNMP",
+    "snmp_socket": "vigil exports Prometheus metrics instead of SNMP",
+    "enable_dbus": "vigil offers its local HTTP API instead of D-Bus",
+    "notify_fifo": "vigil streams events on its API instead of a FIFO",
+    "notify_fifo_script": "vigil streams events on its API instead of a FIFO",
+    "vrrp_notify_fifo": "vigil streams events on its API instead of a FIFO",
+    "vrrp_notify_fifo_script": "vigil streams events on its API instead of a FIFO",
+    "vrrp_startup_delay": "startup delay is not supported; use preempt_delay",
+    "vrrp_lower_prio_no_advert": "not supported",
+    "vrrp_higher_prio_send_advert": "not supported",
+    "vrrp_garp_extra_if": "GARP on extra interfaces is not supported",
+    "vrrp_down_timer_adverts": "vigil uses the RFC Master_Down interval (3 adverts + skew)",
+    "dynamic_interfaces": "vigil waits for missing interfaces on its own",
+    "max_auto_priority": "vigil does not change its scheduling priority",
+    "startup_script": "run it from the service manager (ExecStartPre=) instead",
+    "startup_script_timeout": "run it from the service manager (ExecStartPre=) instead",
+    "shutdown_script": "run it from the service manager (ExecStopPost=) instead",
+    "shutdown_script_timeout": "run it from the service manager (ExecStopPost=) instead",
+    "vmac_prefix": "vigil names macvlans itself (use_vmac: NAME)",
+    "vmac_addr_prefix": "vigil names macvlans itself (use_vmac: NAME)",
+}
+_GLOBAL_PREFIX_REASONS = (
+    ("smtp_", EMAIL),
+    ("notification_email", EMAIL),
+    ("no_email", EMAIL),
+    ("no_checker_emails", EMAIL),
+    ("lvs_", IPVS_LATER),
+    ("checker_", IPVS_LATER),
+    ("nftables_ipvs", IPVS_LATER),
+    ("bfd_", BFD_LATER),
+    ("vrrp_netlink_", NO_EQUIVALENT),
+    ("lvs_netlink_", IPVS_LATER),
+    ("process_", NO_EQUIVALENT),
+    ("vrrp_rx_bufs", NO_EQUIVALENT),
+    ("vrrp_no_swap", NO_EQUIVALENT),
+    ("vrrp_cpu_affinity", NO_EQUIVALENT),
+    ("vrrp_rt_priority", NO_EQUIVALENT),
+    ("vrrp_rlimit_rttime", NO_EQUIVALENT),
+    ("vrrp_priority", NO_EQUIVALENT),
+    ("vrrp_process_name", NO_EQUIVALENT),
+    ("reload_", NO_EQUIVALENT),
+    ("config_save_dir", NO_EQUIVALENT),
+    ("tmp_config_directory", NO_EQUIVALENT),
+    ("include_check", NO_EQUIVALENT),
+    ("umask", NO_EQUIVALENT),
+    ("random_seed", NO_EQUIVALENT),
+    ("data_use_instance", NO_EQUIVALENT),
+    ("log_unknown_vrids", NO_EQUIVALENT),
+    ("rs_init_notifies", IPVS_LATER),
+    ("fifo_write_vrrp_states_on_reload", NO_EQUIVALENT),
+    ("disable_local_igmp", NO_EQUIVALENT),
+    ("default_interface", "static addresses are not managed by vigil"),
+    ("min_auto_priority_delay", NO_EQUIVALENT),
+    ("dbus_service_name", "vigil offers its local HTTP API instead of D-Bus"),
+    ("vrrp_notify_priority_changes", "priority changes are events on vigil's API"),
+)
+
+_INSTANCE_REASONS = {
+    "mcast_src_ip": "adverts use the interface's primary address (or unicast.source)",
+    "mcast_dst_ip": "vigil uses the standard multicast group",
+    "dont_track_primary": "vigil always tracks the instance's interface",
+    "track_bfd": BFD_LATER,
+    "track_src_ip": "not supported",
+    "check_unicast_src": "vigil checks the source of unicast adverts against the peers",
+    "unicast_fault_no_peer": "vigil refuses unicast without peers at validation",
+    "unicast_ttl": "vigil sends unicast adverts with TTL 255",
+    "old_unicast_checksum": "pre-1.3.6 keepalived checksums are not supported",
+    "no_accept": "vigil always accepts traffic to the VIPs (accept mode)",
+    "strict_mode": "strict mode is not supported",
+    "skip_check_adv_addr": "vigil checks every advert's addresses",
+    "smtp_alert": EMAIL,
+    "notify_master_rx_lower_pri": "not supported; watch the event API instead",
+    "notify_deleted": "not supported; watch the event API instead",
+    "notify_priority_changes": "priority changes are events on vigil's API",
+    "lvs_sync_daemon_interface": IPVS_LATER,
+    "virtual_rules": "policy routing rules are not supported",
+    "promote_secondaries": "set net.ipv4.conf.IF.promote_secondaries with sysctl instead",
+    "vmac_xmit_base": "adverts go out on the macvlan when use_vmac is set",
+    "use_vmac_addr": "not supported; give each VIP's interface its own instance",
+    "use_ipvlan": "ipvlan is not supported; use use_vmac",
+    "vrf": "VRFs are not supported",
+    "garp_extra_if": "GARP on extra interfaces is not supported",
+    "down_timer_adverts": "vigil uses the RFC Master_Down interval (3 adverts + skew)",
+    "lower_prio_no_advert": "not supported",
+    "higher_prio_send_advert": "not supported",
+    "kernel_rx_buf_size": NO_EQUIVALENT,
+    "linkbeat_use_polling": "vigil follows links through netlink only",
+    "debug": NO_EQUIVALENT,
+    "thread_timer_expired": NO_EQUIVALENT,
+    "no_virtual_ipaddress": "vigil needs at least one VIP per instance",
+}
+
+_GROUP_REASONS = {
+    "track_interface": "sync group tracking is not supported; track in each member instance",
+    "track_script": "sync group tracking is not supported; track in each member instance",
+    "track_file": "sync group tracking is not supported; track in each member instance",
+    "track_process": "sync group tracking is not supported; track in each member instance",
+    "track_bfd": BFD_LATER,
+    "smtp_alert": EMAIL,
+    "global_tracking": "deprecated in keepalived; track in each member instance",
+    "sync_group_tracking_weight": "noted; member weights are imported as written",
+    "notify_deleted": "not supported; watch the event API instead",
+    "notify_priority_changes": "priority changes are events on vigil's API",
+}
+
+_VIP_VALUE_OPTIONS = {"brd", "broadcast", "dev", "scope", "label", "peer", "preferred_lft"}
+_VIP_VALUE_OPTIONS |= {"track_group"}
+_VIP_FLAGS = {"home", "-nodad", "nodad", "mngtmpaddr", "noprefixroute", "autojoin", "no_track"}
+_VIP_FLAGS |= {"use_vmac"}
+_ROUTE_VALUE_OPTIONS = {"src", "via", "gw", "or", "dev", "scope", "table", "metric", "to"}
+_ROUTE_VALUE_OPTIONS |= {
+    "protocol",
+    "proto",
+    "mtu",
+    "advmss",
+    "realms",
+    "tos",
+    "preference",
+    "pref",
+    "nexthop",
+    "weight",
+    "onlink",
+    "track_group",
+}
+_ROUTE_TYPES = {"blackhole", "unreachable", "prohibit", "throw", "unicast"}
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """A keepalived keyword the import could not carry over, with where and why."""
+
+    file: str
+    line: int
+    keyword: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.keyword}: not carried over ({self.reason})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "keyword": self.keyword,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class ImportResult:
+    """What the import produced: the vigil config, what was left out, and what to know.
+
+    `errors` holds values that could not be converted at all (`priority high`): a
+    config with errors is invalid. `origins` maps dotted config paths
+    (`vrrp_instances[0].vrid`) to the keepalived (file, line) they came from.
+    """
+
+    source: str
+    config: dict[str, Any]
+    unsupported: list[Unsupported] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    origins: dict[str, tuple[str, int]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def origin_of(self, path: str) -> tuple[str, int] | None:
+        """The keepalived location of `path` or of the nearest enclosing path."""
+        for candidate in parent_paths(path):
+            if candidate in self.origins:
+                return self.origins[candidate]
+        return None
+
+
+class _BadValue(Exception):
+    """A keyword's value cannot be converted; the message names the fix."""
+
+
+def _number(text: str) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _BadValue(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _BadValue(f"{text!r} is not a number")
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise _BadValue(f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str) -> int | float:
+    value = _number(text)
+    return int(value) if float(value).is_integer() else value
+
+
+def _boolean(words: list[str]) -> bool:
+    if not words:
+        return True
+    word = words[0].lower()
+    if word not in _BOOL_WORDS:
+        raise _BadValue(f"{words[0]!r} is not one of on|off|true|false|yes|no")
+    return _BOOL_WORDS[word]
+
+
+def _ordered(data: dict[str, Any], order: Iterable[str]) -> dict[str, Any]:
+    out = {key: data[key] for key in order if key in data}
+    out.update((key, value) for key, value in data.items() if key not in out)
+    return out
+
+
+class _Converter:
+    """Walks the statement tree once, filling the vigil config and the side lists."""
+
+    def __init__(self, source: str) -> None:
+        self.result = ImportResult(source=source, config={})
+        self.globals: dict[str, Any] = {}
+        self.scripts: dict[str, Any] = {}
+        self.files: dict[str, Any] = {}
+        self.processes: dict[str, Any] = {}
+        self.instances: list[dict[str, Any]] = []
+        self.groups: list[dict[str, Any]] = []
+        self.group_members: dict[str, Statement] = {}
+        self.group_weighted: set[str] = set()
+        self.uses_scripts = False
+
+    # --- bookkeeping -------------------------------------------------------------
+
+    def unsupported(self, at: Statement | Token, keyword: str, reason: str) -> None:
+        tok = at.keyword if isinstance(at, Statement) else at
+        self.result.unsupported.append(Unsupported(tok.file, tok.line, keyword, reason))
+
+    def error(self, at: Statement | Token, keyword: str, message: str) -> None:
+        tok = at.keyword if isinstance(at, Statement) else at
+        self.result.errors.append(f"{tok.file}:{tok.line}: {keyword}: {message}")
+
+    def note(self, at: Statement | Token | None, message: str) -> None:
+        if at is None:
+            self.result.notes.append(message)
+            return
+        tok = at.keyword if isinstance(at, Statement) else at
+        self.result.notes.append(f"{tok.file}:{tok.line}: {message}")
+
+    def origin(self, path: list[Any], at: Statement | Token) -> None:
+        tok = at.keyword if isinstance(at, Statement) else at
+        self.result.origins.setdefault(format_path(path), (tok.file, tok.line))
+
+    def convert(
+        self, stmt: Statement, path: list[Any], target: dict[str, Any], key: str, fn: Callable
+    ) -> bool:
+        """Set target[key] = fn(stmt) recording the origin; on a bad value log an error."""
+        try:
+            target[key] = fn(stmt)
+        except _BadValue as exc:
+            self.error(stmt, stmt.name, str(exc))
+            return False
+        self.origin([*path, key], stmt)
+        return True
+
+    def _one_arg(self, stmt: Statement) -> str:
+        if not stmt.args:
+            raise _BadValue("needs a value")
+        if len(stmt.args) > 1:
+            extra = " ".join(stmt.words[1:])
+            self.unsupported(stmt.args[1], stmt.name, f"extra words {extra!r} ignored")
+        return stmt.args[0].text
+
+    def _no_block(self, stmt: Statement) -> None:
+        if stmt.block is not None:
+            self.unsupported(stmt, f"{stmt.name} {{...}}", "unexpected block after this keyword")
+
+    # --- top level ---------------------------------------------------------------
+
+    def run(self, statements: list[Statement]) -> ImportResult:
+        handlers: dict[str, Callable[[Statement], None]] = {
+            "global_defs": self.global_defs,
+            "vrrp_script": self.vrrp_script,
+            "vrrp_track_file": self.track_file,
+            "track_file": self.track_file,
+            "vrrp_track_process": self.track_process,
+            "vrrp_instance": self.vrrp_instance,
+            "vrrp_sync_group": self.sync_group,
+        }
+        instance_stmts: list[Statement] = []
+        for stmt in statements:
+            name = stmt.name
+            if name.startswith("@") or name.startswith("$") or name.startswith("~"):
+                self.unsupported(
+                    stmt,
+                    name,
+                    "conditional configuration and parameter substitution are not "
+                    "expanded; expand them for this node before importing",
+                )
+            elif name in _LATER_BLOCKS:
+                self.unsupported(stmt, name, _LATER_BLOCKS[name])
+            elif name in _TOP_UNSUPPORTED:
+                self.unsupported(stmt, name, _TOP_UNSUPPORTED[name])
+            elif name == "vrrp_sync_group":
+                # groups first need the instance list; convert them after instances
+                continue
+            elif name in handlers:
+                if name == "vrrp_instance":
+                    instance_stmts.append(stmt)
+                handlers[name](stmt)
+            else:
+                self.unsupported(stmt, name, UNKNOWN)
+        for stmt in statements:
+            if stmt.name == "vrrp_sync_group":
+                self.sync_group(stmt)
+        self._apply_group_semantics(instance_stmts)
+        self._script_defaults()
+        return self._finish()
+
+    def _block(self, stmt: Statement) -> list[Statement]:
+        if stmt.block is None:
+            self.error(stmt, stmt.name, "needs a { ... } block")
+            return []
+        return stmt.block
+
+    def _named(self, stmt: Statement) -> str | None:
+        if not stmt.args:
+            self.error(stmt, stmt.name, "needs a name: " + stmt.name + " NAME { ... }")
+            return None
+        if len(stmt.args) > 1:
+            self.unsupported(stmt.args[1], stmt.name, "extra words after the name ignored")
+        return stmt.args[0].text
+
+    # --- global_defs ----------------------------------------------------------------
+
+    def global_defs(self, stmt: Statement) -> None:
+        path: list[Any] = ["global"]
+        g = self.globals
+        for s in self._block(stmt):
+            name = s.name
+            if name == "router_id":
+                self.convert(s, path, g, "router_id", self._one_arg)
+            elif name == "script_user":
+                self.convert(s, path, g, "script_user", self._user)
+            elif name == "enable_script_security":
+                g["script_security"] = True
+                self.origin([*path, "script_security"], s)
+            elif name == "vrrp_version":
+                self.convert(s, path, g, "vrrp_version", lambda x: _integer(self._one_arg(x)))
+            elif name == "v3_checksum_as_v2":
+                self.convert(
+                    s, path, g, "v3_checksum_pseudo_header", lambda x: not _boolean(x.words)
+                )
+            elif name == "vrrp_min_garp":
+                self._min_garp(s, path, g)
+            elif name.startswith("vrrp_") and name[5:] in _GARP_KEYS:
+                self._garp(s, name[5:], path, g)
+            elif name in _GLOBAL_REASONS:
+                self.unsupported(s, name, _GLOBAL_REASONS[name])
+            else:
+                reason = next((r for p, r in _GLOBAL_PREFIX_REASONS if name.startswith(p)), None)
+                self.unsupported(s, name, reason or UNKNOWN)
+
+    def _user(self, stmt: Statement) -> str:
+        if not stmt.args:
+            raise _BadValue("needs a user name")
+        words = stmt.words
+        if len(words) > 2:
+            self.unsupported(stmt.args[2], stmt.name, "extra words after user and group ignored")
+        return ":".join(words[:2])
+
+    def _garp(self, stmt: Statement, kw: str, path: list[Any], target: dict[str, Any]) -> None:
+        key, kind = _GARP_KEYS[kw]
+        garp = target.setdefault("garp", {})
+        try:
+            text = self._one_arg(stmt)
+            value: int | float = _integer(text) if kind is int else _seconds(text)
+        except _BadValue as exc:
+            self.error(stmt, stmt.name, str(exc))
+            return
+        if key == "interval" and "interval" in garp and garp["interval"] != value:
+            self.unsupported(
+                stmt,
+                stmt.name,
+                f"vigil has one interval for GARP and NA; keeping {garp['interval']}",
+            )
+            return
+        garp[key] = value
+        self.origin([*path, "garp", key], stmt)
+
+    def _min_garp(self, stmt: Statement, path: list[Any], target: dict[str, Any]) -> None:
+        try:
+            on = _boolean(stmt.words)
+        except _BadValue as exc:
+            self.error(stmt, stmt.name, str(exc))
+            return
+        if on:
+            garp = target.setdefault("garp", {})
+            garp.setdefault("master_repeat", 1)
+            garp.setdefault("master_delay", 0)
+            self.origin([*path, "garp"], stmt)
+
+    # --- trackers ---------------------------------------------------------------
+
+    def vrrp_script(self, stmt: Statement) -> None:
+        name = self._named(stmt)
+        if name is None:
+            return
+        self.uses_scripts = True
+        path: list[Any] = ["vrrp_scripts", name]
+        self.origin(path, stmt)
+        out: dict[str, Any] = {}
+        for s in self._block(stmt):
+            kw = s.name
+            if kw == "script":
+                self.convert(s, path, out, "script", self._command)
+            elif kw in ("interval", "timeout"):
+                self.convert(s, path, out, kw, lambda x: _seconds(self._one_arg(x)))
+            elif kw in ("rise", "fall"):
+                self.convert(s, path, out, kw, lambda x: _integer(self._one_arg(x)))
+            elif kw == "weight":
+                self._weight(s, path, out)
+            elif kw == "user":
+                self.convert(s, path, out, "user", self._user)
+            elif kw == "init_fail":
+                out["init_fail"] = True
+                self.origin([*path, "init_fail"], s)
+            else:
+                self.unsupported(s, kw, f"unknown in vrrp_script {name}")
+        self._put(self.scripts, name, out, stmt, "vrrp_script")
+
+    def _put(
+        self, table: dict[str, Any], name: str, out: dict[str, Any], stmt: Statement, kind: str
+    ) -> None:
+        if name in table:
+            self.note(stmt, f"{kind} {name} is defined again; keepalived uses the last one")
+        table[name] = out
+
+    def _command(self, stmt: Statement) -> str:
+        """A script/notify command: one quoted string, or several words; user words split off."""
+        if not stmt.args:
+            raise _BadValue("needs a command")
+        first = stmt.args[0]
+        if first.quoted or len(stmt.args) == 1:
+            rest = stmt.args[1:]
+            if rest and stmt.name != "script":
+                self.unsupported(
+                    rest[0],
+                    f"{stmt.name} user",
+                    "vigil runs notify scripts as global.script_user",
+                )
+            elif rest:
+                self.unsupported(rest[0], stmt.name, "words after the quoted command ignored")
+            return first.text
+        return " ".join(_shell_word(t.text) for t in stmt.args)
+
+    def _weight(self, stmt: Statement, path: list[Any], out: dict[str, Any]) -> None:
+        words = stmt.words
+        try:
+            if not words:
+                raise _BadValue("needs a number")
+            out["weight"] = _integer(words[0])
+        except _BadValue as exc:
+            self.error(stmt, "weight", str(exc))
+            return
+        self.origin([*path, "weight"], stmt)
+        if len(words) > 1:
+            if words[1] == "reverse":
+                out["weight_reverse"] = True
+                self.origin([*path, "weight_reverse"], stmt)
+            elif words[1] not in ("noreverse", "no_reverse"):
+                self.unsupported(stmt.args[1], f"weight {words[1]}", "unknown weight option")
+
+    def track_file(self, stmt: Statement) -> None:
+        name = self._named(stmt)
+        if name is None:
+            return
+        path: list[Any] = ["track_files", name]
+        self.origin(path, stmt)
+        out: dict[str, Any] = {}
+        for s in self._block(stmt):
+            kw = s.name
+            if kw == "file":
+                self.convert(s, path, out, "file", self._one_arg)
+            elif kw == "weight":
+                self._weight(s, path, out)
+            elif kw == "init_file":
+                words = s.words
+                value = 0
+                rest = words
+                if words and words[0] != "overwrite":
+                    try:
+                        value = _integer(words[0])
+                    except _BadValue as exc:
+                        self.error(s, kw, str(exc))
+                        continue
+                    rest = words[1:]
+                out["init_file"] = value
+                self.origin([*path, "init_file"], s)
+                if "overwrite" in rest:
+                    self.unsupported(
+                        s,
+                        "init_file overwrite",
+                        "vigil writes the initial value only if the file does not exist",
+                    )
+            else:
+                self.unsupported(s, kw, f"unknown in track_file {name}")
+        self._put(self.files, name, out, stmt, stmt.name)
+
+    def track_process(self, stmt: Statement) -> None:
+        name = self._named(stmt)
+        if name is None:
+            return
+        path: list[Any] = ["track_processes", name]
+        self.origin(path, stmt)
+        out: dict[str, Any] = {}
+        for s in self._block(stmt):
+            kw = s.name
+            if kw == "process":
+                if not s.args:
+                    self.error(s, kw, "needs a process name")
+                    continue
+                out["process"] = s.args[0].text
+                self.origin([*path, "process"], s)
+                if len(s.args) > 1:
+                    out["parameters"] = " ".join(_shell_word(t.text) for t in s.args[1:])
+                    self.origin([*path, "parameters"], s)
+            elif kw == "param_match":
+                self.convert(s, path, out, "param_match", self._one_arg)
+            elif kw == "weight":
+                self._weight(s, path, out)
+            elif kw in ("quorum", "quorum_max"):
+                self.convert(s, path, out, kw, lambda x: _integer(self._one_arg(x)))
+            elif kw in ("fork_delay", "delay", "terminate_delay"):
+                keys = {"fork_delay": ["delay"], "delay": ["delay", "terminate_delay"]}
+                for key in keys.get(kw, [kw]):
+                    self.convert(s, path, out, key, lambda x: _seconds(self._one_arg(x)))
+            elif kw == "full_command":
+                out["full_command"] = True
+                self.origin([*path, "full_command"], s)
+            else:
+                self.unsupported(s, kw, f"unknown in vrrp_track_process {name}")
+        self._put(self.processes, name, out, stmt, "vrrp_track_process")
+
+    # --- vrrp_instance --------------------------------------------------------------
+
+    def vrrp_instance(self, stmt: Statement) -> None:
+        name = self._named(stmt)
+        if name is None:
+            return
+        index = len(self.instances)
+        path: list[Any] = ["vrrp_instances", index]
+        self.origin(path, stmt)
+        inst: dict[str, Any] = {"name": name}
+        self.origin([*path, "name"], stmt)
+        state: Statement | None = None
+        for s in self._block(stmt):
+            kw = s.name
+            if kw == "interface":
+                self.convert(s, path, inst, "interface", self._one_arg)
+            elif kw == "virtual_router_id":
+                self.convert(s, path, inst, "vrid", lambda x: _integer(self._one_arg(x)))
+            elif kw == "priority":
+                self.convert(s, path, inst, "priority", lambda x: _integer(self._one_arg(x)))
+            elif kw == "advert_int":
+                self.convert(s, path, inst, "advert_interval", lambda x: _seconds(self._one_arg(x)))
+            elif kw == "version":
+                self.convert(s, path, inst, "version", lambda x: _integer(self._one_arg(x)))
+            elif kw in ("nopreempt", "no_preempt"):
+                inst["preempt"] = False
+                self.origin([*path, "preempt"], s)
+            elif kw == "preempt":
+                inst.setdefault("preempt", True)
+                self.origin([*path, "preempt"], s)
+            elif kw == "preempt_delay":
+                self.convert(s, path, inst, "preempt_delay", lambda x: _seconds(self._one_arg(x)))
+            elif kw == "state":
+                state = s
+            elif kw == "authentication":
+                self._auth(s, path, inst)
+            elif kw in ("virtual_ipaddress", "virtual_ipaddress_excluded"):
+                key = "virtual_ipaddresses" + kw[len("virtual_ipaddress") :]
+                self._vips(s, [*path, key], inst.setdefault(key, []))
+            elif kw == "virtual_routes":
+                self._routes(s, [*path, "virtual_routes"], inst.setdefault("virtual_routes", []))
+            elif kw == "unicast_src_ip":
+                uni = inst.setdefault("unicast", {})
+                self.convert(s, [*path, "unicast"], uni, "source", self._one_arg)
+            elif kw == "unicast_peer":
+                self._peers(s, [*path, "unicast"], inst.setdefault("unicast", {}))
+            elif kw in ("track_interface", "track_script", "track_file", "track_process"):
+                self._track(s, kw, [*path, "track"], inst.setdefault("track", {}))
+            elif kw in _NOTIFY_KEYS:
+                self.uses_scripts = True
+                notify = inst.setdefault("notify", {})
+                self.convert(s, [*path, "notify"], notify, _NOTIFY_KEYS[kw], self._command)
+            elif kw == "use_vmac":
+                self._vmac(s, path, inst)
+            elif kw in _GARP_KEYS and kw != "gna_interval":
+                self._garp(s, kw, path, inst)
+            elif kw == "v3_checksum_as_v2":
+                self.convert(
+                    s, path, inst, "v3_checksum_pseudo_header", lambda x: not _boolean(x.words)
+                )
+            elif kw == "native_ipv6":
+                self.note(s, f"{name}: native_ipv6 is implied by IPv6 VIPs in vigil")
+                inst["_native_ipv6"] = s
+            elif kw == "accept":
+                self.note(s, f"{name}: accept is how vigil always behaves")
+            elif kw in _INSTANCE_REASONS:
+                self.unsupported(s, kw, _INSTANCE_REASONS[kw])
+            elif kw == "auth_type" or kw == "auth_pass":
+                self.unsupported(s, kw, "belongs inside authentication { }")
+            else:
+                self.unsupported(s, kw, f"{UNKNOWN} (in vrrp_instance {name})")
+        self._instance_semantics(inst, path, stmt, state)
+        self.instances.append(inst)
+
+    def _instance_semantics(
+        self, inst: dict[str, Any], path: list[Any], stmt: Statement, state: Statement | None
+    ) -> None:
+        name = inst["name"]
+        if state is not None:
+            wanted = state.words[0].upper() if state.words else "?"
+            self.note(
+                state,
+                f"{name}: 'state {wanted}' is only a start-up hint in keepalived; vigil, like "
+                "keepalived, starts every instance in BACKUP unless its priority is 255",
+            )
+        if inst.get("priority") == 255:
+            inst["address_owner"] = True
+            self.origin([*path, "address_owner"], stmt)
+            self.note(stmt, f"{name}: priority 255 imported as address_owner: true")
+        vips = inst.get("virtual_ipaddresses", [])
+        six = any(_family(v) == 6 for v in vips)
+        native = inst.pop("_native_ipv6", None)
+        if six or native is not None:
+            if inst.get("version") == 2:
+                self.note(
+                    stmt,
+                    f"{name}: IPv6 instances always run VRRPv3 (keepalived ignores version 2)",
+                )
+            inst["version"] = 3
+            self.origin([*path, "version"], stmt)
+        uni = inst.get("unicast")
+        if uni is not None and "peers" not in uni:
+            uni["peers"] = []
+
+    def _auth(self, stmt: Statement, path: list[Any], inst: dict[str, Any]) -> None:
+        kind: str | None = None
+        password: Statement | None = None
+        for s in self._block(stmt):
+            if s.name == "auth_type":
+                kind = (s.words or ["?"])[0].upper()
+                if kind == "AH":
+                    self.unsupported(s, "auth_type AH", "IPsec AH authentication is not supported")
+                elif kind != "PASS":
+                    self.error(s, "auth_type", f"{kind!r} is not PASS or AH")
+            elif s.name == "auth_pass":
+                password = s
+            else:
+                self.unsupported(s, s.name, "unknown in authentication")
+        if kind != "PASS":
+            if password is not None and kind is None:
+                self.error(password, "auth_pass", "authentication has no auth_type PASS")
+            return
+        if password is None or not password.args:
+            self.error(stmt, "authentication", "auth_type PASS needs auth_pass")
+            return
+        text = password.args[0].text
+        if len(text) > 8:
+            self.note(
+                password,
+                f"{inst['name']}: keepalived uses only the first 8 characters of auth_pass; "
+                "imported those",
+            )
+            text = text[:8]
+        inst["authentication"] = {"type": "pass", "password": text}
+        self.origin([*path, "authentication"], stmt)
+        self.origin([*path, "authentication", "password"], password)
+
+    def _vips(self, stmt: Statement, path: list[Any], out: list[Any]) -> None:
+        for s in self._block(stmt):
+            words = [s.name, *s.words]
+            vip: dict[str, Any] = {"address": words[0]}
+            try:
+                net = ipaddress.ip_interface(words[0])
+            except ValueError:
+                self.error(s, words[0], "is not an IP address (ADDR or ADDR/PREFIX)")
+                continue
+            tokens = [s.keyword, *s.args]
+            i = 1
+            while i < len(words):
+                opt = words[i]
+                if opt in _VIP_VALUE_OPTIONS and i + 1 < len(words):
+                    value = words[i + 1]
+                    if opt in ("dev", "label", "scope"):
+                        vip[opt] = value
+                    elif opt in ("brd", "broadcast"):
+                        self._brd(tokens[i], net, value)
+                    else:
+                        self.unsupported(tokens[i], f"{opt} (VIP option)", "not supported")
+                    i += 2
+                    continue
+                if opt in _VIP_FLAGS:
+                    self.unsupported(tokens[i], f"{opt} (VIP option)", "not supported")
+                else:
+                    self.unsupported(tokens[i], f"{opt} (VIP option)", UNKNOWN)
+                i += 1
+            if s.block is not None:
+                self.unsupported(s, f"{words[0]} {{...}}", "unexpected block")
+            self.origin([*path, len(out)], s)
+            out.append(vip["address"] if len(vip) == 1 else vip)
+        self.origin(path, stmt)
+
+    def _brd(self, tok: Token, net: Any, value: str) -> None:
+        if net.version == 6:
+            self.unsupported(tok, "brd", "IPv6 has no broadcast address")
+            return
+        default = net.network.broadcast_address if net.network.prefixlen < 31 else None
+        if value == "+" or (default is not None and value == str(default)):
+            self.note(tok, f"brd {value} is the standard broadcast of {net}, which vigil sets")
+            return
+        self.unsupported(tok, "brd", f"vigil sets the standard broadcast address ({default})")
+
+    def _routes(self, stmt: Statement, path: list[Any], out: list[Any]) -> None:
+        for s in self._block(stmt):
+            tokens = [s.keyword, *s.args]
+            words = [t.text for t in tokens]
+            route: dict[str, Any] = {}
+            i = 0
+            while i < len(words):
+                word = words[i]
+                if word in _ROUTE_TYPES:
+                    if word != "unicast":
+                        self.unsupported(tokens[i], f"{word} (route type)", "not supported")
+                    i += 1
+                    continue
+                if word in _ROUTE_VALUE_OPTIONS and i + 1 < len(words):
+                    value = words[i + 1]
+                    if word == "to":
+                        route["to"] = value
+                    elif word in ("via", "gw"):
+                        route["via"] = value
+                    elif word in ("src", "dev", "scope"):
+                        route[word] = value
+                    elif word in ("table", "metric"):
+                        try:
+                            route[word] = _integer(value)
+                        except _BadValue:
+                            if word == "table" and value in ("main",):
+                                pass
+                            else:
+                                self.unsupported(
+                                    tokens[i + 1], f"{word} {value}", "only numbers are supported"
+                                )
+                    else:
+                        self.unsupported(tokens[i], f"{word} (route option)", "not supported")
+                    i += 2
+                    continue
+                if word in ("no_track", "onlink"):
+                    self.unsupported(tokens[i], f"{word} (route option)", "not supported")
+                elif "to" not in route and (word == "default" or _is_prefix(word)):
+                    route["to"] = word
+                else:
+                    self.unsupported(tokens[i], f"{word} (route option)", UNKNOWN)
+                i += 1
+            if "to" not in route:
+                self.error(s, "virtual_routes", "route has no destination (to PREFIX)")
+                continue
+            self.origin([*path, len(out)], s)
+            out.append(_ordered(route, ("to", "via", "dev", "src", "metric", "table", "scope")))
+        self.origin(path, stmt)
+
+    def _peers(self, stmt: Statement, path: list[Any], uni: dict[str, Any]) -> None:
+        peers = uni.setdefault("peers", [])
+        for s in self._block(stmt):
+            peers.append(s.name)
+            self.origin([*path, "peers", len(peers) - 1], s)
+            for i, tok in enumerate(s.args):
+                if tok.text in ("min_ttl", "max_ttl"):
+                    self.unsupported(tok, tok.text, "vigil requires TTL 255 on every advert")
+                elif i == 0 or s.args[i - 1].text not in ("min_ttl", "max_ttl"):
+                    self.unsupported(tok, tok.text, f"{UNKNOWN} (unicast_peer option)")
+        self.origin([*path, "peers"], stmt)
+        self.origin(path, stmt)
+
+    def _track(self, stmt: Statement, kw: str, path: list[Any], track: dict[str, Any]) -> None:
+        key = {
+            "track_interface": "interfaces",
+            "track_script": "scripts",
+            "track_file": "files",
+            "track_process": "processes",
+        }[kw]
+        items = track.setdefault(key, [])
+        for s in self._block(stmt):
+            # one-line blocks ("track_script { a b }") put several names on one statement
+            words = [s.name, *s.words]
+            tokens = [s.keyword, *s.args]
+            i = 0
+            while i < len(words):
+                item: dict[str, Any] = {"name": words[i]}
+                at = tokens[i]
+                i += 1
+                if i < len(words) and words[i] == "weight":
+                    if i + 1 >= len(words):
+                        self.error(tokens[i], "weight", "needs a number")
+                        i += 1
+                        continue
+                    try:
+                        item["weight"] = _integer(words[i + 1])
+                    except _BadValue as exc:
+                        self.error(tokens[i + 1], "weight", str(exc))
+                    i += 2
+                    if i < len(words) and words[i] in ("reverse", "noreverse", "no_reverse"):
+                        item["weight_reverse"] = words[i] == "reverse"
+                        i += 1
+                self.origin([*path, key, len(items)], at)
+                items.append(item["name"] if len(item) == 1 else item)
+        self.origin([*path, key], stmt)
+
+    def _vmac(self, stmt: Statement, path: list[Any], inst: dict[str, Any]) -> None:
+        words = stmt.words
+        name: str | bool = True
+        for i, word in enumerate(words):
+            if i == 0 and not _looks_like_mac(word):
+                name = word
+            else:
+                self.unsupported(stmt.args[i], "use_vmac MAC", "vigil uses the RFC virtual MAC")
+        inst["use_vmac"] = name
+        self.origin([*path, "use_vmac"], stmt)
+
+    # --- vrrp_sync_group ------------------------------------------------------------
+
+    def sync_group(self, stmt: Statement) -> None:
+        name = self._named(stmt)
+        if name is None:
+            return
+        index = len(self.groups)
+        path: list[Any] = ["vrrp_sync_groups", index]
+        self.origin(path, stmt)
+        group: dict[str, Any] = {"name": name, "members": []}
+        weighted = False
+        for s in self._block(stmt):
+            kw = s.name
+            if kw == "group":
+                for tok in (t for child in self._block(s) for t in child.all_tokens()):
+                    self.origin([*path, "members", len(group["members"])], tok)
+                    group["members"].append(tok.text)
+                    self.group_members.setdefault(tok.text, s)
+                self.origin([*path, "members"], s)
+            elif kw in _NOTIFY_KEYS:
+                self.uses_scripts = True
+                notify = group.setdefault("notify", {})
+                self.convert(s, [*path, "notify"], notify, _NOTIFY_KEYS[kw], self._command)
+            elif kw == "sync_group_tracking_weight":
+                weighted = True
+            elif kw in _GROUP_REASONS:
+                self.unsupported(s, kw, _GROUP_REASONS[kw])
+            else:
+                self.unsupported(s, kw, f"{UNKNOWN} (in vrrp_sync_group {name})")
+        if weighted:
+            self.group_weighted.update(group["members"])
+        self.groups.append(group)
+
+    def _apply_group_semantics(self, instance_stmts: list[Statement]) -> None:
+        """keepalived zeroes the tracking weights of sync-group members; import that."""
+        for inst, stmt in zip(self.instances, instance_stmts, strict=False):
+            name = inst["name"]
+            if name not in self.group_members or name in self.group_weighted:
+                continue
+            track = inst.get("track", {})
+            changed = []
+            for key in ("scripts", "files", "processes", "interfaces"):
+                items = track.get(key, [])
+                for i, item in enumerate(items):
+                    entry = {"name": item} if isinstance(item, str) else dict(item)
+                    weight = entry.get("weight")
+                    if weight is None and key != "interfaces":
+                        weight = self._tracker_weight(key, entry["name"])
+                    if weight:
+                        entry["weight"] = 0
+                        entry.pop("weight_reverse", None)
+                        items[i] = entry
+                        changed.append(entry["name"])
+            if changed:
+                self.note(
+                    stmt,
+                    f"{name} is in a sync group, where keepalived ignores tracking weights "
+                    f"(a failure means FAULT); imported weight 0 for: {', '.join(changed)}",
+                )
+
+    def _tracker_weight(self, key: str, name: str) -> int:
+        table = {"scripts": self.scripts, "files": self.files, "processes": self.processes}[key]
+        default = 1 if key == "files" else 0
+        entry = table.get(name, {})
+        return int(entry.get("weight", default)) if isinstance(entry, dict) else 0
+
+    def _script_defaults(self) -> None:
+        """keepalived runs scripts as root without a security check unless told otherwise."""
+        if not self.uses_scripts:
+            return
+        if "script_user" not in self.globals:
+            self.globals["script_user"] = "root"
+            self.note(
+                None,
+                "global.script_user: keepalived runs scripts as keepalived_script if that "
+                "user exists, else root; imported as root (set script_user to narrow it)",
+            )
+        if "script_security" not in self.globals:
+            self.globals["script_security"] = False
+            self.note(
+                None,
+                "global.script_security: keepalived had enable_script_security off; imported "
+                "as false (turn it on once your scripts are writable only by root)",
+            )
+
+    def _finish(self) -> ImportResult:
+        config: dict[str, Any] = {}
+        if self.globals:
+            config["global"] = _ordered(
+                self.globals,
+                (
+                    "router_id",
+                    "script_user",
+                    "script_security",
+                    "vrrp_version",
+                    "v3_checksum_pseudo_header",
+                    "garp",
+                ),
+            )
+        if self.scripts:
+            config["vrrp_scripts"] = self.scripts
+        if self.files:
+            config["track_files"] = self.files
+        if self.processes:
+            config["track_processes"] = self.processes
+        config["vrrp_instances"] = [_ordered(i, _INSTANCE_ORDER) for i in self.instances]
+        if self.groups:
+            config["vrrp_sync_groups"] = self.groups
+        self.result.config = _ordered(config, _TOP_ORDER)
+        return self.result
+
+
+def _family(vip: Any) -> int:
+    text = vip if isinstance(vip, str) else vip.get("address", "")
+    try:
+        return ipaddress.ip_interface(text).version
+    except ValueError:
+        return 4
+
+
+def _is_prefix(word: str) -> bool:
+    try:
+        ipaddress.ip_network(word, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_mac(word: str) -> bool:
+    parts = word.split(":")
+    return len(parts) in (5, 6) and all(len(p) == 2 for p in parts)
+
+
+def _shell_word(word: str) -> str:
+    """Quote a word that contains spaces so vigil's shell-style split keeps it whole."""
+    if word and not any(c.isspace() or c in "'\"\\" for c in word):
+        return word
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+def import_keepalived(path: str) -> ImportResult:
+    """Parse keepalived.conf at `path` (with its includes) and convert it.
+
+    Raises KeepalivedParseError (file:line in its message) when the file cannot be
+    read or its braces do not balance.
+    """
+    parsed = parse_file(path)
+    result = _Converter(path).run(parsed.statements)
+    result.files = parsed.files
+    result.notes[:0] = parsed.notes
+    return result
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML with indented lists, no aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _comment(text: str) -> str:
+    return "\n".join(f"# {line}".rstrip() for line in text.splitlines() or [""])
+
+
+def render_yaml(result: ImportResult) -> str:
+    """The imported config as YAML, headed by comments naming the source and what was lost.
+
+    Deterministic: same keepalived input, same bytes out.
+    """
+    head = [f"# vigil config imported from {result.source} by vigilctl import-keepalived."]
+    if len(result.files) > 1:
+        head.append("# Files read: " + ", ".join(result.files))
+    if result.unsupported:
+        head.append("# Not carried over:")
+        head.extend(_comment(f"  {u}") for u in result.unsupported)
+    if result.notes:
+        head.append("# Notes:")
+        head.extend(_comment(f"  {n}") for n in result.notes)
+    if result.errors:
+        head.append("# Could not convert:")
+        head.extend(_comment(f"  {e}") for e in result.errors)
+    body = yaml.dump(
+        result.config,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )
+    return "\n".join(head) + "\n" + body
+
+
+def validation_errors(result: ImportResult) -> list[str]:
+    """Validate the imported config with vigil's own schema; one located line per issue."""
+    from vigil.config import ConfigError, validate_data
+
+    try:
+        validate_data(result.config, source=result.source, check_files=False)
+    except ConfigError as exc:
+        out = []
+        for issue in exc.issues:
+            where = result.origin_of(issue.path)
+            prefix = f"{where[0]}:{where[1]}: " if where else ""
+            out.append(
+                f"{prefix}{issue.path}: {issue.message}"
+                if issue.path
+                else f"{prefix}{issue.message}"
+            )
+        return out
+    return []
+
+
+def import_main(
+    path: str, out: TextIO | None = None, err: TextIO | None = None, fmt: str = "yaml"
+) -> int:
+    """`vigilctl import-keepalived FILE`: 0 valid, 1 invalid result, 2 unreadable input."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        result = import_keepalived(path)
+    except KeepalivedParseError as exc:
+        if fmt == "json":
+            failed: dict[str, Any] = {
+                "config": None,
+                "unsupported": [],
+                "notes": [],
+                "errors": [str(exc)],
+            }
+            out.write(json.dumps(failed, indent=2) + "\n")
+        err.write(f"{exc}\n")
+        return 2
+    errors = result.errors + validation_errors(result)
+    if fmt == "json":
+        doc: dict[str, Any] = {
+            "config": result.config,
+            "unsupported": [u.to_dict() for u in result.unsupported],
+            "notes": list(result.notes),
+            "errors": errors,
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        out.write(render_yaml(result))
+    for item in result.unsupported:
+        err.write(f"{item}\n")
+    for problem in errors:
+        err.write(f"{problem}\n")
+    return 1 if errors else 0
