@@ -1,0 +1,153 @@
+"""Load and validate a config: YAML -> schema -> semantic checks -> model.
+
+Every stage adds to one list of issues so the operator sees all problems at once. Each
+section item is validated on its own, so one broken instance does not hide the VRID clash
+between two others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import voluptuous as vol
+
+from .build import build_config
+from .errors import ConfigError, Issue, format_path, sort_issues
+from .model import Config
+from .schema import GLOBAL, INSTANCE, SCRIPT, SYNC_GROUP, TOP_LEVEL_KEYS, TRACK_FILE, TRACK_PROCESS
+from .semantic import Sections, SemanticChecker
+from .validators import did_you_mean, name, show
+from .yamlload import load_yaml
+
+
+def _issues_from(exc: vol.Invalid, prefix: list[Any]) -> list[Issue]:
+    errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
+    return [Issue(format_path([*prefix, *err.path]), err.msg) for err in errors]
+
+
+class _Validator:
+    """Runs the per-section schema, keeping the good items and every error."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def one(self, schema: Callable[[Any], Any], value: Any, path: list[Any]) -> Any:
+        try:
+            return schema(value)
+        except vol.Invalid as exc:
+            self.issues.extend(_issues_from(exc, path))
+            return None
+
+    def items(self, schema: Callable[[Any], Any], value: Any, key: str, what: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.issues.append(Issue(key, f"expected a list of {what}, got {show(value)}"))
+            return []
+        return [self.one(schema, item, [key, i]) for i, item in enumerate(value)]
+
+    def named(
+        self, schema: Callable[[Any], Any], value: Any, key: str, what: str
+    ) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.issues.append(
+                Issue(key, f"expected a mapping of name -> {what}, got {show(value)}")
+            )
+            return {}
+        out: dict[str, Any] = {}
+        for item_name, item in value.items():
+            if self.one(name, item_name, [key, str(item_name)]) is None:
+                continue
+            out[item_name] = self.one(schema, item, [key, item_name])
+        return out
+
+
+def _sections(data: Any, issues: list[Issue]) -> Sections | None:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        issues.append(Issue("", f"the config must be a mapping at the top level, got {show(data)}"))
+        return None
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            hint = did_you_mean(str(key), TOP_LEVEL_KEYS) or (
+                "; allowed keys: " + ", ".join(TOP_LEVEL_KEYS)
+            )
+            issues.append(Issue(format_path([key]), f"unknown key{hint}"))
+    check = _Validator()
+    glob = check.one(GLOBAL, data.get("global"), ["global"])
+    if glob is None:  # reported; check the rest against the defaults
+        glob = GLOBAL({})
+    raw_instances = data.get("vrrp_instances")
+    sections = Sections(
+        glob=glob,
+        scripts=check.named(SCRIPT, data.get("vrrp_scripts"), "vrrp_scripts", "vrrp_script"),
+        track_files=check.named(TRACK_FILE, data.get("track_files"), "track_files", "track_file"),
+        track_processes=check.named(
+            TRACK_PROCESS, data.get("track_processes"), "track_processes", "track_process"
+        ),
+        instances=check.items(INSTANCE, raw_instances, "vrrp_instances", "VRRP instances"),
+        sync_groups=check.items(
+            SYNC_GROUP, data.get("vrrp_sync_groups"), "vrrp_sync_groups", "sync groups"
+        ),
+        raw_instance_names=[
+            item.get("name") if isinstance(item, dict) else None
+            for item in (raw_instances if isinstance(raw_instances, list) else [])
+        ],
+    )
+    issues.extend(check.issues)
+    return sections
+
+
+def validate_data(
+    data: Any,
+    *,
+    source: str | None = None,
+    lines: Mapping[str, int] | None = None,
+    check_files: bool = True,
+) -> Config:
+    """Validate an already-parsed config mapping and build the model.
+
+    ``source`` names the file in issues and on the model; ``lines`` maps dotted paths to
+    file lines (from the YAML loader); ``check_files=False`` skips the checks that need
+    this host (programs exist and are secure, users exist), as on an Ansible controller.
+    Raises ConfigError with every issue found.
+    """
+    issues: list[Issue] = []
+    sections = _sections(data, issues)
+    if sections is not None:
+        issues.extend(SemanticChecker(sections, check_files=check_files).run())
+    if issues or sections is None:
+        raise ConfigError(sort_issues(i.located(lines, source) for i in issues))
+    return build_config(sections, source)
+
+
+def load_config(path: str, *, check_files: bool = True) -> Config:
+    """Read, validate and model the YAML config at ``path``; ConfigError lists all issues."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(
+            [Issue("", f"cannot read the config: {exc.strerror}", file=path)]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Issue("", f"the config is not UTF-8 text: {exc.reason}", file=path)]
+        ) from None
+    loaded = load_yaml(text)
+    if loaded.issues and loaded.data is None:
+        raise ConfigError([i.located(None, path) for i in loaded.issues])
+    try:
+        config = validate_data(
+            loaded.data, source=path, lines=loaded.lines, check_files=check_files
+        )
+    except ConfigError as exc:
+        yaml_issues = [i.located(None, path) for i in loaded.issues]
+        raise ConfigError(sort_issues([*yaml_issues, *exc.issues])) from None
+    if loaded.issues:
+        raise ConfigError(sort_issues(i.located(None, path) for i in loaded.issues))
+    return config

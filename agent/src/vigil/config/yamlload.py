@@ -1,0 +1,123 @@
+"""YAML reading that remembers where every key and list item came from.
+
+PyYAML's safe loader throws line numbers away once it has built Python objects. We keep
+the composed node tree, build the data with the safe constructor, and then walk both
+together to record the line of every mapping key and sequence item under its dotted path
+(``vrrp_instances[1].vrid``). Duplicate keys, which YAML would silently let the last one
+win, are reported as issues instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import Issue, format_path
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe loader that notes duplicate keys per mapping node instead of overwriting."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # id(mapping node) -> [(key, line of the repeat, line of the first)]
+        self.duplicates: dict[int, list[tuple[Any, int, int]]] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    self.duplicates.setdefault(id(node), []).append((key, line, seen[key]))
+                else:
+                    seen[key] = line
+            except TypeError:  # unhashable key: the schema reports it
+                continue
+        return super().construct_mapping(node, deep=deep)
+
+
+@dataclass
+class LoadedYaml:
+    """The parsed document, the line of each dotted path, and problems found while reading."""
+
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _scalar_key(loader: _LineLoader, key_node: yaml.Node) -> Any:
+    """The key as the constructor built it, so paths match the data (``1`` stays an int)."""
+    if not isinstance(key_node, yaml.ScalarNode):
+        return "<complex key>"
+    value = loader.construct_object(key_node)
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else str(value)
+
+
+def _walk(
+    loader: _LineLoader,
+    node: yaml.Node,
+    path: list[Any],
+    out: LoadedYaml,
+    seen: set[int],
+) -> None:
+    if id(node) in seen:  # aliases point back at nodes already walked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key, line, first in loader.duplicates.get(id(node), []):
+            out.issues.append(
+                Issue(
+                    format_path([*path, key]),
+                    f"duplicate key (first given on line {first}); keep only one",
+                    line,
+                )
+            )
+        for key_node, value_node in node.value:
+            key = _scalar_key(loader, key_node)
+            child = [*path, key]
+            # After a merge (<<) the explicit keys come last and win, so the last line wins.
+            out.lines[format_path(child)] = key_node.start_mark.line + 1
+            _walk(loader, value_node, child, out, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = [*path, index]
+            out.lines.setdefault(format_path(child), item.start_mark.line + 1)
+            _walk(loader, item, child, out, seen)
+
+
+def load_yaml(text: str) -> LoadedYaml:
+    """Parse one YAML document; syntax errors come back as an issue with their line."""
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return LoadedYaml(data=None)
+        data = loader.construct_document(node)
+        out = LoadedYaml(data=data)
+        _walk(loader, node, [], out, set())
+        return out
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = exc.problem or "invalid YAML"
+        context = f" {exc.context}" if exc.context else ""
+        started = exc.context_mark
+        if started is not None and mark is not None and started.line != mark.line:
+            context += f" started on line {started.line + 1}"
+        if problem.startswith("found character '\\t'"):
+            problem += " (indent YAML with spaces, not tabs)"
+        message = f"YAML syntax error: {problem}{context}"
+        return LoadedYaml(data=None, issues=[Issue("", message, line)])
+    except yaml.YAMLError as exc:
+        return LoadedYaml(data=None, issues=[Issue("", f"YAML error: {exc}")])
+    finally:
+        loader.dispose()
