@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import errno
 import fcntl
-import inspect
 import logging
 import os
 import signal
@@ -28,10 +27,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, TextIO
 
 from vigil import __version__
-from vigil.config import Config, ConfigError, diff_configs, load_config
+from vigil.config import Config, ConfigError, check_command, diff_configs, load_config
 from vigil.events import EventBus
 from vigil.log import LEVELS, set_level, setup_logging
 from vigil.metrics import AgentMetrics, SubsystemCollector
@@ -145,13 +144,6 @@ class ReloadResult:
         if self.ok:
             return {"changed": self.changed, "diff": self.diff}
         return {"error": self.error, "issues": self.issues}
-
-
-def _diff_is_empty(diff: Any) -> bool:
-    parts = ("added", "removed", "changed")
-    return not any(getattr(diff, p, ()) for p in parts) and not getattr(
-        diff, "globals_changed", False
-    )
 
 
 class Agent:
@@ -325,7 +317,7 @@ class Agent:
         """Apply an already validated config: subsystems get the diff, then we swap."""
         old = self.config
         diff = diff_configs(old, new_config)
-        changed = (old != new_config) or not _diff_is_empty(diff)
+        changed = (old != new_config) or not diff.empty
         if changed:
             for sub in self._running:
                 await sub.apply(new_config, diff)
@@ -380,16 +372,6 @@ class Agent:
             for issue in exc.issues:
                 log.warning("agent: reload: %s", issue)
             return self._reload_failed("config is invalid; the running config is unchanged", issues)
-        except OSError as exc:
-            issue = {
-                "path": "",
-                "message": f"cannot read config: {exc.strerror or exc}",
-                "line": None,
-                "file": self.config_path,
-            }
-            return self._reload_failed(
-                "config is invalid; the running config is unchanged", [issue]
-            )
         try:
             return await self.reload(new_config)
         except Exception as exc:
@@ -470,43 +452,15 @@ def _uid(text: str) -> int:
     return value
 
 
-def run_check(path: str, fmt: str, out: IO[str], err: IO[str]) -> int:
-    """`vigild --check`: delegate to vigil.config.check_command (whatever its signature)."""
-    try:
-        from vigil.config import check_command  # type: ignore[attr-defined]
-    except ImportError:
-        check_command = None
-    if check_command is not None:
-        params = inspect.signature(check_command).parameters
-        kwargs: dict[str, Any] = {}
-        for name, value in (("out", out), ("err", err), ("fmt", fmt), ("format", fmt)):
-            if name in params:
-                kwargs[name] = value
-        return int(check_command(path, **kwargs))
-    # Fallback: load and print issues ourselves.
-    try:
-        load_config(path)
-    except ConfigError as exc:
-        if fmt == "json":
-            import json
-
-            json.dump(exc.to_dict(), out, indent=2)
-            out.write("\n")
-        else:
-            for issue in exc.issues:
-                err.write(f"{issue}\n")
-        return 1
-    if fmt == "json":
-        out.write('{"valid": true, "errors": []}\n')
-    else:
-        out.write(f"{path}: config is valid\n")
-    return 0
+def run_check(path: str, fmt: str, out: TextIO) -> int:
+    """`vigild --check`: vigil.config.check_command prints the verdict; 0 valid, 1 not."""
+    return int(check_command(path, fmt, out))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check:
-        return run_check(args.config, args.format, sys.stdout, sys.stderr)
+        return run_check(args.config, args.format, sys.stdout)
     setup_logging(args.log_level or "info")
     try:
         config = load_config(args.config)
