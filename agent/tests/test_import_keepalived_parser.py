@@ -53,7 +53,9 @@ def test_unterminated_quote_names_file_and_line() -> None:
 
 
 def test_blocks_nest_and_tokens_keep_their_line() -> None:
-    text = "vrrp_instance VI_1 {\n  interface eth0\n  virtual_ipaddress {\n    10.0.0.1/24\n  }\n}\n"
+    text = (
+        "vrrp_instance VI_1 {\n  interface eth0\n  virtual_ipaddress {\n    10.0.0.1/24\n  }\n}\n"
+    )
     (inst,) = parse_text(text, "ka.conf")
     assert inst.name == "vrrp_instance" and inst.words == ["VI_1"]
     assert inst.block is not None
