@@ -7,6 +7,7 @@ between two others.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,12 +33,23 @@ class _Validator:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
 
-    def one(self, schema: Callable[[Any], Any], value: Any, path: list[Any]) -> Any:
+    def one(
+        self, schema: Callable[[Any], Any], value: Any, path: list[Any], *, salvage: bool = False
+    ) -> Any:
+        """Validate one part; with ``salvage``, return what validates once the bad bits are cut.
+
+        The salvaged result lets the semantic checks still look at the rest of a broken
+        instance (its VRID, its name, its references), so fixing one error does not just
+        reveal the next.
+        """
         try:
             return schema(value)
         except vol.Invalid as exc:
             self.issues.extend(_issues_from(exc, path))
-            return None
+            if not salvage:
+                return None
+            errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
+        return _salvage(schema, value, errors)
 
     def items(self, schema: Callable[[Any], Any], value: Any, key: str, what: str) -> list[Any]:
         if value is None:
@@ -45,7 +57,7 @@ class _Validator:
         if not isinstance(value, list):
             self.issues.append(Issue(key, f"expected a list of {what}, got {show(value)}"))
             return []
-        return [self.one(schema, item, [key, i]) for i, item in enumerate(value)]
+        return [self.one(schema, item, [key, i], salvage=True) for i, item in enumerate(value)]
 
     def named(
         self, schema: Callable[[Any], Any], value: Any, key: str, what: str
@@ -61,8 +73,49 @@ class _Validator:
         for item_name, item in value.items():
             if self.one(name, item_name, [key, str(item_name)]) is None:
                 continue
-            out[item_name] = self.one(schema, item, [key, item_name])
+            out[item_name] = self.one(schema, item, [key, item_name], salvage=True)
         return out
+
+
+_SALVAGE_ROUNDS = 3
+
+
+def _prune(data: Any, paths: list[list[Any]]) -> bool:
+    """Delete the element at each path from ``data`` (deepest list indices first)."""
+    for path in sorted(
+        paths, key=lambda p: [str(type(x)) + str(x).zfill(8) for x in p], reverse=True
+    ):
+        if not path:
+            return False
+        parent = data
+        try:
+            for part in path[:-1]:
+                parent = parent[part]
+            del parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return True
+
+
+def _salvage(schema: Callable[[Any], Any], value: Any, errors: list[vol.Invalid]) -> Any:
+    """Cut the parts named by ``errors`` out of a copy of ``value`` until it validates."""
+    current = copy.deepcopy(value)
+    for _ in range(_SALVAGE_ROUNDS):
+        paths = []
+        for err in errors:
+            path = list(err.path)
+            if isinstance(err, vol.RequiredFieldInvalid):
+                if len(path) < 2:  # the item itself lacks a required key: nothing to check
+                    return None
+                path = path[:-1]  # drop the incomplete optional block instead
+            paths.append(path)
+        if not _prune(current, paths):
+            return None
+        try:
+            return schema(current)
+        except vol.Invalid as exc:
+            errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
+    return None
 
 
 def _sections(data: Any, issues: list[Issue]) -> Sections | None:
@@ -78,7 +131,7 @@ def _sections(data: Any, issues: list[Issue]) -> Sections | None:
             )
             issues.append(Issue(format_path([key]), f"unknown key{hint}"))
     check = _Validator()
-    glob = check.one(GLOBAL, data.get("global"), ["global"])
+    glob = check.one(GLOBAL, data.get("global"), ["global"], salvage=True)
     if glob is None:  # reported; check the rest against the defaults
         glob = GLOBAL({})
     raw_instances = data.get("vrrp_instances")

@@ -190,7 +190,7 @@ def list_of(item: Validator, *, min_length: int = 0, what: str = "a list") -> Va
         if not isinstance(value, list):
             raise vol.Invalid(f"expected {what}, got {show(value)}")
         if len(value) < min_length:
-            raise vol.Invalid(f"must not be empty; give at least {min_length} item(s)")
+            raise vol.Invalid(f"must not be empty; expected {what} with at least {min_length} item")
         out: list[Any] = []
         errors: list[vol.Invalid] = []
         for index, element in enumerate(value):
