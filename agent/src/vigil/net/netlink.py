@@ -787,6 +787,8 @@ class NetlinkMonitor:
         return self
 
     async def __anext__(self) -> NetlinkEvent:
+        if self._closed and not self._pending:
+            raise StopAsyncIteration
         await self.start()
         while not self._pending:
             if self._closed or self._sock is None:
@@ -802,11 +804,17 @@ class NetlinkMonitor:
             async for msg in self._sock.get():
                 got = True
                 self._pending.extend(self._translate(msg))
-        except OSError as exc:
-            if exc.errno != errno_mod.ENOBUFS:
-                raise NetlinkFailure("read", "netlink events", exc.errno or errno_mod.EIO) from None
-            await self._recover("the netlink event socket overflowed; events were lost")
-            return
+        except (OSError, NetlinkError) as exc:
+            code = exc.code if isinstance(exc, NetlinkError) else exc.errno
+            if self._closed:
+                return  # close() from another task aborts the read with ECONNRESET
+            if code == errno_mod.ENOBUFS:
+                await self._recover("the netlink event socket overflowed; events were lost")
+                return
+            if code == errno_mod.ECONNRESET:
+                await self._recover("the netlink event socket was reset")
+                return
+            raise NetlinkFailure("read", "netlink events", code or errno_mod.EIO) from None
         if not got and not self._closed:
             # pyroute2 ends get() empty-handed only when its socket went away.
             await self._recover("the netlink event socket closed")
