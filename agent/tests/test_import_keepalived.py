@@ -84,7 +84,12 @@ def test_cli_exits_0_and_prints_yaml_that_round_trips(name: str) -> None:
 def test_haproxy_pair_fields() -> None:
     lb1, lb2 = imported("haproxy_pair/lb1.conf"), imported("haproxy_pair/lb2.conf")
     g = lb1.config["global"]
-    assert g == {"router_id": "lb1", "script_user": "root", "script_security": True}
+    assert g == {
+        "router_id": "lb1",
+        "script_user": "root",
+        "script_security": True,
+        "garp": {"lower_prio_repeat": 5},
+    }
     assert lb1.config["vrrp_scripts"] == {
         "chk_haproxy": {
             "script": "/usr/bin/pgrep -x haproxy",
@@ -150,6 +155,7 @@ def test_multi_interface_fields() -> None:
         "master_refresh_repeat": 2,
         "interval": 0.001,
         "lower_prio_repeat": 1,
+        "lower_prio_delay": 10,
     }
     assert result.config["global"]["vrrp_version"] == 2
     assert result.config["track_files"] == {
@@ -427,7 +433,11 @@ def test_weight_reverse_and_track_options(tmp_path: Path) -> None:
 def test_scripts_without_user_settings_run_as_root_without_security(tmp_path: Path) -> None:
     text = INSTANCE % ("100", '    notify_master "/etc/keepalived/up.sh VI_1"\n')
     result = import_keepalived(write(tmp_path, text))
-    assert result.config["global"] == {"script_user": "root", "script_security": False}
+    assert result.config["global"] == {
+        "script_user": "root",
+        "script_security": False,
+        "garp": {"lower_prio_repeat": 5},
+    }
     assert sum("keepalived" in n for n in result.notes) >= 2
 
 
@@ -452,3 +462,22 @@ def test_imported_pair_passes_check_command(tmp_path: Path) -> None:
         report = io.StringIO()
         assert check_command(str(target), out=report, check_files=False) == 0, report.getvalue()
         assert report.getvalue() == f"{target}: OK (1 VRRP instance)\n"
+
+
+def test_lower_priority_garp_follows_keepalived_defaults(tmp_path: Path) -> None:
+    text = "global_defs {\n  vrrp_garp_master_repeat 2\n  vrrp_garp_master_delay 7\n}\n"
+    result = import_keepalived(write(tmp_path, text + INSTANCE % ("100", "")))
+    assert result.config["global"]["garp"] == {
+        "master_repeat": 2,
+        "master_delay": 7,
+        "lower_prio_repeat": 2,
+        "lower_prio_delay": 7,
+    }
+
+
+def test_repeated_keyword_keeps_the_last_value_and_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, INSTANCE % ("100\n    priority 400", ""))
+    result = import_keepalived(path)
+    assert instance(result, "VI_1")["priority"] == 400
+    code, _, err = run_main(path)
+    assert code == 1 and f"{path}:5: vrrp_instances[0].priority: " in err

@@ -24,6 +24,24 @@ from typing import Any, TextIO
 import yaml
 
 from vigil.config.errors import format_path, parent_paths
+from vigil.config.keepalived_keywords import (
+    BOOL_WORDS,
+    GARP_KEYS,
+    GLOBAL_PREFIX_REASONS,
+    GLOBAL_REASONS,
+    GROUP_REASONS,
+    INSTANCE_ORDER,
+    INSTANCE_REASONS,
+    LATER_BLOCKS,
+    NOTIFY_KEYS,
+    ROUTE_TYPES,
+    ROUTE_VALUE_OPTIONS,
+    TOP_ORDER,
+    TOP_UNSUPPORTED,
+    UNKNOWN,
+    VIP_FLAGS,
+    VIP_VALUE_OPTIONS,
+)
 from vigil.config.keepalived_parser import (
     KeepalivedParseError,
     Statement,
@@ -39,230 +57,6 @@ __all__ = [
     "import_main",
     "render_yaml",
 ]
-
-IPVS_LATER = "not imported yet: IPVS support comes in a later release"
-BFD_LATER = "not imported yet: BFD support comes in a later release"
-EMAIL = "vigil sends no email; run a notify script (or watch the event API) instead"
-NO_EQUIVALENT = "keepalived daemon setting with no vigil equivalent"
-UNKNOWN = "not a keepalived keyword the importer knows"
-
-_BOOL_WORDS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
-
-# Readable key order in the output (the rest keep insertion order after these).
-_INSTANCE_ORDER = (
-    "name",
-    "interface",
-    "vrid",
-    "priority",
-    "address_owner",
-    "version",
-    "advert_interval",
-    "preempt",
-    "preempt_delay",
-    "unicast",
-    "authentication",
-    "virtual_ipaddresses",
-    "virtual_ipaddresses_excluded",
-    "virtual_routes",
-    "garp",
-    "v3_checksum_pseudo_header",
-    "use_vmac",
-    "track",
-    "notify",
-)
-_TOP_ORDER = (
-    "global",
-    "vrrp_scripts",
-    "track_files",
-    "track_processes",
-    "vrrp_instances",
-    "vrrp_sync_groups",
-)
-
-# keepalived garp keywords -> vigil garp keys (global ones carry a vrrp_ prefix).
-_GARP_KEYS = {
-    "garp_master_delay": ("master_delay", float),
-    "garp_master_repeat": ("master_repeat", int),
-    "garp_master_refresh": ("master_refresh", float),
-    "garp_master_refresh_repeat": ("master_refresh_repeat", int),
-    "garp_interval": ("interval", float),
-    "gna_interval": ("interval", float),
-    "garp_lower_prio_delay": ("lower_prio_delay", float),
-    "garp_lower_prio_repeat": ("lower_prio_repeat", int),
-}
-
-_NOTIFY_KEYS = {
-    "notify_master": "master",
-    "notify_backup": "backup",
-    "notify_fault": "fault",
-    "notify_stop": "stop",
-    "notify": "generic",
-}
-
-# Top-level blocks reported once per block: later releases will import them.
-_LATER_BLOCKS = {
-    "virtual_server": IPVS_LATER,
-    "virtual_server_group": IPVS_LATER,
-    "bfd_instance": BFD_LATER,
-}
-
-_TOP_UNSUPPORTED = {
-    "static_ipaddress": "static addresses are not managed by vigil; configure them in the OS",
-    "static_routes": "static routes are not managed by vigil; configure them in the OS",
-    "static_rules": "static rules are not managed by vigil; configure them in the OS",
-    "linkbeat_interfaces": "vigil follows links through netlink only",
-    "garp_group": "per-interface GARP rate groups are not supported; use garp.interval",
-    "interface_up_down_delays": "interface debounce delays are not supported",
-    "track_group": "static track groups are not supported",
-    "net_namespace": "run vigild inside the namespace instead (ip netns exec)",
-    "net_namespace_ipvs": IPVS_LATER,
-    "namespace_with_ipsets": NO_EQUIVALENT,
-    "instance": NO_EQUIVALENT,
-    "use_pid_dir": NO_EQUIVALENT,
-    "linkbeat_use_polling": "vigil follows links through netlink only",
-    "child_wait_time": NO_EQUIVALENT,
-}
-
-_GLOBAL_REASONS = {
-    "vrrp_strict": "strict mode is not supported; vigil follows the RFCs without no_accept",
-    "vrrp_mcast_group4": "vigil uses the standard group 224.0.0.18",
-    "vrrp_mcast_group6": "vigil uses the standard group ff02::12",
-    "vrrp_iptables": "vigil does not manage firewall rules",
-    "vrrp_nftables": "vigil does not manage firewall rules",
-    "nftables": "vigil does not manage firewall rules",
-    "vrrp_ipsets": "vigil does not manage firewall rules",
-    "vrrp_skip_check_adv_addr": "vigil checks every advert's addresses",
-    "vrrp_check_unicast_src": "vigil checks the source of unicast adverts against the peers",
-    "enable_snmp_vrrp": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_snmp_checker": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_snmp_rfc": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_snmp_rfcv2": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_snmp_rfcv3": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_traps": "vigil exports Prometheus metrics instead of SNMP",
-    "snmp_socket": "vigil exports Prometheus metrics instead of SNMP",
-    "enable_dbus": "vigil offers its local HTTP API instead of D-Bus",
-    "notify_fifo": "vigil streams events on its API instead of a FIFO",
-    "notify_fifo_script": "vigil streams events on its API instead of a FIFO",
-    "vrrp_notify_fifo": "vigil streams events on its API instead of a FIFO",
-    "vrrp_notify_fifo_script": "vigil streams events on its API instead of a FIFO",
-    "vrrp_startup_delay": "startup delay is not supported; use preempt_delay",
-    "vrrp_lower_prio_no_advert": "not supported",
-    "vrrp_higher_prio_send_advert": "not supported",
-    "vrrp_garp_extra_if": "GARP on extra interfaces is not supported",
-    "vrrp_down_timer_adverts": "vigil uses the RFC Master_Down interval (3 adverts + skew)",
-    "dynamic_interfaces": "vigil waits for missing interfaces on its own",
-    "max_auto_priority": "vigil does not change its scheduling priority",
-    "startup_script": "run it from the service manager (ExecStartPre=) instead",
-    "startup_script_timeout": "run it from the service manager (ExecStartPre=) instead",
-    "shutdown_script": "run it from the service manager (ExecStopPost=) instead",
-    "shutdown_script_timeout": "run it from the service manager (ExecStopPost=) instead",
-    "vmac_prefix": "vigil names macvlans itself (use_vmac: NAME)",
-    "vmac_addr_prefix": "vigil names macvlans itself (use_vmac: NAME)",
-}
-_GLOBAL_PREFIX_REASONS = (
-    ("smtp_", EMAIL),
-    ("notification_email", EMAIL),
-    ("no_email", EMAIL),
-    ("no_checker_emails", EMAIL),
-    ("lvs_", IPVS_LATER),
-    ("checker_", IPVS_LATER),
-    ("nftables_ipvs", IPVS_LATER),
-    ("bfd_", BFD_LATER),
-    ("vrrp_netlink_", NO_EQUIVALENT),
-    ("lvs_netlink_", IPVS_LATER),
-    ("process_", NO_EQUIVALENT),
-    ("vrrp_rx_bufs", NO_EQUIVALENT),
-    ("vrrp_no_swap", NO_EQUIVALENT),
-    ("vrrp_cpu_affinity", NO_EQUIVALENT),
-    ("vrrp_rt_priority", NO_EQUIVALENT),
-    ("vrrp_rlimit_rttime", NO_EQUIVALENT),
-    ("vrrp_priority", NO_EQUIVALENT),
-    ("vrrp_process_name", NO_EQUIVALENT),
-    ("reload_", NO_EQUIVALENT),
-    ("config_save_dir", NO_EQUIVALENT),
-    ("tmp_config_directory", NO_EQUIVALENT),
-    ("include_check", NO_EQUIVALENT),
-    ("umask", NO_EQUIVALENT),
-    ("random_seed", NO_EQUIVALENT),
-    ("data_use_instance", NO_EQUIVALENT),
-    ("log_unknown_vrids", NO_EQUIVALENT),
-    ("rs_init_notifies", IPVS_LATER),
-    ("fifo_write_vrrp_states_on_reload", NO_EQUIVALENT),
-    ("disable_local_igmp", NO_EQUIVALENT),
-    ("default_interface", "static addresses are not managed by vigil"),
-    ("min_auto_priority_delay", NO_EQUIVALENT),
-    ("dbus_service_name", "vigil offers its local HTTP API instead of D-Bus"),
-    ("vrrp_notify_priority_changes", "priority changes are events on vigil's API"),
-)
-
-_INSTANCE_REASONS = {
-    "mcast_src_ip": "adverts use the interface's primary address (or unicast.source)",
-    "mcast_dst_ip": "vigil uses the standard multicast group",
-    "dont_track_primary": "vigil always tracks the instance's interface",
-    "track_bfd": BFD_LATER,
-    "track_src_ip": "not supported",
-    "check_unicast_src": "vigil checks the source of unicast adverts against the peers",
-    "unicast_fault_no_peer": "vigil refuses unicast without peers at validation",
-    "unicast_ttl": "vigil sends unicast adverts with TTL 255",
-    "old_unicast_checksum": "pre-1.3.6 keepalived checksums are not supported",
-    "no_accept": "vigil always accepts traffic to the VIPs (accept mode)",
-    "strict_mode": "strict mode is not supported",
-    "skip_check_adv_addr": "vigil checks every advert's addresses",
-    "smtp_alert": EMAIL,
-    "notify_master_rx_lower_pri": "not supported; watch the event API instead",
-    "notify_deleted": "not supported; watch the event API instead",
-    "notify_priority_changes": "priority changes are events on vigil's API",
-    "lvs_sync_daemon_interface": IPVS_LATER,
-    "virtual_rules": "policy routing rules are not supported",
-    "promote_secondaries": "set net.ipv4.conf.IF.promote_secondaries with sysctl instead",
-    "vmac_xmit_base": "adverts go out on the macvlan when use_vmac is set",
-    "use_vmac_addr": "not supported; give each VIP's interface its own instance",
-    "use_ipvlan": "ipvlan is not supported; use use_vmac",
-    "vrf": "VRFs are not supported",
-    "garp_extra_if": "GARP on extra interfaces is not supported",
-    "down_timer_adverts": "vigil uses the RFC Master_Down interval (3 adverts + skew)",
-    "lower_prio_no_advert": "not supported",
-    "higher_prio_send_advert": "not supported",
-    "kernel_rx_buf_size": NO_EQUIVALENT,
-    "linkbeat_use_polling": "vigil follows links through netlink only",
-    "debug": NO_EQUIVALENT,
-    "thread_timer_expired": NO_EQUIVALENT,
-    "no_virtual_ipaddress": "vigil needs at least one VIP per instance",
-}
-
-_GROUP_REASONS = {
-    "track_interface": "sync group tracking is not supported; track in each member instance",
-    "track_script": "sync group tracking is not supported; track in each member instance",
-    "track_file": "sync group tracking is not supported; track in each member instance",
-    "track_process": "sync group tracking is not supported; track in each member instance",
-    "track_bfd": BFD_LATER,
-    "smtp_alert": EMAIL,
-    "global_tracking": "deprecated in keepalived; track in each member instance",
-    "sync_group_tracking_weight": "noted; member weights are imported as written",
-    "notify_deleted": "not supported; watch the event API instead",
-    "notify_priority_changes": "priority changes are events on vigil's API",
-}
-
-_VIP_VALUE_OPTIONS = {"brd", "broadcast", "dev", "scope", "label", "peer", "preferred_lft"}
-_VIP_VALUE_OPTIONS |= {"track_group"}
-_VIP_FLAGS = {"home", "-nodad", "nodad", "mngtmpaddr", "noprefixroute", "autojoin", "no_track"}
-_VIP_FLAGS |= {"use_vmac"}
-_ROUTE_VALUE_OPTIONS = {"src", "via", "gw", "or", "dev", "scope", "table", "metric", "to"}
-_ROUTE_VALUE_OPTIONS |= {
-    "protocol",
-    "proto",
-    "mtu",
-    "advmss",
-    "realms",
-    "tos",
-    "preference",
-    "pref",
-    "nexthop",
-    "weight",
-    "onlink",
-    "track_group",
-}
-_ROUTE_TYPES = {"blackhole", "unreachable", "prohibit", "throw", "unicast"}
 
 
 @dataclass(frozen=True)
@@ -341,9 +135,9 @@ def _boolean(words: list[str]) -> bool:
     if not words:
         return True
     word = words[0].lower()
-    if word not in _BOOL_WORDS:
+    if word not in BOOL_WORDS:
         raise _BadValue(f"{words[0]!r} is not one of on|off|true|false|yes|no")
-    return _BOOL_WORDS[word]
+    return BOOL_WORDS[word]
 
 
 def _ordered(data: dict[str, Any], order: Iterable[str]) -> dict[str, Any]:
@@ -384,9 +178,13 @@ class _Converter:
         tok = at.keyword if isinstance(at, Statement) else at
         self.result.notes.append(f"{tok.file}:{tok.line}: {message}")
 
-    def origin(self, path: list[Any], at: Statement | Token) -> None:
+    def origin(self, path: list[Any], at: Statement | Token, *, last: bool = False) -> None:
+        """Remember where `path` came from: its first mention, or with `last` its latest
+        (a repeated scalar keyword: keepalived keeps the last value, so point there)."""
         tok = at.keyword if isinstance(at, Statement) else at
-        self.result.origins.setdefault(format_path(path), (tok.file, tok.line))
+        key = format_path(path)
+        if last or key not in self.result.origins:
+            self.result.origins[key] = (tok.file, tok.line)
 
     def convert(
         self, stmt: Statement, path: list[Any], target: dict[str, Any], key: str, fn: Callable
@@ -397,7 +195,7 @@ class _Converter:
         except _BadValue as exc:
             self.error(stmt, stmt.name, str(exc))
             return False
-        self.origin([*path, key], stmt)
+        self.origin([*path, key], stmt, last=True)
         return True
 
     def _one_arg(self, stmt: Statement) -> str:
@@ -434,10 +232,10 @@ class _Converter:
                     "conditional configuration and parameter substitution are not "
                     "expanded; expand them for this node before importing",
                 )
-            elif name in _LATER_BLOCKS:
-                self.unsupported(stmt, name, _LATER_BLOCKS[name])
-            elif name in _TOP_UNSUPPORTED:
-                self.unsupported(stmt, name, _TOP_UNSUPPORTED[name])
+            elif name in LATER_BLOCKS:
+                self.unsupported(stmt, name, LATER_BLOCKS[name])
+            elif name in TOP_UNSUPPORTED:
+                self.unsupported(stmt, name, TOP_UNSUPPORTED[name])
             elif name == "vrrp_sync_group":
                 # groups first need the instance list; convert them after instances
                 continue
@@ -490,12 +288,12 @@ class _Converter:
                 )
             elif name == "vrrp_min_garp":
                 self._min_garp(s, path, g)
-            elif name.startswith("vrrp_") and name[5:] in _GARP_KEYS:
+            elif name.startswith("vrrp_") and name[5:] in GARP_KEYS:
                 self._garp(s, name[5:], path, g)
-            elif name in _GLOBAL_REASONS:
-                self.unsupported(s, name, _GLOBAL_REASONS[name])
+            elif name in GLOBAL_REASONS:
+                self.unsupported(s, name, GLOBAL_REASONS[name])
             else:
-                reason = next((r for p, r in _GLOBAL_PREFIX_REASONS if name.startswith(p)), None)
+                reason = next((r for p, r in GLOBAL_PREFIX_REASONS if name.startswith(p)), None)
                 self.unsupported(s, name, reason or UNKNOWN)
 
     def _user(self, stmt: Statement) -> str:
@@ -507,7 +305,7 @@ class _Converter:
         return ":".join(words[:2])
 
     def _garp(self, stmt: Statement, kw: str, path: list[Any], target: dict[str, Any]) -> None:
-        key, kind = _GARP_KEYS[kw]
+        key, kind = GARP_KEYS[kw]
         garp = target.setdefault("garp", {})
         try:
             text = self._one_arg(stmt)
@@ -523,7 +321,7 @@ class _Converter:
             )
             return
         garp[key] = value
-        self.origin([*path, "garp", key], stmt)
+        self.origin([*path, "garp", key], stmt, last=True)
 
     def _min_garp(self, stmt: Statement, path: list[Any], target: dict[str, Any]) -> None:
         try:
@@ -727,13 +525,13 @@ class _Converter:
                 self._peers(s, [*path, "unicast"], inst.setdefault("unicast", {}))
             elif kw in ("track_interface", "track_script", "track_file", "track_process"):
                 self._track(s, kw, [*path, "track"], inst.setdefault("track", {}))
-            elif kw in _NOTIFY_KEYS:
+            elif kw in NOTIFY_KEYS:
                 self.uses_scripts = True
                 notify = inst.setdefault("notify", {})
-                self.convert(s, [*path, "notify"], notify, _NOTIFY_KEYS[kw], self._command)
+                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._command)
             elif kw == "use_vmac":
                 self._vmac(s, path, inst)
-            elif kw in _GARP_KEYS and kw != "gna_interval":
+            elif kw in GARP_KEYS and kw != "gna_interval":
                 self._garp(s, kw, path, inst)
             elif kw == "v3_checksum_as_v2":
                 self.convert(
@@ -744,8 +542,8 @@ class _Converter:
                 inst["_native_ipv6"] = s
             elif kw == "accept":
                 self.note(s, f"{name}: accept is how vigil always behaves")
-            elif kw in _INSTANCE_REASONS:
-                self.unsupported(s, kw, _INSTANCE_REASONS[kw])
+            elif kw in INSTANCE_REASONS:
+                self.unsupported(s, kw, INSTANCE_REASONS[kw])
             elif kw == "auth_type" or kw == "auth_pass":
                 self.unsupported(s, kw, "belongs inside authentication { }")
             else:
@@ -829,7 +627,7 @@ class _Converter:
             i = 1
             while i < len(words):
                 opt = words[i]
-                if opt in _VIP_VALUE_OPTIONS and i + 1 < len(words):
+                if opt in VIP_VALUE_OPTIONS and i + 1 < len(words):
                     value = words[i + 1]
                     if opt in ("dev", "label", "scope"):
                         vip[opt] = value
@@ -839,7 +637,7 @@ class _Converter:
                         self.unsupported(tokens[i], f"{opt} (VIP option)", "not supported")
                     i += 2
                     continue
-                if opt in _VIP_FLAGS:
+                if opt in VIP_FLAGS:
                     self.unsupported(tokens[i], f"{opt} (VIP option)", "not supported")
                 else:
                     self.unsupported(tokens[i], f"{opt} (VIP option)", UNKNOWN)
@@ -868,12 +666,12 @@ class _Converter:
             i = 0
             while i < len(words):
                 word = words[i]
-                if word in _ROUTE_TYPES:
+                if word in ROUTE_TYPES:
                     if word != "unicast":
                         self.unsupported(tokens[i], f"{word} (route type)", "not supported")
                     i += 1
                     continue
-                if word in _ROUTE_VALUE_OPTIONS and i + 1 < len(words):
+                if word in ROUTE_VALUE_OPTIONS and i + 1 < len(words):
                     value = words[i + 1]
                     if word == "to":
                         route["to"] = value
@@ -986,14 +784,14 @@ class _Converter:
                     group["members"].append(tok.text)
                     self.group_members.setdefault(tok.text, s)
                 self.origin([*path, "members"], s)
-            elif kw in _NOTIFY_KEYS:
+            elif kw in NOTIFY_KEYS:
                 self.uses_scripts = True
                 notify = group.setdefault("notify", {})
-                self.convert(s, [*path, "notify"], notify, _NOTIFY_KEYS[kw], self._command)
+                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._command)
             elif kw == "sync_group_tracking_weight":
                 weighted = True
-            elif kw in _GROUP_REASONS:
-                self.unsupported(s, kw, _GROUP_REASONS[kw])
+            elif kw in GROUP_REASONS:
+                self.unsupported(s, kw, GROUP_REASONS[kw])
             else:
                 self.unsupported(s, kw, f"{UNKNOWN} (in vrrp_sync_group {name})")
         if weighted:
@@ -1052,7 +850,18 @@ class _Converter:
                 "as false (turn it on once your scripts are writable only by root)",
             )
 
+    def _garp_defaults(self) -> None:
+        """keepalived's lower-priority GARP burst defaults to the master burst (5 after 5 s);
+        vigil's defaults to none, so carry keepalived's effective values over."""
+        if not self.instances:
+            return
+        garp = self.globals.setdefault("garp", {})
+        garp.setdefault("lower_prio_repeat", garp.get("master_repeat", 5))
+        if "master_delay" in garp:
+            garp.setdefault("lower_prio_delay", garp["master_delay"])
+
     def _finish(self) -> ImportResult:
+        self._garp_defaults()
         config: dict[str, Any] = {}
         if self.globals:
             config["global"] = _ordered(
@@ -1072,10 +881,10 @@ class _Converter:
             config["track_files"] = self.files
         if self.processes:
             config["track_processes"] = self.processes
-        config["vrrp_instances"] = [_ordered(i, _INSTANCE_ORDER) for i in self.instances]
+        config["vrrp_instances"] = [_ordered(i, INSTANCE_ORDER) for i in self.instances]
         if self.groups:
             config["vrrp_sync_groups"] = self.groups
-        self.result.config = _ordered(config, _TOP_ORDER)
+        self.result.config = _ordered(config, TOP_ORDER)
         return self.result
 
 
