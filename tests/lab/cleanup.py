@@ -22,6 +22,9 @@ from .procs import group_members
 from .registry import PREFIX, RUN_ROOT, RunInfo, list_runs, proc_start_time
 from .waiting import wait_for
 
+#: where the lab makes directories: short socket dirs, FRR instance run dirs
+LAB_DIR_PARENTS = (Path("/tmp"), Path("/var/run/frr"), Path("/run/frr"))
+
 __all__ = ["cleanup_dead_runs", "cleanup_run", "main"]
 
 
@@ -72,7 +75,7 @@ def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
         path = Path(str(entry["key"]))
         if entry["kind"] != "dir":
             continue
-        if path.parent != Path("/tmp") or not path.name.startswith(prefix):
+        if path.parent not in LAB_DIR_PARENTS or not path.name.startswith(prefix):
             problems.append(f"directory {path} is not a lab directory: left alone")
             continue
         if path.exists():

@@ -94,6 +94,7 @@ class Lab:
     _closed: bool = field(default=False, init=False)
     _port_counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
+    _late_cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -477,9 +478,9 @@ class Lab:
 
         return start_bird(self, node, conf_text, **kwargs)
 
-    def add_cleanup(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` at close, before processes are stopped (LIFO)."""
-        self._cleanups.append(fn)
+    def add_cleanup(self, fn: Callable[[], None], *, after_processes: bool = False) -> None:
+        """Run ``fn`` at close (LIFO): before processes are stopped, or after."""
+        (self._late_cleanups if after_processes else self._cleanups).append(fn)
 
     # ------------------------------------------------------------------ teardown
 
@@ -506,6 +507,11 @@ class Lab:
             kill_groups(self.processes, timeout=5.0)
         except Exception as exc:
             errors.append(exc)
+        for fn in reversed(self._late_cleanups):
+            try:
+                fn()
+            except Exception as exc:
+                errors.append(exc)
         for node in reversed(list(self.nodes.values())):
             try:
                 delete_netns(node.ns)

@@ -33,6 +33,7 @@ __all__ = [
     "RunInfo",
     "RunRegistry",
     "current_run",
+    "current_run_if_started",
     "list_runs",
     "proc_pgid",
     "proc_start_time",
@@ -198,6 +199,11 @@ def list_runs(root: Path = RUN_ROOT) -> list[RunInfo]:
 
 
 _CURRENT: RunRegistry | None = None
+
+
+def current_run_if_started() -> RunRegistry | None:
+    """This process's run if the lab was used, else None (nothing to check or clean)."""
+    return _CURRENT
 
 
 def current_run() -> RunRegistry:
