@@ -23,9 +23,11 @@ Choices that matter on the wire, and why:
   whose arrival interface is not ours (a datagram can slip in between ``socket()`` and the
   bind).
 - An interface can disappear (veth deleted, macvlan recreated). A send that fails with
-  ENODEV/ENXIO/ENETDOWN marks the socket down, closes it and reports it once; sends while
-  down cost nothing. ``reopen()`` (called by the runtime on a link-up event) opens a fresh
-  socket against the interface's new index and joins the groups again.
+  ENODEV/ENXIO/ENETDOWN (or ENETUNREACH for the group, or a source lookup that finds the
+  interface gone or down) marks the socket down, closes it and reports it once. Sends while
+  down return 0 and try to reopen at most once a second, only when the interface is back
+  up. ``reopen()`` (called by the runtime on a link-up event) opens a fresh socket against
+  the interface's new index and joins the groups again.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ __all__ = [
     "SocketStats",
     "TransportError",
     "VrrpSocket",
+    "interface_flags",
     "interface_link_local",
     "interface_primary_ipv4",
 ]
@@ -85,6 +88,8 @@ IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_TCLASS = 67
 SIOCGIFADDR = 0x8915
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
 
 TTL = 255
 TOS = 0xC0
@@ -92,6 +97,7 @@ VRRP_CHECKSUM_OFFSET = 6
 RECV_BUFSIZE = 8192
 MAX_READS_PER_WAKEUP = 64
 SOURCE_CACHE_SECONDS = 1.0
+REOPEN_RETRY_SECONDS = 1.0
 
 # Errors that mean "the interface is gone or down": mark the socket down, wait for reopen().
 LINK_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.ENETDOWN})
@@ -182,6 +188,17 @@ def interface_primary_ipv4(ifname: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(reply[20:24])
 
 
+def interface_flags(ifname: str) -> int:
+    """The interface's flags (IFF_UP, ...) from SIOCGIFFLAGS; 0 if it does not exist."""
+    request = struct.pack("16s16x", ifname.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            reply = fcntl.ioctl(probe.fileno(), SIOCGIFFLAGS, request)
+        except OSError:
+            return 0
+    return int(struct.unpack_from("=H", reply, 16)[0])
+
+
 def interface_link_local(ifname: str) -> ipaddress.IPv6Address | None:
     """The interface's usable (not tentative, not DAD-failed) link-local address, or None.
 
@@ -268,6 +285,8 @@ class VrrpSocket:
         self._source = _SourceCache()
         self._ident = 0
         self._down_reported = False
+        self._last_retry = -1e9
+        self._last_tx_error: str | None = None
 
     def __repr__(self) -> str:
         state = "up" if self.up else f"down ({self.down_reason})"
@@ -460,7 +479,7 @@ class VrrpSocket:
         (src, dst) per datagram. Failures never raise: they are counted, logged and, for
         a vanished interface, reported through ``on_status``.
         """
-        if self._sock is None:
+        if self._sock is None and not self._retry_open():
             return 0
         destinations = self._destinations(dst)
         source = self._source_address(src)
@@ -474,6 +493,33 @@ class VrrpSocket:
             elif self._sock is None:
                 break
         return sent
+
+    def link_problem(self) -> str | None:
+        """Why the interface cannot carry VRRP now (gone, re-created, down), or None."""
+        try:
+            ifindex = socket.if_nametoindex(self.ifname)
+        except OSError:
+            return f"interface {self.ifname} does not exist"
+        if self.ifindex and ifindex != self.ifindex:
+            return f"interface {self.ifname} was re-created (index {ifindex})"
+        if not interface_flags(self.ifname) & IFF_UP:
+            return f"interface {self.ifname} is down"
+        return None
+
+    def _retry_open(self) -> bool:
+        """While down, try to reopen at most once per REOPEN_RETRY_SECONDS.
+
+        The runtime normally reopens on a link-up event; this keeps a sender working even
+        if such an event was missed, without turning a dead interface into a busy loop.
+        """
+        now = time.monotonic()
+        if self.down_reason == "closed" or now - self._last_retry < REOPEN_RETRY_SECONDS:
+            return False
+        self._last_retry = now
+        self.ifindex = 0  # the interface may come back with a new index
+        if self.link_problem() is not None:
+            return False
+        return self.open()
 
     def _destinations(
         self, dst: IPAddress | str | Iterable[IPAddress | str] | None
@@ -490,9 +536,19 @@ class VrrpSocket:
         source = self.default_source()
         if source is None:
             self.stats.tx_errors += 1
-            kind = "IPv4 address" if self.family == 4 else "usable link-local address"
-            log.warning("cannot send VRRP on %s: it has no %s", self.ifname, kind)
+            problem = self.link_problem()
+            if problem is not None:
+                self.mark_down(problem)
+            else:
+                kind = "IPv4 address" if self.family == 4 else "usable link-local address"
+                self._log_tx_error(f"cannot send VRRP on {self.ifname}: it has no {kind}")
         return source
+
+    def _log_tx_error(self, message: str) -> None:
+        """Log a send failure once per episode (until a send succeeds or it changes)."""
+        if message != self._last_tx_error:
+            self._last_tx_error = message
+            log.warning("%s", message)
 
     def _send_one(self, data: bytes, source: IPAddress, target: IPAddress) -> bool:
         assert self._sock is not None
@@ -500,17 +556,9 @@ class VrrpSocket:
             if self.family == 4:
                 self._ident = self._ident % 0xFFFF + 1
                 header = _IPV4_HEADER.pack(
-                    0x45,
-                    TOS,
-                    20 + len(data),
-                    self._ident,
-                    0,
-                    TTL,
-                    VRRP_PROTO,
-                    0,
-                    source.packed,
-                    target.packed,
-                )
+                    0x45, TOS, 20 + len(data), self._ident, 0, TTL, VRRP_PROTO, 0,
+                    source.packed, target.packed,
+                )  # fmt: skip
                 self._sock.sendto(header + data, (str(target), 0))
             else:
                 pktinfo = _IN6_PKTINFO.pack(source.packed, self.ifindex)
@@ -523,16 +571,28 @@ class VrrpSocket:
                 )
         except OSError as exc:
             self.stats.tx_errors += 1
-            if exc.errno in LINK_ERRNOS:
-                self.mark_down(f"send on {self.ifname} failed: {exc.strerror}")
-            elif exc.errno in SOURCE_ERRNOS:
-                self.refresh_source()
-                log.warning("VRRP send from %s on %s failed: %s", source, self.ifname, exc.strerror)
-            else:
-                log.warning("VRRP send to %s on %s failed: %s", target, self.ifname, exc.strerror)
+            self._send_failed(exc, source, target)
             return False
         self.stats.tx_packets += 1
+        self._last_tx_error = None
         return True
+
+    def _send_failed(self, exc: OSError, source: IPAddress, target: IPAddress) -> None:
+        code = exc.errno or 0
+        problem = None
+        if code in LINK_ERRNOS:
+            problem = f"send on {self.ifname} failed: {exc.strerror}"
+        elif code == errno.ENETUNREACH and target.is_multicast:
+            # The group is always on-link: unreachable means the link itself is down.
+            problem = self.link_problem() or f"send on {self.ifname} failed: {exc.strerror}"
+        if problem is not None:
+            self.mark_down(problem)
+            return
+        if code in SOURCE_ERRNOS:
+            self.refresh_source()
+        self._log_tx_error(
+            f"VRRP send {source} -> {target} on {self.ifname} failed: {exc.strerror}"
+        )
 
     # -- receiving ------------------------------------------------------------------------
 
