@@ -20,6 +20,7 @@ and addresses again and yields a :class:`Resync` carrying the full picture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as errno_mod
 import ipaddress
 import logging
@@ -76,6 +77,7 @@ IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 RT_TABLE_MAIN = 254
 IFNAMSIZ = 16
+_SO_RCVBUFFORCE = 33
 
 _EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 
@@ -244,6 +246,19 @@ class RouteSpec:
             network = ipaddress.ip_network(to, strict=False)
         return cls(network, via_ip, dev, src_ip, metric, table, scope)
 
+    @classmethod
+    def from_fields(cls, route: Any, *, default_dev: str | None = None) -> RouteSpec:
+        """From any object with to/via/dev/src/metric/table/scope (a config route)."""
+        return cls(
+            to=route.to,
+            via=route.via,
+            dev=route.dev if route.dev is not None else default_dev,
+            src=route.src,
+            metric=route.metric,
+            table=route.table,
+            scope=route.scope,
+        )
+
     @property
     def family(self) -> int:
         return self.to.version
@@ -381,7 +396,8 @@ class Netlink:
 
     Open with ``await nl.open()`` or ``async with Netlink() as nl``. All methods are
     coroutines; failures raise :class:`NetlinkFailure` (kernel said no) or ValueError
-    (the arguments were wrong before anything was sent).
+    (the arguments were wrong before anything was sent). One instance may be shared by
+    many tasks: pyroute2 matches replies to requests by sequence number.
     """
 
     def __init__(self, netns: str | None = None) -> None:
@@ -511,19 +527,20 @@ class Netlink:
         self, ifname: str | None = None, *, family: int | None = None
     ) -> list[AddrInfo]:
         """Addresses in kernel order (IPv4 primaries before their secondaries)."""
-        names = await self._names()
-        wanted: int | None = None
         if ifname is not None:
-            wanted = next((i for i, n in names.items() if n == ifname), None)
-            if wanted is None:
+            state = await self.find_link(ifname)
+            if state is None:
                 raise NetlinkFailure("list addresses of", ifname, errno_mod.ENODEV)
+            names = {state.index: state.name}
+        else:
+            names = await self._names()
         kwargs: dict[str, Any] = {}
         if family is not None:
             kwargs["family"] = socket.AF_INET if family == 4 else socket.AF_INET6
         result = []
         async for msg in await self.ipr.addr("dump", **kwargs):
             index = int(msg["index"])
-            if wanted is not None and index != wanted:
+            if ifname is not None and index not in names:
                 continue
             if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
                 continue
@@ -733,6 +750,10 @@ class NetlinkMonitor:
     carrier, name, appearance, removal): the kernel also sends RTM_NEWLINK for
     statistics and IPv6 protocol updates. Address events are reported when an address
     appears or disappears (not for flag updates such as the end of DAD).
+
+    pyroute2 moves datagrams from the kernel into its queue whenever the event loop runs,
+    so the kernel buffer only overflows if the loop is blocked; the queue itself grows
+    if nobody iterates, so iterate continuously from one task, or close the monitor.
     """
 
     def __init__(self, nl: Netlink, *, rcvbuf: int = 1 << 20) -> None:
@@ -761,6 +782,9 @@ class NetlinkMonitor:
         except BaseException:
             sock.close()
             raise
+        # SO_RCVBUF is capped by net.core.rmem_max; as root, force the size asked for.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self._rcvbuf)
         self._sock = sock
 
     async def _snapshot(self) -> Resync:
