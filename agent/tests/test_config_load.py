@@ -392,7 +392,7 @@ def test_instance_schema_errors(overrides: dict[str, Any], path: str, message: s
     ("section", "entry", "path", "message"),
     [
         ("vrrp_scripts", {"interval": 1}, "script", "required key missing"),
-        ("vrrp_scripts", {"script": "/bin/true", "weight": 300}, "weight", "at most 254"),
+        ("vrrp_scripts", {"script": "/bin/true", "weight": 254}, "weight", "at most 253"),
         ("vrrp_scripts", {"script": "/bin/true", "rise": 0}, "rise", "at least 1"),
         ("vrrp_scripts", {"script": "/bin/true", "wieght": 1}, "wieght", "did you mean 'weight'?"),
         ("track_files", {"weight": 1}, "file", "required key missing"),

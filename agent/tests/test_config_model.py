@@ -126,7 +126,7 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
             "vrrp_version": draw(st.sampled_from([2, 3])),
             "notify_timeout": draw(st.integers(1, 60)),
         },
-        "vrrp_scripts": {"chk": {"script": "/bin/true", "weight": draw(st.integers(-254, 254))}},
+        "vrrp_scripts": {"chk": {"script": "/bin/true", "weight": draw(st.integers(-253, 253))}},
         "vrrp_instances": [draw(instances(i)) for i in range(count)],
     }
     if count >= 2 and draw(st.booleans()):

@@ -254,7 +254,7 @@ SCRIPT = Struct(
         vol.Optional("timeout"): seconds(0.01, 86400),
         vol.Optional("rise", default=1): integer(1, 1000),
         vol.Optional("fall", default=1): integer(1, 1000),
-        vol.Optional("weight", default=0): integer(-254, 254),
+        vol.Optional("weight", default=0): integer(-253, 253),
         vol.Optional("weight_reverse", default=False): boolean,
         vol.Optional("init_fail", default=False): boolean,
         vol.Optional("user"): string(what="user or user:group"),
