@@ -423,6 +423,43 @@ async def test_vmac_ipv4_create_sysctls_and_delete(nl: Netlink, netns: str) -> N
     assert await manager.remove(spec) is False
 
 
+@pytest.fixture
+def two_nodes() -> Iterator[tuple[str, str]]:
+    """Namespaces (node, peer) joined by a veth: node's ve0 <-> peer's vp0, addressed."""
+    node = f"vgnl-{os.getpid()}-{next(_counter)}"
+    peer = f"vgnl-{os.getpid()}-{next(_counter)}"
+    try:
+        run("ip", "netns", "add", node)
+        run("ip", "netns", "add", peer)
+        run("ip", "-n", node, "link", "add", "ve0", "type", "veth", "peer", "name", "vp0",
+            "netns", peer)  # fmt: skip
+        run("ip", "-n", node, "link", "set", "ve0", "up")
+        run("ip", "-n", peer, "link", "set", "vp0", "up")
+        run("ip", "-n", node, "addr", "add", "10.0.0.1/24", "dev", "ve0")
+        run("ip", "-n", peer, "addr", "add", "10.0.0.2/24", "dev", "vp0")
+        yield node, peer
+    finally:
+        run("ip", "netns", "del", node, check=False)
+        run("ip", "netns", "del", peer, check=False)
+
+
+def arp_reply_macs(ns: str, ifname: str, target: str) -> set[str]:
+    """MACs that answered ARP for target (arping, 3 requests, bounded by -w and timeout)."""
+    out = run("ip", "netns", "exec", ns, "arping", "-i", ifname, "-c", "3", "-w", "1", target,
+              check=False)  # fmt: skip
+    return {line.split()[3].lower() for line in out.splitlines() if " bytes from " in line}
+
+
+async def test_vmac_vip_is_answered_only_by_the_virtual_mac(two_nodes: tuple[str, str]) -> None:
+    node, peer = two_nodes
+    async with Netlink(netns=node) as handle:
+        spec = VmacSpec(name="vrrp.51", parent="ve0", vrid=51)
+        await VmacManager(handle).ensure(spec)
+        await handle.add_address("vrrp.51", IPv4Interface("10.0.0.100/24"))
+        # Without arp_ignore on the parent, ve0 would answer too, with its own MAC.
+        assert arp_reply_macs(peer, "vp0", "10.0.0.100") == {"00:00:5e:00:01:33"}
+
+
 async def test_vmac_parent_restored_only_after_last_user(nl: Netlink, netns: str) -> None:
     manager = VmacManager(nl)
     first = VmacSpec(name="vrrp.1", parent="ve0", vrid=1)
