@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import prometheus_client
+
 from vigil import __version__
 from vigil.config import Config, ConfigError, check_command, diff_configs, load_config
 from vigil.events import EventBus
@@ -462,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         return run_check(args.config, args.format, sys.stdout)
     setup_logging(args.log_level or "info")
+    # *_created series double every counter's output and nobody alerts on them.
+    prometheus_client.disable_created_metrics()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
