@@ -257,7 +257,7 @@ def test_duplicate_keys_are_errors_with_both_lines(tmp_path: Path) -> None:
     assert "duplicate key (first given on line 4)" in issue.message
 
 
-def test_yaml_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
+def test_yaml_anchors_under_x_keys_and_merge_keys_are_not_duplicates(tmp_path: Path) -> None:
     text = """\
 x-defaults: &defaults
   interface: eth0
@@ -269,10 +269,15 @@ vrrp_instances:
     advert_interval: 3
     virtual_ipaddresses: [10.0.0.1]
 """
-    with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, text))
-    # the only problem is the unknown top-level anchor holder, not a duplicate key
-    assert [(i.path, i.line) for i in info.value.issues] == [("x-defaults", 1)]
+    inst = load_config(write(tmp_path, text)).instance("VI_1")
+    assert (inst.interface, inst.advert_interval) == ("eth0", 3.0)  # the explicit key wins
+
+
+def test_unknown_top_level_key_lists_the_allowed_ones() -> None:
+    (issue,) = issues_of({"frobnicate": 1})
+    assert issue.path == "frobnicate"
+    assert "allowed keys: global, vrrp_scripts" in issue.message
+    assert "x-* for YAML anchors" in issue.message
 
 
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:

@@ -78,6 +78,7 @@ class _Validator:
 
 
 _SALVAGE_ROUNDS = 3
+EXTENSION_PREFIX = "x-"
 
 
 def _prune(data: Any, paths: list[list[Any]]) -> bool:
@@ -125,9 +126,11 @@ def _sections(data: Any, issues: list[Issue]) -> Sections | None:
         issues.append(Issue("", f"the config must be a mapping at the top level, got {show(data)}"))
         return None
     for key in data:
+        if isinstance(key, str) and key.startswith(EXTENSION_PREFIX):
+            continue  # a place for YAML anchors, ignored like docker compose's x- keys
         if key not in TOP_LEVEL_KEYS:
             hint = did_you_mean(str(key), TOP_LEVEL_KEYS) or (
-                "; allowed keys: " + ", ".join(TOP_LEVEL_KEYS)
+                "; allowed keys: " + ", ".join(TOP_LEVEL_KEYS) + " (and x-* for YAML anchors)"
             )
             issues.append(Issue(format_path([key]), f"unknown key{hint}"))
     check = _Validator()
