@@ -779,6 +779,14 @@ class NetlinkMonitor:
         sock = self._nl._new_socket(rcvbuf=self._rcvbuf)
         try:
             await sock.bind(groups=_EVENT_GROUPS)
+        except FileNotFoundError:
+            sock.close()
+            raise NetlinkFailure(
+                "subscribe to events in namespace",
+                repr(self._nl.netns),
+                errno_mod.ENOENT,
+                "no such netns",
+            ) from None
         except BaseException:
             sock.close()
             raise
