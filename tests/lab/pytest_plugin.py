@@ -105,7 +105,10 @@ def leftovers(run: registry.RunRegistry) -> list[str]:
     return found
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # trylast: after pytest's own sessionfinish has torn down the fixtures still set up
+    # (after Ctrl-C that happens only there), so only real leaks remain.
     run = registry.current_run_if_started()
     if run is None:
         return
