@@ -18,6 +18,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRPv3
 from scapy.utils import rdpcap
 
+from vigil.net.transport import RawReceived
 from vigil.vrrp.checksum import internet_checksum, ones_complement_sum
 from vigil.vrrp.packet import (
     ChecksumMode,
@@ -33,6 +34,7 @@ from vigil.vrrp.packet import (
     check_for_instance,
     decode_ipv4,
     decode_payload,
+    decode_raw,
     interval_to_wire,
     pass_auth_data,
 )
@@ -166,6 +168,22 @@ def test_frr_and_keepalived_v3_fields() -> None:
     }
     # FRR 8.4.4 and keepalived 2.2.7 both include the IPv4 pseudo-header by default.
     assert {r.checksum_mode for r in received} == {ChecksumMode.PSEUDO_HEADER}
+
+
+def test_decode_raw_takes_transport_datagrams() -> None:
+    """The runtime hands transport.RawReceived straight to decode_raw, both families."""
+    frames = _vrrp_frames("ka_v3_46.pcap")
+    v4 = next(raw for family, raw, _ in frames if family == "4")
+    _, v6, facts = next(frame for frame in frames if frame[0] == "6")
+    src6, dst6 = IPv6Address(str(facts["src"])), IPv6Address(str(facts["dst"]))
+    rx4 = decode_raw(RawReceived(4, "eth0", SRC4, GROUP4, 255, v4, 2), pseudo_header=True)
+    assert isinstance(rx4, Received) and rx4.packet.addresses == (VIP4,)
+    rx6 = decode_raw(RawReceived(6, "eth0", src6, dst6, -1, v6, 2))
+    assert isinstance(rx6, Received) and rx6.ttl is None and rx6.src == src6
+    low = decode_raw(RawReceived(6, "eth0", src6, dst6, 64, v6, 2))
+    assert isinstance(low, Rejection) and low.reason is RejectReason.TTL
+    unicast = decode_raw(RawReceived(6, "eth0", src6, dst6, 64, v6, 2), check_ttl=False)
+    assert isinstance(unicast, Received) and unicast.ttl == 64
 
 
 def test_build_advert_matches_keepalived_bytes() -> None:

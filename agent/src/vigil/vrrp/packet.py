@@ -38,7 +38,7 @@ import hmac
 import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from vigil.vrrp.checksum import (
     checksum_ok,
@@ -372,6 +372,46 @@ class Received:
 
 def _as_address(value: IPAddress | str) -> IPAddress:
     return value if isinstance(value, IPv4Address | IPv6Address) else ip_address(value)
+
+
+class RawDatagram(Protocol):
+    """What a raw socket read yields (``vigil.net.transport.RawReceived`` has this shape).
+
+    ``data`` is the whole IPv4 datagram, or the VRRP message alone for IPv6; ``ttl`` is
+    the TTL / hop limit from ancillary data, negative when the kernel gave none.
+    """
+
+    @property
+    def family(self) -> int: ...
+    @property
+    def src(self) -> IPAddress: ...
+    @property
+    def dst(self) -> IPAddress: ...
+    @property
+    def ttl(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+
+
+def decode_raw(
+    raw: RawDatagram, *, pseudo_header: bool | None = None, check_ttl: bool = True
+) -> Received | Rejection:
+    """Decode a transport datagram of either family: the one call the runtime needs.
+
+    IPv4 goes through :func:`decode_ipv4` (the IP header is authoritative for addresses
+    and TTL); IPv6 through :func:`decode_payload` with the ancillary-data facts.
+    """
+    if raw.family == 4:
+        return decode_ipv4(raw.data, pseudo_header=pseudo_header, check_ttl=check_ttl)
+    return decode_payload(
+        raw.data,
+        family=raw.family,
+        src=raw.src,
+        dst=raw.dst,
+        hop_limit=raw.ttl if raw.ttl >= 0 else None,
+        pseudo_header=pseudo_header,
+        check_ttl=check_ttl,
+    )
 
 
 def decode_ipv4(
