@@ -339,3 +339,20 @@ def test_users_must_exist() -> None:
     found = issues(data, check_files=True)
     assert "does not exist on this host" in found["global.script_user"].message
     assert "group 'no-such-group-vigil'" in found["vrrp_scripts.s.user"].message
+
+
+def test_script_security_follows_symlinks(tmp_path: Path) -> None:
+    # a link to a root-owned system program: the link itself is what a user could swap
+    link = tmp_path / "check"
+    link.symlink_to("/bin/true")
+    data = {"vrrp_scripts": {"s": {"script": str(link)}}}
+    if os.geteuid() == 0:
+        assert validate_data(data, check_files=True).vrrp_scripts["s"].script == str(link)
+    else:
+        assert "not root" in only_issue(data, check_files=True).message
+    # a root-owned link to an insecure target is refused because of the target
+    target = _insecure_script(tmp_path)
+    link2 = tmp_path / "check2"
+    link2.symlink_to(target)
+    issue = only_issue({"vrrp_scripts": {"s": {"script": str(link2)}}}, check_files=True)
+    assert str(target) in issue.message

@@ -51,6 +51,8 @@ def _component_problem(path: str, st: os.stat_result) -> str | None:
         except KeyError:
             owner = f"uid {st.st_uid}"
         return f"{path!r} is owned by {owner}, not root"
+    if stat.S_ISLNK(st.st_mode):  # a link's own mode bits mean nothing; its owner does
+        return None
     writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     # A root-owned sticky directory (/tmp) lets nobody else rename or delete root's files.
     if writable and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
@@ -70,8 +72,7 @@ def insecure_reason(program: str) -> str | None:
         current = start
         while True:
             try:
-                st = os.lstat(current) if current == program and current != chains[0] else None
-                st = st or os.stat(current)
+                st = os.lstat(current) if start is program else os.stat(current)
             except OSError as exc:
                 return f"cannot inspect {current!r}: {exc.strerror}"
             problem = _component_problem(current, st)
