@@ -1,0 +1,136 @@
+"""vigil.net.garp in real namespaces: the frames a peer sees, and what its kernel learns."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+from vigil.net.garp import build_gratuitous_arp, build_unsolicited_na
+
+from tests.integration.test_net_transport_wire import (
+    Wire,
+    lab_fixture,  # noqa: F401 (the lab fixture)
+)
+from tests.lab.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+VIP4, VIP6 = "10.88.0.100", "fd00:88::100"
+VMAC = "00:00:5e:00:01:33"
+
+BURST = """
+import asyncio, json, sys
+from vigil.net.garp import GarpSender
+ifname, vips, count, interval, mac = json.loads(sys.argv[1])
+sender = GarpSender()
+sent = asyncio.run(sender.send_burst(ifname, vips, count=count, interval=interval, mac=mac))
+print(json.dumps({"sent": sent, "errors": sender.errors}))
+"""
+
+
+def burst(
+    lab: Lab,
+    node: str,
+    vips: list[str],
+    count: int,
+    interval: float = 0.0,
+    mac: str | None = None,
+    ifname: str = "eth0",
+) -> dict[str, int]:
+    """Run GarpSender.send_burst inside ``node`` (as vigild would) and return its counts."""
+    args = json.dumps([ifname, vips, count, interval, mac])
+    done = lab.run(node, [sys.executable, "-c", BURST, args], timeout=30, input="")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def build(lab: Lab) -> None:
+    lab.add_namespace("a")
+    lab.add_namespace("b")
+    lab.connect("a", "eth0", ["10.88.0.1/24", "fd00:88::1/64"])
+    lab.connect("b", "eth0", ["10.88.0.2/24", "fd00:88::2/64"])
+    lab.add_addr("a", "eth0", f"{VIP4}/24")
+    lab.add_addr("a", "eth0", f"{VIP6}/64")
+
+
+def is_announcement(frame: Ether) -> bool:
+    return (ARP in frame and frame[ARP].psrc == VIP4) or (
+        ICMPv6ND_NA in frame and frame[ICMPv6ND_NA].tgt == VIP6
+    )
+
+
+def test_burst_puts_keepalived_shaped_frames_on_the_wire(lab: Lab) -> None:
+    build(lab)
+    mac = lab.link_info("a")["address"]
+    wire = Wire(lab, "b")
+
+    assert burst(lab, "a", [VIP4, VIP6], count=3, interval=0.01) == {
+        "sent": 6,
+        "errors": 0,
+    }
+
+    frames = wire.frames(is_announcement, count=6)
+    # Each round announces every VIP in order.
+    assert [ARP in f for f in frames] == [True, False] * 3
+    for frame in frames:
+        if ARP in frame:
+            assert bytes(frame) == build_gratuitous_arp(mac, VIP4)
+            arp = frame[ARP]
+            assert (frame.dst, arp.op, arp.hwsrc, arp.hwdst) == (
+                "ff:ff:ff:ff:ff:ff", 1, mac, "ff:ff:ff:ff:ff:ff",
+            )  # fmt: skip
+        else:
+            assert bytes(frame) == build_unsolicited_na(mac, VIP6)
+            ip6, na = frame[IPv6], frame[ICMPv6ND_NA]
+            assert (ip6.src, ip6.dst, ip6.hlim) == (VIP6, "ff02::1", 255)
+            assert (na.R, na.S, na.O) == (0, 0, 1)
+            assert frame[ICMPv6NDOptDstLLAddr].lladdr == mac
+            fresh = Ether(bytes(frame))
+            del fresh[ICMPv6ND_NA].cksum
+            assert Ether(bytes(fresh))[ICMPv6ND_NA].cksum == na.cksum
+
+
+def neighbour(lab: Lab, node: str, address: str) -> str | None:
+    for entry in lab.ip_json(node, "neigh", "show", "dev", "eth0"):
+        if entry.get("dst") == address:
+            return entry.get("lladdr")  # type: ignore[no-any-return]
+    return None
+
+
+def test_peer_learns_the_vip_at_the_virtual_mac(lab: Lab) -> None:
+    build(lab)
+    # b is the gateway in front of the pair: let it create neighbour entries from the
+    # announcements (RFC 9131 router behaviour; without it only existing entries are
+    # refreshed), so the effect of each frame shows in its table.
+    lab.sysctl(
+        "b",
+        **{
+            "net.ipv4.conf.eth0.arp_accept": 1,
+            "net.ipv6.conf.eth0.forwarding": 1,
+            "net.ipv6.conf.eth0.accept_untracked_na": 1,
+        },
+    )
+    wire = Wire(lab, "b")
+    assert neighbour(lab, "b", VIP4) is None and neighbour(lab, "b", VIP6) is None
+
+    assert burst(lab, "a", [VIP4, VIP6], count=1, mac=VMAC) == {"sent": 2, "errors": 0}
+
+    frames = wire.frames(is_announcement, count=2)
+    assert {f.src for f in frames} == {VMAC}
+    lab.wait_for(
+        lambda: neighbour(lab, "b", VIP4) == VMAC, what=f"{VIP4} at {VMAC} on b"
+    )
+    lab.wait_for(
+        lambda: neighbour(lab, "b", VIP6) == VMAC, what=f"{VIP6} at {VMAC} on b"
+    )
+
+
+def test_burst_on_a_missing_interface_stops_without_raising(lab: Lab) -> None:
+    build(lab)
+    assert burst(lab, "a", [VIP4], count=5, ifname="nope0") == {"sent": 0, "errors": 1}
+    assert burst(lab, "a", [VIP4], count=5, ifname="nope0", mac=VMAC) == {
+        "sent": 0,
+        "errors": 1,
+    }
