@@ -16,6 +16,9 @@ import pytest
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
+from scapy.utils import rdpcap
+from vigil.net.transport import RawReceived
+from vigil.vrrp.packet import Received, decode_raw
 
 from tests.integration.test_net_transport_wire import (
     DriverProcess,
@@ -129,6 +132,38 @@ def test_ipv6_advert_leaves_from_the_link_local_with_kernel_checksum(lab: Lab) -
     sent = vrrp_bytes(frame)
     assert sent[:6] + sent[8:] == payload[:6] + payload[8:]
     assert sent[6:8] != b"\0\0" and v6_checksum_ok(frame)
+
+
+def test_tcpdump_on_the_peer_sees_ttl_255_and_tos_c0(lab: Lab) -> None:
+    """The same facts through tcpdump, as an operator would check them."""
+    build(lab, "a", "b")
+    pcap = lab.workdir / "b.pcap"
+    tcpdump = lab.spawn(
+        "b",
+        ["tcpdump", "-i", "eth0", "-n", "-U", "-c", "2", "-w", str(pcap),
+         "ip proto 112 or ip6 proto 112"],
+        name="tcpdump",
+    )  # fmt: skip
+    lab.wait_for(lambda: "listening on" in tcpdump.log_text(), what="tcpdump to listen")
+    agent = DriverProcess(lab, "a")
+    for family in (4, 6):
+        agent("acquire", family=family, ifname="eth0")
+        payload = vrrp_message(3, addresses=bytes(4 if family == 4 else 16))
+        assert (
+            agent("send", family=family, ifname="eth0", payload=payload.hex())["sent"]
+            == 1
+        )
+    lab.wait_for(
+        lambda: not tcpdump.alive(), what="tcpdump to capture 2 packets and exit"
+    )
+
+    v4, v6 = sorted(rdpcap(str(pcap)), key=lambda f: IPv6 in f)
+    assert (v4[IP].src, v4[IP].ttl, v4[IP].tos) == ("10.88.0.1", 255, 0xC0)
+    assert (v6[IPv6].src, v6[IPv6].hlim, v6[IPv6].tc) == (
+        link_local(lab, "a"),
+        255,
+        0xC0,
+    )
 
 
 @pytest.mark.parametrize("family", [4, 6])
@@ -378,20 +413,33 @@ vrrp_instance V6 {
 """
 
 
-def test_keepalived_adverts_are_delivered(lab: Lab) -> None:
-    build(lab, "a", "c")
-    directory = lab.node_dir("c", short=True)
+def start_keepalived(lab: Lab, node: str) -> None:
+    directory = lab.node_dir(node, short=True)
     conf = directory / "keepalived.conf"
-    conf.write_text(KEEPALIVED_CONF % {"node": "c"})
+    conf.write_text(KEEPALIVED_CONF % {"node": node})
     pids = [str(directory / f"{kind}.pid") for kind in ("main", "vrrp", "chk", "bfd")]
+    lab.spawn(node, ["keepalived", "-n", "-l", "-D", "-f", str(conf),
+                     "-p", pids[0], "-r", pids[1], "-c", pids[2], "-b", pids[3]],
+              name="keepalived")  # fmt: skip
+
+
+def as_raw(event: dict[str, Any]) -> RawReceived:
+    """Rebuild the RawReceived the driver saw (to hand it to the codec here)."""
+    return RawReceived(
+        event["family"], event["ifname"], ipaddress.ip_address(event["src"]),
+        ipaddress.ip_address(event["dst"]), event["ttl"], bytes.fromhex(event["data"]),
+        event["ifindex"],
+    )  # fmt: skip
+
+
+def test_keepalived_adverts_are_delivered_and_decode(lab: Lab) -> None:
+    build(lab, "a", "c")
     agent = DriverProcess(lab, "a")
     for family, vrid in ((4, 51), (6, 52)):
         agent("acquire", family=family, ifname="eth0")
         agent("register", family=family, ifname="eth0", vrid=vrid)
 
-    lab.spawn("c", ["keepalived", "-n", "-l", "-D", "-f", str(conf),
-                    "-p", pids[0], "-r", pids[1], "-c", pids[2], "-b", pids[3]],
-              name="keepalived")  # fmt: skip
+    start_keepalived(lab, "c")
 
     v4 = agent.wait_event(lambda e: e["event"] == "rx" and e["family"] == 4, timeout=10)
     assert (v4["src"], v4["dst"], v4["ttl"], v4["vrid"]) == (
@@ -400,12 +448,38 @@ def test_keepalived_adverts_are_delivered(lab: Lab) -> None:
         255,
         51,
     )
-    data = bytes.fromhex(v4["data"])
-    assert (
-        data[1] == 0xC0 and data[20] == 0x31 and data[22] == 150
-    )  # TOS; v3 advert; prio
+    assert bytes.fromhex(v4["data"])[1] == 0xC0  # TOS, in the IP header passed on whole
     v6 = agent.wait_event(lambda e: e["event"] == "rx" and e["family"] == 6, timeout=10)
     assert (v6["src"], v6["dst"], v6["ttl"]) == (link_local(lab, "c"), "ff02::12", 255)
-    data = bytes.fromhex(v6["data"])
-    assert data[:3] == bytes([0x31, 52, 150])
-    assert data[8:24] == ipaddress.IPv6Address("fd00:88::100").packed
+
+    # The transport's datagrams are what the codec expects (the runtime's one call).
+    for event, vrid, vip in ((v4, 51, "10.88.0.100"), (v6, 52, "fd00:88::100")):
+        received = decode_raw(as_raw(event))
+        assert isinstance(received, Received), received
+        packet = received.packet
+        assert (packet.version, packet.vrid, packet.priority) == (3, vrid, 150)
+        assert packet.addresses == (ipaddress.ip_address(vip),)
+
+
+def test_keepalived_accepts_our_adverts_and_backs_off(lab: Lab) -> None:
+    """keepalived (priority 150, master) hears priority 200 from us and gives up its VIPs.
+
+    This checks the send path end to end against a real peer: source, TTL, checksum with
+    the IPv4 pseudo-header, IPv6 from the link-local.
+    """
+    build(lab, "a", "c")
+    start_keepalived(lab, "c")
+    for vip in ("10.88.0.100", "fd00:88::100"):
+        lab.wait_address("c", vip, timeout=10)
+    agent = DriverProcess(lab, "a")
+    for family, vrid, vip in ((4, 51, "10.88.0.100"), (6, 52, "fd00:88::100")):
+        agent("acquire", family=family, ifname="eth0")
+        agent("advertise", family=family, ifname="eth0", vrid=vrid, priority=200,
+              adver_int=10, addresses=[vip], count=200, every=0.1)  # fmt: skip
+
+    for vip in ("10.88.0.100", "fd00:88::100"):
+        lab.wait_address("c", vip, present=False, timeout=10)
+
+    agent("stop_advertising")
+    for vip in ("10.88.0.100", "fd00:88::100"):
+        lab.wait_address("c", vip, timeout=10)  # master again once we went quiet

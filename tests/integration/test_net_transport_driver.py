@@ -5,7 +5,9 @@ command per line on stdin and writes one JSON line per reply or event on stdout,
 test (in the root namespace) can drive a real SocketRegistry on the real event loop.
 
 Commands: acquire {family, ifname}; release; register {vrid}; send {payload (hex), dst,
-src, builder}; link_up; link_down {reason}; status; quit. Every command names family and
+src, builder}; advertise {vrid, priority, adver_int, addresses, count, every} (real
+VRRPv3 adverts from vigil.vrrp.packet, paced on the loop); stop_advertising; link_up;
+link_down {reason}; status; quit. Every command names family and
 ifname where it applies and is answered with {"reply": id, ...}. Events: rx (a registered
 VRID), unknown (no handler), status (socket up/down).
 """
@@ -20,6 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
+from vigil.vrrp.packet import build_advert
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -46,6 +49,29 @@ class Driver:
             on_unknown_vrid=self.on_unknown, on_status=self.on_status
         )
         self.done = asyncio.Event()
+        self.adverts: list[asyncio.Future[None]] = []
+
+    async def advertise(self, cmd: dict[str, Any]) -> None:
+        """Send real adverts (vigil.vrrp.packet) every ``every`` s, ``count`` times at most."""
+        sock = self.socket_for(cmd)
+        addresses = [ipaddress.ip_address(a) for a in cmd["addresses"]]
+
+        def build(src: Any, dst: Any) -> bytes:
+            return build_advert(
+                version=3,
+                vrid=cmd["vrid"],
+                priority=cmd["priority"],
+                adver_int=cmd["adver_int"],
+                addresses=addresses,
+                src=src,
+                dst=dst,
+            )
+
+        sent = 0
+        for _ in range(cmd["count"]):
+            sent += sock.send(build)
+            await asyncio.sleep(cmd["every"])
+        emit({"event": "advertised", "vrid": cmd["vrid"], "sent": sent})
 
     def on_unknown(self, packet: RawReceived, vrid: int | None) -> None:
         emit({"event": "unknown", "reported_vrid": vrid, **describe(packet)})
@@ -117,6 +143,14 @@ class Driver:
                 "ifindex": sock.ifindex,
                 "source": str(source) if source else None,
             }
+        if op == "advertise":
+            self.adverts.append(asyncio.ensure_future(self.advertise(cmd)))
+            return {}
+        if op == "stop_advertising":
+            for task in self.adverts:
+                task.cancel()
+            self.adverts.clear()
+            return {}
         if op == "quit":
             self.registry.close()
             self.done.set()
