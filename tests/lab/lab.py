@@ -21,12 +21,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import lifecycle
 from .procs import ProcessHandle, kill_groups, spawn_in_netns
 from .registry import RunRegistry, current_run
 from .waiting import wait_for
+
+if TYPE_CHECKING:
+    from .agents import AgentHandle
+    from .peers import PeerHandle
 
 T = TypeVar("T")
 
@@ -458,22 +462,29 @@ class Lab:
 
     # ------------------------------------------------------------------ agents and peers
 
-    def start_vigild(self, node: NodeRef, config: Any, **kwargs: Any) -> Any:
+    def start_vigild(
+        self,
+        node: NodeRef,
+        config: dict[str, Any] | str | os.PathLike[str],
+        extra_args: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> AgentHandle:
+        """vigild in ``node``; see ``tests.lab.agents.start_vigild``."""
         from .agents import start_vigild
 
-        return start_vigild(self, node, config, **kwargs)
+        return start_vigild(self, node, config, extra_args, **kwargs)
 
-    def start_keepalived(self, node: NodeRef, conf_text: str, **kwargs: Any) -> Any:
+    def start_keepalived(self, node: NodeRef, conf_text: str, **kwargs: Any) -> PeerHandle:
         from .peers import start_keepalived
 
         return start_keepalived(self, node, conf_text, **kwargs)
 
-    def start_frr(self, node: NodeRef, conf_text: str, **kwargs: Any) -> Any:
+    def start_frr(self, node: NodeRef, conf_text: str, **kwargs: Any) -> PeerHandle:
         from .peers import start_frr
 
         return start_frr(self, node, conf_text, **kwargs)
 
-    def start_bird(self, node: NodeRef, conf_text: str, **kwargs: Any) -> Any:
+    def start_bird(self, node: NodeRef, conf_text: str, **kwargs: Any) -> PeerHandle:
         from .peers import start_bird
 
         return start_bird(self, node, conf_text, **kwargs)
