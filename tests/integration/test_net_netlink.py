@@ -5,19 +5,20 @@ through pyroute2 (``netns=``, flags=0), and every claim is checked with iproute2
 (``ip -n NS -j ...``) or the namespace's own /proc/sys. Nothing touches the root
 namespace's links, addresses or sysctls.
 
-Topology per test: namespace ``vgnl-<pid>-<n>`` with a veth pair ``ve0`` <-> ``vp0``.
-Downing ``vp0`` is a cable pull as ``ve0`` sees it (carrier lost, still admin up).
+Topology per test (the project's ``lab`` fixture, which removes everything afterwards):
+node ``n1`` with ``ve0`` plugged into the lab switch; downing the switch port is a cable
+pull as ``ve0`` sees it (carrier lost, still admin up). The lab turns IPv6 DAD off; the
+one test about DAD turns it back on for ``ve0``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_interface
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,10 @@ from vigil.net.netlink import (
 )
 from vigil.net.vmac import VmacManager, VmacSpec, eui64_link_local
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
-]
+from tests.lab import Lab
 
-_counter = itertools.count(1)
+pytestmark = pytest.mark.integration
+
 EVENT_TIMEOUT = 5.0
 
 
@@ -69,31 +68,12 @@ def find_addr(ns: str, ifname: str, local: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
-    """A fresh namespace with lo up and a veth pair ve0/vp0, both up; always deleted."""
-    name = f"vgnl-{os.getpid()}-{next(_counter)}"
-    run("ip", "netns", "add", name)
-    try:
-        run("ip", "-n", name, "link", "set", "lo", "up")
-        run(
-            "ip",
-            "-n",
-            name,
-            "link",
-            "add",
-            "ve0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vp0",
-        )
-        run("ip", "-n", name, "link", "set", "ve0", "up")
-        run("ip", "-n", name, "link", "set", "vp0", "up")
-        yield name
-    finally:
-        run("ip", "netns", "del", name, check=False)
-        assert not Path("/run/netns", name).exists()
+def netns(lab: Lab) -> str:
+    """Node n1 with ve0 plugged into the lab switch; returns the namespace name."""
+    lab.add_switch()
+    node = lab.add_namespace("n1")
+    lab.connect(node, "ve0")
+    return node.ns
 
 
 @pytest.fixture
@@ -187,7 +167,8 @@ async def test_primary_ipv4_skips_secondaries(nl: Netlink) -> None:
     assert [a.address for a in secondaries] == [IPv4Interface("10.0.0.100/24")]
 
 
-async def test_ipv6_nodad_is_usable_at_once(nl: Netlink, netns: str) -> None:
+async def test_ipv6_nodad_is_usable_at_once(nl: Netlink, netns: str, lab: Lab) -> None:
+    lab.sysctl("n1", **{"net.ipv6.conf.ve0.accept_dad": 1})
     await nl.add_address("ve0", IPv6Interface("fd00::2/64"), nodad=False)
     await nl.add_address("ve0", IPv6Interface("fd00::1/64"))
     with_dad = find_addr(netns, "ve0", "fd00::2")
@@ -298,7 +279,9 @@ async def test_event_when_someone_else_deletes_an_address(nl: Netlink, netns: st
         assert isinstance(ev, AddrEvent) and ev.ifname == "ve0"
 
 
-async def test_link_events_admin_down_carrier_loss_removal(nl: Netlink, netns: str) -> None:
+async def test_link_events_admin_down_carrier_loss_removal(
+    nl: Netlink, netns: str, lab: Lab
+) -> None:
     async with nl.events() as monitor:
         run("ip", "-n", netns, "link", "set", "ve0", "down")
         await monitor.wait_for(_is_link("ve0", up=False), timeout=EVENT_TIMEOUT)
@@ -306,11 +289,11 @@ async def test_link_events_admin_down_carrier_loss_removal(nl: Netlink, netns: s
         await monitor.wait_for(_is_link("ve0", up=True, carrier=True), timeout=EVENT_TIMEOUT)
 
         # cable pull: the peer end goes down, ve0 stays admin up but loses carrier
-        run("ip", "-n", netns, "link", "set", "vp0", "down")
+        lab.cable_pull("n1", "ve0")
         ev = await monitor.wait_for(_is_link("ve0", carrier=False), timeout=EVENT_TIMEOUT)
         assert isinstance(ev, LinkEvent) and ev.up and not ev.running
         assert not (await nl.link_state("ve0")).carrier
-        run("ip", "-n", netns, "link", "set", "vp0", "up")
+        lab.cable_plug("n1", "ve0")
         await monitor.wait_for(_is_link("ve0", carrier=True), timeout=EVENT_TIMEOUT)
 
         old_index = await nl.link_index("ve0")
@@ -329,7 +312,7 @@ async def test_link_events_admin_down_carrier_loss_removal(nl: Netlink, netns: s
             "veth",
             "peer",
             "name",
-            "vp0",
+            "vx0",
         )
         ev = await monitor.wait_for(_is_link("ve0", removed=False), timeout=EVENT_TIMEOUT)
         assert isinstance(ev, LinkEvent) and ev.index != old_index and not ev.up
@@ -424,23 +407,14 @@ async def test_vmac_ipv4_create_sysctls_and_delete(nl: Netlink, netns: str) -> N
 
 
 @pytest.fixture
-def two_nodes() -> Iterator[tuple[str, str]]:
-    """Namespaces (node, peer) joined by a veth: node's ve0 <-> peer's vp0, addressed."""
-    node = f"vgnl-{os.getpid()}-{next(_counter)}"
-    peer = f"vgnl-{os.getpid()}-{next(_counter)}"
-    try:
-        run("ip", "netns", "add", node)
-        run("ip", "netns", "add", peer)
-        run("ip", "-n", node, "link", "add", "ve0", "type", "veth", "peer", "name", "vp0",
-            "netns", peer)  # fmt: skip
-        run("ip", "-n", node, "link", "set", "ve0", "up")
-        run("ip", "-n", peer, "link", "set", "vp0", "up")
-        run("ip", "-n", node, "addr", "add", "10.0.0.1/24", "dev", "ve0")
-        run("ip", "-n", peer, "addr", "add", "10.0.0.2/24", "dev", "vp0")
-        yield node, peer
-    finally:
-        run("ip", "netns", "del", node, check=False)
-        run("ip", "netns", "del", peer, check=False)
+def two_nodes(lab: Lab) -> tuple[str, str]:
+    """Namespaces (node, peer) on the lab switch: node ve0 10.0.0.1, peer ve0 10.0.0.2."""
+    lab.add_switch()
+    node = lab.add_namespace("n1")
+    peer = lab.add_namespace("n2")
+    lab.connect(node, "ve0", addrs=["10.0.0.1/24"])
+    lab.connect(peer, "ve0", addrs=["10.0.0.2/24"])
+    return node.ns, peer.ns
 
 
 def arp_reply_macs(ns: str, ifname: str, target: str) -> set[str]:
@@ -457,7 +431,7 @@ async def test_vmac_vip_is_answered_only_by_the_virtual_mac(two_nodes: tuple[str
         await VmacManager(handle).ensure(spec)
         await handle.add_address("vrrp.51", IPv4Interface("10.0.0.100/24"))
         # Without arp_ignore on the parent, ve0 would answer too, with its own MAC.
-        assert arp_reply_macs(peer, "vp0", "10.0.0.100") == {"00:00:5e:00:01:33"}
+        assert arp_reply_macs(peer, "ve0", "10.0.0.100") == {"00:00:5e:00:01:33"}
 
 
 async def test_vmac_parent_restored_only_after_last_user(nl: Netlink, netns: str) -> None:
@@ -484,9 +458,9 @@ async def test_vmac_stale_interface_with_wrong_mac_is_recreated(nl: Netlink, net
 
 async def test_vmac_name_taken_by_other_interface_is_refused(nl: Netlink, netns: str) -> None:
     with pytest.raises(NetlinkFailure, match="exists and is not a macvlan"):
-        await VmacManager(nl).ensure(VmacSpec(name="vp0", parent="ve0", vrid=3))
-    details = link_details(netns, "vp0")
-    assert details is not None and details["linkinfo"]["info_kind"] == "veth"
+        await VmacManager(nl).ensure(VmacSpec(name="lo", parent="ve0", vrid=3))
+    details = link_details(netns, "lo")
+    assert details is not None and "linkinfo" not in details
 
 
 async def test_vmac_ipv6_gets_parent_link_local_and_no_own(nl: Netlink, netns: str) -> None:

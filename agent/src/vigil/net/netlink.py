@@ -39,6 +39,7 @@ from ipaddress import (
 from typing import Any, Literal, TypeAlias
 
 from pyroute2 import AsyncIPRoute
+from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
@@ -415,6 +416,11 @@ class Netlink:
         return {"netns": self._netns, "flags": 0}
 
     def _new_socket(self, **extra: Any) -> AsyncIPRoute:
+        if self._netns is not None:
+            # pyroute2 forks a child to open a socket in another namespace and then sends
+            # it SIGTERM. Give that child default signal handling, so a handler of ours
+            # (or a test harness's) that raises or tears things down never runs in it.
+            pyroute2_config.disable_mp_signal = True
         try:
             return AsyncIPRoute(**self._socket_kwargs(), **extra)
         except FileNotFoundError:
