@@ -570,6 +570,16 @@ def test_build_helpers_validate() -> None:
         build_ipv4_header(src=SRC4, dst=GROUP4, payload_len=70000)
 
 
+def test_v3_reserved_bits_survive_a_roundtrip() -> None:
+    """Receivers ignore the reserved bits, but re-encoding must not lose them."""
+    payload = bytearray(_v3_payload())
+    payload[4] |= 0xA0
+    rx = decode_ipv4(_v4(_with_checksum_fixed(bytes(payload))))
+    assert isinstance(rx, Received), rx
+    assert rx.packet.reserved == 0xA and rx.packet.adver_int == 100
+    assert rx.packet.pack(SRC4, GROUP4) == _with_checksum_fixed(bytes(payload))
+
+
 def test_unpack_raises_typed_error() -> None:
     with pytest.raises(MalformedPacket) as info:
         VrrpPacket.unpack(b"\x31\x01", family=4)

@@ -248,8 +248,9 @@ def mutated(draw: st.DrawFn) -> tuple[bytes, int]:
     for _ in range(draw(st.integers(1, 4))):
         index = draw(st.integers(0, len(data) - 1))
         data[index] ^= draw(st.integers(1, 255))
-    cut = draw(st.integers(20, len(data)))
-    data = data[:cut] + bytearray(draw(st.binary(max_size=24)))
+    if draw(st.booleans()):
+        cut = draw(st.integers(20, len(data)))
+        data = data[:cut] + bytearray(draw(st.binary(max_size=24)))
     if draw(st.booleans()):
         data[2:4] = len(data).to_bytes(2, "big")
     ihl = (data[0] & 0x0F) * 4
