@@ -56,12 +56,11 @@ class NotifyListener:
                     return i + 1  # truthy even for the first message
             return None
 
-        return (
-            wait_for(
-                found, timeout=10, what=f"sd_notify {key}={value}", observe=lambda: self.messages
-            )
-            - 1
+        index = wait_for(
+            found, timeout=10, what=f"sd_notify {key}={value}", observe=lambda: self.messages
         )
+        assert index is not None
+        return index - 1
 
     def close(self) -> None:
         self.sock.close()

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ def _our_group(entry: dict[str, Any]) -> list[int]:
     return group_members(pgid)
 
 
+def _gone(entry: dict[str, Any]) -> Callable[[], bool]:
+    return lambda: not _our_group(entry)
+
+
 def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
     """Remove one dead run's resources; return what could not be removed."""
     prefix = f"{PREFIX}{run.run_id}"
@@ -54,7 +59,7 @@ def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(entry["key"]), signal.SIGKILL)
             try:
-                wait_for(lambda e=entry: not _our_group(e), timeout=5, what="group to exit")
+                wait_for(_gone(entry), timeout=5, what=f"group {entry['key']} to exit")
             except AssertionError as exc:
                 problems.append(str(exc))
     for entry in reversed(resources):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ __all__ = [
 
 _open: list[Lab] = []
 _installed = False
+_owner_pid = os.getpid()
 
 
 def open_labs() -> list[Lab]:
@@ -61,6 +63,8 @@ def close_all() -> list[str]:
 
 
 def _atexit() -> None:
+    if os.getpid() != _owner_pid:
+        return  # a forked child (pyroute2, multiprocessing) must not tear down our labs
     for err in close_all():
         print(f"vigil lab: teardown at exit: {err}", file=sys.stderr)
 
@@ -68,6 +72,10 @@ def _atexit() -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     # Restore the default first: a second signal ends the process even if teardown hangs.
     signal.signal(signum, signal.SIG_DFL)
+    if os.getpid() != _owner_pid:
+        # A forked child inherited this handler: die of the signal as it would have.
+        os.kill(os.getpid(), signum)
+        return
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
@@ -81,9 +89,10 @@ def install_signal_handlers() -> None:
 
 
 def _install_once() -> None:
-    global _installed
+    global _installed, _owner_pid
     if _installed:
         return
     _installed = True
+    _owner_pid = os.getpid()
     atexit.register(_atexit)
     install_signal_handlers()

@@ -184,7 +184,7 @@ class RunInfo:
 
 
 def list_runs(root: Path = RUN_ROOT) -> list[RunInfo]:
-    runs = []
+    runs: list[RunInfo] = []
     if not root.is_dir():
         return runs
     for entry in sorted(root.iterdir()):
