@@ -24,7 +24,9 @@ Checks are split in two layers, as keepalived does:
 Address list mismatches: RFC 3768/5798 say a receiver MAY verify the address list and
 MAY drop on mismatch. keepalived 2.2.7 ignores such an advert unless
 ``skip_check_adv_addr`` is set and the sender is the known master; that leaves the backup
-without a master and both nodes end up MASTER, which turns a VIP typo into a split brain.
+without a master and both nodes end up MASTER, which turns a VIP typo into a split brain
+(seen in the lab: each node logs "ip address associated with VRID 77 not present in MASTER
+advert" once a second and both hold their VIPs).
 vigil instead reports it as a non-dropping :class:`Rejection` (``drop`` is False): the
 caller logs and counts it and still processes the advert, so mastership stays single and
 the mismatch is visible. ``InstanceExpectation(strict_addresses=True)`` restores the
@@ -69,7 +71,10 @@ class ChecksumMode(enum.Enum):
 
 
 class RejectReason(enum.Enum):
-    """Why an advert was not accepted; the value is the metric/log label."""
+    """Why an advert was not accepted; the value is the metric/log label.
+
+    OWN is routine (our multicast looped back) and is best counted without logging.
+    """
 
     TRUNCATED = "truncated"
     FAMILY = "family"
