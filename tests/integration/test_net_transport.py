@@ -299,6 +299,13 @@ def test_unicast_goes_to_each_peer_only_from_the_configured_source(
         marker_ip = marker[IP] if family == 4 else marker[IPv6]
         assert marker_ip.dst == GROUP[family] and vrrp_bytes(marker)[1] == 99
 
+    # Peers answer by unicast to our source: delivered like multicast, with that dst.
+    agent("register", family=family, ifname="eth0", vrid=7)
+    peer = peer_vrrp_socket(lab, "b", family)
+    peer.sendto(payload, (source, 0))
+    event = agent.wait_event(lambda e: e["event"] == "rx")
+    assert (event["src"], event["dst"], event["vrid"]) == (peers["b"], source, 7)
+
 
 def recreate_eth0(lab: Lab, node: str) -> None:
     link = lab.link(node)

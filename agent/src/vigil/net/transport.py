@@ -360,6 +360,16 @@ class VrrpSocket:
         self._close_fd()
         return self.open()
 
+    def ensure_open(self) -> bool:
+        """Reopen unless up on the interface's current index; return whether it is up."""
+        if self._sock is not None:
+            try:
+                if socket.if_nametoindex(self.ifname) == self.ifindex:
+                    return True
+            except OSError:
+                pass
+        return self.reopen()
+
     def mark_down(self, reason: str) -> None:
         """Close the descriptor and report the socket down (once per transition)."""
         self._close_fd()
@@ -735,12 +745,12 @@ class SocketRegistry:
                 sock.mark_down(reason)
 
     def link_up(self, ifname: str) -> list[VrrpSocket]:
-        """The runtime saw the interface (re)appear: reopen its sockets; return those up."""
-        reopened = []
-        for sock in self:
-            if sock.ifname == ifname and sock.reopen():
-                reopened.append(sock)
-        return reopened
+        """The runtime saw the interface (re)appear: reopen what needs it; return those up.
+
+        Safe to call on every link event: a socket that is up on the interface's current
+        index is left alone (reopening would drop datagrams queued on it).
+        """
+        return [s for s in self if s.ifname == ifname and s.ensure_open()]
 
     def close(self) -> None:
         for sock in self:
