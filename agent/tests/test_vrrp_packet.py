@@ -398,6 +398,17 @@ def test_ttl_check_skipped_for_unicast_and_unknown_hop_limit() -> None:
     assert isinstance(rx6, Received) and rx6.ttl is None
 
 
+def test_ipv4_header_options_are_skipped() -> None:
+    """A datagram with IP options (here Router Alert, IHL 6) still yields its advert."""
+    payload = _v2_payload()
+    plain = _v4(payload)
+    with_option = bytes([0x46]) + plain[1:2] + (len(plain) + 4).to_bytes(2, "big")
+    with_option += plain[4:20] + b"\x94\x04\x00\x00" + payload
+    rx = decode_ipv4(with_option)
+    assert isinstance(rx, Received), rx
+    assert rx.packet.pack() == payload and rx.src == SRC4
+
+
 def test_v3_ipv4_accepts_either_checksum_mode_and_reports_it() -> None:
     with_ph = decode_ipv4(_v4(_v3_payload()))
     without = decode_ipv4(_v4(_v3_no_pseudo()))

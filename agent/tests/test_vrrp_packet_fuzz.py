@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRP, VRRPv3
-from scapy.packet import Raw
+from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap
 
 from vigil.vrrp.checksum import internet_checksum
@@ -97,6 +97,7 @@ def _auth_bytes(layer: VRRP) -> bytes:
 def test_scapy_dissects_what_we_encode(case: tuple[VrrpPacket, IPAddress, IPAddress]) -> None:
     packet, src, dst = case
     payload = packet.pack(src, dst)
+    wire: Packet
     if packet.family == 4:
         wire = IP(_datagram(payload, src, dst))  # type: ignore[arg-type]
     else:
@@ -123,6 +124,7 @@ def test_scapy_dissects_what_we_encode(case: tuple[VrrpPacket, IPAddress, IPAddr
 @given(adverts(min_addresses=1))
 def test_we_decode_what_scapy_encodes(case: tuple[VrrpPacket, IPAddress, IPAddress]) -> None:
     packet, src, dst = case
+    layer: Packet
     if packet.version == 2:
         auth = packet.auth_data
         layer = VRRP(
