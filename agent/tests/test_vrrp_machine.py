@@ -265,6 +265,14 @@ class TestBackupReceives:
         assert kinds(actions)[:1] == [Transition]
         assert machine.state is VrrpState.MASTER
 
+    def test_address_owner_always_preempts(self) -> None:
+        machine = VrrpMachine(make_params(base_priority=255, address_owner=True, preempt=False))
+        machine.start(0.0)
+        machine.force_backup(0.0, "handover")
+        deadline = machine.next_deadline()
+        machine.advert_received(1.0, "10.0.0.2", 200, 1.0)
+        assert machine.next_deadline() == deadline  # discarded: preempts at master down
+
     def test_v3_backup_learns_master_adver_interval(self) -> None:
         machine = started(base_priority=100, advert_interval=1.0)
         actions = machine.advert_received(1.0, "10.0.0.2", 200, 0.5)

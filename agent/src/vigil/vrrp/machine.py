@@ -33,6 +33,12 @@ Where the RFCs leave room the machine follows keepalived 2.2.7:
   keepalived, which preempts only at the next Master_Down expiry after the delay, the
   machine preempts the moment the delay has passed.
 
+Action order: a state change puts its :class:`Transition` first, then the side effects in
+the order they must happen (becoming master: ``SendAdvert``, ``AddVips``,
+``SendGratuitous``; leaving it: ``SendAdvert(0)`` where due, then ``RemoveVips``). The
+runtime executes them in order and runs notify scripts after the whole list. The address
+owner preempts even with ``preempt: false`` (RFC 5798 6.1).
+
 Events are of two kinds. Conditions (adverts, timers, priority changes, ``fault``,
 ``recover``, ``stop``) are ignored where they do not apply: an advert in FAULT, a
 ``recover`` while not in FAULT, a timer callback before its deadline. Commands that only
@@ -618,8 +624,9 @@ class VrrpMachine:
         delay = self._params.preempt_delay
         lower = priority < self._effective
         in_delay = delay > 0 and (self._preempt_time is None or now < self._preempt_time)
+        preempt = self._preempts
         self._master.address, self._master.priority = src, priority
-        if self._params.preempt and lower and not held and not in_delay:
+        if preempt and lower and not held and not in_delay:
             # Discard: the Master_Down timer keeps running and we preempt when it fires.
             self._down.reason = (
                 f"preempted lower-priority master {src} (priority {priority}, ours "
@@ -631,7 +638,7 @@ class VrrpMachine:
             actions.extend(self._learn_interval(adver_int))
         mdi = self.master_down_interval
         self._arm_down(now, mdi, "master down timer expired")
-        if self._params.preempt and delay > 0 and not held:
+        if preempt and delay > 0 and not held:
             if not lower:
                 self._preempt_time = None
             else:
@@ -670,6 +677,11 @@ class VrrpMachine:
         if priority == mine and src == self._params.address:
             return []  # our own address: a reflection or a duplicate address; nothing to win
         return [self._advert(mine), SendGratuitous(GarpKind.LOWER_PRIORITY)]
+
+    @property
+    def _preempts(self) -> bool:
+        """RFC 5798 6.1: the address owner preempts whatever Preempt_Mode says."""
+        return self._params.preempt or self._params.address_owner
 
     def _peer_address_higher(self, src: IPAddress) -> bool:
         own = self._params.address
