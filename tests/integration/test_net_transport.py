@@ -229,6 +229,24 @@ def test_receive_demultiplexes_by_vrid_and_reports_ttl(lab: Lab, family: int) ->
     assert (stats["rx_packets"], stats["rx_unknown_vrid"]) == (5, 2)
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_own_adverts_are_not_looped_back(lab: Lab, family: int) -> None:
+    build(lab, "a", "b")
+    agent = DriverProcess(lab, "a")
+    agent("acquire", family=family, ifname="eth0")
+    for vrid in (7, 8):
+        agent("register", family=family, ifname="eth0", vrid=vrid)
+    addresses = bytes(4 if family == 4 else 16)
+    assert agent("send", family=family, ifname="eth0",
+                 payload=vrrp_message(7, addresses=addresses).hex())["sent"] == 1  # fmt: skip
+    # A peer's advert sent afterwards arrives after anything the send could have looped.
+    peer_vrrp_socket(lab, "b", family).sendto(
+        vrrp_message(8, addresses=addresses), (GROUP[family], 0)
+    )
+    first = agent.wait_event(lambda e: e["event"] in ("rx", "unknown"))
+    assert first["vrid"] == 8, f"our own advert came back: {first}"
+
+
 def joined_groups(lab: Lab, node: str) -> set[str]:
     text = lab.ip(node, "maddr", "show", "dev", "eth0")
     return {
