@@ -60,12 +60,10 @@ LOCK_NAME = "vigild.lock"
 
 
 def build_subsystem_factories() -> list[SubsystemFactory]:
-    """The subsystems vigild runs. The VRRP runtime (and later IPVS/BFD) plug in here.
+    """The subsystems vigild runs: VRRP now; IPVS and BFD plug in here later."""
+    from vigil.vrrp.runtime import factory as vrrp_factory
 
-    Empty for now: without subsystems the agent loads and serves its config, and
-    /v1/status lists every configured instance in state INIT.
-    """
-    return []
+    return [vrrp_factory]
 
 
 # --------------------------------------------------------------------------- state dir

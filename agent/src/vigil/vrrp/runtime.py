@@ -1,0 +1,808 @@
+"""The VRRP subsystem: binds pure state machines to sockets, netlink and the agent.
+
+This is the adapter around :mod:`vigil.vrrp.machine` (the protocol logic) and
+:mod:`vigil.vrrp.packet` (the codec). It owns:
+
+- one :class:`InstanceRuntime` per configured instance: its machine, its share of the
+  per-(family, interface) raw socket, its timer, its VIPs and routes;
+- one netlink connection for address/route changes and one monitor of link and address
+  events (interface down -> FAULT, a VIP deleted by someone else while master -> put
+  back, an interface that disappears and comes back -> socket reopened);
+- the state journal (:mod:`vigil.vrrp.journal`) so a successor can clean up after a crash.
+
+Timing rules: the machine's clock is the event loop's monotonic clock; the timer is one
+``call_at`` re-armed after every input. Adverts are sent synchronously from the timer or
+receive callback, so nothing slow (netlink, GARP bursts, later scripts) can delay them:
+address changes run as ordered background tasks per instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterable
+from ipaddress import IPv4Address, IPv6Address
+from typing import TYPE_CHECKING, Any
+
+from vigil.net.garp import GarpSender
+from vigil.net.netlink import (
+    AddrEvent,
+    IPInterface,
+    LinkEvent,
+    Netlink,
+    NetlinkFailure,
+    NetlinkMonitor,
+    Resync,
+    RouteSpec,
+)
+from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
+from vigil.net.vmac import VmacManager, VmacSpec
+from vigil.vrrp import packet as codec
+from vigil.vrrp.journal import Journal, JournalEntry
+from vigil.vrrp.machine import (
+    AddVips,
+    GarpKind,
+    LearnedInterval,
+    MachineParams,
+    RemoveVips,
+    SendAdvert,
+    SendGratuitous,
+    Transition,
+    VrrpMachine,
+    VrrpState,
+)
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from prometheus_client.metrics_core import Metric
+
+    from vigil.config import Config, ConfigDiff, VipConfig, VrrpInstanceConfig
+    from vigil.subsystem import SubsystemContext
+
+log = logging.getLogger("vigil.vrrp")
+
+IPAddress = IPv4Address | IPv6Address
+
+# A burst of rejected packets is logged once, then summarised at most this often.
+REJECT_LOG_INTERVAL = 10.0
+# Changes to an instance that need a new machine and socket rather than an update.
+IDENTITY_FIELDS = ("interface", "vrid", "version", "use_vmac", "unicast", "family")
+
+
+def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> MachineParams:
+    return MachineParams(
+        name=cfg.name,
+        vrid=cfg.vrid,
+        version=cfg.version,
+        base_priority=cfg.priority,
+        advert_interval=cfg.advert_interval,
+        preempt=cfg.preempt,
+        preempt_delay=cfg.preempt_delay,
+        address_owner=cfg.address_owner,
+        primary_address=primary,
+    )
+
+
+def _identity(cfg: VrrpInstanceConfig) -> tuple[Any, ...]:
+    return tuple(getattr(cfg, name) for name in IDENTITY_FIELDS)
+
+
+class _RejectLog:
+    """Counts rejected packets per reason and logs the first of a burst, then summaries."""
+
+    def __init__(self, name: str, publish: Callable[..., Any]) -> None:
+        self.name = name
+        self.counts: Counter[str] = Counter()
+        self._publish = publish
+        self._last_logged: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+
+    def add(self, reason: str, detail: str, now: float) -> None:
+        self.counts[reason] += 1
+        last = self._last_logged.get(reason)
+        if last is not None and now - last < REJECT_LOG_INTERVAL:
+            self._suppressed[reason] += 1
+            return
+        more = self._suppressed.pop(reason, 0)
+        suffix = f" ({more} more since the last report)" if more else ""
+        self._last_logged[reason] = now
+        self._publish(
+            "vrrp_rejected",
+            self.name,
+            f"rejected advert ({reason}): {detail}{suffix}",
+            reason=reason,
+            suppressed=more,
+        )
+
+
+class InstanceRuntime:
+    """One VRRP instance: machine + socket + timer + addresses."""
+
+    def __init__(self, cfg: VrrpInstanceConfig, owner: VrrpSubsystem) -> None:
+        self.cfg = cfg
+        self.owner = owner
+        self.loop = asyncio.get_running_loop()
+        self.ifname = cfg.use_vmac or cfg.interface  # where adverts and VIPs live
+        self.machine = VrrpMachine(_machine_params(cfg, None))
+        self.sock: VrrpSocket | None = None
+        self.rejects = _RejectLog(cfg.name, owner.publish)
+        self.link_fault: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ops: asyncio.Task[None] | None = None  # tail of the ordered address ops
+        self._garp_tasks: set[asyncio.Task[None]] = set()
+        self._vmac: VmacSpec | None = None
+        self._expect = self._expectation(None)
+        self._source: IPAddress | None = None
+
+    # ------------------------------------------------------------ set-up / tear-down
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def family(self) -> int:
+        return self.cfg.family
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def start(self) -> None:
+        if self.cfg.use_vmac:
+            self._vmac = VmacSpec(
+                name=self.cfg.use_vmac,
+                parent=self.cfg.interface,
+                vrid=self.cfg.vrid,
+                family=4 if self.family == 4 else 6,
+            )
+            try:
+                await self.owner.vmacs.ensure(self._vmac)
+            except (NetlinkFailure, OSError, ValueError) as exc:
+                log.error("(%s) cannot set up VMAC %s: %s", self.name, self.cfg.use_vmac, exc)
+        self.sock = self.owner.sockets.acquire(self.family, self.ifname)
+        self.sock.register(self.cfg.vrid, self._on_datagram)
+        await self._refresh_source()
+        self._run(self.machine.start(self.now()))
+        problem = await self.owner.link_problem(self.cfg.interface)
+        if problem is not None:
+            self.link_fault = problem
+            self._run(self.machine.fault(self.now(), problem))
+
+    async def stop(self, reason: str = "agent stopping") -> None:
+        """Clean stop: priority 0 if master, then VIPs removed, socket released."""
+        self._run(self.machine.stop(self.now(), reason))
+        self._cancel_timer()
+        for task in list(self._garp_tasks):
+            task.cancel()
+        await self.drain_ops()
+        if self.sock is not None:
+            self.sock.unregister(self.cfg.vrid)
+            self.owner.sockets.release(self.sock)
+            self.sock = None
+        if self._vmac is not None:
+            with contextlib.suppress(NetlinkFailure, OSError):
+                await self.owner.vmacs.remove(self._vmac)
+
+    async def drain_ops(self) -> None:
+        while self._ops is not None and not self._ops.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ops)
+
+    # ------------------------------------------------------------ inputs
+
+    def _on_datagram(self, raw: RawReceived) -> None:
+        now = self.now()
+        result = codec.decode_raw(raw)
+        if isinstance(result, codec.Rejection):
+            self.rejects.add(result.reason.name.lower(), result.detail, now)
+            return
+        if self.cfg.unicast is not None and result.src not in self.cfg.unicast.peers:
+            self.rejects.add(
+                "unknown_peer",
+                f"advert from {result.src} is not from a configured unicast peer "
+                f"({', '.join(map(str, self.cfg.unicast.peers))}); ignored",
+                now,
+            )
+            return
+        if self.cfg.version == 3 and self.family == 4:
+            mode = codec.check_checksum_mode(
+                result, pseudo_header=self.cfg.v3_checksum_pseudo_header
+            )
+            if mode is not None:
+                self.rejects.add(mode.reason.name.lower(), mode.detail, now)
+                return
+        rejection = codec.check_for_instance(result, self._expect)
+        if rejection is not None:
+            self.rejects.add(rejection.reason.name.lower(), rejection.detail, now)
+            if rejection.drop:
+                return
+        pkt = result.packet
+        self._run(self.machine.advert_received(now, result.src, pkt.priority, pkt.interval_seconds))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._run(self.machine.timer_expired(self.now()))
+
+    def link_changed(self, problem: str | None) -> None:
+        """The owner saw our interface change; ``problem`` None means usable again."""
+        now = self.now()
+        if problem is not None and self.link_fault is None:
+            self.link_fault = problem
+            self._run(self.machine.fault(now, problem))
+        elif problem is None and self.link_fault is not None:
+            self.link_fault = None
+            self._run(self.machine.recover(now, f"interface {self.cfg.interface} is up again"))
+
+    async def address_removed(self, ev: AddrEvent) -> None:
+        """Someone removed an address; put back a VIP we own while master."""
+        if self.machine.state is not VrrpState.MASTER:
+            return
+        for dev, addr in self._owned_addresses():
+            if dev == ev.ifname and addr == ev.address:
+                self.owner.publish(
+                    "vip_restored",
+                    self.name,
+                    f"VIP {addr} was removed from {dev} by someone else; restoring it",
+                    address=str(addr),
+                    dev=dev,
+                )
+                self._queue(self._add_addresses([(dev, addr)]))
+
+    async def _refresh_source(self) -> None:
+        """Learn this node's advert source (for ties and own-packet checks)."""
+        if self.cfg.unicast is not None and self.cfg.unicast.source is not None:
+            source: IPAddress | None = self.cfg.unicast.source
+        elif self.sock is not None:
+            self.sock.refresh_source()
+            source = self.sock.default_source()
+        else:
+            source = None
+        if source != self._source:
+            self._source = source
+            self._expect = self._expectation(source)
+            params = _machine_params(self.cfg, source)
+            self._run(self.machine.params_changed(self.now(), params))
+
+    def _expectation(self, source: IPAddress | None) -> codec.InstanceExpectation:
+        cfg = self.cfg
+        auth = cfg.authentication
+        return codec.InstanceExpectation(
+            version=cfg.version,
+            vrid=cfg.vrid,
+            adver_int=codec.interval_to_wire(cfg.version, cfg.advert_interval),
+            auth_type=codec.VrrpPacket.AUTH_PASS if auth is not None else 0,
+            auth_data=auth.password.encode() if auth is not None else b"",
+            addresses=tuple(vip.address.ip for vip in cfg.vips),
+            own_addresses=frozenset() if source is None else frozenset({source}),
+        )
+
+    # ------------------------------------------------------------ reload
+
+    def update(self, cfg: VrrpInstanceConfig) -> None:
+        """Apply a changed config in place (same identity): no transition unless needed."""
+        old = self.cfg
+        self.cfg = cfg
+        self._expect = self._expectation(self._source)
+        self._run(self.machine.params_changed(self.now(), _machine_params(cfg, self._source)))
+        if self.machine.state is VrrpState.MASTER:
+            old_addrs = set(self._owned_addresses(old))
+            new_addrs = set(self._owned_addresses(cfg))
+            gone = [a for a in self._owned_addresses(old) if a not in new_addrs]
+            added = [a for a in self._owned_addresses(cfg) if a not in old_addrs]
+            old_routes = set(self._routes(old))
+            new_routes = self._routes(cfg)
+            if gone or old_routes - set(new_routes):
+                self._queue(
+                    self._remove_addresses(gone, [r for r in old_routes if r not in new_routes])
+                )
+            if added or set(new_routes) - old_routes:
+                self._queue(
+                    self._add_addresses(added, [r for r in new_routes if r not in old_routes])
+                )
+                if added:
+                    self._queue(self._garp_burst([a.ip for _, a in added], cfg.garp.master_repeat))
+
+    # ------------------------------------------------------------ actions
+
+    def _run(self, actions: Iterable[Any]) -> None:
+        for action in actions:
+            if isinstance(action, SendAdvert):
+                self._send_advert(action.priority)
+            elif isinstance(action, Transition):
+                self.owner.transition(self, action)
+            elif isinstance(action, AddVips):
+                self._queue(self._add_addresses(self._owned_addresses(), self._routes()))
+            elif isinstance(action, RemoveVips):
+                self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
+                for task in list(self._garp_tasks):
+                    task.cancel()
+            elif isinstance(action, SendGratuitous):
+                self._schedule_garp(action.kind)
+            elif isinstance(action, LearnedInterval):
+                self.owner.publish(
+                    "vrrp_interval_learned",
+                    self.name,
+                    f"master advertises every {action.interval:g}s "
+                    f"(was {action.previous:g}s); adopted",
+                    interval=action.interval,
+                    previous=action.previous,
+                )
+        self._rearm()
+
+    def _rearm(self) -> None:
+        deadline = self.machine.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _send_advert(self, priority: int) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        cfg = self.cfg
+        auth = cfg.authentication
+        fields: dict[str, Any] = {
+            "version": cfg.version,
+            "vrid": cfg.vrid,
+            "priority": priority,
+            "adver_int": codec.interval_to_wire(cfg.version, cfg.advert_interval),
+            "addresses": self._expect.addresses,
+            "pseudo_header": cfg.v3_checksum_pseudo_header,
+        }
+        if auth is not None:
+            fields["auth_type"] = codec.VrrpPacket.AUTH_PASS
+            fields["auth_data"] = codec.pass_auth_data(auth.password)
+
+        def build(src: IPAddress, dst: IPAddress) -> bytes:
+            return codec.build_advert(src=src, dst=dst, **fields)
+
+        if cfg.unicast is not None:
+            sock.send(build, dst=list(cfg.unicast.peers), src=cfg.unicast.source)
+        else:
+            sock.send(build)
+
+    # ------------------------------------------------------------ addresses
+
+    def _owned_addresses(
+        self, cfg: VrrpInstanceConfig | None = None
+    ) -> list[tuple[str, IPInterface]]:
+        cfg = cfg or self.cfg
+        default = cfg.use_vmac or cfg.interface
+        return [(vip.dev or default, vip.address) for vip in (*cfg.vips, *cfg.excluded_vips)]
+
+    def _vip_by_address(self, dev: str, addr: IPInterface) -> VipConfig | None:
+        default = self.cfg.use_vmac or self.cfg.interface
+        for vip in (*self.cfg.vips, *self.cfg.excluded_vips):
+            if (vip.dev or default) == dev and vip.address == addr:
+                return vip
+        return None
+
+    def _routes(self, cfg: VrrpInstanceConfig | None = None) -> list[RouteSpec]:
+        cfg = cfg or self.cfg
+        default = cfg.use_vmac or cfg.interface
+        return [RouteSpec.from_fields(r, default_dev=default) for r in cfg.routes]
+
+    def _queue(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run address work in order, after whatever was queued before it."""
+        previous = self._ops
+
+        async def chained() -> None:
+            if previous is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await previous
+            await coro
+
+        self._ops = self.loop.create_task(chained())
+        self._ops.add_done_callback(self._op_done)
+
+    def _op_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("(%s) address change failed: %s", self.name, task.exception())
+
+    async def _add_addresses(
+        self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec] | None = None
+    ) -> None:
+        routes = routes or []
+        journal = self.owner.journal
+        entry = journal.entries.get(self.name) or JournalEntry()
+        for item in addrs:
+            if item not in entry.addresses:
+                entry.addresses.append(item)
+        for route in routes:
+            if route not in entry.routes:
+                entry.routes.append(route)
+        journal.record(self.name, entry)
+        nl = self.owner.nl
+        for dev, addr in addrs:
+            vip = self._vip_by_address(dev, addr)
+            try:
+                await nl.add_address(
+                    dev,
+                    addr,
+                    label=vip.label if vip is not None else None,
+                    scope=vip.scope if vip is not None else "global",
+                )
+            except NetlinkFailure as exc:
+                self.owner.publish(
+                    "vip_error",
+                    self.name,
+                    f"cannot add VIP {addr} to {dev}: {exc}",
+                    address=str(addr),
+                    dev=dev,
+                )
+        for route in routes:
+            try:
+                await nl.add_route(route, replace=True)
+            except NetlinkFailure as exc:
+                self.owner.publish(
+                    "route_error",
+                    self.name,
+                    f"cannot add route {route}: {exc}",
+                    route=str(route),
+                )
+
+    async def _remove_addresses(
+        self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec] | None = None
+    ) -> None:
+        routes = routes or []
+        nl = self.owner.nl
+        for route in routes:
+            try:
+                await nl.del_route(route)
+            except NetlinkFailure as exc:
+                log.warning("(%s) cannot remove route %s: %s", self.name, route, exc)
+        for dev, addr in addrs:
+            try:
+                await nl.del_address(dev, addr)
+            except NetlinkFailure as exc:
+                log.warning("(%s) cannot remove VIP %s from %s: %s", self.name, addr, dev, exc)
+        journal = self.owner.journal
+        entry = journal.entries.get(self.name)
+        if entry is not None:
+            entry.addresses = [a for a in entry.addresses if a not in addrs]
+            entry.routes = [r for r in entry.routes if r not in routes]
+            if entry.addresses or entry.routes:
+                journal.record(self.name, entry)
+            else:
+                journal.forget(self.name)
+
+    # ------------------------------------------------------------ GARP / NA
+
+    def _schedule_garp(self, kind: GarpKind) -> None:
+        garp = self.cfg.garp
+        addrs = [addr.ip for _, addr in self._owned_addresses()]
+        if kind is GarpKind.LOWER_PRIORITY:
+            if garp.lower_prio_repeat > 0:
+                self._garp_task(
+                    self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
+                )
+            return
+        # The VIPs are being added by the ordered address queue: announce after them.
+        self._queue(self._garp_burst(addrs, garp.master_repeat))
+        if garp.master_delay > 0:
+            self._garp_task(self._garp_later(garp.master_delay, addrs, garp.master_repeat))
+        if garp.master_refresh > 0:
+            self._garp_task(self._garp_refresh(addrs))
+
+    def _garp_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._garp_tasks.add(task)
+        task.add_done_callback(self._garp_tasks.discard)
+
+    async def _garp_burst(self, addrs: list[IPAddress], count: int) -> None:
+        if self.machine.state is not VrrpState.MASTER or count < 1 or not addrs:
+            return
+        by_dev: dict[str, list[IPAddress]] = {}
+        default = self.cfg.use_vmac or self.cfg.interface
+        for vip in (*self.cfg.vips, *self.cfg.excluded_vips):
+            if vip.address.ip in addrs:
+                by_dev.setdefault(vip.dev or default, []).append(vip.address.ip)
+        mac = self._vmac.mac if self._vmac is not None else None
+        for dev, vips in by_dev.items():
+            try:
+                await self.owner.garp.send_burst(
+                    dev,
+                    vips,
+                    count=count,
+                    interval=self.cfg.garp.interval,
+                    mac=mac if dev == self.ifname else None,
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("(%s) gratuitous ARP/NA on %s failed: %s", self.name, dev, exc)
+
+    async def _garp_later(self, delay: float, addrs: list[IPAddress], count: int) -> None:
+        await asyncio.sleep(delay)
+        await self._garp_burst(addrs, count)
+
+    async def _garp_refresh(self, addrs: list[IPAddress]) -> None:
+        garp = self.cfg.garp
+        while self.machine.state is VrrpState.MASTER:
+            await asyncio.sleep(garp.master_refresh)
+            await self._garp_burst(addrs, garp.master_refresh_repeat)
+
+    def garp_now(self) -> None:
+        """Resend the master burst (link came back while master, or on request)."""
+        if self.machine.state is VrrpState.MASTER:
+            self._garp_task(
+                self._garp_burst(
+                    [a.ip for _, a in self._owned_addresses()], self.cfg.garp.master_repeat
+                )
+            )
+
+    # ------------------------------------------------------------ state for the API
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.machine.to_dict()
+        present = self.owner.kernel_addresses
+        wall = time.time() - self.now()
+
+        def vip_view(dev: str, addr: IPInterface) -> dict[str, Any]:
+            return {"address": str(addr), "dev": dev, "present": (dev, addr) in present}
+
+        default = self.cfg.use_vmac or self.cfg.interface
+        last = m["last_transition"]
+        if last is not None:
+            last = {**last, "time": last["time"] + wall}
+        counters = dict(m["counters"])
+        counters["rejected"] = dict(sorted(self.rejects.counts.items()))
+        return {
+            "name": self.name,
+            "interface": self.cfg.interface,
+            "vmac": self.cfg.use_vmac,
+            "vrid": self.cfg.vrid,
+            "version": self.cfg.version,
+            "family": self.family,
+            "state": m["state"],
+            "priority": m["base_priority"],
+            "effective_priority": m["effective_priority"],
+            "master_address": m["master_address"],
+            "master_priority": m["master_priority"],
+            "source_address": None if self._source is None else str(self._source),
+            "advert_interval": self.cfg.advert_interval,
+            "learned_interval": m["learned_interval"],
+            "master_down_interval": m["master_down_interval"],
+            "preempt": self.cfg.preempt,
+            "preempt_delay": self.cfg.preempt_delay,
+            "unicast_peers": (
+                None if self.cfg.unicast is None else [str(p) for p in self.cfg.unicast.peers]
+            ),
+            "vips": [vip_view(vip.dev or default, vip.address) for vip in self.cfg.vips],
+            "excluded_vips": [
+                vip_view(vip.dev or default, vip.address) for vip in self.cfg.excluded_vips
+            ],
+            "fault_reason": m["fault_reason"],
+            "last_transition": last,
+            "counters": counters,
+        }
+
+
+class VrrpSubsystem:
+    """The agent's VRRP subsystem (implements :class:`vigil.subsystem.Subsystem`)."""
+
+    name = "vrrp"
+
+    def __init__(self, ctx: SubsystemContext) -> None:
+        self.ctx = ctx
+        self.instances: dict[str, InstanceRuntime] = {}
+        self.nl = Netlink()
+        self.vmacs = VmacManager(self.nl)
+        self.garp = GarpSender()
+        self.journal = Journal(ctx.state_dir)
+        self.sockets = SocketRegistry(
+            on_unknown_vrid=self._on_unknown_vrid, on_status=self._on_socket_status
+        )
+        self.kernel_addresses: set[tuple[str, IPInterface]] = set()
+        self.unknown_vrid: Counter[str] = Counter()
+        self._monitor: NetlinkMonitor | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+
+    def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
+        self.ctx.events.publish(kind, instance, message, **data)
+
+    # ------------------------------------------------------------ life cycle
+
+    async def start(self, config: Config) -> None:
+        await self.nl.open()
+        await self._cleanup_predecessor()
+        self._monitor = self.nl.events()
+        await self._monitor.start()
+        await self._snapshot_addresses()
+        self._monitor_task = asyncio.get_running_loop().create_task(self._watch())
+        for cfg in config.vrrp_instances:
+            await self._start_instance(cfg)
+
+    async def _start_instance(self, cfg: VrrpInstanceConfig) -> None:
+        inst = InstanceRuntime(cfg, self)
+        self.instances[cfg.name] = inst
+        await inst.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(
+            *(inst.stop() for inst in self.instances.values()), return_exceptions=True
+        )
+        self.instances.clear()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._monitor_task
+        if self._monitor is not None:
+            with contextlib.suppress(Exception):
+                await self._monitor.close()
+        self.sockets.close()
+        self.garp.close()
+        with contextlib.suppress(Exception):
+            await self.nl.close()
+
+    async def apply(self, config: Config, diff: ConfigDiff) -> None:
+        new = {cfg.name: cfg for cfg in config.vrrp_instances}
+        for name in diff.removed:
+            inst = self.instances.pop(name, None)
+            if inst is not None:
+                await inst.stop("removed from the config")
+        for name in diff.changed:
+            inst = self.instances.get(name)
+            cfg = new[name]
+            if inst is None:
+                await self._start_instance(cfg)
+            elif _identity(inst.cfg) != _identity(cfg):
+                await inst.stop("identity changed in the config (interface/vrid/version)")
+                del self.instances[name]
+                await self._start_instance(cfg)
+            else:
+                inst.update(cfg)
+        for name in diff.added:
+            await self._start_instance(new[name])
+
+    async def _cleanup_predecessor(self) -> None:
+        """Remove what a crashed agent with this state dir left in the kernel."""
+        leftovers = self.journal.load()
+        for name, entry in leftovers.items():
+            for route in entry.routes:
+                with contextlib.suppress(NetlinkFailure, OSError):
+                    await self.nl.del_route(route)
+            for dev, addr in entry.addresses:
+                try:
+                    removed = await self.nl.del_address(dev, addr)
+                except (NetlinkFailure, OSError):
+                    removed = False
+                if removed:
+                    self.publish(
+                        "vip_cleanup",
+                        name,
+                        f"removed VIP {addr} from {dev} left behind by a previous run",
+                        address=str(addr),
+                        dev=dev,
+                    )
+        self.journal.clear()
+
+    # ------------------------------------------------------------ kernel events
+
+    async def link_problem(self, ifname: str) -> str | None:
+        state = await self.nl.find_link(ifname)
+        if state is None:
+            return f"interface {ifname} does not exist"
+        if not state.up:
+            return f"interface {ifname} is administratively down"
+        if not state.carrier:
+            return f"interface {ifname} has no carrier"
+        return None
+
+    async def _snapshot_addresses(self) -> None:
+        self.kernel_addresses = {(a.ifname, a.address) for a in await self.nl.addresses()}
+
+    async def _watch(self) -> None:
+        assert self._monitor is not None
+        try:
+            async for ev in self._monitor:
+                try:
+                    await self._on_event(ev)
+                except Exception:
+                    log.exception("vrrp: handling %s failed", ev)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("vrrp: netlink monitor stopped")
+
+    async def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, Resync):
+            self.kernel_addresses = {(a.ifname, a.address) for a in ev.addresses}
+            for inst in self.instances.values():
+                inst.link_changed(await self.link_problem(inst.cfg.interface))
+            return
+        if isinstance(ev, LinkEvent):
+            await self._on_link(ev)
+        elif isinstance(ev, AddrEvent):
+            key = (ev.ifname, ev.address)
+            if ev.added:
+                self.kernel_addresses.add(key)
+            else:
+                self.kernel_addresses.discard(key)
+            for inst in self.instances.values():
+                if inst.ifname == ev.ifname:
+                    await inst._refresh_source()
+                if ev.removed:
+                    await inst.address_removed(ev)
+
+    async def _on_link(self, ev: LinkEvent) -> None:
+        if ev.running:
+            for sock in self.sockets.link_up(ev.ifname):
+                log.info("vrrp: %s socket on %s reopened", f"IPv{sock.family}", ev.ifname)
+        elif ev.removed or not ev.up:
+            self.sockets.link_down(ev.ifname, "removed" if ev.removed else "down")
+        for inst in self.instances.values():
+            if ev.ifname in (inst.cfg.interface, inst.ifname):
+                if ev.running and inst._vmac is not None and ev.ifname == inst.cfg.interface:
+                    with contextlib.suppress(NetlinkFailure, OSError, ValueError):
+                        await self.vmacs.ensure(inst._vmac)
+                if inst.ifname == ev.ifname:
+                    await inst._refresh_source()
+                problem = None if ev.running else await self.link_problem(inst.cfg.interface)
+                if ev.running and ev.ifname == inst.cfg.interface:
+                    problem = await self.link_problem(inst.cfg.interface)
+                inst.link_changed(problem)
+
+    def _on_unknown_vrid(self, raw: RawReceived, vrid: int | None) -> None:
+        self.unknown_vrid[f"{raw.ifname}/IPv{raw.family}"] += 1
+
+    def _on_socket_status(self, sock: VrrpSocket, up: bool, reason: str) -> None:
+        if up:
+            log.info("vrrp: IPv%d socket on %s is up", sock.family, sock.ifname)
+        else:
+            log.warning("vrrp: IPv%d socket on %s is down: %s", sock.family, sock.ifname, reason)
+
+    # ------------------------------------------------------------ transitions
+
+    def transition(self, inst: InstanceRuntime, tr: Transition) -> None:
+        """One log line and one event per transition (the event bus logs it)."""
+        self.publish(
+            "vrrp_transition",
+            inst.name,
+            f"{tr.old} -> {tr.new}: {tr.reason}",
+            old=str(tr.old),
+            new=str(tr.new),
+            reason=tr.reason,
+            trigger=str(tr.trigger),
+            priority=inst.machine.effective_priority,
+        )
+
+    # ------------------------------------------------------------ API + metrics
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "instances": [inst.to_dict() for inst in self.instances.values()],
+            "unknown_vrid": dict(self.unknown_vrid),
+        }
+
+    def instance(self, name: str) -> InstanceRuntime | None:
+        return self.instances.get(name)
+
+    def routes(self) -> list[web.RouteDef]:
+        from vigil.vrrp.api import vrrp_routes
+
+        return vrrp_routes(self)
+
+    def openapi_paths(self) -> dict[str, Any]:
+        from vigil.vrrp.api import VRRP_OPENAPI_PATHS
+
+        return VRRP_OPENAPI_PATHS
+
+    def collect_metrics(self) -> Iterable[Metric]:
+        from vigil.vrrp.api import vrrp_metrics
+
+        return vrrp_metrics(self)
+
+
+def factory(ctx: SubsystemContext) -> VrrpSubsystem:
+    return VrrpSubsystem(ctx)
