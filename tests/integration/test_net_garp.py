@@ -12,7 +12,6 @@ from vigil.net.garp import build_gratuitous_arp, build_unsolicited_na
 
 from tests.integration.test_net_transport_wire import (
     Wire,
-    lab_fixture,  # noqa: F401 (the lab fixture)
 )
 from tests.lab.lab import Lab
 

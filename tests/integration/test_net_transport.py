@@ -23,7 +23,6 @@ from vigil.vrrp.packet import Received, decode_raw
 from tests.integration.test_net_transport_wire import (
     DriverProcess,
     Wire,
-    lab_fixture,  # noqa: F401 (the lab fixture)
     peer_vrrp_socket,
     vrrp_message,
 )
@@ -262,6 +261,8 @@ def test_sockets_are_shared_and_leave_the_group_on_last_release(lab: Lab) -> Non
         assert agent("acquire", family=family, ifname="eth0")["refs"] == 1
         assert agent("acquire", family=family, ifname="eth0")["refs"] == 2
     assert {"224.0.0.18", "ff02::12"} <= joined_groups(lab, "a")
+    # A link event for an interface whose sockets are fine reopens nothing.
+    assert agent("link_up", ifname="eth0")["up"] == []
 
     agent("release", family=4, ifname="eth0")
     assert "224.0.0.18" in joined_groups(lab, "a")  # one user left

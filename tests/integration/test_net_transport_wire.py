@@ -22,11 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 from scapy.layers.l2 import Ether
 
 from tests.lab.lab import Lab, Node
@@ -239,12 +238,3 @@ class DriverProcess:
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         self._stderr.close()
-
-
-@pytest.fixture(name="lab")
-def lab_fixture(tmp_path: Path) -> Iterator[Lab]:
-    """A fresh namespace lab removed at the end of the test, even on failure."""
-    if os.geteuid() != 0:
-        pytest.skip("namespace tests need root")
-    with Lab(tmp_path) as the_lab:
-        yield the_lab

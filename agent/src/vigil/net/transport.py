@@ -360,15 +360,14 @@ class VrrpSocket:
         self._close_fd()
         return self.open()
 
-    def ensure_open(self) -> bool:
-        """Reopen unless up on the interface's current index; return whether it is up."""
-        if self._sock is not None:
-            try:
-                if socket.if_nametoindex(self.ifname) == self.ifindex:
-                    return True
-            except OSError:
-                pass
-        return self.reopen()
+    def is_current(self) -> bool:
+        """Up, and on the index the interface has now (not a deleted and re-created one)."""
+        if self._sock is None:
+            return False
+        try:
+            return socket.if_nametoindex(self.ifname) == self.ifindex
+        except OSError:
+            return False
 
     def mark_down(self, reason: str) -> None:
         """Close the descriptor and report the socket down (once per transition)."""
@@ -745,12 +744,12 @@ class SocketRegistry:
                 sock.mark_down(reason)
 
     def link_up(self, ifname: str) -> list[VrrpSocket]:
-        """The runtime saw the interface (re)appear: reopen what needs it; return those up.
+        """The runtime saw the interface (re)appear: reopen what needs it, return those.
 
         Safe to call on every link event: a socket that is up on the interface's current
-        index is left alone (reopening would drop datagrams queued on it).
+        index is left alone (reopening would drop datagrams queued on it) and not returned.
         """
-        return [s for s in self if s.ifname == ifname and s.ensure_open()]
+        return [s for s in self if s.ifname == ifname and not s.is_current() and s.reopen()]
 
     def close(self) -> None:
         for sock in self:
