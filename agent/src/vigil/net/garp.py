@@ -48,7 +48,7 @@ ND_OPT_TARGET_LLADDR = 2
 HOP_LIMIT = 255
 SIOCGIFHWADDR = 0x8927
 
-MAX_BURST_COUNT = 100
+MAX_BURST_COUNT = 10_000  # the config schema allows garp master_repeat up to 10000
 MAX_BURST_INTERVAL = 60.0
 
 _ETHERNET = struct.Struct("!6s6sH")
