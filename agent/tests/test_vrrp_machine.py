@@ -60,7 +60,7 @@ class FakeClock:
         fired: list[Action] = []
         for _ in range(max_fires):
             deadline = self.machine.next_deadline()
-            if deadline is None or deadline > until:
+            if deadline is None or deadline > until + 1e-9:  # float sums: 0.5 + 0.36...
                 self.now = until
                 return fired
             self.now = deadline
@@ -196,17 +196,31 @@ class TestStart:
         assert machine.counters.became_master == 1
         assert machine.counters.adverts_sent == 1
 
-    def test_three_missed_adverts_make_backup_master(self) -> None:
-        machine = started(version=2, advert_interval=1)
+    @pytest.mark.parametrize(
+        ("version", "interval", "down", "text"),
+        [(2, 1, 3 + 156 / 256, "3.61s"), (3, 0.1, 0.3 + 15.6 / 256, "0.36s")],
+    )
+    def test_three_missed_adverts_make_backup_master(
+        self, version: int, interval: float, down: float, text: str
+    ) -> None:
+        machine = started(version=version, advert_interval=interval)
         clock = FakeClock(machine)
-        machine.advert_received(0.5, "10.0.0.2", 200, 1)
-        assert clock.advance_to(0.5 + 3.6) == []
+        machine.advert_received(0.5, "10.0.0.2", 200, interval)
+        assert clock.advance_to(0.5 + down - 0.005) == []
         assert machine.state is VrrpState.BACKUP
-        actions = clock.advance_to(0.5 + 3.61)
+        actions = clock.advance_to(0.5 + down)
         assert kinds(actions) == MASTER_ACTIONS
-        assert str(head(actions)) == "(VI_1) BACKUP -> MASTER: master down timer expired (3.61s)"
-        assert head(actions).time == pytest.approx(0.5 + 3 + 156 / 256)
+        assert str(head(actions)) == f"(VI_1) BACKUP -> MASTER: master down timer expired ({text})"
+        assert head(actions).time == pytest.approx(0.5 + down)
         assert machine.master_address == ipaddress.ip_address("10.0.0.1")
+
+    def test_ipv6_instance_records_its_master_and_takes_over(self) -> None:
+        machine = started(primary_address="fe80::1", advert_interval=0.5)
+        machine.advert_received(1.0, "fe80::2", 200, 0.5)
+        assert machine.master_address == ipaddress.IPv6Address("fe80::2")
+        actions = FakeClock(machine, 1.0).advance(2.0)
+        assert kinds(actions)[:4] == MASTER_ACTIONS
+        assert machine.master_address == ipaddress.IPv6Address("fe80::1")
 
     def test_regular_adverts_keep_backup_in_backup(self) -> None:
         machine = started(version=2, advert_interval=1)
@@ -224,17 +238,27 @@ class TestStart:
 
 
 class TestBackupReceives:
-    def test_priority_zero_takes_over_after_skew(self) -> None:
-        machine = started(base_priority=100, advert_interval=1.0)
-        machine.advert_received(1.0, "10.0.0.2", 200, 1.0)
-        assert machine.advert_received(2.0, "10.0.0.2", 0, 1.0) == []
-        assert machine.next_deadline() == pytest.approx(2.0 + 156 / 256)
+    @pytest.mark.parametrize(
+        ("version", "interval", "skew", "text"),
+        [
+            (2, 1, 156 / 256, "(0.61s)"),
+            (3, 1.0, 156 / 256, "(0.61s)"),
+            (3, 0.1, 15.6 / 256, "(0.06s)"),
+        ],
+    )
+    def test_priority_zero_takes_over_after_skew(
+        self, version: int, interval: float, skew: float, text: str
+    ) -> None:
+        machine = started(version=version, base_priority=100, advert_interval=interval)
+        machine.advert_received(1.0, "10.0.0.2", 200, interval)
+        assert machine.advert_received(1.05, "10.0.0.2", 0, interval) == []
+        assert machine.next_deadline() == pytest.approx(1.05 + skew)
         assert machine.master_priority == 0
         assert machine.counters.priority_zero_received == 1
-        actions = FakeClock(machine, 2.0).advance(1.0)
+        actions = FakeClock(machine, 1.05).advance(skew)
         assert kinds(actions) == MASTER_ACTIONS
         assert "sent priority 0" in head(actions).reason
-        assert "(0.61s)" in head(actions).reason
+        assert text in head(actions).reason
 
     def test_lower_priority_is_discarded_and_preempted_at_master_down(self) -> None:
         machine = started(base_priority=150)
