@@ -17,6 +17,7 @@ keepalived does; the price is computing the ICMPv6 checksum here.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -50,6 +51,7 @@ SIOCGIFHWADDR = 0x8927
 
 MAX_BURST_COUNT = 10_000  # the config schema allows garp master_repeat up to 10000
 MAX_BURST_INTERVAL = 60.0
+TRANSIENT_ERRNOS = frozenset({errno.ENOBUFS, errno.EAGAIN})
 
 _ETHERNET = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
@@ -170,7 +172,14 @@ class GarpSender:
         mac: str | bytes | None = None,
     ) -> bool:
         """Send one frame for ``vip`` on ``ifname``; False (logged, counted) if it failed."""
-        address = ipaddress.ip_address(vip)
+        return self._send(ifname, ipaddress.ip_address(vip), mac) is None
+
+    def _send(
+        self,
+        ifname: str,
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        mac: str | bytes | None,
+    ) -> OSError | None:
         try:
             hw = parse_mac(mac) if mac is not None else interface_mac(ifname)
             frame, proto = _frame_for(hw, address)
@@ -178,9 +187,9 @@ class GarpSender:
         except OSError as exc:
             self.errors += 1
             log.warning("cannot announce %s on %s: %s", address, ifname, exc.strerror or exc)
-            return False
+            return exc
         self.sent += 1
-        return True
+        return None
 
     async def send_burst(
         self,
@@ -193,8 +202,9 @@ class GarpSender:
         """Announce every VIP ``count`` times, ``interval`` seconds between frames.
 
         IPv4 VIPs get gratuitous ARPs, IPv6 VIPs unsolicited NAs; each round covers all VIPs
-        in order. Returns the number of frames sent; stops early if the interface fails
-        (it is gone, and the runtime will hear about it from the link monitor).
+        in order. Returns the number of frames sent. A full queue (ENOBUFS, EAGAIN) only
+        loses that frame; a missing or down interface ends the burst (the runtime hears
+        about the link from the netlink monitor and announces again when it is back).
         """
         if not isinstance(count, int) or not 1 <= count <= MAX_BURST_COUNT:
             raise ValueError(f"count: must be an integer from 1 to {MAX_BURST_COUNT}")
@@ -207,7 +217,9 @@ class GarpSender:
             for position, address in enumerate(addresses):
                 if round_index or position:
                     await asyncio.sleep(interval)
-                if not self.send_one(ifname, address, hw):
+                error = self._send(ifname, address, hw)
+                if error is None:
+                    sent += 1
+                elif error.errno not in TRANSIENT_ERRNOS:
                     return sent
-                sent += 1
         return sent
