@@ -481,3 +481,28 @@ def test_repeated_keyword_keeps_the_last_value_and_its_line(tmp_path: Path) -> N
     assert instance(result, "VI_1")["priority"] == 400
     code, _, err = run_main(path)
     assert code == 1 and f"{path}:5: vrrp_instances[0].priority: " in err
+
+
+def test_notify_user_words_are_not_part_of_the_command(tmp_path: Path) -> None:
+    text = INSTANCE % ("100", "    notify_master /etc/keepalived/up.sh root\n")
+    result = import_keepalived(write(tmp_path, text))
+    assert instance(result, "VI_1")["notify"] == {"master": "/etc/keepalived/up.sh"}
+    assert [(u.keyword, u.line) for u in result.unsupported] == [("notify_master root", 8)]
+
+
+def test_blackhole_route_is_skipped_not_imported_as_unicast(tmp_path: Path) -> None:
+    routes = (
+        "    virtual_routes {\n        blackhole 10.9.0.0/16\n        10.8.0.0/16 dev eth0\n    }\n"
+    )
+    result = import_keepalived(write(tmp_path, INSTANCE % ("100", routes)))
+    assert instance(result, "VI_1")["virtual_routes"] == [{"to": "10.8.0.0/16", "dev": "eth0"}]
+    assert [(u.keyword, u.line) for u in result.unsupported] == [("blackhole (route type)", 9)]
+
+
+def test_authentication_with_vrrp3_is_dropped_like_keepalived(tmp_path: Path) -> None:
+    auth = "    version 3\n    authentication {\n      auth_type PASS\n      auth_pass abc\n    }\n"
+    path = write(tmp_path, INSTANCE % ("100", auth))
+    result = import_keepalived(path)
+    assert "authentication" not in instance(result, "VI_1")
+    assert [(u.keyword, u.line) for u in result.unsupported] == [("authentication", 9)]
+    assert run_main(path)[0] == 0

@@ -249,6 +249,7 @@ class _Converter:
             if stmt.name == "vrrp_sync_group":
                 self.sync_group(stmt)
         self._apply_group_semantics(instance_stmts)
+        self._drop_v3_auth(instance_stmts)
         self._script_defaults()
         return self._finish()
 
@@ -372,22 +373,28 @@ class _Converter:
         table[name] = out
 
     def _command(self, stmt: Statement) -> str:
-        """A script/notify command: one quoted string, or several words; user words split off."""
+        """A check script (`script`): one quoted string, or the words of an unquoted line."""
         if not stmt.args:
             raise _BadValue("needs a command")
         first = stmt.args[0]
         if first.quoted or len(stmt.args) == 1:
-            rest = stmt.args[1:]
-            if rest and stmt.name != "script":
-                self.unsupported(
-                    rest[0],
-                    f"{stmt.name} user",
-                    "vigil runs notify scripts as global.script_user",
-                )
-            elif rest:
-                self.unsupported(rest[0], stmt.name, "words after the quoted command ignored")
+            if len(stmt.args) > 1:
+                self.unsupported(stmt.args[1], stmt.name, "words after the quoted command ignored")
             return first.text
         return " ".join(_shell_word(t.text) for t in stmt.args)
+
+    def _notify_command(self, stmt: Statement) -> str:
+        """`notify_* CMD [username [groupname]]`: CMD is one word or one quoted string."""
+        if not stmt.args:
+            raise _BadValue("needs a command")
+        if len(stmt.args) > 1:
+            self.unsupported(
+                stmt.args[1],
+                f"{stmt.name} {' '.join(stmt.words[1:])}",
+                "a per-script user is not supported; vigil runs notify scripts as "
+                "global.script_user",
+            )
+        return stmt.args[0].text
 
     def _weight(self, stmt: Statement, path: list[Any], out: dict[str, Any]) -> None:
         words = stmt.words
@@ -528,7 +535,7 @@ class _Converter:
             elif kw in NOTIFY_KEYS:
                 self.uses_scripts = True
                 notify = inst.setdefault("notify", {})
-                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._command)
+                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._notify_command)
             elif kw == "use_vmac":
                 self._vmac(s, path, inst)
             elif kw in GARP_KEYS and kw != "gna_interval":
@@ -668,7 +675,10 @@ class _Converter:
                 word = words[i]
                 if word in ROUTE_TYPES:
                     if word != "unicast":
-                        self.unsupported(tokens[i], f"{word} (route type)", "not supported")
+                        route["_type"] = word
+                        self.unsupported(
+                            tokens[i], f"{word} (route type)", "only unicast routes; route skipped"
+                        )
                     i += 1
                     continue
                 if word in ROUTE_VALUE_OPTIONS and i + 1 < len(words):
@@ -700,6 +710,8 @@ class _Converter:
                 else:
                     self.unsupported(tokens[i], f"{word} (route option)", UNKNOWN)
                 i += 1
+            if "_type" in route:
+                continue
             if "to" not in route:
                 self.error(s, "virtual_routes", "route has no destination (to PREFIX)")
                 continue
@@ -787,7 +799,7 @@ class _Converter:
             elif kw in NOTIFY_KEYS:
                 self.uses_scripts = True
                 notify = group.setdefault("notify", {})
-                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._command)
+                self.convert(s, [*path, "notify"], notify, NOTIFY_KEYS[kw], self._notify_command)
             elif kw == "sync_group_tracking_weight":
                 weighted = True
             elif kw in GROUP_REASONS:
@@ -823,6 +835,21 @@ class _Converter:
                     stmt,
                     f"{name} is in a sync group, where keepalived ignores tracking weights "
                     f"(a failure means FAULT); imported weight 0 for: {', '.join(changed)}",
+                )
+
+    def _drop_v3_auth(self, instance_stmts: list[Statement]) -> None:
+        """VRRPv3 has no authentication: keepalived ignores it there, and so does the import."""
+        default = self.globals.get("vrrp_version", 2)
+        for index, (inst, stmt) in enumerate(zip(self.instances, instance_stmts, strict=False)):
+            if "authentication" in inst and inst.get("version", default) == 3:
+                del inst["authentication"]
+                where = self.result.origins.get(f"vrrp_instances[{index}].authentication")
+                at = Token("authentication", *where) if where else stmt.keyword
+                self.unsupported(
+                    at,
+                    "authentication",
+                    f"{inst['name']} runs VRRPv3, which has no authentication; "
+                    "keepalived ignores it too",
                 )
 
     def _tracker_weight(self, key: str, name: str) -> int:
