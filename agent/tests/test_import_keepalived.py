@@ -506,3 +506,16 @@ def test_authentication_with_vrrp3_is_dropped_like_keepalived(tmp_path: Path) ->
     assert "authentication" not in instance(result, "VI_1")
     assert [(u.keyword, u.line) for u in result.unsupported] == [("authentication", 9)]
     assert run_main(path)[0] == 0
+
+
+def test_conditional_and_parameter_lines_are_reported_at_any_depth(tmp_path: Path) -> None:
+    extra = "    @lb1 nopreempt\n    $EXTRA=1\n"
+    result = import_keepalived(
+        write(tmp_path, "@lb2 global_defs {\n}\n" + INSTANCE % ("100", extra))
+    )
+    assert [(u.keyword, u.line) for u in result.unsupported] == [
+        ("@lb2", 1),
+        ("@lb1", 10),
+        ("$EXTRA=1", 11),
+    ]
+    assert "preempt" not in instance(result, "VI_1")

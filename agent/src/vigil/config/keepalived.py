@@ -223,16 +223,9 @@ class _Converter:
             "vrrp_sync_group": self.sync_group,
         }
         instance_stmts: list[Statement] = []
-        for stmt in statements:
+        for stmt in self._without_templating(statements):
             name = stmt.name
-            if name.startswith("@") or name.startswith("$") or name.startswith("~"):
-                self.unsupported(
-                    stmt,
-                    name,
-                    "conditional configuration and parameter substitution are not "
-                    "expanded; expand them for this node before importing",
-                )
-            elif name in LATER_BLOCKS:
+            if name in LATER_BLOCKS:
                 self.unsupported(stmt, name, LATER_BLOCKS[name])
             elif name in TOP_UNSUPPORTED:
                 self.unsupported(stmt, name, TOP_UNSUPPORTED[name])
@@ -252,6 +245,24 @@ class _Converter:
         self._drop_v3_auth(instance_stmts)
         self._script_defaults()
         return self._finish()
+
+    def _without_templating(self, statements: list[Statement]) -> list[Statement]:
+        """Report and remove conditional (`@id`) and parameter (`$X=`, `~SEQ`) lines, at any
+        depth: they depend on keepalived's command line, so the import cannot guess them."""
+        kept: list[Statement] = []
+        for stmt in statements:
+            if stmt.name[:1] in ("@", "$", "~"):
+                self.unsupported(
+                    stmt,
+                    stmt.name,
+                    "conditional configuration and parameter substitution are not expanded; "
+                    "expand them for this node (keepalived -i ID -t shows the result) first",
+                )
+                continue
+            if stmt.block is not None:
+                stmt.block = self._without_templating(stmt.block)
+            kept.append(stmt)
+        return kept
 
     def _block(self, stmt: Statement) -> list[Statement]:
         if stmt.block is None:
