@@ -326,6 +326,38 @@ def test_unicast_goes_to_each_peer_only_from_the_configured_source(
     assert (event["src"], event["dst"], event["vrid"]) == (peers["b"], source, 7)
 
 
+def test_vmac_socket_sends_from_the_parent_primary_and_receives(lab: Lab) -> None:
+    """A VRRP virtual MAC (macvlan) as keepalived's use_vmac: the frame carries the VMAC,
+    the IP source is the parent's primary address."""
+    build(lab, "a", "b")
+    vmac = "00:00:5e:00:01:33"
+    lab.ip("a", "link", "add", "vrrp.51", "link", "eth0", "address", vmac,
+           "type", "macvlan", "mode", "private")  # fmt: skip
+    lab.ip("a", "link", "set", "vrrp.51", "up")
+    wire = Wire(lab, "b")
+    agent = DriverProcess(lab, "a")
+    agent("acquire", family=4, ifname="vrrp.51")
+    agent("register", family=4, ifname="vrrp.51", vrid=51)
+    agent("source_interface", family=4, ifname="vrrp.51", source="eth0")
+
+    assert (
+        agent("send", family=4, ifname="vrrp.51", payload=vrrp_message(51).hex())[
+            "sent"
+        ]
+        == 1
+    )
+    (frame,) = wire.frames(is_vrrp)
+    assert (frame.src, frame[IP].src, frame[IP].ttl) == (vmac, "10.88.0.1", 255)
+
+    peer_vrrp_socket(lab, "b", 4).sendto(vrrp_message(51), ("224.0.0.18", 0))
+    event = agent.wait_event(lambda e: e["event"] == "rx")
+    assert (event["ifname"], event["src"], event["vrid"]) == (
+        "vrrp.51",
+        "10.88.0.2",
+        51,
+    )
+
+
 def recreate_eth0(lab: Lab, node: str) -> None:
     link = lab.link(node)
     lab.ip(link.switch, "link", "add", link.port, "type", "veth",

@@ -5,7 +5,7 @@ command per line on stdin and writes one JSON line per reply or event on stdout,
 test (in the root namespace) can drive a real SocketRegistry on the real event loop.
 
 Commands: acquire {family, ifname}; release; register {vrid}; send {payload (hex), dst,
-src, builder}; advertise {vrid, priority, adver_int, addresses, count, every} (real
+src, builder}; source_interface {source}; advertise {vrid, priority, adver_int, addresses, count, every} (real
 VRRPv3 adverts from vigil.vrrp.packet, paced on the loop); stop_advertising; link_up;
 link_down {reason}; status; quit. Every command names family and
 ifname where it applies and is answered with {"reply": id, ...}. Events: rx (a registered
@@ -111,6 +111,9 @@ class Driver:
         if op == "release":
             self.registry.release(self.socket_for(cmd))
             return {"open": len(self.registry)}
+        if op == "source_interface":
+            self.socket_for(cmd).source_interface = cmd["source"]
+            return {}
         if op == "register":
             self.socket_for(cmd).register(cmd["vrid"], self.handler(cmd["vrid"]))
             return {}

@@ -274,6 +274,10 @@ class VrrpSocket:
     ) -> None:
         self.family = _check_family(family)
         self.ifname = _check_ifname(ifname)
+        self.source_interface = self.ifname
+        """Where ``default_source()`` looks: set it to the parent for a VMAC socket, since
+        keepalived sends from the parent's primary address, not from an address (a VIP,
+        or nothing) on the macvlan."""
         self.ifindex = 0
         self.stats = SocketStats()
         self.down_reason: str | None = "not opened"
@@ -455,7 +459,7 @@ class VrrpSocket:
     # -- sending --------------------------------------------------------------------------
 
     def default_source(self) -> IPAddress | None:
-        """Primary IPv4 address or usable link-local IPv6 address of the interface.
+        """Primary IPv4 address or usable link-local IPv6 address of ``source_interface``.
 
         Cached for SOURCE_CACHE_SECONDS so a busy sender does not re-read it for every
         advert, and refreshed at once after a send fails because of it.
@@ -463,9 +467,9 @@ class VrrpSocket:
         now = time.monotonic()
         if now - self._source.read_at >= SOURCE_CACHE_SECONDS:
             if self.family == 4:
-                self._source.address = interface_primary_ipv4(self.ifname)
+                self._source.address = interface_primary_ipv4(self.source_interface)
             else:
-                self._source.address = interface_link_local(self.ifname)
+                self._source.address = interface_link_local(self.source_interface)
             self._source.read_at = now
         return self._source.address
 
@@ -550,7 +554,9 @@ class VrrpSocket:
                 self.mark_down(problem)
             else:
                 kind = "IPv4 address" if self.family == 4 else "usable link-local address"
-                self._log_tx_error(f"cannot send VRRP on {self.ifname}: it has no {kind}")
+                self._log_tx_error(
+                    f"cannot send VRRP on {self.ifname}: {self.source_interface} has no {kind}"
+                )
         return source
 
     def _log_tx_error(self, message: str) -> None:
