@@ -206,10 +206,6 @@ class _Converter:
             self.unsupported(stmt.args[1], stmt.name, f"extra words {extra!r} ignored")
         return stmt.args[0].text
 
-    def _no_block(self, stmt: Statement) -> None:
-        if stmt.block is not None:
-            self.unsupported(stmt, f"{stmt.name} {{...}}", "unexpected block after this keyword")
-
     # --- top level ---------------------------------------------------------------
 
     def run(self, statements: list[Statement]) -> ImportResult:
@@ -223,7 +219,8 @@ class _Converter:
             "vrrp_sync_group": self.sync_group,
         }
         instance_stmts: list[Statement] = []
-        for stmt in self._without_templating(statements):
+        statements = self._without_templating(statements)
+        for stmt in statements:
             name = stmt.name
             if name in LATER_BLOCKS:
                 self.unsupported(stmt, name, LATER_BLOCKS[name])
