@@ -360,9 +360,16 @@ class VrrpSocket:
         return True
 
     def reopen(self) -> bool:
-        """Close and open again (the interface came back, maybe with a new index)."""
+        """Close and open again (the interface came back, maybe with a new index).
+
+        Never raises: from here on a failure to open is a down socket, reported once.
+        """
         self._close_fd()
-        return self.open()
+        try:
+            return self.open()
+        except TransportError as exc:
+            self._set_down(str(exc))
+            return False
 
     def is_current(self) -> bool:
         """Up, and on the index the interface has now (not a deleted and re-created one)."""
@@ -532,7 +539,7 @@ class VrrpSocket:
         self.ifindex = 0  # the interface may come back with a new index
         if self.link_problem() is not None:
             return False
-        return self.open()
+        return self.reopen()
 
     def _destinations(
         self, dst: IPAddress | str | Iterable[IPAddress | str] | None
