@@ -419,6 +419,30 @@ def test_socket_survives_the_interface_being_deleted_and_recreated(lab: Lab) -> 
         assert event["ifindex"] == status["ifindex"]
 
 
+def test_a_sender_heals_by_itself_when_the_link_event_is_missed(lab: Lab) -> None:
+    build(lab, "a", "b")
+    agent = DriverProcess(lab, "a")
+    agent("acquire", family=4, ifname="eth0")
+    lab.ip("a", "link", "del", "eth0")
+    assert (
+        agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"]
+        == 0
+    )
+    assert agent.wait_event(lambda e: e["event"] == "status")["up"] is False
+    recreate_eth0(lab, "a")
+    wire = Wire(lab, "b")
+
+    # No link_up from the runtime: the next sends reopen it (at most one try a second).
+    lab.wait_for(
+        lambda: agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())[
+            "sent"
+        ],
+        what="a send to go out on the re-created eth0",
+    )
+    assert agent.wait_event(lambda e: e["event"] == "status")["up"] is True
+    assert wire.frames(is_vrrp)[0][IP].src == "10.88.0.1"
+
+
 def test_link_down_closes_and_link_up_reopens(lab: Lab) -> None:
     build(lab, "a", "b")
     agent = DriverProcess(lab, "a")
