@@ -855,6 +855,7 @@ __all__ = [
     "AddVips",
     "Counters",
     "GarpKind",
+    "IPAddress",
     "IllegalTransition",
     "LearnedInterval",
     "MachineParams",
