@@ -519,3 +519,14 @@ def test_conditional_and_parameter_lines_are_reported_at_any_depth(tmp_path: Pat
         ("$EXTRA=1", 11),
     ]
     assert "preempt" not in instance(result, "VI_1")
+
+
+def test_vigilctl_import_keepalived_runs_the_importer() -> None:
+    from vigil.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["import-keepalived", fixture("lvs_director.conf")], out, err) == 0
+    assert yaml.safe_load(out.getvalue()) == imported("lvs_director.conf").config
+    assert "virtual_server: not carried over" in err.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["import-keepalived", fixture("invalid_priority.conf")], out, err) == 1
