@@ -11,7 +11,7 @@ import pytest
 
 from tests.lab import Lab, Probe, WaitTimeout, wait_for
 from tests.lab.lab import netns_exists
-from tests.lab.probe import REPO_ROOT
+from tests.lab.probe import REPO_ROOT, compute_outages, icmp_checksum
 from tests.lab.procs import group_members
 from tests.lab.registry import proc_state
 
@@ -207,3 +207,52 @@ def test_frr_bfdd_and_bird_bring_a_bfd_session_up(lab: Lab) -> None:
     wait_for(frr_up, timeout=15, what="FRR bfdd to see the BIRD peer up",
              observe=lambda: frr_vtysh(frr, "show bfd peers json"))  # fmt: skip
     assert "Up" in bird_cli(bird, "show bfd sessions")
+
+
+FRR_VRRP = """interface eth0
+ vrrp 5 version 3
+ vrrp 5 priority 200
+ vrrp 5 advertisement-interval 100
+ vrrp 5 ip 10.99.0.100
+!
+"""
+
+
+def test_frr_vrrpd_becomes_master_on_its_macvlan(lab: Lab) -> None:
+    two_nodes(lab)
+    vmac = lab.add_macvlan("n1", "eth0", 5, addrs=["10.99.0.100/24"])
+    assert lab.link_info("n1", vmac)["address"] == "00:00:5e:00:01:05"
+    frr = lab.start_frr("n1", FRR_VRRP, daemons=("zebra", "vrrpd"))
+    from tests.lab.peers import frr_vtysh
+
+    def master() -> object:
+        routers = json.loads(frr_vtysh(frr, "show vrrp 5 json") or "[]")
+        return [r for r in routers if r["v4"]["status"] == "Master"]
+
+    wait_for(master, timeout=10, what="FRR vrrpd master for VRID 5",
+             observe=lambda: frr_vtysh(frr, "show vrrp 5"))  # fmt: skip
+    # Only the virtual MAC answers ARP for the VIP (the parent's arp_ignore/arp_filter).
+    res = lab.run("n2", ["arping", "-i", "eth0", "-c", "3", "-w", "2", "10.99.0.100"], check=False)
+    macs = {ln.split()[3].lower() for ln in res.stdout.splitlines() if " bytes from " in ln}
+    assert macs == {"00:00:5e:00:01:05"}, res.stdout
+
+
+def test_outage_windows_from_probe_results() -> None:
+    sent = [i * 0.01 for i in range(10)]
+    answered = [True, False, False, True, True, False, True, True, False, False]
+    windows = compute_outages(sent, answered, 0.01)
+    assert [(o.lost, round(o.start, 2), round(o.end, 2)) for o in windows] == [
+        (2, 0.01, 0.03),
+        (1, 0.05, 0.06),
+        (2, 0.08, 0.10),
+    ]
+    assert compute_outages(sent, [True] * 10, 0.01) == []
+
+
+def test_icmp_checksum_matches_scapy() -> None:
+    from scapy.layers.inet import ICMP
+
+    payload = b"VGLP" + bytes(range(17))
+    pkt = bytes(ICMP(type=8, id=0x1234, seq=7) / payload)
+    zeroed = pkt[:2] + b"\0\0" + pkt[4:]
+    assert icmp_checksum(zeroed) == int.from_bytes(pkt[2:4], "big")

@@ -366,6 +366,44 @@ class Lab:
                 return ln
         raise KeyError(f"{n.name} has no lab link {ifname}")
 
+    def add_macvlan(
+        self,
+        node: NodeRef,
+        parent: str,
+        vrid: int,
+        *,
+        family: int = 4,
+        addrs: Sequence[str] = (),
+        name: str | None = None,
+    ) -> str:
+        """A macvlan with the VRRP virtual MAC of ``vrid`` on ``parent`` (FRR vrrpd's VMAC).
+
+        The parent gets ``arp_ignore=1`` and ``arp_filter=1`` so only the macvlan answers
+        ARP for the VIPs (else the parent answers too, with its own MAC). Returns the
+        interface name (default ``vrrp<F>-<vrid>``).
+        """
+        if not 1 <= vrid <= 255 or family not in (4, 6):
+            raise ValueError(f"add_macvlan: vrid {vrid} must be 1..255 and family 4 or 6")
+        ifname = name or f"vrrp{family}-{vrid}"
+        _check_ifname(ifname, "macvlan")
+        mac = f"00:00:5e:00:0{1 if family == 4 else 2}:{vrid:02x}"
+        self.ip(
+            node, "link", "add", ifname, "link", parent, "address", mac,
+            "type", "macvlan", "mode", "bridge",
+        )  # fmt: skip
+        self.sysctl(
+            node,
+            **{
+                f"net.ipv4.conf.{parent}.arp_ignore": 1,
+                f"net.ipv4.conf.{parent}.arp_filter": 1,
+                f"net.ipv4.conf.{ifname}.arp_ignore": 1,
+            },
+        )
+        self.ip(node, "link", "set", ifname, "up")
+        for addr in addrs:
+            self.add_addr(node, ifname, addr)
+        return ifname
+
     # ------------------------------------------------------------------ failure injection
 
     def kill_group(self, handle: Any, sig: int = signal.SIGKILL) -> None:
