@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -530,3 +531,23 @@ def test_vigilctl_import_keepalived_runs_the_importer() -> None:
     assert "virtual_server: not carried over" in err.getvalue()
     out, err = io.StringIO(), io.StringIO()
     assert main(["import-keepalived", fixture("invalid_priority.conf")], out, err) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="script security wants root-owned scripts")
+def test_imported_pair_passes_check_command_with_file_checks(tmp_path: Path) -> None:
+    """As vigild --check would run on the node: scripts must exist and be root-only."""
+    scripts = tmp_path / "scripts"
+    scripts.mkdir(mode=0o755)
+    for name in ("notify.sh", "notify_stop.sh"):
+        (scripts / name).write_text("#!/bin/sh\nexit 0\n")
+        (scripts / name).chmod(0o755)
+    for node in ("lb1", "lb2"):
+        text = Path(fixture(f"haproxy_pair/{node}.conf")).read_text()
+        conf = tmp_path / f"{node}.conf"
+        conf.write_text(text.replace("/etc/keepalived/", f"{scripts}/"))
+        code, out, err = run_main(str(conf))
+        assert code == 0, err
+        target = tmp_path / f"{node}.yml"
+        target.write_text(out)
+        report = io.StringIO()
+        assert check_command(str(target), out=report) == 0, report.getvalue()
