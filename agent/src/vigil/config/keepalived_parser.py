@@ -205,8 +205,8 @@ class _Reader:
         self.notes: list[str] = []
         self._stack: list[str] = []
 
-    def read(self, path: str, where: Token | None = None) -> list[tuple[list[Token], bool]]:
-        """Return (tokens of a line, is_line_end) chunks; includes already spliced in."""
+    def read(self, path: str, where: Token | None = None) -> list[list[Token]]:
+        """Return the tokens of each line, with included files' lines spliced in place."""
         real = os.path.realpath(path)
         if real in self._stack:
             chain = " -> ".join([*self._stack, real])
@@ -241,20 +241,18 @@ class _Reader:
         finally:
             self._stack.pop()
 
-    def _lines(self, path: str, text: str) -> list[tuple[list[Token], bool]]:
-        out: list[tuple[list[Token], bool]] = []
+    def _lines(self, path: str, text: str) -> list[list[Token]]:
+        out: list[list[Token]] = []
         for number, raw in enumerate(text.splitlines(), start=1):
             stripped = raw.strip()
             first = stripped.split(None, 1)[0] if stripped else ""
             if first in INCLUDE_KEYWORDS:
                 out.extend(self._include(path, number, first, stripped[len(first) :]))
                 continue
-            out.append((split_line(raw, path, number), True))
+            out.append(split_line(raw, path, number))
         return out
 
-    def _include(
-        self, path: str, number: int, keyword: str, rest: str
-    ) -> list[tuple[list[Token], bool]]:
+    def _include(self, path: str, number: int, keyword: str, rest: str) -> list[list[Token]]:
         where = Token(keyword, path, number)
         words = split_line(rest, path, number) if "{" not in rest else None
         if words is None:
@@ -286,20 +284,20 @@ class _Reader:
             if keyword not in _INCLUDE_MAY_BE_EMPTY:
                 raise KeepalivedParseError(path, number, f"{keyword} {pattern}: no file matches")
             self.notes.append(f"{path}:{number}: {keyword} {pattern} matched no files")
-        out: list[tuple[list[Token], bool]] = []
+        out: list[list[Token]] = []
         for match in matches:
             out.extend(self.read(match, where))
         return out
 
 
-def _build(chunks: list[tuple[list[Token], bool]], top_file: str) -> list[Statement]:
+def _build(lines: list[list[Token]]) -> list[Statement]:
     """Group the token stream into statements and nested blocks, checking the braces."""
     root: list[Statement] = []
     stack: list[tuple[list[Statement], Token | None]] = [(root, None)]
     current: Statement | None = None  # statement still open on this line
     last: Statement | None = None  # most recent complete statement at this level
     last_tok: Token | None = None
-    for tokens, _ in chunks:
+    for tokens in lines:
         for tok in tokens:
             last_tok = tok
             if tok.is_open:
@@ -341,11 +339,11 @@ def parse_file(path: str) -> ParsedFile:
     """Parse a keepalived.conf (and its includes); raises KeepalivedParseError."""
     reader = _Reader()
     chunks = reader.read(path)
-    statements = _build(chunks, path)
+    statements = _build(chunks)
     return ParsedFile(path, statements, reader.files, reader.notes)
 
 
 def parse_text(text: str, path: str = "<string>") -> list[Statement]:
     """Parse configuration text (includes resolved relative to `path`'s directory)."""
     reader = _Reader()
-    return _build(reader._lines(path, text), path)
+    return _build(reader._lines(path, text))
