@@ -191,6 +191,19 @@ def test_invalid_reload_keeps_the_running_config_and_a_valid_one_reports_the_dif
     after = agent.client.get("/v1/config")[1]["config"]
     assert after["vrrp_instances"][0]["priority"] == 120
 
+    # A valid change by SIGHUP: the config_reloaded event carries the diff.
+    seq = agent.client.get("/v1/events")[1][-1]["seq"]
+    good["vrrp_instances"][1]["priority"] = 110
+    agent.write_config(good)
+    agent.sighup()
+    reloaded = wait_for(
+        lambda: [e for e in agent.client.get(f"/v1/events?since={seq}")[1]
+                 if e["kind"] == "config_reloaded"],
+        what="a config_reloaded event after SIGHUP",
+    )  # fmt: skip
+    assert reloaded[0]["data"]["diff"]["changed"] == ["VI_6"]
+    assert agent.client.get("/v1/config")[1]["config"]["vrrp_instances"][1]["priority"] == 110
+
 
 def test_event_stream_replays_from_since(lab: Lab) -> None:
     agent = one(lab)

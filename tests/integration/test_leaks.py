@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -219,3 +221,27 @@ def test_session_fails_when_a_test_leaks(tmp_path: Path, select: str, message: s
     assert f"vigil lab run {child.run_id} left resources behind" in out
     assert message in out
     child.assert_nothing_left()
+
+
+def test_without_root_lab_tests_fail_with_the_reason_instead_of_skipping() -> None:
+    work = Path(tempfile.mkdtemp(prefix="vigil-nonroot-"))
+    try:
+        os.chmod(work, 0o777)
+        test_file = work / "test_child.py"
+        test_file.write_text(CHILD_TESTS)
+        os.chmod(test_file, 0o644)
+        res = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-m", "pytest", "-p", "tests.lab.pytest_plugin",
+             "-p", "no:cacheprovider", "-c", str(REPO_ROOT / "pytest.ini"),
+             "--rootdir", str(REPO_ROOT), "--basetemp", str(work / "base"),
+             str(test_file), "-k", "test_fails", "-rA"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "LEAK_INFO": str(work / "i")},
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = res.stdout + res.stderr
+    assert res.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "vigil integration tests need root" in out
+    assert "skipped" not in out
