@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import re
 import socket
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from typing import Any
 
@@ -192,6 +193,23 @@ def test_route_errors_name_the_problem(kwargs: dict[str, Any], message: str) -> 
     with pytest.raises(ValueError) as info:
         RouteSpec.parse(**kwargs)
     assert message in str(info.value)
+
+
+def test_route_from_config_like_object_fills_default_dev() -> None:
+    @dataclass(frozen=True)
+    class Route:
+        to: IPv4Network
+        via: IPv4Address | None = None
+        dev: str | None = None
+        src: IPv4Address | None = None
+        metric: int | None = None
+        table: int | None = None
+        scope: str | None = None
+
+    spec = RouteSpec.from_fields(Route(IPv4Network("10.1.0.0/16"), metric=7), default_dev="eth0")
+    assert spec == RouteSpec(IPv4Network("10.1.0.0/16"), dev="eth0", metric=7)
+    own = RouteSpec.from_fields(Route(IPv4Network("10.1.0.0/16"), dev="eth1"), default_dev="eth0")
+    assert own.dev == "eth1"
 
 
 def test_route_identity_ignores_protocol() -> None:
