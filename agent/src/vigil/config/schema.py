@@ -164,19 +164,21 @@ def _track_item(weight: Any, *, default_weight: Any) -> Any:
     return check
 
 
+TRACK_INTERFACE = Struct(
+    {
+        required("name"): ifname,
+        vol.Optional("weight", default=0): integer(-253, 253),
+        vol.Optional("weight_reverse", default=False): boolean,
+    },
+    what="an interface name or a mapping {name: eth1, weight: -20}",
+)
+
+
 def _track_interface(value: Any) -> dict[str, Any]:
-    mapping = Struct(
-        {
-            required("name"): ifname,
-            vol.Optional("weight", default=0): integer(-253, 253),
-            vol.Optional("weight_reverse", default=False): boolean,
-        },
-        what="an interface name or a mapping {name: eth1, weight: -20}",
-    )
     if isinstance(value, str):
-        return mapping({"name": value})
+        return TRACK_INTERFACE({"name": value})
     if isinstance(value, dict):
-        return mapping(value)
+        return TRACK_INTERFACE(value)
     raise vol.Invalid(f"expected an interface name or a mapping {{name: eth1}}, got {show(value)}")
 
 
