@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import (
@@ -768,7 +769,7 @@ class NetlinkMonitor:
         self._sock: AsyncIPRoute | None = None
         self._links: dict[int, LinkState] = {}
         self._addrs: set[tuple[int, IPInterface]] = set()
-        self._pending: list[NetlinkEvent] = []
+        self._pending: deque[NetlinkEvent] = deque()
         self._closed = False
         self.resyncs = 0
 
@@ -832,7 +833,7 @@ class NetlinkMonitor:
             if self._closed or self._sock is None:
                 raise StopAsyncIteration
             await self._fill()
-        return self._pending.pop(0)
+        return self._pending.popleft()
 
     async def _fill(self) -> None:
         """Read one batch (one datagram) from the socket into the pending list."""
