@@ -420,3 +420,10 @@ def test_sync_group_schema_errors() -> None:
     found = by_path(issues_of(data))
     assert "must not be empty" in found["vrrp_sync_groups[0].members"].message
     assert found["vrrp_sync_groups[1].name"].message == "required key missing"
+
+
+def test_misspelled_required_key_is_reported_once() -> None:
+    data = {"vrrp_instances": [instance(vrid=None, vird=5)]}
+    found = by_path(issues_of(data))
+    assert list(found) == ["vrrp_instances[0].vird"]
+    assert found["vrrp_instances[0].vird"].message == "unknown key; did you mean 'vrid'?"

@@ -257,12 +257,16 @@ class Struct:
             raise vol.Invalid(f"expected {self.what}, got {show(value)}")
         errors: list[vol.Invalid] = []
         known: dict[str, Any] = {}
+        suggested: set[str] = set()
         for key, element in value.items():
             if not isinstance(key, str):
                 errors.append(vol.Invalid(f"keys must be strings, got {show(key)}", path=[key]))
             elif key not in self.allowed:
-                hint = did_you_mean(key, self.allowed)
-                if not hint:
+                matches = difflib.get_close_matches(key, self.allowed, n=1, cutoff=0.6)
+                if matches:
+                    suggested.add(matches[0])
+                    hint = f"; did you mean {matches[0]!r}?"
+                else:
                     hint = "; allowed keys: " + ", ".join(sorted(self.allowed))
                 errors.append(vol.Invalid(f"unknown key{hint}", path=[key]))
             else:
@@ -270,7 +274,12 @@ class Struct:
         try:
             out = self.schema(known)
         except vol.MultipleInvalid as exc:
-            errors.extend(exc.errors)
+            # "adress: unknown key; did you mean 'address'?" already covers "address: missing"
+            errors.extend(
+                err
+                for err in exc.errors
+                if not (isinstance(err, vol.RequiredFieldInvalid) and err.path[0] in suggested)
+            )
             out = {}
         if errors:
             raise vol.MultipleInvalid(errors)
