@@ -46,7 +46,7 @@ test-integration: setup
 
 lint:
 	$(VENV)/bin/ruff check agent/src agent/tests tests
-	$(VENV)/bin/mypy agent/src
+	$(VENV)/bin/mypy --config-file agent/pyproject.toml agent/src
 
 clean-lab:
 	$(VPY) -m tests.lab.cleanup

@@ -54,7 +54,7 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
                 err = ctypes.get_errno()
                 raise OSError(err, f"setns({ns}): {os.strerror(err)}")
             result["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+        except BaseException as exc:
             result["error"] = exc
         finally:
             os.close(fd)
@@ -189,7 +189,7 @@ class DriverProcess:
         except queue.Empty:
             raise AssertionError(
                 f"driver gave no reply to {op} {args}: {self.stderr()}"
-            )
+            ) from None
         assert reply["reply"] == ident
         if not reply["ok"]:
             raise AssertionError(f"driver {op} {args} failed: {reply['error']}")

@@ -215,11 +215,12 @@ def test_restart_after_crash_removes_leftover_vip(lab: Lab) -> None:
     lab.wait_address(n1, VIP4, present=False, timeout=5)
     assert instance(a1b, "VI_4")["state"] == "BACKUP"
     status, events = a1b.client.get("/v1/events?since=0")
+    assert status == 200
     assert any(e["kind"] == "vip_cleanup" for e in events)
 
 
 def test_unicast_pair(lab: Lab) -> None:
-    n1, n2, client = build(lab)
+    n1, n2, _client = build(lab)
     c1 = node_config("n1", 150)
     c2 = node_config("n2", 100)
     c1["vrrp_instances"] = c1["vrrp_instances"][:1]

@@ -163,6 +163,9 @@ class InstanceRuntime:
             except (NetlinkFailure, OSError, ValueError) as exc:
                 log.error("(%s) cannot set up VMAC %s: %s", self.name, self.cfg.use_vmac, exc)
         self.sock = self.owner.sockets.acquire(self.family, self.ifname)
+        if self.cfg.use_vmac:
+            # keepalived sends a VMAC instance's adverts from the parent's address.
+            self.sock.source_interface = self.cfg.interface
         self.sock.register(self.cfg.vrid, self._on_datagram)
         await self._refresh_source()
         self._run(self.machine.start(self.now()))
@@ -195,7 +198,8 @@ class InstanceRuntime:
 
     def _on_datagram(self, raw: RawReceived) -> None:
         now = self.now()
-        result = codec.decode_raw(raw)
+        # Unicast peers may be routed, so their TTL is not 255 (keepalived skips it too).
+        result = codec.decode_raw(raw, check_ttl=self.cfg.unicast is None)
         if isinstance(result, codec.Rejection):
             self.rejects.add(result.reason.name.lower(), result.detail, now)
             return
