@@ -6,7 +6,8 @@ test (in the root namespace) can drive a real SocketRegistry on the real event l
 
 Commands: acquire {family, ifname}; release; register {vrid}; send {payload (hex), dst,
 src, builder}; source_interface {source}; advertise {vrid, priority, adver_int,
-addresses, count, every} (real VRRPv3 adverts from vigil.vrrp.packet, paced on the loop); stop_advertising; link_up;
+addresses, count, every} (real VRRPv3 adverts from vigil.vrrp.packet, paced on the loop);
+stop_advertising; link_up;
 link_down {reason}; status; quit. Every command names family and
 ifname where it applies and is answered with {"reply": id, ...}. Events: rx (a registered
 VRID), unknown (no handler), status (socket up/down).
