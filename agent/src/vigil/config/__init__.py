@@ -5,6 +5,7 @@ and the Ansible action plugin imports it on the controller (``check_files=False`
 """
 
 from .check import check_command
+from .cluster import check_cluster
 from .diff import ConfigDiff, InstanceChange, diff_configs
 from .errors import ConfigError, Issue
 from .loader import load_config, validate_data
@@ -48,6 +49,7 @@ __all__ = [
     "VipConfig",
     "VrrpInstanceConfig",
     "VrrpScriptConfig",
+    "check_cluster",
     "check_command",
     "diff_configs",
     "load_config",
