@@ -68,6 +68,8 @@ IPAddress = IPv4Address | IPv6Address
 
 # A burst of rejected packets is logged once, then summarised at most this often.
 REJECT_LOG_INTERVAL = 10.0
+# Rejections that are routine (our own adverts seen again): counted, never logged.
+QUIET_REASONS = frozenset({"own"})
 # Changes to an instance that need a new machine and socket rather than an update.
 IDENTITY_FIELDS = ("interface", "vrid", "version", "use_vmac", "unicast", "family")
 
@@ -102,6 +104,8 @@ class _RejectLog:
 
     def add(self, reason: str, detail: str, now: float) -> None:
         self.counts[reason] += 1
+        if reason in QUIET_REASONS:
+            return
         last = self._last_logged.get(reason)
         if last is not None and now - last < REJECT_LOG_INTERVAL:
             self._suppressed[reason] += 1
