@@ -1,0 +1,475 @@
+"""vigil and real keepalived 2.2.7 as one VRRP pair, in namespaces.
+
+Node ``vg`` runs vigild, node ``ka`` runs keepalived, ``client`` probes the VIP; all three
+hang off one bridge. Every case of the matrix below walks the same life of a pair:
+
+1. start one side alone (it takes the VIP), then the other (start order alternates);
+2. converge: exactly one VIP holder, vigil's API (state, master_address, priority) agrees
+   with where the VIP is, and the pair stays put for a whole Master_Down_Interval (the
+   backup never steps in, the master never hears a competing advert);
+3. fail the master (crash = SIGKILL of its process group plus a cable pull, clean stop,
+   or link down): the other side takes the VIP, and the client's neighbour entry for the
+   VIP moves to the new holder's MAC (its GARP/NA was heard) while probes get answers;
+4. bring the failed side back: the higher priority side preempts, one holder again.
+
+keepalived has no API, so it is observed through the kernel (``ip -n ka addr``) and its
+log; vigil through its API. Counters prove keepalived's adverts were accepted: vigil's
+``counters.rejected`` stays empty in every normal case. A last test configures different
+PASS passwords and checks both sides become master while vigil counts ``auth`` rejects.
+
+Waits are on observed conditions with deadlines sized from the advert interval; nothing
+here sleeps, and the lab fixture removes every namespace and process.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.integration.keepalived_confs import KeepalivedConf, VrrpSide, vigil_config
+from tests.lab.agents import AgentHandle
+from tests.lab.lab import Lab, Node
+from tests.lab.peers import PeerHandle
+from tests.lab.probe import Probe, ProbeResult
+
+VG_ADDRS = ["10.99.0.11/24", "fd00:99::11/64"]
+KA_ADDRS = ["10.99.0.12/24", "fd00:99::12/64"]
+CLIENT_ADDRS = ["10.99.0.20/24", "fd00:99::20/64"]
+VIP4 = "10.99.0.100/24"
+VIP6 = "fd00:99::100/64"
+INSTANCE = "VI_1"
+VRID = 51
+HIGH, LOW = 150, 100
+PASSWORD = "vrrp-pw1"  # 8 characters: the most VRRPv2 PASS auth carries
+
+
+class Side(enum.Enum):
+    VIGIL = "vigil"
+    KEEPALIVED = "keepalived"
+
+    @property
+    def other(self) -> Side:
+        return Side.KEEPALIVED if self is Side.VIGIL else Side.VIGIL
+
+
+class Failure(enum.Enum):
+    CRASH = "crash"  # SIGKILL of the whole process group, then the cable is pulled
+    STOP = "stop"  # clean shutdown: priority 0, VIP released
+    LINK_DOWN = "link_down"  # administrative down of eth0 inside the node
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the pair speaks VRRP: version, interval, family, auth, unicast."""
+
+    id: str
+    version: int
+    advert_int: float
+    family: int = 4
+    auth: bool = False
+    unicast: bool = False
+
+    @property
+    def vip(self) -> str:
+        return VIP4 if self.family == 4 else VIP6
+
+    @property
+    def vip_ip(self) -> str:
+        return self.vip.split("/")[0]
+
+    @property
+    def master_down(self) -> float:
+        """The longest Master_Down_Interval of the pair (skew at the lower priority)."""
+        return 3 * self.advert_int + (256 - LOW) / 256 * self.advert_int
+
+    @property
+    def deadline(self) -> float:
+        """Upper bound for one election step: a few Master_Down intervals plus start-up."""
+        return 4 * self.master_down + 6.0
+
+
+V2_MC = Mode("v2-multicast-1s", 2, 1)
+V2_AUTH = Mode("v2-pass-auth-1s", 2, 1, auth=True)
+V3_V4 = Mode("v3-ipv4-multicast-0.1s", 3, 0.1)
+V3_V6 = Mode("v3-ipv6-multicast-0.1s", 3, 0.1, family=6)
+V2_UNI = Mode("v2-unicast-1s", 2, 1, unicast=True)
+V3_UNI = Mode("v3-ipv4-unicast-0.1s", 3, 0.1, unicast=True)
+
+
+@dataclass(frozen=True)
+class Case:
+    mode: Mode
+    master: Side
+    first: Side
+    failure: Failure
+
+    @property
+    def id(self) -> str:
+        roles = f"master_{self.master.value}-first_{self.first.value}"
+        return f"{self.mode.id}-{roles}-{self.failure.value}"
+
+
+_V, _K = Side.VIGIL, Side.KEEPALIVED
+# Every mode with each side as master; start order alternates; each failure kind hits
+# each side's master twice (crash, stop and link down, both ways).
+CASES = [
+    Case(V2_MC, _V, _V, Failure.CRASH),
+    Case(V2_MC, _K, _V, Failure.STOP),
+    Case(V2_AUTH, _V, _K, Failure.STOP),
+    Case(V2_AUTH, _K, _K, Failure.LINK_DOWN),
+    Case(V3_V4, _V, _V, Failure.LINK_DOWN),
+    Case(V3_V4, _K, _V, Failure.CRASH),
+    Case(V3_V6, _V, _K, Failure.CRASH),
+    Case(V3_V6, _K, _K, Failure.STOP),
+    Case(V2_UNI, _V, _V, Failure.STOP),
+    Case(V2_UNI, _K, _V, Failure.LINK_DOWN),
+    Case(V3_UNI, _V, _K, Failure.LINK_DOWN),
+    Case(V3_UNI, _K, _K, Failure.CRASH),
+]
+
+
+def _coverage_is_complete() -> bool:
+    """Guard for the matrix itself: both orders, every failure kind on each side."""
+    kinds = {(c.master, c.failure) for c in CASES}
+    orders = {(c.master, c.first) for c in CASES}
+    modes = {(c.mode, c.master) for c in CASES}
+    return (
+        len(kinds) == len(Side) * len(Failure)
+        and len(orders) == 4
+        and len(modes) == 2 * len({c.mode for c in CASES})
+    )
+
+
+assert _coverage_is_complete(), "the interop matrix lost a combination"
+
+
+# ---------------------------------------------------------------------- the pair
+
+
+@dataclass
+class InteropPair:
+    """vigild in ``vg`` and keepalived in ``ka`` configured as one VRRP instance."""
+
+    lab: Lab
+    case: Case
+    vg: Node = field(init=False)
+    ka: Node = field(init=False)
+    client: Node = field(init=False)
+    agent: AgentHandle | None = field(default=None, init=False)
+    keepalived: PeerHandle | None = field(default=None, init=False)
+    pulled: set[Side] = field(default_factory=set, init=False)
+    _starts: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        lab = self.lab
+        self.vg = lab.add_namespace("vg")
+        self.ka = lab.add_namespace("ka")
+        self.client = lab.add_namespace("client")
+        lab.connect(self.vg, addrs=VG_ADDRS)
+        lab.connect(self.ka, addrs=KA_ADDRS)
+        lab.connect(self.client, addrs=CLIENT_ADDRS)
+
+    # -------------------------------------------------------------- configuration
+
+    @property
+    def mode(self) -> Mode:
+        return self.case.mode
+
+    def priority(self, side: Side) -> int:
+        return HIGH if side is self.case.master else LOW
+
+    def node(self, side: Side) -> Node:
+        return self.vg if side is Side.VIGIL else self.ka
+
+    def config(self, side: Side, password: str | None = None) -> VrrpSide:
+        """The instance as ``side`` is configured; both sides differ only in priority."""
+        mode = self.mode
+        own, peer = (VG_ADDRS, KA_ADDRS) if side is Side.VIGIL else (KA_ADDRS, VG_ADDRS)
+        unicast_src = unicast_peers = None
+        if mode.unicast:
+            unicast_src = own[0].split("/")[0]
+            unicast_peers = [peer[0].split("/")[0]]
+        return VrrpSide(
+            name=INSTANCE,
+            vrid=VRID,
+            priority=self.priority(side),
+            version=mode.version,
+            advert_int=mode.advert_int,
+            vips=[mode.vip],
+            auth_pass=(password or PASSWORD) if mode.auth else None,
+            unicast_src=unicast_src,
+            unicast_peers=unicast_peers or (),
+            master=side is self.case.master,
+        )
+
+    def source(self, side: Side) -> str:
+        """The address ``side`` sends its adverts from (what vigil reports as master)."""
+        if self.mode.family == 6:
+            return link_local(self.lab, self.node(side))
+        own = VG_ADDRS if side is Side.VIGIL else KA_ADDRS
+        return own[0].split("/")[0]
+
+    # -------------------------------------------------------------- life cycle
+
+    def start(self, side: Side, *, password: str | None = None) -> None:
+        self._starts += 1
+        if side is Side.VIGIL:
+            cfg = vigil_config("vg", [self.config(side, password)])
+            # Always the same name: a restart after a crash finds its journal.
+            self.agent = self.lab.start_vigild(self.vg, cfg)
+        else:
+            conf = KeepalivedConf("ka", [self.config(side, password)]).render()
+            self.keepalived = self.lab.start_keepalived(
+                self.ka, conf, name=f"keepalived{self._starts}"
+            )
+
+    def fail(self, side: Side, failure: Failure) -> None:
+        lab, node, vip = self.lab, self.node(side), self.mode.vip_ip
+        if failure is Failure.CRASH:
+            if side is Side.VIGIL:
+                assert self.agent is not None
+                lab.kill_group(self.agent)
+            else:
+                assert self.keepalived is not None
+                self.keepalived.kill()
+                assert not self.keepalived.alive()
+            assert lab.has_address(node, vip), f"a crashed {side.value} must leave its VIP"
+            lab.cable_pull(node)
+            self.pulled.add(side)
+        elif failure is Failure.STOP:
+            if side is Side.VIGIL:
+                assert self.agent is not None
+                assert self.agent.stop() == 0
+            else:
+                assert self.keepalived is not None
+                self.keepalived.stop()
+            assert not lab.has_address(node, vip), f"a clean stop of {side.value} keeps the VIP"
+        else:
+            lab.link_down(node)
+            lab.wait_address(node, vip, present=False, timeout=self.mode.deadline)
+            if side is Side.VIGIL:
+                self.wait_vigil(lambda i: i["state"] == "FAULT", "vigil in FAULT")
+                assert "eth0" in (self.vigil()["fault_reason"] or "")
+
+    def restore(self, side: Side, failure: Failure) -> None:
+        """Bring the failed side back the way an operator would after that failure."""
+        lab, node = self.lab, self.node(side)
+        if failure is Failure.CRASH:
+            # The node comes back: its daemon starts (and removes the stale VIP) before its
+            # link returns, so the segment never sees two holders.
+            self.start(side)
+            lab.wait_address(node, self.mode.vip_ip, present=False, timeout=10)
+            if side is Side.VIGIL:
+                events = self.vigil_events()
+                assert any(e["kind"] == "vip_cleanup" for e in events), events
+                self.wait_vigil(lambda i: i["state"] == "FAULT", "vigil in FAULT (no carrier)")
+            lab.cable_plug(node)
+            self.pulled.discard(side)
+        elif failure is Failure.STOP:
+            self.start(side)
+        else:
+            lab.link_up(node)
+
+    # -------------------------------------------------------------- observations
+
+    def vigil(self) -> dict[str, Any]:
+        assert self.agent is not None
+        status, body = self.agent.client.get(f"/v1/vrrp/instances/{INSTANCE}")
+        assert status == 200, body
+        return dict(body)
+
+    def vigil_events(self) -> list[dict[str, Any]]:
+        assert self.agent is not None
+        status, body = self.agent.client.get("/v1/events?since=0")
+        assert status == 200, body
+        return list(body)
+
+    def wait_vigil(self, predicate: Any, what: str, timeout: float | None = None) -> None:
+        self.lab.wait_for(
+            lambda: predicate(self.vigil()),
+            timeout=timeout or self.mode.deadline,
+            what=what,
+        )
+
+    def holders(self) -> list[Side]:
+        """Sides on the segment (cable in) that hold the VIP."""
+        vip = self.mode.vip_ip
+        return [s for s in Side if s not in self.pulled and self.lab.has_address(self.node(s), vip)]
+
+    def wait_holder(self, side: Side) -> None:
+        """Wait until ``side`` is the one and only VIP holder on the segment."""
+        self.lab.wait_for(
+            lambda: self.holders() == [side],
+            timeout=self.mode.deadline,
+            what=f"{side.value} to be the only VIP holder (holders: {self.holders()})",
+        )
+
+    def keepalived_log(self) -> str:
+        assert self.keepalived is not None
+        return self.keepalived.log(tail=None)
+
+    def assert_converged(self, master: Side) -> None:
+        """One holder, and vigil's API agrees with the kernel about who it is."""
+        assert self.holders() == [master]
+        inst = self.vigil()
+        if master is Side.VIGIL:
+            assert inst["state"] == "MASTER", inst
+            assert inst["vips"][0]["present"] is True, inst
+        else:
+            assert inst["state"] == "BACKUP", inst
+            assert inst["vips"][0]["present"] is False, inst
+            assert inst["master_priority"] == self.priority(Side.KEEPALIVED), inst
+        assert inst["master_address"] == self.source(master), inst
+        assert inst["counters"]["rejected"] == {}, inst["counters"]
+
+    def assert_stable(self, master: Side) -> None:
+        """Nothing moves for longer than a Master_Down_Interval.
+
+        Counted in the master's adverts (5 cover 3 intervals plus any skew): the backup
+        never advertises (vigil as master receives nothing), and vigil as backup keeps
+        hearing keepalived without a transition of its own.
+        """
+        before = self.vigil()["counters"]
+        grow = "adverts_sent" if master is Side.VIGIL else "adverts_received"
+        self.wait_vigil(
+            lambda i: i["counters"][grow] >= before[grow] + 5,
+            f"5 more {grow} in vigil (the pair steady for a Master_Down_Interval)",
+        )
+        after = self.vigil()["counters"]
+        if master is Side.VIGIL:
+            assert after["adverts_received"] == before["adverts_received"], (before, after)
+        else:
+            assert after["adverts_sent"] == before["adverts_sent"], (before, after)
+        assert after["became_master"] == before["became_master"], (before, after)
+        self.assert_converged(master)
+
+    def client_neighbour_mac(self) -> str | None:
+        for entry in self.lab.ip_json(self.client, "neigh", "show", self.mode.vip_ip):
+            if "lladdr" in entry:
+                return str(entry["lladdr"])
+        return None
+
+    def wait_client_sees(self, side: Side) -> None:
+        """The client's neighbour entry for the VIP points at ``side``'s MAC."""
+        mac = self.lab.link_info(self.node(side))["address"]
+        self.lab.wait_for(
+            lambda: self.client_neighbour_mac() == mac,
+            timeout=self.mode.deadline,
+            what=f"the client to resolve the VIP to {side.value}'s MAC {mac}",
+        )
+
+
+def link_local(lab: Lab, node: Node) -> str:
+    for link in lab.ip_json(node, "-6", "addr", "show", "dev", "eth0", "scope", "link"):
+        for info in link.get("addr_info", []):
+            return str(ipaddress.ip_address(info["local"]))
+    raise AssertionError(f"{node} has no IPv6 link-local address on eth0")
+
+
+def run_probe_step(probe: Probe, count: int = 5) -> None:
+    probe.wait_received(count, timeout=10)
+
+
+# ---------------------------------------------------------------------- the matrix
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_interop_pair(lab: Lab, case: Case, record_property: Any) -> None:
+    pair = InteropPair(lab, case)
+    master, backup = case.master, case.master.other
+    first, second = case.first, case.first.other
+
+    # 1. The first side alone takes the VIP.
+    pair.start(first)
+    pair.wait_holder(first)
+    if first is Side.VIGIL:
+        assert pair.vigil()["state"] == "MASTER"
+    else:
+        assert "Entering MASTER STATE" in pair.keepalived_log()
+
+    # 2. The second side joins: it preempts if it is the master, else it stays backup.
+    pair.start(second)
+    pair.wait_holder(master)
+    if second is master:
+        pair.wait_vigil(
+            lambda i: i["state"] == ("MASTER" if master is Side.VIGIL else "BACKUP"),
+            "vigil's state after the preemption",
+        )
+        reason = pair.vigil()["last_transition"]["reason"]
+        if master is Side.VIGIL:
+            assert reason.startswith("preempted lower-priority master"), reason
+        else:
+            assert reason.startswith(f"higher priority advert from {pair.source(master)}"), reason
+    else:
+        pair.wait_vigil(
+            lambda i: i["master_address"] == pair.source(master),
+            "vigil to know the master",
+        )
+    pair.assert_stable(master)
+
+    # 3. The master fails; the backup takes over and the client follows.
+    probe = Probe(lab, pair.client, case.mode.vip_ip).start()
+    run_probe_step(probe)
+    zero_before = pair.vigil()["counters"]["priority_zero_received"]
+    ka_masters_before = pair.keepalived_log().count("Entering MASTER STATE")
+    pair.fail(master, case.failure)
+    pair.wait_holder(backup)
+    pair.wait_client_sees(backup)
+    run_probe_step(probe)
+    if backup is Side.VIGIL:
+        inst = pair.vigil()
+        assert inst["state"] == "MASTER", inst
+        reason = inst["last_transition"]["reason"]
+        if case.failure is Failure.STOP:
+            assert inst["counters"]["priority_zero_received"] > zero_before, inst["counters"]
+            assert "priority 0" in reason, reason
+        else:
+            assert reason.startswith("master down timer expired"), reason
+        assert inst["counters"]["rejected"] == {}, inst["counters"]
+    else:
+        assert pair.keepalived_log().count("Entering MASTER STATE") > ka_masters_before
+
+    # 4. The failed master returns and preempts back.
+    pair.restore(master, case.failure)
+    pair.wait_holder(master)
+    pair.wait_vigil(
+        lambda i: (
+            i["state"] == ("MASTER" if master is Side.VIGIL else "BACKUP")
+            and i["master_address"] == pair.source(master)
+        ),
+        "vigil's view after the preemption back",
+    )
+    pair.wait_client_sees(master)
+    run_probe_step(probe)
+    result: ProbeResult = probe.stop()
+    record_property("probe_lost", result.lost)
+    record_property("longest_outage_ms", result.longest_outage_ms)
+    assert result.received >= 15, result
+    pair.assert_converged(master)
+
+
+# ---------------------------------------------------------------------- mismatch
+
+
+def test_pass_mismatch_makes_both_master_and_vigil_counts_auth(lab: Lab) -> None:
+    """Different PASS passwords: each side drops the other's adverts, as LAB-NOTES says."""
+    case = Case(V2_AUTH, Side.VIGIL, Side.VIGIL, Failure.STOP)
+    pair = InteropPair(lab, case)
+    pair.start(Side.VIGIL, password="vigil-pw")
+    pair.start(Side.KEEPALIVED, password="ka-pw")
+    lab.wait_address(pair.vg, V2_AUTH.vip_ip, timeout=V2_AUTH.deadline)
+    lab.wait_address(pair.ka, V2_AUTH.vip_ip, timeout=V2_AUTH.deadline)
+    pair.wait_vigil(
+        lambda i: i["counters"]["rejected"].get("auth", 0) >= 3,
+        "vigil to count keepalived's adverts as rejected (auth)",
+    )
+    inst = pair.vigil()
+    assert inst["state"] == "MASTER", inst
+    assert set(inst["counters"]["rejected"]) == {"auth"}, inst["counters"]
+    assert inst["counters"]["adverts_received"] == 0, inst["counters"]
+    assert "Entering MASTER STATE" in pair.keepalived_log()
+    assert pair.holders() == [Side.VIGIL, Side.KEEPALIVED]
