@@ -427,3 +427,26 @@ def test_misspelled_required_key_is_reported_once() -> None:
     found = by_path(issues_of(data))
     assert list(found) == ["vrrp_instances[0].vird"]
     assert found["vrrp_instances[0].vird"].message == "unknown key; did you mean 'vrid'?"
+
+
+def test_salvage_cuts_each_bad_item_once() -> None:
+    # two errors in VIP [1] and one in [3]: the salvaged instance keeps [0] and [2], so the
+    # family check still sees the IPv6 VIP at index 2 and reports it by its original index
+    vips = ["10.0.0.1", {"address": "10.0.0.300", "scope": "nowhere"}, "fd00::2", "bad"]
+    found = by_path(issues_of({"vrrp_instances": [instance(virtual_ipaddresses=vips)]}))
+    assert set(found) == {
+        "vrrp_instances[0].virtual_ipaddresses[1].address",
+        "vrrp_instances[0].virtual_ipaddresses[1].scope",
+        "vrrp_instances[0].virtual_ipaddresses[3]",
+        "vrrp_instances[0].virtual_ipaddresses[2]",
+    }
+    assert "fd00::2/128 is IPv6" in found["vrrp_instances[0].virtual_ipaddresses[2]"].message
+
+
+def test_salvaged_sync_group_members_keep_their_indices() -> None:
+    data = {
+        "vrrp_instances": [instance()],
+        "vrrp_sync_groups": [{"name": "G", "members": ["bad name", "VI_1", "VI_X"]}],
+    }
+    found = by_path(issues_of(data))
+    assert set(found) == {"vrrp_sync_groups[0].members[0]", "vrrp_sync_groups[0].members[2]"}

@@ -17,7 +17,7 @@ from .build import build_config
 from .errors import ConfigError, Issue, format_path, sort_issues
 from .model import Config
 from .schema import GLOBAL, INSTANCE, SCRIPT, SYNC_GROUP, TOP_LEVEL_KEYS, TRACK_FILE, TRACK_PROCESS
-from .semantic import Sections, SemanticChecker
+from .semantic import IndexMaps, Sections, SemanticChecker
 from .validators import did_you_mean, name, show
 from .yamlload import load_yaml
 
@@ -32,6 +32,8 @@ class _Validator:
 
     def __init__(self) -> None:
         self.issues: list[Issue] = []
+        # (section, item) -> list-index maps of a salvaged item, see _salvage
+        self.index_maps: dict[tuple[Any, ...], IndexMaps] = {}
 
     def one(
         self, schema: Callable[[Any], Any], value: Any, path: list[Any], *, salvage: bool = False
@@ -49,7 +51,10 @@ class _Validator:
             if not salvage:
                 return None
             errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
-        return _salvage(schema, value, errors)
+        result, maps = _salvage(schema, value, errors)
+        if result is not None and maps:
+            self.index_maps[tuple(path)] = maps
+        return result
 
     def items(self, schema: Callable[[Any], Any], value: Any, key: str, what: str) -> list[Any]:
         if value is None:
@@ -81,10 +86,15 @@ _SALVAGE_ROUNDS = 3
 EXTENSION_PREFIX = "x-"
 
 
-def _prune(data: Any, paths: list[list[Any]]) -> bool:
-    """Delete the element at each path from ``data`` (deepest list indices first)."""
+def _prune(data: Any, paths: list[list[Any]], maps: IndexMaps) -> bool:
+    """Delete the element at each path from ``data``, once each, higher list indices first.
+
+    For every list shortened, ``maps`` keeps the original index of each remaining element,
+    so issues about the salvaged data can name the element the user wrote.
+    """
+    unique = {tuple(path): list(path) for path in paths}.values()
     for path in sorted(
-        paths, key=lambda p: [str(type(x)) + str(x).zfill(8) for x in p], reverse=True
+        unique, key=lambda p: [str(type(x)) + str(x).zfill(12) for x in p], reverse=True
     ):
         if not path:
             return False
@@ -92,31 +102,37 @@ def _prune(data: Any, paths: list[list[Any]]) -> bool:
         try:
             for part in path[:-1]:
                 parent = parent[part]
+            if isinstance(parent, list):
+                original = maps.setdefault(tuple(path[:-1]), list(range(len(parent))))
+                original.pop(path[-1])
             del parent[path[-1]]
         except (KeyError, IndexError, TypeError):
             return False
     return True
 
 
-def _salvage(schema: Callable[[Any], Any], value: Any, errors: list[vol.Invalid]) -> Any:
+def _salvage(
+    schema: Callable[[Any], Any], value: Any, errors: list[vol.Invalid]
+) -> tuple[Any, IndexMaps]:
     """Cut the parts named by ``errors`` out of a copy of ``value`` until it validates."""
     current = copy.deepcopy(value)
+    maps: IndexMaps = {}
     for _ in range(_SALVAGE_ROUNDS):
         paths = []
         for err in errors:
             path = list(err.path)
             if isinstance(err, vol.RequiredFieldInvalid):
                 if len(path) < 2:  # the item itself lacks a required key: nothing to check
-                    return None
+                    return None, {}
                 path = path[:-1]  # drop the incomplete optional block instead
             paths.append(path)
-        if not _prune(current, paths):
-            return None
+        if not _prune(current, paths, maps):
+            return None, {}
         try:
-            return schema(current)
+            return schema(current), maps
         except vol.Invalid as exc:
             errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
-    return None
+    return None, {}
 
 
 def _sections(data: Any, issues: list[Issue]) -> Sections | None:
@@ -149,6 +165,7 @@ def _sections(data: Any, issues: list[Issue]) -> Sections | None:
         sync_groups=check.items(
             SYNC_GROUP, data.get("vrrp_sync_groups"), "vrrp_sync_groups", "sync groups"
         ),
+        index_maps=check.index_maps,
         raw_instance_names=[
             item.get("name") if isinstance(item, dict) else None
             for item in (raw_instances if isinstance(raw_instances, list) else [])

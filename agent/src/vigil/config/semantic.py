@@ -19,6 +19,23 @@ from .validators import did_you_mean
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
+# list path inside an item (in salvaged coordinates) -> original index of each element
+IndexMaps = dict[tuple[Any, ...], list[int]]
+
+
+def original_path(path: list[Any], maps: IndexMaps) -> list[Any]:
+    """Translate a path into a salvaged item back to the indices the user wrote."""
+    current: list[Any] = []
+    out: list[Any] = []
+    for part in path:
+        table = maps.get(tuple(current))
+        if isinstance(part, int) and table is not None and 0 <= part < len(table):
+            out.append(table[part])
+        else:
+            out.append(part)
+        current.append(part)
+    return out
+
 
 @dataclass
 class Sections:
@@ -31,6 +48,7 @@ class Sections:
     instances: list[dict[str, Any] | None] = field(default_factory=list)
     sync_groups: list[dict[str, Any] | None] = field(default_factory=list)
     raw_instance_names: list[Any] = field(default_factory=list)
+    index_maps: dict[tuple[Any, ...], IndexMaps] = field(default_factory=dict)
 
 
 class SemanticChecker:
@@ -42,6 +60,9 @@ class SemanticChecker:
         self.issues: list[Issue] = []
 
     def error(self, path: list[Any], message: str) -> None:
+        maps = self.s.index_maps.get(tuple(path[:2]))
+        if maps:
+            path = [*path[:2], *original_path(path[2:], maps)]
         self.issues.append(Issue(format_path(path), message))
 
     def run(self) -> list[Issue]:
