@@ -127,7 +127,8 @@ def test_unicast_peers_and_source_of_vip_family() -> None:
     unicast = {"source": "fd00::2", "peers": ["10.0.0.2", "fd00::3", "10.0.0.2"]}
     found = issues({"vrrp_instances": [inst(unicast=unicast)]})
     assert "peers must be of the VIP family" in found["vrrp_instances[0].unicast.peers[1]"].message
-    assert "listed twice" in found["vrrp_instances[0].unicast.peers[2]"].message
+    twice = found["vrrp_instances[0].unicast.peers[2]"].message
+    assert twice == "10.0.0.2 is listed twice (first as unicast.peers[0]); remove one"
     assert "is IPv6" in found["vrrp_instances[0].unicast.source"].message
 
 
@@ -172,6 +173,7 @@ def test_tracked_twice() -> None:
     data = {"vrrp_instances": [inst(track={"interfaces": ["eth1", {"name": "eth1"}]})]}
     issue = only_issue(data)
     assert issue.path == "vrrp_instances[0].track.interfaces[1]"
+    assert issue.message == "'eth1' is tracked twice (first as track.interfaces[0]); remove one"
 
 
 def test_address_owner_cannot_use_tracking_weights() -> None:

@@ -3,8 +3,9 @@
 The schema validates each part alone; here we check what only makes sense together:
 unique names, VRIDs per (interface, family), families of VIPs and peers, references to
 trackers and sync-group members, and the programs the agent would run. Each message names
-the fix. Parts that failed the schema are skipped (their problems are already reported),
-but their names still count as defined so a typo there does not cause a second error.
+the fix. Items that failed the schema are checked in their salvaged form (the broken bits
+cut out, see loader._salvage), and issues name the list indices the user wrote. Trackers
+that failed still count as defined, so a typo there does not cause a second error.
 """
 
 from __future__ import annotations
@@ -59,11 +60,17 @@ class SemanticChecker:
         self.check_files = check_files
         self.issues: list[Issue] = []
 
-    def error(self, path: list[Any], message: str) -> None:
+    def remap(self, path: list[Any]) -> list[Any]:
+        """The path with the list indices of the user's file (see ``original_path``)."""
         maps = self.s.index_maps.get(tuple(path[:2]))
-        if maps:
-            path = [*path[:2], *original_path(path[2:], maps)]
-        self.issues.append(Issue(format_path(path), message))
+        return [*path[:2], *original_path(path[2:], maps)] if maps else path
+
+    def where(self, path: list[Any]) -> str:
+        """A remapped path relative to its item, for messages (``peers[1]``)."""
+        return format_path(self.remap(path)[2:])
+
+    def error(self, path: list[Any], message: str) -> None:
+        self.issues.append(Issue(format_path(self.remap(path)), message))
 
     def run(self) -> list[Issue]:
         for index, inst in enumerate(self.s.instances):
@@ -164,7 +171,8 @@ class SemanticChecker:
                 if peer in seen:
                     self.error(
                         [*base, "unicast", "peers", k],
-                        f"{peer} is listed twice (first as peers[{seen[peer]}]); remove one",
+                        f"{peer} is listed twice (first as "
+                        f"{self.where([*base, 'unicast', 'peers', seen[peer]])}); remove one",
                     )
                 seen.setdefault(peer, k)
             source = unicast.get("source")
@@ -187,7 +195,7 @@ class SemanticChecker:
         seen: dict[Any, str] = {}
         for key in ("virtual_ipaddresses", "virtual_ipaddresses_excluded"):
             for j, vip in enumerate(inst[key]):
-                where = format_path([key, j])
+                where = self.where([*base, key, j])
                 ip = vip["address"].ip
                 if ip in seen:
                     self.error(
@@ -247,8 +255,8 @@ class SemanticChecker:
                 if ref_name in names:
                     self.error(
                         [*base, "track", kind, k],
-                        f"{ref_name!r} is tracked twice (first as track.{kind}[{names[ref_name]}])"
-                        "; remove one",
+                        f"{ref_name!r} is tracked twice (first as "
+                        f"{self.where([*base, 'track', kind, names[ref_name]])}); remove one",
                     )
                 names.setdefault(ref_name, k)
         seen_if: dict[str, int] = {}
@@ -257,7 +265,8 @@ class SemanticChecker:
                 self.error(
                     [*base, "track", "interfaces", k],
                     f"{item['name']!r} is tracked twice (first as "
-                    f"track.interfaces[{seen_if[item['name']]}]); remove one",
+                    f"{self.where([*base, 'track', 'interfaces', seen_if[item['name']]])}); "
+                    "remove one",
                 )
             seen_if.setdefault(item["name"], k)
         if inst["address_owner"]:
