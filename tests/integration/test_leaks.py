@@ -23,7 +23,7 @@ import pytest
 from tests.lab import wait_for
 from tests.lab.lab import netns_exists
 from tests.lab.probe import REPO_ROOT
-from tests.lab.registry import RUN_ROOT, proc_start_time
+from tests.lab.registry import RUN_ROOT, proc_alive
 
 CHILD_TESTS = textwrap.dedent(
     """
@@ -133,7 +133,7 @@ class Child:
         for ns in created["namespaces"]:
             assert not netns_exists(ns), f"namespace {ns} left behind\n{self.output()}"
         for pid, start in created["pids"].items():
-            assert proc_start_time(int(pid)) != int(start), f"process {pid} left behind"
+            assert not proc_alive(int(pid), int(start)), f"process {pid} left behind"
         if created["shortdir"]:
             assert not Path(created["shortdir"]).exists()
         assert not (RUN_ROOT / self.run_id).exists(), "the run registry was not removed"
@@ -175,7 +175,7 @@ def test_cleanup_tool_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     child.wait()
     # A SIGKILLed run cannot clean up: its resources are still there ...
     assert all(netns_exists(ns) for ns in created["namespaces"])
-    assert any(proc_start_time(int(p)) == int(s) for p, s in created["pids"].items())
+    assert any(proc_alive(int(p), int(s)) for p, s in created["pids"].items())
     # ... until the cleanup tool, which knows its owner is dead, removes them.
     res = subprocess.run(
         [sys.executable, "-m", "tests.lab.cleanup"],

@@ -31,6 +31,7 @@ from .waiting import wait_for
 if TYPE_CHECKING:
     from .agents import AgentHandle
     from .peers import PeerHandle
+    from .probe import Probe
 
 T = TypeVar("T")
 
@@ -526,6 +527,12 @@ class Lab:
         from .peers import start_bird
 
         return start_bird(self, node, conf_text, **kwargs)
+
+    def probe(self, node: NodeRef, target: str, **kwargs: Any) -> Probe:
+        """Start a ``Probe`` of ``target`` from ``node`` (see ``tests.lab.probe``)."""
+        from .probe import Probe
+
+        return Probe(self, node, target, **kwargs).start()
 
     def add_cleanup(self, fn: Callable[[], None], *, after_processes: bool = False) -> None:
         """Run ``fn`` at close (LIFO): before processes are stopped, or after."""

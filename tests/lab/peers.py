@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .procs import ProcessHandle, kill_groups
+from .registry import proc_alive
 from .waiting import WaitTimeout, wait_for
 
 if TYPE_CHECKING:
@@ -92,11 +93,12 @@ def _wait_started(handle: PeerHandle, check: object, what: str, timeout: float) 
 
 
 def _pidfile_alive(path: Path) -> bool:
+    """The pid in ``path`` runs (a zombie does not count)."""
     try:
         pid = int(path.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return False
-    return Path(f"/proc/{pid}").exists()
+    return proc_alive(pid)
 
 
 # ---------------------------------------------------------------------- keepalived
@@ -127,6 +129,11 @@ def start_keepalived(
         "checkers_pid": run / "checkers.pid",
         "bfd_pid": run / "bfd.pid",
     }
+    for key in ("pid", "vrrp_pid", "checkers_pid", "bfd_pid"):
+        # A crashed predecessor's children may still be zombies (init reaps them late):
+        # keepalived would take them for a running daemon and refuse to start.
+        if files[key].exists() and not _pidfile_alive(files[key]):
+            files[key].unlink()
     argv = [
         "keepalived", "-n", "-l", "-D", "-f", str(conf),
         "-p", str(files["pid"]), "-r", str(files["vrrp_pid"]),

@@ -17,18 +17,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .registry import RunRegistry, proc_pgid, proc_start_time, proc_state
+from .registry import RunRegistry, proc_alive, proc_pgid, proc_start_time, proc_state
 from .waiting import wait_for
 
 __all__ = ["ProcessHandle", "group_members", "kill_groups", "spawn_in_netns"]
 
 
-def group_members(pgid: int) -> list[int]:
-    """Pids whose process group is ``pgid`` (zombies included: they are not gone yet)."""
+def group_members(pgid: int, *, zombies: bool = False) -> list[int]:
+    """Pids whose process group is ``pgid``.
+
+    Zombies are left out unless asked for: they are dead (only their exit status waits to
+    be collected, by init for orphans, which may take seconds here) and cannot be killed.
+    """
     members = []
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and proc_pgid(int(entry.name)) == pgid:
-            members.append(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if proc_pgid(pid) == pgid and (zombies or proc_alive(pid)):
+            members.append(pid)
     return members
 
 
@@ -63,7 +70,8 @@ class ProcessHandle:
         return self.popen.poll() is None
 
     def members(self) -> list[int]:
-        self.popen.poll()  # reap the leader if it exited, so it does not show as a member
+        """Live processes of the group (the leader is reaped here once it exits)."""
+        self.popen.poll()
         return group_members(self.pgid)
 
     def signal_group(self, sig: int) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "current_run",
     "current_run_if_started",
     "list_runs",
+    "proc_alive",
     "proc_pgid",
     "proc_start_time",
     "proc_state",
@@ -55,6 +56,15 @@ def proc_state(pid: int) -> str | None:
     """One-letter process state ('R', 'S', 'Z', ...) or None if there is no such pid."""
     fields = _stat_fields(pid)
     return fields[0] if fields else None
+
+
+def proc_alive(pid: int, start: int | None = None) -> bool:
+    """The process runs: it exists, is not a zombie (a zombie still answers ``kill -0``,
+    and a slow init may leave it for seconds) and, if given, has this start time."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
+    return start is None or int(fields[19]) == start
 
 
 def proc_pgid(pid: int) -> int | None:
