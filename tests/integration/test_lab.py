@@ -280,4 +280,4 @@ def test_probe_measures_a_keepalived_failover_after_a_crash(lab: Lab) -> None:
     assert result.lost > 0 and len(result.outages) == 1, result.raw
     # v3 at 0.1 s adverts: Master_Down about 0.36 s (LAB-NOTES: ~0.35 s outage); the
     # bound is generous for a loaded CI host, but far below a VRRPv2 1 s pair's ~3 s.
-    assert 200 < result.longest_outage_ms < 1500, result.raw
+    assert 50 < result.longest_outage_ms < 1500, result.raw
