@@ -358,3 +358,11 @@ def test_script_security_follows_symlinks(tmp_path: Path) -> None:
     link2.symlink_to(target)
     issue = only_issue({"vrrp_scripts": {"s": {"script": str(link2)}}}, check_files=True)
     assert str(target) in issue.message
+
+
+def test_script_security_checks_interpreted_scripts(tmp_path: Path) -> None:
+    script = _insecure_script(tmp_path)
+    data = {"vrrp_instances": [inst(notify={"master": f"/bin/sh {script} --now"})]}
+    issue = only_issue(data, check_files=True)
+    assert issue.path == "vrrp_instances[0].notify.master"
+    assert issue.message.startswith(f"refusing '{script}'")

@@ -10,6 +10,7 @@ that failed still count as defined, so a typo there does not cause a second erro
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -459,14 +460,19 @@ class SemanticChecker:
         if program is None:
             self.error(path, reason or "program not found")
             return
-        if secure:
-            why = files.insecure_reason(program)
+        if not secure:
+            return
+        # an interpreter's script (/bin/sh /opt/check.sh) is as dangerous as the program
+        checked = [program, *(w for w in words[1:] if w.startswith("/") and os.path.isfile(w))]
+        for target in checked:
+            why = files.insecure_reason(target)
             if why:
                 self.error(
                     path,
-                    f"refusing {program!r}: {why}; make it and its directories root-owned and "
+                    f"refusing {target!r}: {why}; make it and its directories root-owned and "
                     "not group/world-writable (or set global.script_security: false)",
                 )
+                return
 
 
 def _commands(notify: dict[str, Any]) -> Iterable[tuple[str, str]]:
