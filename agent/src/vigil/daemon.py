@@ -139,6 +139,9 @@ class ReloadResult:
     diff: dict[str, Any] = field(default_factory=dict)
     issues: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    #: HTTP status the API answers with: 200, 422 invalid config, 500 apply failed,
+    #: 503 not running (starting or stopping)
+    code: int = 200
 
     def to_dict(self) -> dict[str, Any]:
         if self.ok:
@@ -357,6 +360,13 @@ class Agent:
 
         Used by SIGHUP and POST /v1/reload. Reloads are serialized.
         """
+        if self.phase != "running":
+            log.warning("agent: reload refused: the agent is %s", self.phase)
+            return ReloadResult(
+                ok=False,
+                error=f"the agent is {self.phase}; reload when it is ready (GET /v1/health)",
+                code=503,
+            )
         async with self._reload_lock:
             self.notifier.reloading(f"reloading {self.config_path}")
             try:
@@ -371,21 +381,25 @@ class Agent:
             issues = [issue.to_dict() for issue in exc.issues]
             for issue in exc.issues:
                 log.warning("agent: reload: %s", issue)
-            return self._reload_failed("config is invalid; the running config is unchanged", issues)
+            return self._reload_failed(
+                "config is invalid; the running config is unchanged", issues, 422
+            )
         try:
             return await self.reload(new_config)
         except Exception as exc:
             log.exception("agent: applying the new config failed")
-            return self._reload_failed(f"applying the new config failed: {exc}", [])
+            return self._reload_failed(
+                f"applying the new config failed: {exc}; see the vigild log", [], 500
+            )
 
-    def _reload_failed(self, message: str, issues: list[dict[str, Any]]) -> ReloadResult:
+    def _reload_failed(self, message: str, issues: list[dict[str, Any]], code: int) -> ReloadResult:
         self.metrics.reloads.labels("failure").inc()
         self.events.publish(
             "reload_failed",
             message=f"config reload failed: {message} ({len(issues)} issue(s))",
             issues=issues,
         )
-        return ReloadResult(ok=False, issues=issues, error=message)
+        return ReloadResult(ok=False, issues=issues, error=message, code=code)
 
     def _status_line(self) -> str:
         return (

@@ -196,13 +196,9 @@ async def reload(request: web.Request) -> web.StreamResponse:
     result = await agent.reload_from_file()
     if result.ok:
         return json_response(result.to_dict())
-    if result.issues or result.error == "config is invalid; the running config is unchanged":
-        return json_error(
-            422,
-            result.error or "config is invalid; the running config is unchanged",
-            issues=result.issues,
-        )
-    return json_error(500, result.error or "reload failed", issues=result.issues)
+    if result.code == 422:
+        return json_error(422, result.error or "config is invalid", issues=result.issues)
+    return json_error(result.code, result.error or "reload failed")
 
 
 def sse_frame(event: Event) -> bytes:
