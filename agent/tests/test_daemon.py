@@ -1,7 +1,9 @@
 """vigild as a real subprocess: start-up, sd_notify, signals, locks, sockets, --check.
 
-No namespace is needed: without the VRRP subsystem the agent only loads its config and
-serves the API, which is what these tests observe (over the real socket).
+These run in the host's network namespace, where vigild's VRRP subsystem must not touch
+anything: every config started here has no VRRP instances (Env.start checks it), so the
+subsystems start and stop but no packet is sent and no address is added. VRRP itself is
+tested in namespaces (tests/integration).
 """
 
 from __future__ import annotations
@@ -23,7 +25,24 @@ import pytest
 from test_api_harness import BAD_CONFIG, BASE_CONFIG, wait_for
 
 from vigil.client import ApiClient, ApiUnreachable
+from vigil.config import ConfigError, load_config
 from vigil.daemon import StateDirError, StateDirLock
+
+# No VRRP instances: safe to run in the host namespace (see the module docstring).
+HOST_CONFIG = """\
+global:
+  router_id: unit1
+  log_level: info
+"""
+
+
+def assert_host_safe(path: Path) -> None:
+    """Refuse to start vigild in the host namespace with a config that runs VRRP."""
+    try:
+        config = load_config(str(path))
+    except ConfigError:
+        return  # vigild refuses it before starting anything
+    assert not config.vrrp_instances, "unit tests must not run VRRP in the host namespace"
 
 
 class Env:
@@ -32,7 +51,7 @@ class Env:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="vgd", dir="/tmp"))
         self.config = self.dir / "vigil.yml"
-        self.config.write_text(BASE_CONFIG)
+        self.config.write_text(HOST_CONFIG)
         self.procs: list[subprocess.Popen[str]] = []
         self.notify: socket.socket | None = None
 
@@ -66,6 +85,7 @@ class Env:
         env: dict[str, str] | None = None,
         stderr: Any = subprocess.PIPE,
     ) -> subprocess.Popen[str]:
+        assert_host_safe(self.config)
         cmd = [
             sys.executable,
             "-m",
@@ -156,12 +176,13 @@ def test_lifecycle_notify_reload_and_clean_stop(env: Env) -> None:
     assert os.stat(env.path("run")).st_mode & 0o777 == 0o755
 
     # SIGHUP with a changed config: RELOADING=1 (+MONOTONIC_USEC), then READY=1
-    env.config.write_text(BASE_CONFIG.replace("priority: 150", "priority: 140"))
+    env.config.write_text(HOST_CONFIG.replace("log_level: info", "log_level: debug"))
     proc.send_signal(signal.SIGHUP)
     lines = env.notifications("READY=1")
     assert lines[0] == "RELOADING=1" and lines[1].startswith("MONOTONIC_USEC=")
-    wait_for(lambda: _events(client, "config_reloaded"), what="config_reloaded event")
-    assert client.get("/v1/status")[1]["instances"][0]["priority"] == 140
+    reloaded = wait_for(lambda: _events(client, "config_reloaded"), what="reloaded event")
+    assert reloaded[0]["data"]["diff"]["globals_changed"] is True
+    assert client.get("/v1/config")[1]["config"]["global"]["log_level"] == "debug"
 
     # SIGHUP with a broken config: refused, old config kept, event + log lines
     env.config.write_text(BAD_CONFIG)
@@ -169,7 +190,7 @@ def test_lifecycle_notify_reload_and_clean_stop(env: Env) -> None:
     env.notifications("READY=1")
     failed = wait_for(lambda: _events(client, "reload_failed"), what="reload_failed event")
     assert {i["path"] for i in failed[0]["data"]["issues"]} >= {"vrrp_instances[0].vrid"}
-    assert client.get("/v1/status")[1]["instances"][0]["priority"] == 140
+    assert client.get("/v1/config")[1]["config"]["global"]["log_level"] == "debug"
     assert client.get("/v1/health")[0] == 200
 
     rc, err = _stop(proc)
@@ -254,6 +275,7 @@ def test_invalid_config_refuses_to_start(env: Env) -> None:
 
 
 def test_check_text_and_json(env: Env) -> None:
+    env.config.write_text(BASE_CONFIG)  # --check only validates; nothing is started
     ok = subprocess.run(
         [sys.executable, "-m", "vigil.daemon", "--check", "--config", str(env.config)],
         capture_output=True,
@@ -304,7 +326,7 @@ def test_journald_format_without_timestamps(env: Env) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     lines = Path(log_path).read_text().splitlines()
-    assert "<6>agent: started (router_id unit1, 2 VRRP instance(s), config " in "\n".join(lines)
+    assert "<6>agent: started (router_id unit1, 0 VRRP instance(s), config " in "\n".join(lines)
     assert all(line.startswith("<") for line in lines), lines
     assert not any(line[3:4].isdigit() for line in lines)  # no timestamp after <N>
 
