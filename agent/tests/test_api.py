@@ -422,3 +422,17 @@ def test_docs_copy_of_openapi_is_identical() -> None:
     packaged = resources.files("vigil.api").joinpath("openapi.json").read_text()
     docs = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
     assert docs.read_text() == packaged, "run: cp agent/src/vigil/api/openapi.json docs/"
+
+
+def test_openapi_covers_the_subsystems_vigild_runs() -> None:
+    """The real subsystems (VRRP...) are built but never started: no socket, no netlink."""
+    from vigil.daemon import build_subsystem_factories
+
+    with AgentThread(factories=build_subsystem_factories(), start_agent=False) as at:
+        served = _served_operations(at.server.app)
+        documented = _documented_operations(at.client.get("/v1/openapi.json")[1])
+        assert served == documented, (
+            f"undocumented: {sorted(served - documented)}; "
+            f"documented but not served: {sorted(documented - served)}"
+        )
+        assert len(served) > len(CORE_ROUTES)
