@@ -139,3 +139,24 @@ def test_socket_file_is_0600_in_0755_dir() -> None:
     with AgentThread() as at:
         assert os.stat(at.socket_path).st_mode & 0o777 == 0o600
         assert os.stat(os.path.dirname(at.socket_path)).st_mode & 0o777 == 0o755
+
+
+UNREACHABLE_CLIENT = (
+    Path(vigil.client.__file__).read_text()
+    + """
+import sys
+try:
+    ApiClient(sys.argv[1]).get("/v1/health")
+except ApiUnreachable as exc:
+    print(exc.message)
+"""
+)
+
+
+@needs_root
+def test_socket_mode_keeps_other_users_out_with_a_hint() -> None:
+    with AgentThread() as at:
+        os.chmod(at.dir, 0o755)  # the directory is searchable; the 0600 socket is not
+        message = _as_nobody(UNREACHABLE_CLIENT, at.socket_path)
+        assert "Permission denied" in message
+        assert "run as root, or start vigild with --api-allow-uid" in message

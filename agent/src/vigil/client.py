@@ -103,10 +103,11 @@ class ApiClient:
     def _unreachable(self, exc: BaseException) -> ApiUnreachable:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         reason = reason or type(exc).__name__
-        return ApiUnreachable(
-            f"cannot reach vigild at {self.socket_path}: {reason} "
-            "(is vigild running? pass --socket)"
-        )
+        if isinstance(exc, PermissionError):
+            hint = "the socket is root-only: run as root, or start vigild with --api-allow-uid"
+        else:
+            hint = "is vigild running? pass --socket"
+        return ApiUnreachable(f"cannot reach vigild at {self.socket_path}: {reason} ({hint})")
 
     def _send(
         self,
