@@ -220,7 +220,7 @@ class InteropPair:
         if side is Side.VIGIL:
             cfg = vigil_config("vg", [self.config(side, password)])
             # Always the same name: a restart after a crash finds its journal.
-            self.agent = self.lab.start_vigild(self.vg, cfg)
+            self.agent = self.lab.start_vigild(self.vg, cfg, log_level="info")
         else:
             conf = KeepalivedConf("ka", [self.config(side, password)]).render()
             self.keepalived = self.lab.start_keepalived(
@@ -366,7 +366,8 @@ class InteropPair:
 def link_local(lab: Lab, node: Node) -> str:
     for link in lab.ip_json(node, "-6", "addr", "show", "dev", "eth0", "scope", "link"):
         for info in link.get("addr_info", []):
-            return str(ipaddress.ip_address(info["local"]))
+            if "local" in info:  # `ip -j` lists filtered-out addresses as empty objects
+                return str(ipaddress.ip_address(info["local"]))
     raise AssertionError(f"{node} has no IPv6 link-local address on eth0")
 
 
