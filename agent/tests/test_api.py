@@ -83,7 +83,8 @@ def test_status_lists_configured_instances_as_init(running: AgentThread) -> None
     vi1 = body["instances"][0]
     assert vi1["state"] == "INIT"
     assert vi1["vrid"] == 51 and vi1["priority"] == 150
-    assert vi1["vips"] == ["10.99.0.100/24"]
+    assert vi1["vips"] == [{"address": "10.99.0.100/24", "dev": "eth0", "present": False}]
+    assert vi1["master_address"] is None and vi1["family"] == 4
 
 
 def test_config_is_redacted_with_source(running: AgentThread) -> None:

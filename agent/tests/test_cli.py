@@ -42,8 +42,9 @@ def test_status_table(running: AgentThread) -> None:
     assert "router_id: unit1" in out
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("NAME"))
-    assert header.split() == ["NAME", "STATE", "INTERFACE", "VRID", "PRIO", "VIPS"]
-    assert any(line.split()[:5] == ["VI_1", "INIT", "eth0", "51", "150"] for line in lines)
+    assert header.split() == ["NAME", "STATE", "INTERFACE", "VRID", "PRIO", "MASTER", "VIPS"]
+    row = ["VI_1", "INIT", "eth0", "51", "150", "-", "10.99.0.100/24"]
+    assert any(line.split() == row for line in lines)
     assert any("fd00:99::100/64" in line for line in lines)
 
 

@@ -117,13 +117,15 @@ class Ctl:
                 i.get("interface"),
                 i.get("vrid"),
                 i.get("effective_priority", i.get("priority")),
-                ",".join(map(str, i.get("vips") or [])),
+                i.get("master_address") or "-",
+                ",".join(_vip_text(v) for v in i.get("vips") or []),
             )
             for i in body.get("instances", [])
         ]
         self.out.write("\n")
         if rows:
-            self.out.write(table(("NAME", "STATE", "INTERFACE", "VRID", "PRIO", "VIPS"), rows))
+            headers = ("NAME", "STATE", "INTERFACE", "VRID", "PRIO", "MASTER", "VIPS")
+            self.out.write(table(headers, rows))
         else:
             self.out.write("no VRRP instances\n")
         return EXIT_OK
@@ -209,6 +211,13 @@ class Ctl:
         ]
         self.out.write(table(("SEQ", "TIME", "KIND", "INSTANCE", "MESSAGE"), rows))
         return EXIT_OK
+
+
+def _vip_text(vip: Any) -> str:
+    """A VIP of /v1/status: `{address, dev, present}` (or a plain string) as text."""
+    if isinstance(vip, dict):
+        return str(vip.get("address"))
+    return str(vip)
 
 
 def _event_line(e: dict[str, Any]) -> str:

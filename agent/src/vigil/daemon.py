@@ -251,16 +251,27 @@ class Agent:
 
     @staticmethod
     def _placeholder(inst: Any) -> dict[str, Any]:
-        """An instance no subsystem runs yet: its configured identity, state INIT."""
+        """An instance no subsystem runs: its configured identity, state INIT.
+
+        Same keys and shapes as the VRRP subsystem's view, so clients need one parser.
+        """
+        dev = inst.use_vmac or inst.interface
+
+        def vip(v: Any) -> dict[str, Any]:
+            return {"address": str(v.address), "dev": v.dev or dev, "present": False}
+
         return {
             "name": inst.name,
             "state": "INIT",
             "interface": inst.interface,
             "vrid": inst.vrid,
             "version": inst.version,
+            "family": inst.family,
             "priority": inst.priority,
             "effective_priority": inst.priority,
-            "vips": [str(v.address) for v in inst.vips],
+            "master_address": None,
+            "vips": [vip(v) for v in inst.vips],
+            "excluded_vips": [vip(v) for v in inst.excluded_vips],
         }
 
     def config_view(self) -> dict[str, Any]:
