@@ -202,6 +202,15 @@ def test_lifecycle_notify_reload_and_clean_stop(env: Env) -> None:
     assert "agent: stopped" in err
 
 
+def test_systemd_watchdog_pings(env: Env) -> None:
+    notify = env.notify_socket()
+    proc = env.start(env={"NOTIFY_SOCKET": notify, "WATCHDOG_USEC": "100000"})
+    env.notifications("READY=1")
+    env.notifications("WATCHDOG=1")
+    env.notifications("WATCHDOG=1")  # repeated, not once
+    assert _stop(proc)[0] == 0
+
+
 def test_sigint_is_a_clean_stop_too(env: Env) -> None:
     proc = env.start()
     env.wait_ready(proc)

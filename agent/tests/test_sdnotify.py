@@ -86,3 +86,32 @@ def test_unreachable_socket_is_logged_not_raised(caplog: pytest.LogCaptureFixtur
     n = SdNotifier("/tmp/vigil-no-such-notify-socket")
     assert n.ready() is False
     assert "sd_notify to /tmp/vigil-no-such-notify-socket failed" in caplog.text
+
+
+def test_watchdog_ping(listener: tuple[str, socket.socket]) -> None:
+    path, s = listener
+    assert SdNotifier(path).watchdog()
+    assert recv_lines(s) == ["WATCHDOG=1"]
+
+
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [
+        ("2000000", None, 1.0),
+        ("2000000", "self", 1.0),
+        ("2000000", "1", None),  # addressed to another process
+        ("0", None, None),
+        ("soon", None, None),
+        (None, None, None),
+    ],
+)
+def test_watchdog_interval(
+    monkeypatch: pytest.MonkeyPatch, usec: str | None, pid: str | None, expected: float | None
+) -> None:
+    for key, value in (("WATCHDOG_USEC", usec), ("WATCHDOG_PID", pid)):
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, str(os.getpid()) if value == "self" else value)
+    assert SdNotifier("/run/notify").watchdog_interval() == expected
+    assert SdNotifier("").watchdog_interval() is None  # no NOTIFY_SOCKET, no watchdog

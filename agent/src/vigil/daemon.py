@@ -557,7 +557,7 @@ async def _serve(
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    reloads: set[asyncio.Task[Any]] = set()
+    background: set[asyncio.Task[Any]] = set()  # background tasks cancelled at stop
 
     def on_stop(signame: str) -> None:
         if not stop.is_set():
@@ -567,8 +567,8 @@ async def _serve(
     def on_hup() -> None:
         log.info("agent: SIGHUP received, reloading %s", agent.config_path)
         task = loop.create_task(agent.reload_from_file())
-        reloads.add(task)
-        task.add_done_callback(reloads.discard)
+        background.add(task)
+        task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGTERM, on_stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, on_stop, "SIGINT")
@@ -582,10 +582,15 @@ async def _serve(
             rc = 1
         else:
             notifier.ready(agent._status_line())
+            interval = notifier.watchdog_interval()
+            if interval is not None:
+                log.info("agent: systemd watchdog: pinging every %.3gs", interval)
+                watchdog = loop.create_task(_watchdog(notifier, interval))
+                background.add(watchdog)
             await stop.wait()
     finally:
         notifier.stopping("stopping")
-        for task in list(reloads):
+        for task in list(background):
             task.cancel()
         await agent.stop()
         await server.stop()
@@ -593,6 +598,13 @@ async def _serve(
             loop.remove_signal_handler(sig)
         log.info("agent: stopped")
     return rc
+
+
+async def _watchdog(notifier: SdNotifier, interval: float) -> None:
+    """WATCHDOG=1 from the event loop itself: it stops if the loop stalls."""
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -73,3 +73,22 @@ class SdNotifier:
 
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def watchdog_interval(self) -> float | None:
+        """Seconds between WATCHDOG=1 pings (half of WATCHDOG_USEC), or None if not asked.
+
+        systemd sets WATCHDOG_USEC (and WATCHDOG_PID) when the unit has WatchdogSec=; a
+        ping that comes from the event loop proves the loop is not stuck.
+        """
+        if not self.address:
+            return None
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        pid = os.environ.get("WATCHDOG_PID", "")
+        if not usec.isdigit() or int(usec) == 0:
+            return None
+        if pid and pid != str(os.getpid()):
+            return None  # meant for another process (e.g. our parent)
+        return int(usec) / 2_000_000
