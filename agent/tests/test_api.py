@@ -437,3 +437,23 @@ def test_openapi_covers_the_subsystems_vigild_runs() -> None:
             f"documented but not served: {sorted(documented - served)}"
         )
         assert len(served) > len(CORE_ROUTES)
+
+
+def test_oversized_body_is_json_413(running: AgentThread) -> None:
+    body = b"{" + b" " * 100_000 + b"}"
+    code, _, raw = raw_request(
+        running.socket_path,
+        b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+    )
+    assert code == 413
+    assert json.loads(raw)["error"]["code"] == 413
+
+
+def test_overlong_header_line_is_json_400(running: AgentThread) -> None:
+    code, _, raw = raw_request(
+        running.socket_path,
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
+    )
+    assert code in (400, 431)
+    assert json.loads(raw)["error"]["message"].startswith("malformed HTTP request:")
