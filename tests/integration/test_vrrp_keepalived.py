@@ -45,6 +45,28 @@ INSTANCE = "VI_1"
 VRID = 51
 HIGH, LOW = 150, 100
 PASSWORD = "vrrp-pw1"  # 8 characters: the most VRRPv2 PASS auth carries
+# keepalived 2.2.7's complaints about a received advert (vrrp_check_packet and friends).
+# None may appear in a normal case: each means keepalived rejected or doubted our packet.
+KEEPALIVED_RX_COMPLAINTS = (
+    "invalid TTL/HL",
+    "wrong version",
+    "auth, expecting",
+    "received an invalid passwd",
+    "advertisement interval mismatch",
+    "Invalid packet type",
+    "unexpected ip number count",
+    "ip_tot_len mismatch",
+    "icast packet but received",
+    "VIPs but received",
+    "not present in MASTER advert",
+    "not in range",
+    "Invalid VRRPv2 checksum",
+    "Invalid VRRPv3 checksum",
+    "checksum to old version",
+    "Invalid auth type",
+    "advertisement interval updated",
+    "equal priority advert received from remote host with our IP",
+)
 
 
 class Side(enum.Enum):
@@ -161,6 +183,7 @@ class InteropPair:
     client: Node = field(init=False)
     agent: AgentHandle | None = field(default=None, init=False)
     keepalived: PeerHandle | None = field(default=None, init=False)
+    keepalived_runs: list[PeerHandle] = field(default_factory=list, init=False)
     pulled: set[Side] = field(default_factory=set, init=False)
     _starts: int = field(default=0, init=False)
 
@@ -226,6 +249,7 @@ class InteropPair:
             self.keepalived = self.lab.start_keepalived(
                 self.ka, conf, name=f"keepalived{self._starts}"
             )
+            self.keepalived_runs.append(self.keepalived)
 
     def fail(self, side: Side, failure: Failure) -> None:
         lab, node, vip = self.lab, self.node(side), self.mode.vip_ip
@@ -312,6 +336,15 @@ class InteropPair:
         assert self.keepalived is not None
         return self.keepalived.log(tail=None)
 
+    def keepalived_complaints(self) -> list[str]:
+        """Lines in which any keepalived run of this test rejected a received advert."""
+        return [
+            line
+            for run in self.keepalived_runs
+            for line in run.log(tail=None).splitlines()
+            if any(marker in line for marker in KEEPALIVED_RX_COMPLAINTS)
+        ]
+
     def assert_converged(self, master: Side) -> None:
         """One holder, and vigil's API agrees with the kernel about who it is."""
         assert self.holders() == [master]
@@ -329,15 +362,16 @@ class InteropPair:
     def assert_stable(self, master: Side) -> None:
         """Nothing moves for longer than a Master_Down_Interval.
 
-        Counted in the master's adverts (5 cover 3 intervals plus any skew): the backup
+        Counted in the master's adverts (6 cover 3 intervals plus skew, with room for
+        a backup that finished starting a little after its pid file appeared): the backup
         never advertises (vigil as master receives nothing), and vigil as backup keeps
         hearing keepalived without a transition of its own.
         """
         before = self.vigil()["counters"]
         grow = "adverts_sent" if master is Side.VIGIL else "adverts_received"
         self.wait_vigil(
-            lambda i: i["counters"][grow] >= before[grow] + 5,
-            f"5 more {grow} in vigil (the pair steady for a Master_Down_Interval)",
+            lambda i: i["counters"][grow] >= before[grow] + 6,
+            f"6 more {grow} in vigil (the pair steady for a Master_Down_Interval)",
         )
         after = self.vigil()["counters"]
         if master is Side.VIGIL:
@@ -432,7 +466,10 @@ def test_interop_pair(lab: Lab, case: Case, record_property: Any) -> None:
             assert reason.startswith("master down timer expired"), reason
         assert inst["counters"]["rejected"] == {}, inst["counters"]
     else:
-        assert pair.keepalived_log().count("Entering MASTER STATE") > ka_masters_before
+        log = pair.keepalived_log()
+        assert log.count("Entering MASTER STATE") > ka_masters_before
+        if case.failure is Failure.STOP:
+            assert "Backup received priority 0 advertisement" in log, "vigil's priority 0"
 
     # 4. The failed master returns and preempts back.
     pair.restore(master, case.failure)
@@ -451,6 +488,7 @@ def test_interop_pair(lab: Lab, case: Case, record_property: Any) -> None:
     record_property("longest_outage_ms", result.longest_outage_ms)
     assert result.received >= 15, result
     pair.assert_converged(master)
+    assert pair.keepalived_complaints() == []
 
 
 # ---------------------------------------------------------------------- mismatch
@@ -474,3 +512,8 @@ def test_pass_mismatch_makes_both_master_and_vigil_counts_auth(lab: Lab) -> None
     assert inst["counters"]["adverts_received"] == 0, inst["counters"]
     assert "Entering MASTER STATE" in pair.keepalived_log()
     assert pair.holders() == [Side.VIGIL, Side.KEEPALIVED]
+    lab.wait_for(
+        lambda: "received an invalid passwd" in pair.keepalived_log(),
+        timeout=V2_AUTH.deadline,
+        what="keepalived to reject vigil's adverts (invalid passwd)",
+    )
