@@ -1,0 +1,596 @@
+"""VRRP runtime features of vigild, end to end in namespaces.
+
+Each test runs real agents on a lab bridge and observes the result where an operator
+would: the kernel of a node (``ip -j addr/route/link``), frames on the client's wire (an
+AF_PACKET capture with kernel receive timestamps), the client's neighbour table, and the
+agent's API. Waits are on observed conditions with deadlines; where a test checks that
+something does *not* happen, it waits for a positive condition that proves enough time
+passed (so many adverts received) and then asserts the absence.
+"""
+
+from __future__ import annotations
+
+import copy
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
+from scapy.layers.vrrp import VRRPv3
+
+from tests.integration.test_net_transport_wire import in_netns
+from tests.lab.agents import AgentHandle
+from tests.lab.lab import BRIDGE, Lab, Node
+from tests.lab.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+VIP4 = "10.99.0.100"
+VIP6 = "fd00:99::100"
+N1_ADDRS = ["10.99.0.11/24", "fd00:99::11/64"]
+N2_ADDRS = ["10.99.0.12/24", "fd00:99::12/64"]
+CLIENT_ADDRS = ["10.99.0.20/24", "fd00:99::20/64"]
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SO_TIMESTAMP = 29
+VRRP_PROTO = 112
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def vi4(priority: int, **extra: Any) -> dict[str, Any]:
+    """An IPv4 VRRPv3 instance at 0.1 s adverts (keeps each test short)."""
+    inst: dict[str, Any] = {
+        "name": "VI_4",
+        "interface": "eth0",
+        "vrid": 51,
+        "priority": priority,
+        "version": 3,
+        "advert_interval": 0.1,
+        "virtual_ipaddresses": [f"{VIP4}/24"],
+    }
+    inst.update(copy.deepcopy(extra))
+    return inst
+
+
+def vi6(priority: int, **extra: Any) -> dict[str, Any]:
+    inst: dict[str, Any] = {
+        "name": "VI_6",
+        "interface": "eth0",
+        "vrid": 52,
+        "priority": priority,
+        "version": 3,
+        "advert_interval": 0.1,
+        "virtual_ipaddresses": [f"{VIP6}/64"],
+    }
+    inst.update(copy.deepcopy(extra))
+    return inst
+
+
+def config(router_id: str, *instances: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"global": {"router_id": router_id}, "vrrp_instances": list(instances), **top}
+
+
+def build(lab: Lab, *, client: bool = True, n2: bool = True) -> dict[str, Node]:
+    """n1 (.11), n2 (.12) and a client (.20) on one bridge."""
+    nodes = {"n1": lab.add_namespace("n1")}
+    lab.connect(nodes["n1"], addrs=N1_ADDRS)
+    if n2:
+        nodes["n2"] = lab.add_namespace("n2")
+        lab.connect(nodes["n2"], addrs=N2_ADDRS)
+    if client:
+        nodes["client"] = lab.add_namespace("client")
+        lab.connect(nodes["client"], addrs=CLIENT_ADDRS)
+    return nodes
+
+
+def instance(agent: AgentHandle, name: str = "VI_4") -> dict[str, Any]:
+    status, body = agent.client.get(f"/v1/vrrp/instances/{name}")
+    assert status == 200, body
+    return dict(body)
+
+
+def state(agent: AgentHandle, name: str = "VI_4") -> str:
+    return str(instance(agent, name)["state"])
+
+
+def wait_state(
+    lab: Lab, agent: AgentHandle, want: str, name: str = "VI_4", timeout: float = 5.0
+) -> None:
+    lab.wait_for(
+        lambda: state(agent, name) == want,
+        timeout=timeout,
+        what=f"{name} on {agent.node.name} to be {want}",
+    )
+
+
+def wait_received(lab: Lab, agent: AgentHandle, more: int, name: str = "VI_4") -> None:
+    """Wait until the instance has accepted ``more`` further adverts (time passing, observed)."""
+    start = instance(agent, name)["counters"]["adverts_received"]
+    lab.wait_for(
+        lambda: instance(agent, name)["counters"]["adverts_received"] >= start + more,
+        timeout=max(5.0, more * 1.5),
+        what=f"{more} more adverts received by {name} on {agent.node.name}",
+    )
+
+
+def events(agent: AgentHandle, kind: str, name: str = "VI_4") -> list[dict[str, Any]]:
+    status, body = agent.client.get("/v1/events?since=0")
+    assert status == 200, body
+    # The event's own fields plus its data (old/new/reason/...) in one flat mapping.
+    return [{**e["data"], **e} for e in body if e["kind"] == kind and e.get("instance") == name]
+
+
+def rejected(agent: AgentHandle, reason: str, name: str = "VI_4") -> int:
+    return int(instance(agent, name)["counters"]["rejected"].get(reason, 0))
+
+
+def addr_info(lab: Lab, node: Node, address: str) -> dict[str, Any] | None:
+    """The ``ip -j addr`` entry for ``address`` (plus ``dev``), or None."""
+    for link in lab.ip_json(node, "addr", "show"):
+        for info in link.get("addr_info", []):
+            if info.get("local") == address:
+                return {**info, "dev": link["ifname"]}
+    return None
+
+
+def routes(lab: Lab, node: Node, family: int = 4) -> list[dict[str, Any]]:
+    return list(lab.ip_json(node, f"-{family}", "route", "show"))
+
+
+def has_route(lab: Lab, node: Node, dst: str, family: int = 4) -> bool:
+    return any(r.get("dst") == dst for r in routes(lab, node, family))
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A captured frame and the kernel's receive time (wall clock, seconds)."""
+
+    time: float
+    ether: Ether
+
+
+class Capture:
+    """Incoming frames on a node's interface, with kernel receive timestamps.
+
+    The AF_PACKET socket buffers frames from the moment it is bound, so reading later
+    loses nothing that fits the buffer, and SO_TIMESTAMP gives each frame its arrival
+    time rather than the time the test got round to reading it.
+    """
+
+    def __init__(self, lab: Lab, node: Node, ifname: str = "eth0") -> None:
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+            sock.bind((ifname, ETH_P_ALL))
+            sock.setblocking(False)
+            return sock
+
+        self.node = node
+        self.sock = in_netns(node.ns, make)
+        lab.add_cleanup(self.sock.close)
+        self.frames: list[Frame] = []
+
+    def _read_ready(self, timeout: float) -> None:
+        readable, _, _ = select.select([self.sock], [], [], timeout)
+        if not readable:
+            return
+        for _ in range(10_000):
+            try:
+                data, anc, _flags, address = self.sock.recvmsg(65535, 64)
+            except BlockingIOError:
+                return
+            if address[2] == PACKET_OUTGOING:
+                continue
+            stamp = time.time()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+                    sec, usec = struct.unpack("qq", value[:16])
+                    stamp = sec + usec / 1e6
+            self.frames.append(Frame(stamp, Ether(data)))
+
+    def matching(self, match: Callable[[Ether], bool]) -> list[Frame]:
+        return [f for f in self.frames if match(f.ether)]
+
+    def wait(self, match: Callable[[Ether], bool], count: int, timeout: float = 5.0) -> list[Frame]:
+        """Read until ``count`` frames (all captured so far) satisfy ``match``."""
+        deadline = time.monotonic() + timeout
+        for _ in range(100_000):
+            got = self.matching(match)
+            remaining = deadline - time.monotonic()
+            if len(got) >= count or remaining <= 0:
+                break
+            self._read_ready(min(remaining, 0.1))
+        got = self.matching(match)
+        if len(got) < count:
+            raise AssertionError(
+                f"saw {len(got)} of {count} expected frames on {self.node.name} within {timeout}s"
+            )
+        return got
+
+
+def is_garp(vip: str) -> Callable[[Ether], bool]:
+    def match(frame: Ether) -> bool:
+        return (
+            ARP in frame
+            and frame[ARP].op == 1
+            and frame[ARP].psrc == vip
+            and frame[ARP].pdst == vip
+            and frame.dst == "ff:ff:ff:ff:ff:ff"
+        )
+
+    return match
+
+
+def is_na(vip: str) -> Callable[[Ether], bool]:
+    def match(frame: Ether) -> bool:
+        return ICMPv6ND_NA in frame and frame[ICMPv6ND_NA].tgt == vip
+
+    return match
+
+
+def is_advert(src: str, vrid: int) -> Callable[[Ether], bool]:
+    def match(frame: Ether) -> bool:
+        return (
+            IP in frame
+            and frame[IP].proto == VRRP_PROTO
+            and frame[IP].src == src
+            and VRRPv3 in frame
+            and frame[VRRPv3].vrid == vrid
+        )
+
+    return match
+
+
+def bursts(frames: list[Frame], gap: float = 0.5) -> list[list[Frame]]:
+    """Split frames into bursts separated by more than ``gap`` seconds."""
+    out: list[list[Frame]] = []
+    for frame in frames:
+        if out and frame.time - out[-1][-1].time <= gap:
+            out[-1].append(frame)
+        else:
+            out.append([frame])
+    return out
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+def test_excluded_vips_and_routes_follow_mastership(lab: Lab) -> None:
+    """Excluded VIPs and virtual routes exist only on the master; adverts list only VIPs."""
+    nodes = build(lab)
+    n1, n2, client = nodes["n1"], nodes["n2"], nodes["client"]
+    extra = {
+        "virtual_ipaddresses_excluded": ["10.99.5.100/24", "fd00:99:5::100/64"],
+        "virtual_routes": [
+            {"to": "10.98.0.0/16", "via": "10.99.0.254"},
+            {"to": "10.97.0.0/16", "dev": "eth0", "scope": "link"},
+        ],
+    }
+    capture = Capture(lab, client)
+    # n1 alone first (low priority): master, with everything.
+    a1 = lab.start_vigild(n1, config("n1", vi4(100, **extra)))
+    wait_state(lab, a1, "MASTER")
+    for addr in (VIP4, "10.99.5.100", "fd00:99:5::100"):
+        lab.wait_address(n1, addr)
+    lab.wait_for(lambda: has_route(lab, n1, "10.98.0.0/16"), what="route 10.98/16 on n1")
+    route = next(r for r in routes(lab, n1) if r["dst"] == "10.98.0.0/16")
+    assert route["gateway"] == "10.99.0.254" and route["dev"] == "eth0"
+    link_route = next(r for r in routes(lab, n1) if r["dst"] == "10.97.0.0/16")
+    assert link_route["scope"] == "link"
+    view = instance(a1)
+    assert [v["present"] for v in view["excluded_vips"]] == [True, True]
+
+    # The advert carries the one advertised VIP, not the excluded ones.
+    adverts = capture.wait(is_advert("10.99.0.11", 51), count=3)
+    for frame in adverts:
+        vrrp = frame.ether[VRRPv3]
+        assert vrrp.ipcount == 1, vrrp.show(dump=True)
+        assert list(vrrp.addrlist) == [VIP4]
+
+    # n2 joins with a higher priority and the same lists: n1 must hand everything over.
+    a2 = lab.start_vigild(n2, config("n2", vi4(150, **extra)))
+    wait_state(lab, a2, "MASTER")
+    wait_state(lab, a1, "BACKUP")
+    for addr in (VIP4, "10.99.5.100", "fd00:99:5::100"):
+        lab.wait_address(n1, addr, present=False)
+        lab.wait_address(n2, addr)
+    lab.wait_for(lambda: not has_route(lab, n1, "10.98.0.0/16"), what="route gone from n1")
+    assert not has_route(lab, n1, "10.97.0.0/16")
+    assert has_route(lab, n2, "10.98.0.0/16") and has_route(lab, n2, "10.97.0.0/16")
+    # Same advertised list on both sides: n1 accepts n2's adverts without an address finding.
+    wait_received(lab, a1, 5)
+    assert rejected(a1, "addresses") == 0, instance(a1)["counters"]
+
+
+def test_advertised_list_mismatch_is_counted_but_accepted(lab: Lab) -> None:
+    """A different VIP list is counted as `addresses` and still yields one master."""
+    nodes = build(lab, client=False)
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(150)))
+    wait_state(lab, a1, "MASTER")
+    other = vi4(100, virtual_ipaddresses=[f"{VIP4}/24", "10.99.0.101/24"])
+    a2 = lab.start_vigild(nodes["n2"], config("n2", other))
+    lab.wait_for(lambda: rejected(a2, "addresses") > 0, what="n2 to count `addresses`")
+    wait_received(lab, a2, 5)
+    assert state(a2) == "BACKUP" and state(a1) == "MASTER"
+    assert not lab.has_address(nodes["n2"], VIP4)
+
+
+def test_vip_label_scope_and_dev(lab: Lab) -> None:
+    """A VIP's label, scope and dev (a second interface) are applied as configured."""
+    nodes = build(lab, n2=False, client=False)
+    n1 = nodes["n1"]
+    lab.connect(n1, "eth1", addrs=["10.99.7.11/24"])
+    inst = vi4(
+        150,
+        virtual_ipaddresses=[{"address": f"{VIP4}/24", "label": "eth0:vip"}],
+        virtual_ipaddresses_excluded=[
+            # Its own subnet: the kernel refuses a secondary whose scope differs from the
+            # primary's ("ipv4: Invalid scope value"), so not 10.99.7.0/24.
+            {"address": "10.99.9.100/24", "dev": "eth1", "scope": "link"},
+            {"address": "10.99.8.1/32", "scope": "host", "label": "eth0:h"},
+        ],
+    )
+    a1 = lab.start_vigild(n1, config("n1", inst))
+    wait_state(lab, a1, "MASTER")
+    lab.wait_address(n1, "10.99.8.1")
+    vip = addr_info(lab, n1, VIP4)
+    assert vip is not None
+    assert (vip["dev"], vip["label"], vip["scope"], vip["prefixlen"]) == (
+        "eth0",
+        "eth0:vip",
+        "global",
+        24,
+    )
+    on_eth1 = addr_info(lab, n1, "10.99.9.100")
+    assert on_eth1 is not None
+    assert (on_eth1["dev"], on_eth1["scope"]) == ("eth1", "link")
+    host = addr_info(lab, n1, "10.99.8.1")
+    assert host is not None
+    assert (host["dev"], host["scope"], host["label"]) == ("eth0", "host", "eth0:h")
+    excluded = {v["address"]: v for v in instance(a1)["excluded_vips"]}
+    assert excluded["10.99.9.100/24"]["dev"] == "eth1"
+    assert excluded["10.99.9.100/24"]["present"] is True
+    # A clean stop removes them from both interfaces.
+    assert a1.stop() == 0
+    for addr in (VIP4, "10.99.9.100", "10.99.8.1"):
+        assert addr_info(lab, n1, addr) is None, addr
+
+
+def test_garp_and_na_bursts_after_becoming_master(lab: Lab) -> None:
+    """master_repeat GARPs/NAs at once, master_repeat more master_delay later, then none."""
+    nodes = build(lab, n2=False)
+    n1, client = nodes["n1"], nodes["client"]
+    garp = {"master_repeat": 3, "master_delay": 1}
+    capture = Capture(lab, client)
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, garp=garp), vi6(150, garp=garp)))
+    wait_state(lab, a1, "MASTER")
+    mac = lab.link_info(n1)["address"]
+
+    arps = capture.wait(is_garp(VIP4), count=6, timeout=6)
+    nas = capture.wait(is_na(VIP6), count=6, timeout=6)
+    for frames in (arps, nas):
+        groups = bursts(frames)
+        assert [len(g) for g in groups] == [3, 3], [round(f.time, 3) for f in frames]
+        gap = groups[1][0].time - groups[0][-1].time
+        assert 0.7 <= gap <= 3.0, f"second burst {gap:.3f}s after the first (master_delay 1)"
+    for frame in arps:
+        assert frame.ether.src == mac and frame.ether[ARP].hwsrc == mac
+    for frame in nas:
+        na = frame.ether[ICMPv6ND_NA]
+        assert frame.ether[IPv6].src == VIP6 and frame.ether[IPv6].dst == "ff02::1"
+        assert frame.ether[IPv6].hlim == 255
+        assert (na.O, na.R, na.S) == (1, 0, 0)
+        assert frame.ether[ICMPv6NDOptDstLLAddr].lladdr == mac
+
+    # No third burst (master_refresh is 0): a second of adverts later, still 6 of each.
+    seen = len(capture.matching(is_advert("10.99.0.11", 51)))
+    capture.wait(is_advert("10.99.0.11", 51), count=seen + 10, timeout=5)
+    assert len(capture.matching(is_garp(VIP4))) == 6
+    assert len(capture.matching(is_na(VIP6))) == 6
+
+
+def neighbour(lab: Lab, node: Node, addr: str) -> dict[str, Any] | None:
+    entries = lab.ip_json(node, "neigh", "show", addr, "dev", "eth0")
+    return dict(entries[0]) if entries else None
+
+
+def ping(lab: Lab, node: Node, addr: str) -> bool:
+    return lab.run(node, ["ping", "-c", "1", "-W", "1", addr], check=False).returncode == 0
+
+
+def arp_replies(lab: Lab, node: Node, addr: str, count: int = 3) -> list[str]:
+    """The MAC of every ARP reply to ``count`` requests for ``addr`` (arping -r)."""
+    res = lab.run(
+        node, ["arping", "-c", str(count), "-W", "0.2", "-i", "eth0", "-r", addr], check=False
+    )
+    return res.stdout.split()
+
+
+def test_vmac_failover_keeps_the_virtual_mac(lab: Lab) -> None:
+    """use_vmac: the macvlan carries the VIP and answers with 00:00:5e:00:01:VRID, from
+    either node."""
+    nodes = build(lab)
+    n1, n2, client = nodes["n1"], nodes["n2"], nodes["client"]
+    for node in (n1, n2):
+        # The master answers the client's ping out of eth0 (the first route to the subnet)
+        # and, with the default arp_announce=0, ARPs for the client from the VIP with
+        # eth0's MAC, which rewrites the client's entry for the VIP. keepalived leaves
+        # this to the operator too; arp_announce=2 is the usual setting with a VMAC.
+        lab.sysctl(node, **{"net.ipv4.conf.eth0.arp_announce": 2})
+    vmac = "00:00:5e:00:01:33"  # VRID 51
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, use_vmac=True)))
+    a2 = lab.start_vigild(n2, config("n2", vi4(100, use_vmac=True)))
+    wait_state(lab, a1, "MASTER")
+    wait_state(lab, a2, "BACKUP")
+    for node in (n1, n2):
+        link = lab.ip_json(node, "-d", "link", "show", "dev", "vrrp.51")[0]
+        assert link["address"] == vmac
+        assert link.get("link") == "eth0"
+        assert link["linkinfo"]["info_kind"] == "macvlan"
+    info = addr_info(lab, n1, VIP4)
+    assert info is not None and info["dev"] == "vrrp.51"
+    assert not lab.has_address(n2, VIP4)
+    assert instance(a1)["vmac"] == "vrrp.51"
+    assert instance(a1)["vips"][0]["dev"] == "vrrp.51"
+
+    # Only the virtual MAC answers ARP for the VIP (not n1's eth0, not the backup).
+    assert arp_replies(lab, client, VIP4) == [vmac] * 3
+    lab.wait_for(lambda: ping(lab, client, VIP4), timeout=5, what="the client to reach the VIP")
+    entry = neighbour(lab, client, VIP4)
+    assert entry is not None and entry["lladdr"] == vmac, entry
+
+    # Failover: n1 crashes and loses its cable; n2 answers for the VIP with the same MAC.
+    lab.kill_group(a1)
+    lab.cable_pull(n1)
+    wait_state(lab, a2, "MASTER")
+    info = addr_info(lab, n2, VIP4)
+    assert info is not None and info["dev"] == "vrrp.51"
+    lab.wait_for(lambda: ping(lab, client, VIP4), timeout=5, what="the VIP reachable via n2")
+    entry = neighbour(lab, client, VIP4)
+    assert entry is not None and entry["lladdr"] == vmac, entry
+    assert arp_replies(lab, client, VIP4) == [vmac] * 3
+
+
+def test_interface_removed_and_recreated(lab: Lab) -> None:
+    """The node's veth disappears (FAULT), is re-created, and the pair converges again."""
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    a1 = lab.start_vigild(n1, config("n1", vi4(150)))
+    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    wait_state(lab, a1, "MASTER")
+    wait_state(lab, a2, "BACKUP")
+
+    link = lab.link(n1)
+    lab.ip(link.switch, "link", "del", link.port)  # takes n1's eth0 with it
+    wait_state(lab, a1, "FAULT")
+    assert "eth0" in (instance(a1)["fault_reason"] or "")
+    wait_state(lab, a2, "MASTER")
+    lab.wait_address(n2, VIP4)
+
+    # Plug a new veth of the same name in (what a driver reload or a re-created VM NIC does).
+    lab.ip(link.switch, "link", "add", link.port, "type", "veth", "peer", "name", "eth0",
+           "netns", n1.ns)  # fmt: skip
+    lab.ip(link.switch, "link", "set", link.port, "master", BRIDGE, "up")
+    lab.ip(n1, "link", "set", "eth0", "up")
+    for addr in N1_ADDRS:
+        lab.add_addr(n1, "eth0", addr)
+    wait_state(lab, a1, "MASTER", timeout=10)
+    wait_state(lab, a2, "BACKUP")
+    lab.wait_address(n2, VIP4, present=False)
+    assert lab.has_address(n1, VIP4)
+    # Exactly one master, and it stays that way while adverts flow.
+    wait_received(lab, a2, 10)
+    assert [state(a1), state(a2)] == ["MASTER", "BACKUP"]
+    assert instance(a2)["master_address"] == "10.99.0.11"
+    transitions = [(e["old"], e["new"]) for e in events(a1, "vrrp_transition")]
+    assert ("MASTER", "FAULT") in transitions and ("FAULT", "BACKUP") in transitions
+
+
+def test_preempt_false_does_not_take_over(lab: Lab) -> None:
+    """A higher-priority node with preempt: false that comes back stays BACKUP."""
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    cfg1 = config("n1", vi4(150, preempt=False))
+    a1 = lab.start_vigild(n1, cfg1)
+    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    wait_state(lab, a1, "MASTER")  # nobody else was master: preempt does not matter here
+    wait_state(lab, a2, "BACKUP")
+    assert a1.stop() == 0
+    wait_state(lab, a2, "MASTER")
+
+    a1 = lab.start_vigild(n1, cfg1)
+    wait_state(lab, a1, "BACKUP")
+    # 15 adverts is 1.5 s: far beyond n1's Master_Down interval (about 0.36 s).
+    wait_received(lab, a1, 15)
+    assert state(a1) == "BACKUP" and state(a2) == "MASTER"
+    assert instance(a1)["master_priority"] == 100
+    assert not lab.has_address(n1, VIP4)
+
+
+def test_preempt_delay_takes_over_only_after_the_delay(lab: Lab) -> None:
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    wait_state(lab, a2, "MASTER")
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, preempt_delay=2)))
+    wait_state(lab, a1, "BACKUP")
+    wait_received(lab, a1, 8)  # > 2 x Master_Down: without the delay it would have preempted
+    assert state(a1) == "BACKUP", instance(a1)
+    wait_state(lab, a1, "MASTER", timeout=6)
+    wait_state(lab, a2, "BACKUP")
+    lab.wait_address(n2, VIP4, present=False)
+    moves = events(a1, "vrrp_transition")
+    entered = next(e for e in moves if e["new"] == "BACKUP")
+    took = next(e for e in moves if e["new"] == "MASTER")
+    assert took["time"] - entered["time"] >= 1.9, (entered, took)
+    assert "preempt delay" in took["reason"], took["reason"]
+
+
+def test_address_owner_is_master_at_once(lab: Lab) -> None:
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    wait_state(lab, a2, "MASTER")
+    owner = vi4(255, address_owner=True)
+    a1 = lab.start_vigild(n1, config("n1", owner))
+    wait_state(lab, a1, "MASTER")
+    first = events(a1, "vrrp_transition")[0]
+    assert (first["old"], first["new"], first["trigger"]) == ("INIT", "MASTER", "start")
+    assert instance(a1)["effective_priority"] == 255
+    wait_state(lab, a2, "BACKUP")
+    lab.wait_address(n2, VIP4, present=False)
+    assert instance(a2)["master_priority"] == 255
+
+
+def test_v2_interval_mismatch_is_counted(lab: Lab) -> None:
+    nodes = build(lab, client=False)
+    v2 = {"version": 2}
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(150, **v2, advert_interval=1)))
+    a2 = lab.start_vigild(nodes["n2"], config("n2", vi4(100, **v2, advert_interval=2)))
+    lab.wait_for(lambda: rejected(a2, "interval") >= 2, timeout=8, what="n2 `interval` count")
+    lab.wait_for(lambda: rejected(a1, "interval") >= 1, timeout=8, what="n1 `interval` count")
+    # Each side drops the other's adverts, as keepalived does: both end up MASTER.
+    wait_state(lab, a2, "MASTER", timeout=10)
+    assert state(a1) == "MASTER"
+    assert instance(a2)["counters"]["adverts_received"] == 0
+    logged = events(a2, "vrrp_rejected")
+    assert logged and logged[0]["reason"] == "interval"
+    assert "advert_interval" in logged[0]["message"]
+    status, metrics = a2.client.get("/metrics")
+    assert status == 200
+    assert 'vigil_vrrp_rejected_total{instance="VI_4",reason="interval"}' in metrics
+
+
+def test_v3_backup_learns_the_master_interval(lab: Lab) -> None:
+    nodes = build(lab, client=False)
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(150, advert_interval=0.1)))
+    wait_state(lab, a1, "MASTER")
+    a2 = lab.start_vigild(nodes["n2"], config("n2", vi4(100, advert_interval=0.5)))
+    wait_for(
+        lambda: instance(a2)["learned_interval"] == 0.1,
+        what="n2 to learn the master's 0.1 s interval",
+        observe=lambda: instance(a2)["learned_interval"],
+    )
+    view = instance(a2)
+    assert view["state"] == "BACKUP" and view["advert_interval"] == 0.5
+    # Master_Down = 3 x 0.1 + (256 - 100) x 0.1 / 256 with the learned interval.
+    assert view["master_down_interval"] == pytest.approx(0.3 + 156 * 0.1 / 256)
+    learned = events(a2, "vrrp_interval_learned")
+    assert learned and learned[0]["interval"] == 0.1 and learned[0]["previous"] == 0.5
+    assert instance(a1)["learned_interval"] == 0.1
+    assert rejected(a2, "interval") == 0
+    # The short learned Master_Down makes the takeover fast: well under 3 x 0.5 s.
+    lab.kill_group(a1)
+    lab.cable_pull(nodes["n1"])
+    lab.wait_address(nodes["n2"], VIP4, timeout=5)
+    assert state(a2) == "MASTER"
