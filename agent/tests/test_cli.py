@@ -142,6 +142,22 @@ def test_events_follow_streams_until_the_agent_stops() -> None:
         assert kinds == ["agent_started", "state_change", "agent_stopping"]
 
 
+def test_events_follow_lost_stream_exits_3() -> None:
+    with AgentThread() as at:
+        out, err = io.StringIO(), io.StringIO()
+        result: list[int] = []
+        argv = ["-s", at.socket_path, "events", "--follow", "--since", "0"]
+        t = threading.Thread(target=lambda: result.append(main(argv, out=out, err=err)))
+        t.start()
+        try:
+            wait_for(lambda: "agent_started" in out.getvalue(), what="replayed event")
+        finally:
+            at.run(at.server.stop())  # the API goes away without a clean agent stop
+            t.join(timeout=15)
+        assert result == [EXIT_UNREACHABLE]
+        assert "ended unexpectedly" in err.getvalue()
+
+
 def test_unreachable_exits_3_with_hint() -> None:
     rc, _, err = ctl("-s", "/tmp/vigil-no-such.sock", "status")
     assert rc == EXIT_UNREACHABLE

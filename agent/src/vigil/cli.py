@@ -174,24 +174,33 @@ class Ctl:
             path = "/v1/events?follow=1" + (
                 f"&since={args.since}" if args.since is not None else ""
             )
+            # vigild sends a heartbeat every 15 s: a minute of silence means it is gone.
+            last_kind = None
             try:
-                for msg in self.client.stream(path, timeout=None):
+                for msg in self.client.stream(path, timeout=max(self.client.timeout, 60.0)):
                     data = msg.get("data")
                     if not isinstance(data, dict):
                         continue
+                    last_kind = msg.get("event")
                     if self.output == "json":
                         self.out.write(json.dumps(data) + "\n")
                     else:
                         self.out.write(_event_line(data))
                     self.out.flush()
-                    if msg.get("event") == "overflow":
+                    if last_kind == "overflow":
                         self.err.write(f"vigilctl: {data.get('message')}\n")
                         return EXIT_API_ERROR
             except ApiError as exc:
                 return self._fail(exc.status, exc.body)
             except KeyboardInterrupt:
                 return EXIT_OK
-            return EXIT_OK
+            if last_kind == "agent_stopping":
+                return EXIT_OK  # a clean stop ends the stream
+            self.err.write(
+                f"vigilctl: the event stream from {self.client.socket_path} ended "
+                "unexpectedly (vigild stopped?)\n"
+            )
+            return EXIT_UNREACHABLE
         path = "/v1/events" + (f"?since={args.since}" if args.since is not None else "")
         status, body = self.client.get(path)
         if status != 200 or not isinstance(body, list):
