@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,3 +284,26 @@ def test_probe_measures_a_keepalived_failover_after_a_crash(lab: Lab) -> None:
     # v3 at 0.1 s adverts: Master_Down about 0.36 s (LAB-NOTES: ~0.35 s outage); the
     # bound is generous for a loaded CI host, but far below a VRRPv2 1 s pair's ~3 s.
     assert 50 < result.longest_outage_ms < 1500, result.raw
+
+
+def test_capture_sees_arp_with_kernel_timestamps_inside_the_node(lab: Lab) -> None:
+    from scapy.layers.l2 import ARP
+
+    from tests.lab.capture import Capture, in_netns
+
+    two_nodes(lab)
+    # in_netns really enters the node: its interfaces are the node's, not ours.
+    names = in_netns(lab.node("n1").ns, lambda: {name for _, name in socket.if_nameindex()})
+    assert names == {"lo", "eth0"}
+    cap = Capture(lab, "n2")
+    before = time.time()
+    lab.run("n1", ["arping", "-c", "2", "-w", "3", "-I", "eth0", "10.99.0.12"], check=False)
+
+    def is_request(frame: Any) -> bool:
+        pkt = frame.scapy()
+        return ARP in pkt and pkt[ARP].op == 1 and pkt[ARP].psrc == "10.99.0.11"
+
+    frames = cap.wait(is_request, count=2)
+    assert all(before - 1 < f.time < time.time() + 1 for f in frames)
+    assert frames[1].time > frames[0].time
+    assert not any(f.outgoing for f in cap.frames)
