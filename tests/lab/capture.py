@@ -62,7 +62,7 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
         raise TimeoutError(f"in_netns({ns}): the call did not return within 30 s")
     if isinstance(result[0], BaseException):
         raise result[0]
-    return result[0]  # type: ignore[no-any-return]
+    return result[0]
 
 
 @dataclass(frozen=True)
