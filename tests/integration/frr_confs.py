@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tests.lab.peers import PeerHandle
 
-__all__ = ["FrrVrrpRouter", "frr_vrrp_section", "vigil_instance"]
+__all__ = ["FrrVrrpRouter", "frr_vrrp_router", "frr_vrrp_section", "vigil_instance"]
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,20 @@ class FrrVrrpRouter:
         return "\n".join(lines) + "\n"
 
 
-def frr_vrrp_section(handle: PeerHandle, vrid: int, family: int) -> dict[str, Any]:
-    """The ``v4``/``v6`` section of ``show vrrp VRID json``; KeyError if vrrpd lacks it."""
+def frr_vrrp_router(handle: PeerHandle, vrid: int) -> dict[str, Any]:
+    """One router of ``show vrrp VRID json`` (both families); KeyError if vrrpd lacks it."""
     from tests.lab.peers import frr_vtysh
 
     out = frr_vtysh(handle, f"show vrrp {vrid} json")
-    routers = json.loads(out or "[]")
-    for router in routers:
+    for router in json.loads(out or "[]"):
         if router.get("vrid") == vrid:
-            return dict(router[f"v{family}"])
+            return dict(router)
     raise KeyError(f"FRR has no virtual router {vrid}; show vrrp json said: {out!r}")
+
+
+def frr_vrrp_section(handle: PeerHandle, vrid: int, family: int) -> dict[str, Any]:
+    """The ``v4``/``v6`` section of ``show vrrp VRID json``: status, stats, source."""
+    return dict(frr_vrrp_router(handle, vrid)[f"v{family}"])
 
 
 def vigil_instance(

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.integration.frr_confs import FrrVrrpRouter, frr_vrrp_section, vigil_instance
+from tests.integration.frr_confs import (
+    FrrVrrpRouter,
+    frr_vrrp_router,
+    frr_vrrp_section,
+    vigil_instance,
+)
 from tests.lab.agents import AgentHandle
 from tests.lab.lab import Lab, Node
 from tests.lab.peers import PeerHandle
@@ -52,7 +57,6 @@ class FrrVigilPair:
     vg: AgentHandle | None = None
     macvlan: str = ""
     router: FrrVrrpRouter | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def vip(self) -> str:
@@ -83,8 +87,8 @@ class FrrVigilPair:
         self.frr = self.lab.start_frr(
             self.frr_node, self.router.render(), daemons=("zebra", "vrrpd")
         )
-        # vrrpd must have taken the config: the router shows up, configured as written.
-        section = wait_for(
+        # vrrpd must have taken the config as written: the router runs with our values.
+        wait_for(
             lambda: (
                 frr_vrrp_section(self.frr_handle, VRID, self.family).get("status")
                 in ("Backup", "Master")
@@ -93,7 +97,12 @@ class FrrVigilPair:
             what=f"FRR vrrpd to start VRID {VRID} (IPv{self.family})",
             observe=lambda: self.frr_log(),
         )
-        assert section
+        running = frr_vrrp_router(self.frr_handle, VRID)
+        assert running["version"] == 3 and running["interface"] == "eth0", running
+        assert running["advertisementInterval"] == self.router.interval_ms, running
+        section = running[f"v{self.family}"]
+        assert section["interface"] == self.macvlan, section
+        assert section["effectivePriority"] == priority, section
         vrrpd_log = self.frr_handle.processes[-1].log_text(tail=None)
         assert "No such command" not in vrrpd_log and "Unknown command" not in vrrpd_log, vrrpd_log
         return self.frr_handle
