@@ -61,6 +61,9 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
 
 
+QUIET_LOGGERS = ("aiohttp.access", "pyroute2", "asyncio")
+
+
 def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
     """Configure the root logger once for the daemon (replaces earlier handlers)."""
     stream = stream or sys.stderr
@@ -78,8 +81,10 @@ def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None)
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # aiohttp's access log is noise on a local control socket.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log is noise on a local control socket, and pyroute2 logs every
+    # netlink message at DEBUG: keep both out of vigild's own debug output.
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def set_level(level: int | str) -> None:
