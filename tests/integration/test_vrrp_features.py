@@ -11,12 +11,7 @@ passed (so many adverts received) and then asserts the absence.
 from __future__ import annotations
 
 import copy
-import select
-import socket
-import struct
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,8 +20,9 @@ from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.layers.vrrp import VRRPv3
 
-from tests.integration.test_net_transport_wire import in_netns
 from tests.lab.agents import AgentHandle
+from tests.lab.capture import Capture as LabCapture
+from tests.lab.capture import Frame
 from tests.lab.lab import BRIDGE, Lab, Node
 from tests.lab.waiting import wait_for
 
@@ -37,9 +33,6 @@ VIP6 = "fd00:99::100"
 N1_ADDRS = ["10.99.0.11/24", "fd00:99::11/64"]
 N2_ADDRS = ["10.99.0.12/24", "fd00:99::12/64"]
 CLIENT_ADDRS = ["10.99.0.20/24", "fd00:99::20/64"]
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
-SO_TIMESTAMP = 29
 VRRP_PROTO = 112
 
 
@@ -150,72 +143,27 @@ def has_route(lab: Lab, node: Node, dst: str, family: int = 4) -> bool:
     return any(r.get("dst") == dst for r in routes(lab, node, family))
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A captured frame and the kernel's receive time (wall clock, seconds)."""
-
-    time: float
-    ether: Ether
-
-
-class Capture:
-    """Incoming frames on a node's interface, with kernel receive timestamps.
-
-    The AF_PACKET socket buffers frames from the moment it is bound, so reading later
-    loses nothing that fits the buffer, and SO_TIMESTAMP gives each frame its arrival
-    time rather than the time the test got round to reading it.
-    """
+class Capture(LabCapture):
+    """The lab's capture, matched on scapy-decoded frames (decoded once per frame)."""
 
     def __init__(self, lab: Lab, node: Node, ifname: str = "eth0") -> None:
-        def make() -> socket.socket:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
-            sock.bind((ifname, ETH_P_ALL))
-            sock.setblocking(False)
-            return sock
+        super().__init__(lab, node, ifname)
+        self._decoded: dict[int, Ether] = {}
 
-        self.node = node
-        self.sock = in_netns(node.ns, make)
-        lab.add_cleanup(self.sock.close)
-        self.frames: list[Frame] = []
-
-    def _read_ready(self, timeout: float) -> None:
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        if not readable:
-            return
-        for _ in range(10_000):
-            try:
-                data, anc, _flags, address = self.sock.recvmsg(65535, 64)
-            except BlockingIOError:
-                return
-            if address[2] == PACKET_OUTGOING:
-                continue
-            stamp = time.time()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
-                    sec, usec = struct.unpack("qq", value[:16])
-                    stamp = sec + usec / 1e6
-            self.frames.append(Frame(stamp, Ether(data)))
+    def ether(self, frame: Frame) -> Ether:
+        key = id(frame)
+        if key not in self._decoded:
+            self._decoded[key] = frame.scapy()
+        return self._decoded[key]
 
     def matching(self, match: Callable[[Ether], bool]) -> list[Frame]:
-        return [f for f in self.frames if match(f.ether)]
+        self.read()
+        return [f for f in self.frames if match(self.ether(f))]
 
-    def wait(self, match: Callable[[Ether], bool], count: int, timeout: float = 5.0) -> list[Frame]:
-        """Read until ``count`` frames (all captured so far) satisfy ``match``."""
-        deadline = time.monotonic() + timeout
-        for _ in range(100_000):
-            got = self.matching(match)
-            remaining = deadline - time.monotonic()
-            if len(got) >= count or remaining <= 0:
-                break
-            self._read_ready(min(remaining, 0.1))
-        got = self.matching(match)
-        if len(got) < count:
-            raise AssertionError(
-                f"saw {len(got)} of {count} expected frames on {self.node.name} within {timeout}s"
-            )
-        return got
+    def wait_for(
+        self, match: Callable[[Ether], bool], count: int, timeout: float = 5.0
+    ) -> list[Frame]:
+        return self.wait(lambda f: match(self.ether(f)), count=count, timeout=timeout)
 
 
 def is_garp(vip: str) -> Callable[[Ether], bool]:
@@ -291,9 +239,9 @@ def test_excluded_vips_and_routes_follow_mastership(lab: Lab) -> None:
     assert [v["present"] for v in view["excluded_vips"]] == [True, True]
 
     # The advert carries the one advertised VIP, not the excluded ones.
-    adverts = capture.wait(is_advert("10.99.0.11", 51), count=3)
+    adverts = capture.wait_for(is_advert("10.99.0.11", 51), count=3)
     for frame in adverts:
-        vrrp = frame.ether[VRRPv3]
+        vrrp = capture.ether(frame)[VRRPv3]
         assert vrrp.ipcount == 1, vrrp.show(dump=True)
         assert list(vrrp.addrlist) == [VIP4]
 
@@ -376,25 +324,27 @@ def test_garp_and_na_bursts_after_becoming_master(lab: Lab) -> None:
     wait_state(lab, a1, "MASTER")
     mac = lab.link_info(n1)["address"]
 
-    arps = capture.wait(is_garp(VIP4), count=6, timeout=6)
-    nas = capture.wait(is_na(VIP6), count=6, timeout=6)
+    arps = capture.wait_for(is_garp(VIP4), count=6, timeout=6)
+    nas = capture.wait_for(is_na(VIP6), count=6, timeout=6)
     for frames in (arps, nas):
         groups = bursts(frames)
         assert [len(g) for g in groups] == [3, 3], [round(f.time, 3) for f in frames]
         gap = groups[1][0].time - groups[0][-1].time
         assert 0.7 <= gap <= 3.0, f"second burst {gap:.3f}s after the first (master_delay 1)"
     for frame in arps:
-        assert frame.ether.src == mac and frame.ether[ARP].hwsrc == mac
+        ether = capture.ether(frame)
+        assert ether.src == mac and ether[ARP].hwsrc == mac
     for frame in nas:
-        na = frame.ether[ICMPv6ND_NA]
-        assert frame.ether[IPv6].src == VIP6 and frame.ether[IPv6].dst == "ff02::1"
-        assert frame.ether[IPv6].hlim == 255
+        ether = capture.ether(frame)
+        na = ether[ICMPv6ND_NA]
+        assert ether[IPv6].src == VIP6 and ether[IPv6].dst == "ff02::1"
+        assert ether[IPv6].hlim == 255
         assert (na.O, na.R, na.S) == (1, 0, 0)
-        assert frame.ether[ICMPv6NDOptDstLLAddr].lladdr == mac
+        assert ether[ICMPv6NDOptDstLLAddr].lladdr == mac
 
     # No third burst (master_refresh is 0): a second of adverts later, still 6 of each.
     seen = len(capture.matching(is_advert("10.99.0.11", 51)))
-    capture.wait(is_advert("10.99.0.11", 51), count=seen + 10, timeout=5)
+    capture.wait_for(is_advert("10.99.0.11", 51), count=seen + 10, timeout=5)
     assert len(capture.matching(is_garp(VIP4))) == 6
     assert len(capture.matching(is_na(VIP6))) == 6
 
