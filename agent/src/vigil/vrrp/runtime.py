@@ -133,7 +133,11 @@ class InstanceRuntime:
         self.machine = VrrpMachine(_machine_params(cfg, None))
         self.sock: VrrpSocket | None = None
         self.rejects = _RejectLog(cfg.name, owner.publish)
-        self.link_fault: str | None = None
+        # Why this instance must be in FAULT, by source ("link", "script:chk", ...).
+        self.faults: dict[str, str] = {}
+        # Priority contributions by source (tracker weights); see effective_priority().
+        self.priority_deltas: dict[str, int] = {}
+        self.priority_override: int | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._ops: asyncio.Task[None] | None = None  # tail of the ordered address ops
         self._garp_tasks: set[asyncio.Task[None]] = set()
@@ -173,10 +177,10 @@ class InstanceRuntime:
         self.sock.register(self.cfg.vrid, self._on_datagram)
         await self._refresh_source()
         self._run(self.machine.start(self.now()))
+        self._apply_priority()
         problem = await self.owner.link_problem(self.cfg.interface)
         if problem is not None:
-            self.link_fault = problem
-            self._run(self.machine.fault(self.now(), problem))
+            self.set_fault("link", problem)
 
     async def stop(self, reason: str = "agent stopping") -> None:
         """Clean stop: priority 0 if master, then VIPs removed, socket released."""
@@ -236,13 +240,62 @@ class InstanceRuntime:
 
     def link_changed(self, problem: str | None) -> None:
         """The owner saw our interface change; ``problem`` None means usable again."""
-        now = self.now()
-        if problem is not None and self.link_fault is None:
-            self.link_fault = problem
-            self._run(self.machine.fault(now, problem))
-        elif problem is None and self.link_fault is not None:
-            self.link_fault = None
-            self._run(self.machine.recover(now, f"interface {self.cfg.interface} is up again"))
+        if problem is None:
+            self.clear_fault("link", f"interface {self.cfg.interface} is up again")
+        else:
+            self.set_fault("link", problem)
+
+    # ------------------------------------------------------------ faults and priority
+
+    @property
+    def link_fault(self) -> str | None:
+        return self.faults.get("link")
+
+    def set_fault(self, source: str, reason: str) -> None:
+        """A source (link, tracker) demands FAULT; the first one moves the machine."""
+        first = not self.faults
+        self.faults[source] = reason
+        if first:
+            self._run(self.machine.fault(self.now(), reason))
+
+    def clear_fault(self, source: str, reason: str) -> None:
+        """A source no longer demands FAULT; the last one to clear recovers the machine."""
+        if self.faults.pop(source, None) is not None and not self.faults:
+            self._run(self.machine.recover(self.now(), reason))
+
+    def set_priority_delta(self, source: str, delta: int) -> None:
+        """A tracker's weight contribution (0 removes it); applied at once."""
+        if delta:
+            self.priority_deltas[source] = delta
+        else:
+            self.priority_deltas.pop(source, None)
+        self._apply_priority()
+
+    def set_priority_override(self, value: int | None) -> None:
+        """A runtime override of the effective priority (None: back to base + trackers)."""
+        self.priority_override = value
+        self._apply_priority()
+
+    def wanted_priority(self) -> int:
+        """Base priority plus tracker weights, or the override; the machine clamps it."""
+        if self.priority_override is not None:
+            return self.priority_override
+        return self.cfg.priority + sum(self.priority_deltas.values())
+
+    def _apply_priority(self) -> None:
+        before = self.machine.effective_priority
+        self._run(self.machine.set_effective_priority(self.now(), self.wanted_priority()))
+        after = self.machine.effective_priority
+        if after != before and self.machine.state is not VrrpState.INIT:
+            self.owner.publish(
+                "vrrp_priority",
+                self.name,
+                f"effective priority {before} -> {after}",
+                old=before,
+                new=after,
+                deltas=dict(self.priority_deltas),
+                override=self.priority_override,
+            )
 
     async def address_removed(self, ev: AddrEvent) -> None:
         """Someone removed an address; put back a VIP we own while master."""
@@ -591,6 +644,9 @@ class InstanceRuntime:
                 vip_view(vip.dev or default, vip.address) for vip in self.cfg.excluded_vips
             ],
             "fault_reason": m["fault_reason"],
+            "faults": dict(self.faults),
+            "priority_deltas": dict(self.priority_deltas),
+            "priority_override": self.priority_override,
             "last_transition": last,
             "counters": counters,
         }
@@ -614,6 +670,8 @@ class VrrpSubsystem:
         self.kernel_addresses: set[tuple[str, IPInterface]] = set()
         self.unknown_vrid: Counter[str] = Counter()
         self._monitor: NetlinkMonitor | None = None
+        # Called after each transition is published (notify scripts, sync groups, ...).
+        self.transition_hooks: list[Callable[[InstanceRuntime, Transition], None]] = []
         self._monitor_task: asyncio.Task[None] | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
@@ -773,7 +831,15 @@ class VrrpSubsystem:
     # ------------------------------------------------------------ transitions
 
     def transition(self, inst: InstanceRuntime, tr: Transition) -> None:
-        """One log line and one event per transition (the event bus logs it)."""
+        """One log line and one event per transition (the event bus logs it); then hooks."""
+        self._publish_transition(inst, tr)
+        for hook in list(self.transition_hooks):
+            try:
+                hook(inst, tr)
+            except Exception:
+                log.exception("(%s) transition hook %r failed", inst.name, hook)
+
+    def _publish_transition(self, inst: InstanceRuntime, tr: Transition) -> None:
         self.publish(
             "vrrp_transition",
             inst.name,
