@@ -92,6 +92,20 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
         },
         "excluded_vips": {"type": "array", "items": {"type": "object"}},
         "fault_reason": {"type": ["string", "null"]},
+        "faults": {
+            "type": "object",
+            "description": "why the instance is held in FAULT, by source (link, trackers)",
+            "additionalProperties": {"type": "string"},
+        },
+        "priority_deltas": {
+            "type": "object",
+            "description": "tracker weight contributions to the effective priority",
+            "additionalProperties": {"type": "integer"},
+        },
+        "priority_override": {
+            "type": ["integer", "null"],
+            "description": "runtime priority override, if one is set",
+        },
         "last_transition": {
             "type": ["object", "null"],
             "properties": {
