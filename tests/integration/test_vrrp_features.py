@@ -411,6 +411,50 @@ def test_vmac_failover_keeps_the_virtual_mac(lab: Lab) -> None:
     assert arp_replies(lab, client, VIP4) == [vmac] * 3
 
 
+def test_ipv6_vmac_announces_and_answers_with_the_virtual_mac(lab: Lab) -> None:
+    """An IPv6 VMAC (00:00:5e:00:02:VRID): NAs carry it, the client's neighbour entry is
+    it, the adverts come from the parent's link-local address, and failover keeps it."""
+    nodes = build(lab)
+    n1, n2, client = nodes["n1"], nodes["n2"], nodes["client"]
+    vmac = "00:00:5e:00:02:34"  # VRID 52
+    capture = Capture(lab, client)
+    a1 = lab.start_vigild(n1, config("n1", vi6(150, use_vmac="vmac6")))
+    wait_state(lab, a1, "MASTER", "VI_6")
+    a2 = lab.start_vigild(n2, config("n2", vi6(100, use_vmac="vmac6")))
+    lab.wait_for(
+        lambda: instance(a2, "VI_6")["master_priority"] == 150, what="n2 to hear n1's adverts"
+    )
+    parent_ll = next(
+        a["local"]
+        for a in lab.ip_json(n1, "-6", "addr", "show", "dev", "eth0")[0]["addr_info"]
+        if a["local"].startswith("fe80:")
+    )
+    assert instance(a2, "VI_6")["master_address"] == parent_ll
+    info = addr_info(lab, n1, VIP6)
+    assert info is not None and info["dev"] == "vmac6"
+    assert lab.ip_json(n1, "link", "show", "dev", "vmac6")[0]["address"] == vmac
+
+    for frame in capture.wait_for(is_na(VIP6), count=5):
+        ether = capture.ether(frame)
+        assert ether.src == vmac and ether[ICMPv6NDOptDstLLAddr].lladdr == vmac
+
+    def ping6() -> bool:
+        res = lab.run(client, ["ping", "-6", "-c", "1", "-W", "1", VIP6], check=False)
+        return res.returncode == 0
+
+    lab.wait_for(ping6, timeout=5, what="the client to reach the IPv6 VIP")
+    entry = neighbour(lab, client, VIP6)
+    assert entry is not None and entry["lladdr"] == vmac, entry
+
+    lab.kill_group(a1)
+    lab.cable_pull(n1)
+    wait_state(lab, a2, "MASTER", "VI_6")
+    lab.ip(client, "-6", "neigh", "flush", "dev", "eth0")
+    lab.wait_for(ping6, timeout=5, what="the IPv6 VIP reachable via n2")
+    entry = neighbour(lab, client, VIP6)
+    assert entry is not None and entry["lladdr"] == vmac, entry
+
+
 def test_interface_removed_and_recreated(lab: Lab) -> None:
     """The node's veth disappears (FAULT), is re-created, and the pair converges again."""
     nodes = build(lab, client=False)
