@@ -26,7 +26,19 @@ log = logging.getLogger("vigil.events")
 OVERFLOW = "overflow"
 
 #: kinds logged at WARNING instead of INFO
-WARNING_KINDS = frozenset({"reload_failed", "fault", "overflow", "error"})
+WARNING_KINDS = frozenset(
+    {
+        "reload_failed",
+        "fault",
+        "overflow",
+        "error",
+        "vip_restored",
+        "vip_error",
+        "route_error",
+        "vip_cleanup",
+        "vrrp_rejected",
+    }
+)
 
 
 @dataclass(frozen=True)
