@@ -455,12 +455,16 @@ def test_ipv6_vmac_announces_and_answers_with_the_virtual_mac(lab: Lab) -> None:
     assert entry is not None and entry["lladdr"] == vmac, entry
 
 
-def test_interface_removed_and_recreated(lab: Lab) -> None:
-    """The node's veth disappears (FAULT), is re-created, and the pair converges again."""
+@pytest.mark.parametrize("vmac", [False, True], ids=["plain", "vmac"])
+def test_interface_removed_and_recreated(lab: Lab, vmac: bool) -> None:
+    """The node's veth disappears (FAULT), is re-created, and the pair converges again.
+
+    With use_vmac the macvlan goes with its parent and must be re-created on it.
+    """
     nodes = build(lab, client=False)
     n1, n2 = nodes["n1"], nodes["n2"]
-    a1 = lab.start_vigild(n1, config("n1", vi4(150)))
-    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, use_vmac=vmac)))
+    a2 = lab.start_vigild(n2, config("n2", vi4(100, use_vmac=vmac)))
     wait_state(lab, a1, "MASTER")
     wait_state(lab, a2, "BACKUP")
 
@@ -488,6 +492,11 @@ def test_interface_removed_and_recreated(lab: Lab) -> None:
     assert instance(a2)["master_address"] == "10.99.0.11"
     transitions = [(e["old"], e["new"]) for e in events(a1, "vrrp_transition")]
     assert ("MASTER", "FAULT") in transitions and ("FAULT", "BACKUP") in transitions
+    if vmac:
+        link = lab.ip_json(n1, "-d", "link", "show", "dev", "vrrp.51")[0]
+        assert link["address"] == "00:00:5e:00:01:33" and link["link"] == "eth0"
+        info = addr_info(lab, n1, VIP4)
+        assert info is not None and info["dev"] == "vrrp.51"
 
 
 def test_preempt_false_does_not_take_over(lab: Lab) -> None:
