@@ -394,3 +394,77 @@ def test_v3_ipv4_checksum_mismatch_is_counted(lab: Lab) -> None:
     frr = pair.frr_state()
     assert frr["stats"]["adverRx"] == 0, frr
     assert pair.holders() == ["frr", "vigil"]
+
+
+# ---------------------------------------------------------------------- one VRID, two families
+
+
+def test_one_vrid_for_both_families(lab: Lab) -> None:
+    """FRR runs IPv4 and IPv6 under one VRID; vigil mirrors it with two instances.
+
+    vigil tells the families apart by socket (the same VRID on IPv4 and IPv6 is two
+    virtual routers), follows FRR in both and takes both VIPs when FRR crashes.
+    """
+    frr_node = lab.add_namespace("frr")
+    vg_node = lab.add_namespace("vg")
+    lab.connect(frr_node, addrs=[f"{FRR_ADDRS[4]}/24", f"{FRR_ADDRS[6]}/64"])
+    lab.connect(vg_node, addrs=[f"{VG_ADDRS[4]}/24", f"{VG_ADDRS[6]}/64"])
+    routers = {fam: FrrVrrpRouter(VRID, 200, [VIPS[fam].split("/")[0]]) for fam in (4, 6)}
+    macvlans = {
+        fam: lab.add_macvlan(frr_node, "eth0", VRID, family=fam, addrs=[VIPS[fam]])
+        for fam in (4, 6)
+    }
+    lab.wait_for(
+        lambda: any(a.startswith("fe80:") for a in lab.addresses(frr_node, macvlans[6])),
+        timeout=5,
+        what=f"a link-local address on {macvlans[6]}",
+    )
+    frr = lab.start_frr(
+        frr_node, routers[4].render() + routers[6].render(), daemons=("zebra", "vrrpd")
+    )
+    cfg = {
+        "global": {"router_id": "vg"},
+        "vrrp_instances": [vigil_instance(f"VI_{fam}", VRID, 100, VIPS[fam]) for fam in (4, 6)],
+    }
+    vg = lab.start_vigild(vg_node, cfg)
+
+    def inst(fam: int) -> dict[str, Any]:
+        status, body = vg.client.get(f"/v1/vrrp/instances/VI_{fam}")
+        assert status == 200, body
+        return dict(body)
+
+    def frr_sources() -> dict[int, str]:
+        return {fam: str(frr_vrrp_section(frr, VRID, fam)["primaryAddress"]) for fam in (4, 6)}
+
+    def following() -> bool:
+        src = frr_sources()
+        return all(
+            inst(fam)["state"] == "BACKUP"
+            and inst(fam)["master_address"] == src[fam]
+            and src[fam] not in ("", "::")
+            for fam in (4, 6)
+        )
+
+    wait_for(
+        following,
+        timeout=10,
+        interval=0.05,
+        what="vigil to follow FRR in both families",
+        observe=lambda: (frr_sources(), [inst(f)["master_address"] for f in (4, 6)]),
+    )
+    src = frr_sources()
+    assert src[4] == FRR_ADDRS[4] and src[6].startswith("fe80:"), src
+    for fam in (4, 6):
+        assert inst(fam)["counters"]["rejected"] == {}, inst(fam)["counters"]
+        assert inst(fam)["counters"]["became_master"] == 0
+        assert not lab.has_address(vg_node, VIPS[fam])
+        assert frr_vrrp_section(frr, VRID, fam)["status"] == "Master"
+
+    frr.kill()
+    for fam in (4, 6):
+        lab.wait_address(vg_node, VIPS[fam], timeout=5)
+    wait_for(
+        lambda: all(inst(fam)["state"] == "MASTER" for fam in (4, 6)),
+        timeout=5,
+        what="vigil MASTER in both families",
+    )
