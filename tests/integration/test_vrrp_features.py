@@ -378,6 +378,7 @@ def test_vmac_failover_keeps_the_virtual_mac(lab: Lab) -> None:
         # this to the operator too; arp_announce=2 is the usual setting with a VMAC.
         lab.sysctl(node, **{"net.ipv4.conf.eth0.arp_announce": 2})
     vmac = "00:00:5e:00:01:33"  # VRID 51
+    capture = Capture(lab, client)
     a1 = lab.start_vigild(n1, config("n1", vi4(150, use_vmac=True)))
     a2 = lab.start_vigild(n2, config("n2", vi4(100, use_vmac=True)))
     wait_state(lab, a1, "MASTER")
@@ -392,6 +393,9 @@ def test_vmac_failover_keeps_the_virtual_mac(lab: Lab) -> None:
     assert not lab.has_address(n2, VIP4)
     assert instance(a1)["vmac"] == "vrrp.51"
     assert instance(a1)["vips"][0]["dev"] == "vrrp.51"
+    # Adverts leave through the macvlan (virtual MAC) from the parent's address.
+    for frame in capture.wait_for(is_advert("10.99.0.11", 51), count=3):
+        assert capture.ether(frame).src == vmac
 
     # Only the virtual MAC answers ARP for the VIP (not n1's eth0, not the backup).
     assert arp_replies(lab, client, VIP4) == [vmac] * 3
