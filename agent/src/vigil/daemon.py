@@ -164,6 +164,9 @@ class Agent:
         log_level_fixed: bool = False,
     ) -> None:
         self.config = config
+        # router_id names this agent in metrics labels and the subsystems' context, which
+        # are fixed at start: a reload changing it takes effect at the next restart.
+        self._router_id = str(getattr(config.globals, "router_id", "") or socket.gethostname())
         self.config_path = config_path
         self.socket_path = socket_path
         self.state_dir = state_dir
@@ -192,7 +195,7 @@ class Agent:
 
     @property
     def router_id(self) -> str:
-        return str(getattr(self.config.globals, "router_id", "") or socket.gethostname())
+        return self._router_id
 
     @property
     def ready(self) -> bool:

@@ -282,8 +282,11 @@ class InstanceRuntime:
             return self.priority_override
         return self.cfg.priority + sum(self.priority_deltas.values())
 
-    def _apply_priority(self) -> None:
-        before = self.machine.effective_priority
+    def _apply_priority(self, before: int | None = None) -> None:
+        """Push wanted_priority() to the machine; ``before`` is the value to compare with
+        for the event when the caller already changed it (a reload's new base priority)."""
+        if before is None:
+            before = self.machine.effective_priority
         self._run(self.machine.set_effective_priority(self.now(), self.wanted_priority()))
         after = self.machine.effective_priority
         if after != before and self.machine.state is not VrrpState.INIT:
@@ -343,11 +346,20 @@ class InstanceRuntime:
     # ------------------------------------------------------------ reload
 
     def update(self, cfg: VrrpInstanceConfig) -> None:
-        """Apply a changed config in place (same identity): no transition unless needed."""
+        """Apply a changed config in place (same identity): no transition unless needed.
+
+        The timer is only re-armed, never restarted, so the next advert goes out on time.
+        The effective priority is recomputed from the new base priority plus the tracker
+        weights (or the runtime override, which survives reloads), and a change of it is
+        published like any other priority change. A master adds and removes only the VIPs
+        and routes that differ; the ones in both configs are never touched.
+        """
         old = self.cfg
+        before = self.machine.effective_priority
         self.cfg = cfg
         self._expect = self._expectation(self._source)
         self._run(self.machine.params_changed(self.now(), _machine_params(cfg, self._source)))
+        self._apply_priority(before)
         if self.machine.state is VrrpState.MASTER:
             old_addrs = set(self._owned_addresses(old))
             new_addrs = set(self._owned_addresses(cfg))
@@ -365,6 +377,8 @@ class InstanceRuntime:
                 )
                 if added:
                     self._queue(self._garp_burst([a.ip for _, a in added], cfg.garp.master_repeat))
+            if cfg.garp.master_refresh > 0 and old.garp.master_refresh <= 0:
+                self._garp_task(self._garp_refresh([]))
 
     # ------------------------------------------------------------ actions
 
@@ -588,10 +602,11 @@ class InstanceRuntime:
         await self._garp_burst(addrs, count)
 
     async def _garp_refresh(self, addrs: list[IPAddress]) -> None:
-        garp = self.cfg.garp
-        while self.machine.state is VrrpState.MASTER:
-            await asyncio.sleep(garp.master_refresh)
-            await self._garp_burst(addrs, garp.master_refresh_repeat)
+        # Settings and addresses are read each round: a reload may have changed them.
+        while self.machine.state is VrrpState.MASTER and self.cfg.garp.master_refresh > 0:
+            await asyncio.sleep(self.cfg.garp.master_refresh)
+            addrs = [a.ip for _, a in self._owned_addresses()]
+            await self._garp_burst(addrs, self.cfg.garp.master_refresh_repeat)
 
     def garp_now(self) -> None:
         """Resend the master burst (link came back while master, or on request)."""
@@ -712,24 +727,45 @@ class VrrpSubsystem:
             await self.nl.close()
 
     async def apply(self, config: Config, diff: ConfigDiff) -> None:
+        """Reload: touch only what changed, in an order that never collides on the wire.
+
+        Unchanged instances are not looked at (their timers keep running, so no advert is
+        missed). Instances that go away -- removed, or re-created because their identity
+        (interface, VRID, version, VMAC, unicast, family) changed -- stop first: a master
+        sends priority 0 and then removes its VIPs, and its VRID is free again before any
+        new instance registers on the same socket (two instances may swap VRIDs in one
+        reload). Then changed instances are updated in place, and new ones start in
+        BACKUP. Tracker and sync group definitions outside the instances are not the
+        VRRP runtime's to apply.
+        """
         new = {cfg.name: cfg for cfg in config.vrrp_instances}
+        recreate: list[str] = []
         for name in diff.removed:
             inst = self.instances.pop(name, None)
             if inst is not None:
                 await inst.stop("removed from the config")
         for name in diff.changed:
             inst = self.instances.get(name)
-            cfg = new[name]
-            if inst is None:
-                await self._start_instance(cfg)
-            elif _identity(inst.cfg) != _identity(cfg):
-                await inst.stop("identity changed in the config (interface/vrid/version)")
+            if inst is not None and _identity(inst.cfg) != _identity(new[name]):
+                fields = [
+                    f for f in IDENTITY_FIELDS if getattr(inst.cfg, f) != getattr(new[name], f)
+                ]
+                await inst.stop(f"{'/'.join(fields)} changed in the config; instance re-created")
                 del self.instances[name]
-                await self._start_instance(cfg)
-            else:
-                inst.update(cfg)
-        for name in diff.added:
-            await self._start_instance(new[name])
+                recreate.append(name)
+        for name in diff.changed:
+            inst = self.instances.get(name)
+            if inst is None:
+                if name not in recreate:
+                    recreate.append(name)
+                continue
+            unicast_changed = inst.cfg.unicast != new[name].unicast
+            inst.update(new[name])
+            if unicast_changed:
+                await inst._refresh_source()
+        for name in (*recreate, *diff.added):
+            if name not in self.instances:
+                await self._start_instance(new[name])
 
     async def _cleanup_predecessor(self) -> None:
         """Remove what a crashed agent with this state dir left in the kernel."""
