@@ -41,6 +41,7 @@ from vigil.net.netlink import (
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
 from vigil.vrrp import packet as codec
+from vigil.vrrp.control import ControlManager
 from vigil.vrrp.journal import Journal, JournalEntry
 from vigil.vrrp.machine import (
     AddVips,
@@ -144,6 +145,10 @@ class InstanceRuntime:
         self._vmac: VmacSpec | None = None
         self._expect = self._expectation(None)
         self._source: IPAddress | None = None
+        # Runtime control (vigil.vrrp.control): why the VIPs are kept in the kernel while
+        # not master (make-before-break handover / takeover), else None.
+        self.vips_kept: str | None = None
+        self._keep_vips_once = False
 
     # ------------------------------------------------------------ set-up / tear-down
 
@@ -388,10 +393,16 @@ class InstanceRuntime:
                 self._send_advert(action.priority)
             elif isinstance(action, Transition):
                 self.owner.transition(self, action)
+                if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
+                    self.withdraw_vips()
             elif isinstance(action, AddVips):
+                self.vips_kept = None
                 self._queue(self._add_addresses(self._owned_addresses(), self._routes()))
             elif isinstance(action, RemoveVips):
-                self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
+                if self._keep_vips_once:
+                    self.vips_kept = "handover"
+                else:
+                    self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
                 for task in list(self._garp_tasks):
                     task.cancel()
             elif isinstance(action, SendGratuitous):
@@ -577,8 +588,15 @@ class InstanceRuntime:
         task.add_done_callback(self._garp_tasks.discard)
 
     async def _garp_burst(self, addrs: list[IPAddress], count: int) -> None:
-        if self.machine.state is not VrrpState.MASTER or count < 1 or not addrs:
+        if self.machine.state is not VrrpState.MASTER:
             return
+        await self._announce(addrs, count)
+
+    async def _announce(self, addrs: list[IPAddress], count: int) -> int:
+        """GARP/NA for ``addrs`` on their devices, whatever the state; frames sent."""
+        if count < 1 or not addrs:
+            return 0
+        sent = 0
         by_dev: dict[str, list[IPAddress]] = {}
         default = self.cfg.use_vmac or self.cfg.interface
         for vip in (*self.cfg.vips, *self.cfg.excluded_vips):
@@ -587,7 +605,7 @@ class InstanceRuntime:
         mac = self._vmac.mac if self._vmac is not None else None
         for dev, vips in by_dev.items():
             try:
-                await self.owner.garp.send_burst(
+                sent += await self.owner.garp.send_burst(
                     dev,
                     vips,
                     count=count,
@@ -596,6 +614,7 @@ class InstanceRuntime:
                 )
             except (OSError, ValueError) as exc:
                 log.warning("(%s) gratuitous ARP/NA on %s failed: %s", self.name, dev, exc)
+        return sent
 
     async def _garp_later(self, delay: float, addrs: list[IPAddress], count: int) -> None:
         await asyncio.sleep(delay)
@@ -616,6 +635,68 @@ class InstanceRuntime:
                     [a.ip for _, a in self._owned_addresses()], self.cfg.garp.master_repeat
                 )
             )
+
+    # ------------------------------------------------------------ runtime control
+
+    @property
+    def source_address(self) -> IPAddress | None:
+        """This node's advert source (what peers see as master_address when we lead)."""
+        return self._source
+
+    def vip_presence(self) -> list[tuple[str, bool]]:
+        """Every VIP and excluded VIP (as ``addr/len``) and whether it is in the kernel."""
+        present = self.owner.kernel_addresses
+        return [(str(addr), (dev, addr) in present) for dev, addr in self._owned_addresses()]
+
+    def force_backup(self, reason: str, *, hold_until: float | None, keep_vips: bool) -> None:
+        """Leave MASTER on request, sending priority 0 (see VrrpMachine.force_backup).
+
+        ``keep_vips`` makes it make-before-break: the VIPs stay in the kernel (and keep
+        answering) until :meth:`withdraw_vips`, which the caller runs once it saw the new
+        master's advert. Leaving for FAULT or STOPPED meanwhile withdraws them at once.
+        """
+        self._keep_vips_once = keep_vips
+        try:
+            self._run(
+                self.machine.force_backup(self.now(), reason, release=True, hold_until=hold_until)
+            )
+        finally:
+            self._keep_vips_once = False
+
+    def force_master(self, reason: str) -> None:
+        """BACKUP -> MASTER on request (takeover, handover roll-back)."""
+        self._run(self.machine.force_master(self.now(), reason))
+
+    def release_hold(self) -> None:
+        """End a preemption hold (handover, maintenance); normal preemption applies."""
+        self._run(self.machine.release_hold(self.now()))
+
+    def withdraw_vips(self) -> None:
+        """Remove VIPs kept by a make-before-break step (no-op if none are kept)."""
+        if self.vips_kept is None or self.machine.state is VrrpState.MASTER:
+            self.vips_kept = None
+            return
+        self.vips_kept = None
+        self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
+
+    async def claim_vips(self, reason: str) -> int:
+        """Add the VIPs now, while still BACKUP, and announce them (takeover's first step).
+
+        Clients move to this node while the old master still answers, so nothing is lost
+        when the old master drops the VIPs on our advert. Returns the GARP/NA frames sent.
+        """
+        self.vips_kept = reason
+        self._queue(self._add_addresses(self._owned_addresses(), self._routes()))
+        await self.drain_ops()
+        addrs = [a.ip for _, a in self._owned_addresses()]
+        return await self._announce(addrs, max(1, self.cfg.garp.master_repeat))
+
+    async def announce_now(self) -> int:
+        """Resend the master GARP/NA burst and wait for it; frames sent (0 unless MASTER)."""
+        if self.machine.state is not VrrpState.MASTER:
+            return 0
+        addrs = [a.ip for _, a in self._owned_addresses()]
+        return await self._announce(addrs, max(1, self.cfg.garp.master_repeat))
 
     # ------------------------------------------------------------ state for the API
 
@@ -664,6 +745,7 @@ class InstanceRuntime:
             "priority_override": self.priority_override,
             "last_transition": last,
             "counters": counters,
+            **self.owner.control.instance_view(self),
         }
 
 
@@ -687,6 +769,8 @@ class VrrpSubsystem:
         self._monitor: NetlinkMonitor | None = None
         # Called after each transition is published (notify scripts, sync groups, ...).
         self.transition_hooks: list[Callable[[InstanceRuntime, Transition], None]] = []
+        # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
+        self.control = ControlManager(self)
         self._monitor_task: asyncio.Task[None] | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
@@ -708,8 +792,10 @@ class VrrpSubsystem:
         inst = InstanceRuntime(cfg, self)
         self.instances[cfg.name] = inst
         await inst.start()
+        self.control.instance_started(inst)
 
     async def stop(self) -> None:
+        self.control.close()
         await asyncio.gather(
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
         )
