@@ -40,6 +40,7 @@ from vigil.net.netlink import (
 )
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
+from vigil.track import TrackerManager
 from vigil.vrrp import packet as codec
 from vigil.vrrp.control import ControlManager
 from vigil.vrrp.journal import Journal, JournalEntry
@@ -743,6 +744,7 @@ class InstanceRuntime:
             "faults": dict(self.faults),
             "priority_deltas": dict(self.priority_deltas),
             "priority_override": self.priority_override,
+            "trackers": self.owner.trackers.view(self.name),
             "last_transition": last,
             "counters": counters,
             **self.owner.control.instance_view(self),
@@ -769,6 +771,8 @@ class VrrpSubsystem:
         self._monitor: NetlinkMonitor | None = None
         # Called after each transition is published (notify scripts, sync groups, ...).
         self.transition_hooks: list[Callable[[InstanceRuntime, Transition], None]] = []
+        # Interface, script, file and process trackers (vigil.track).
+        self.trackers = TrackerManager(self)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
         self._monitor_task: asyncio.Task[None] | None = None
@@ -785,6 +789,7 @@ class VrrpSubsystem:
         await self._monitor.start()
         await self._snapshot_addresses()
         self._monitor_task = asyncio.get_running_loop().create_task(self._watch())
+        await self.trackers.start(config)
         for cfg in config.vrrp_instances:
             await self._start_instance(cfg)
 
@@ -792,9 +797,11 @@ class VrrpSubsystem:
         inst = InstanceRuntime(cfg, self)
         self.instances[cfg.name] = inst
         await inst.start()
+        self.trackers.attach(inst)
         self.control.instance_started(inst)
 
     async def stop(self) -> None:
+        await self.trackers.stop()
         self.control.close()
         await asyncio.gather(
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
@@ -852,6 +859,7 @@ class VrrpSubsystem:
         for name in (*recreate, *diff.added):
             if name not in self.instances:
                 await self._start_instance(new[name])
+        await self.trackers.apply(config)
 
     async def _cleanup_predecessor(self) -> None:
         """Remove what a crashed agent with this state dir left in the kernel."""
@@ -908,9 +916,11 @@ class VrrpSubsystem:
             self.kernel_addresses = {(a.ifname, a.address) for a in ev.addresses}
             for inst in self.instances.values():
                 inst.link_changed(await self.link_problem(inst.cfg.interface))
+            await self.trackers.resync()
             return
         if isinstance(ev, LinkEvent):
             await self._on_link(ev)
+            self.trackers.link_event(ev)
         elif isinstance(ev, AddrEvent):
             key = (ev.ifname, ev.address)
             if ev.added:
@@ -997,7 +1007,7 @@ class VrrpSubsystem:
     def collect_metrics(self) -> Iterable[Metric]:
         from vigil.vrrp.api import vrrp_metrics
 
-        return vrrp_metrics(self)
+        return [*vrrp_metrics(self), *self.trackers.metrics()]
 
 
 def factory(ctx: SubsystemContext) -> VrrpSubsystem:
