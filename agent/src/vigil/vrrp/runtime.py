@@ -56,6 +56,8 @@ from vigil.vrrp.machine import (
     VrrpMachine,
     VrrpState,
 )
+from vigil.vrrp.notify import NotifyManager
+from vigil.vrrp.syncgroup import SyncGroupManager
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -263,11 +265,15 @@ class InstanceRuntime:
         self.faults[source] = reason
         if first:
             self._run(self.machine.fault(self.now(), reason))
+        self.owner.faults_changed(self)
 
     def clear_fault(self, source: str, reason: str) -> None:
         """A source no longer demands FAULT; the last one to clear recovers the machine."""
-        if self.faults.pop(source, None) is not None and not self.faults:
+        if self.faults.pop(source, None) is None:
+            return
+        if not self.faults:
             self._run(self.machine.recover(self.now(), reason))
+        self.owner.faults_changed(self)
 
     def set_priority_delta(self, source: str, delta: int) -> None:
         """A tracker's weight contribution (0 removes it); applied at once."""
@@ -771,6 +777,11 @@ class VrrpSubsystem:
         self._monitor: NetlinkMonitor | None = None
         # Called after each transition is published (notify scripts, sync groups, ...).
         self.transition_hooks: list[Callable[[InstanceRuntime, Transition], None]] = []
+        # Called after an instance's fault sources changed (sync groups hold members).
+        self.fault_hooks: list[Callable[[InstanceRuntime], None]] = []
+        # Notify scripts and sync groups (vigil.vrrp.notify, vigil.vrrp.syncgroup).
+        self.notify = NotifyManager(self)
+        self.sync_groups = SyncGroupManager(self)
         # Interface, script, file and process trackers (vigil.track).
         self.trackers = TrackerManager(self)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
@@ -789,9 +800,11 @@ class VrrpSubsystem:
         await self._monitor.start()
         await self._snapshot_addresses()
         self._monitor_task = asyncio.get_running_loop().create_task(self._watch())
+        self.notify.configure(config)
         await self.trackers.start(config)
         for cfg in config.vrrp_instances:
             await self._start_instance(cfg)
+        self.sync_groups.configure(config)
 
     async def _start_instance(self, cfg: VrrpInstanceConfig) -> None:
         inst = InstanceRuntime(cfg, self)
@@ -807,6 +820,7 @@ class VrrpSubsystem:
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
         )
         self.instances.clear()
+        await self.notify.close()
         if self._monitor_task is not None:
             self._monitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -831,6 +845,7 @@ class VrrpSubsystem:
         BACKUP. Tracker and sync group definitions outside the instances are not the
         VRRP runtime's to apply.
         """
+        self.notify.configure(config)
         new = {cfg.name: cfg for cfg in config.vrrp_instances}
         recreate: list[str] = []
         for name in diff.removed:
@@ -860,6 +875,7 @@ class VrrpSubsystem:
             if name not in self.instances:
                 await self._start_instance(new[name])
         await self.trackers.apply(config)
+        self.sync_groups.apply(config, diff)
 
     async def _cleanup_predecessor(self) -> None:
         """Remove what a crashed agent with this state dir left in the kernel."""
@@ -971,6 +987,14 @@ class VrrpSubsystem:
             except Exception:
                 log.exception("(%s) transition hook %r failed", inst.name, hook)
 
+    def faults_changed(self, inst: InstanceRuntime) -> None:
+        """An instance's fault sources changed (after the machine moved): run fault hooks."""
+        for hook in list(self.fault_hooks):
+            try:
+                hook(inst)
+            except Exception:
+                log.exception("(%s) fault hook %r failed", inst.name, hook)
+
     def _publish_transition(self, inst: InstanceRuntime, tr: Transition) -> None:
         self.publish(
             "vrrp_transition",
@@ -989,6 +1013,7 @@ class VrrpSubsystem:
         return {
             "instances": [inst.to_dict() for inst in self.instances.values()],
             "unknown_vrid": dict(self.unknown_vrid),
+            "sync_groups": self.sync_groups.status(),
         }
 
     def instance(self, name: str) -> InstanceRuntime | None:
