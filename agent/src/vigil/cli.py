@@ -221,6 +221,87 @@ class Ctl:
         self.out.write(table(("SEQ", "TIME", "KIND", "INSTANCE", "MESSAGE"), rows))
         return EXIT_OK
 
+    # ---------------------------------------------------------------- runtime control
+
+    def _control(self, path: str, body: dict[str, Any], wait: float | None) -> int:
+        """POST a verified control action; the request waits as long as the action may."""
+        self.client.timeout = max(self.client.timeout, (wait or 60.0) + 10.0)
+        status, resp = self.client.post(path, body)
+        if status != 200 or not isinstance(resp, dict):
+            if isinstance(resp, dict) and self.output != "json":
+                observed = (resp.get("error") or {}).get("observed")
+                self.err.write(f"vigilctl: {error_message(status, resp)}\n")
+                if isinstance(observed, dict):
+                    self.err.write(_kv([("observed", _snapshot_text(observed))]))
+                return EXIT_API_ERROR
+            return self._fail(status, resp)
+        if self.output == "json":
+            self._json(resp)
+            return EXIT_OK
+        for result in resp.get("results") or [resp]:
+            self.out.write(_result_line(result))
+        return EXIT_OK
+
+    def maintenance(self, args: argparse.Namespace) -> int:
+        body: dict[str, Any] = {"enabled": args.mode == "on"}
+        if args.instance:
+            body["instance"] = args.instance
+        if args.action_timeout is not None:
+            body["timeout"] = args.action_timeout
+        return self._control("/v1/vrrp/maintenance", body, args.action_timeout)
+
+    def priority(self, args: argparse.Namespace) -> int:
+        body: dict[str, Any] = {"value": None if args.clear else args.value}
+        if args.duration is not None:
+            body["duration"] = args.duration
+        return self._control(_instance_path(args.instance, "priority"), body, None)
+
+    def handover(self, args: argparse.Namespace) -> int:
+        body: dict[str, Any] = {}
+        if args.action_timeout is not None:
+            body["timeout"] = args.action_timeout
+        if args.hold is not None:
+            body["hold"] = args.hold
+        return self._control(_instance_path(args.instance, "handover"), body, args.action_timeout)
+
+    def takeover(self, args: argparse.Namespace) -> int:
+        body: dict[str, Any] = {}
+        if args.action_timeout is not None:
+            body["timeout"] = args.action_timeout
+        return self._control(_instance_path(args.instance, "takeover"), body, args.action_timeout)
+
+    def garp(self, args: argparse.Namespace) -> int:
+        return self._control(_instance_path(args.instance, "garp"), {}, None)
+
+
+def _instance_path(name: str, action: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v1/vrrp/instances/{quote(name, safe='')}/{action}"
+
+
+def _snapshot_text(snap: dict[str, Any]) -> str:
+    """`MASTER prio 150 VIPs 10.0.0.1/24` from a control before/after/observed snapshot."""
+    vips = ",".join(str(v) for v in snap.get("vips_present") or []) or "none"
+    text = f"{snap.get('state')} prio {snap.get('effective_priority')} VIPs {vips}"
+    if snap.get("master_address") and snap.get("state") != "MASTER":
+        text += f" master {snap.get('master_address')}"
+    if snap.get("maintenance"):
+        text += " (maintenance)"
+    return text
+
+
+def _result_line(result: dict[str, Any]) -> str:
+    """One line per control result: instance, message, before -> after, time taken."""
+    before = result.get("before")
+    after = result.get("after")
+    change = ""
+    if isinstance(before, dict) and isinstance(after, dict):
+        change = f" [{_snapshot_text(before)} -> {_snapshot_text(after)}]"
+    elapsed = result.get("elapsed_s")
+    took = f" in {elapsed:.2f}s" if isinstance(elapsed, int | float) else ""
+    return f"{result.get('instance')}: {result.get('message')}{took}{change}\n"
+
 
 def _vip_text(vip: Any) -> str:
     """A VIP of /v1/status: `{address, dev, present}` (or a plain string) as text."""
@@ -279,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("events", parents=[common], help="recent events; --follow to stream")
     ev.add_argument("--since", type=_nonneg, help="only events after this seq")
     ev.add_argument("--follow", "-f", action="store_true", help="keep streaming live events")
+    _control_parsers(sub, common)
     imp = sub.add_parser(
         "import-keepalived",
         help="convert a keepalived.conf to a vigil config (local, no agent needed)",
@@ -293,6 +375,77 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format (default yaml)",
     )
     return p
+
+
+def _control_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The verified runtime control commands (each waits for its observed effect)."""
+    wait_help = "seconds to wait for the effect (default: from the advert interval)"
+    mt = sub.add_parser(
+        "maintenance",
+        parents=[common],
+        help="maintenance on|off [INSTANCE]: give up mastership and stay backup (persisted)",
+    )
+    mt.add_argument("mode", choices=("on", "off"))
+    mt.add_argument("instance", nargs="?", help="one instance (default: all)")
+    mt.add_argument(
+        "--timeout", dest="action_timeout", type=_duration, metavar="SECONDS", help=wait_help
+    )
+    pr = sub.add_parser(
+        "priority",
+        parents=[common],
+        help="priority INSTANCE VALUE [--for DURATION] | INSTANCE --clear: runtime override",
+    )
+    pr.add_argument("instance")
+    pr.add_argument("value", nargs="?", type=_priority, help="1..254")
+    pr.add_argument("--for", dest="duration", type=_duration, help="expire after (30s, 5m, 1h)")
+    pr.add_argument("--clear", action="store_true", help="drop the override")
+    ho = sub.add_parser(
+        "handover",
+        parents=[common],
+        help="handover INSTANCE: planned make-before-break failover to the best peer",
+    )
+    ho.add_argument("instance")
+    ho.add_argument(
+        "--timeout", dest="action_timeout", type=_duration, metavar="SECONDS", help=wait_help
+    )
+    ho.add_argument(
+        "--hold",
+        type=_duration,
+        help="stop holding off preemption after this long (default: until takeover or "
+        "maintenance off)",
+    )
+    to = sub.add_parser(
+        "takeover", parents=[common], help="takeover INSTANCE: this backup becomes master"
+    )
+    to.add_argument("instance")
+    to.add_argument(
+        "--timeout", dest="action_timeout", type=_duration, metavar="SECONDS", help=wait_help
+    )
+    ga = sub.add_parser(
+        "garp", parents=[common], help="garp INSTANCE: resend gratuitous ARP / NA (master only)"
+    )
+    ga.add_argument("instance")
+
+
+def _duration(text: str) -> float:
+    from vigil.vrrp.control import parse_duration
+
+    try:
+        return parse_duration(text, "duration")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("duration: ")) from None
+
+
+def _priority(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer 1..254, got {text!r}") from None
+    if not 1 <= value <= 254:
+        raise argparse.ArgumentTypeError(
+            f"must be 1..254 (255 is the address owner's, set in the config), got {value}"
+        )
+    return value
 
 
 def _nonneg(text: str) -> int:
@@ -318,6 +471,14 @@ def main(
     args.output = getattr(args, "output", "table")
     if args.command == "import-keepalived":
         return import_keepalived(args, out, err)
+    if args.command == "priority" and (args.value is None) == (not args.clear):
+        err.write(
+            "vigilctl priority: give either VALUE (1..254, optionally --for DURATION) or --clear\n"
+        )
+        return EXIT_USAGE
+    if args.command == "priority" and args.clear and args.duration is not None:
+        err.write("vigilctl priority: --for goes with a VALUE, not with --clear\n")
+        return EXIT_USAGE
     socket_path = getattr(args, "socket", None) or os.environ.get("VIGIL_SOCKET") or DEFAULT_SOCKET
     ctl = Ctl(ApiClient(socket_path, timeout=args.timeout), args.output, out, err)
     try:

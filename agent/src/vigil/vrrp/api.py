@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from vigil.api.errors import json_error, json_response
+from vigil.api.errors import BadRequest, json_error, json_response
+from vigil.vrrp.control import MAX_DURATION, MAX_TIMEOUT, ControlError
 from vigil.vrrp.machine import VrrpState
 
 if TYPE_CHECKING:
@@ -31,9 +34,125 @@ def vrrp_routes(sub: VrrpSubsystem) -> list[web.RouteDef]:
             )
         return json_response(inst.to_dict())
 
+    async def list_groups(request: web.Request) -> web.Response:
+        return json_response({"groups": sub.sync_groups.status()})
+
     return [
         web.get("/v1/vrrp/instances", list_instances),
         web.get("/v1/vrrp/instances/{name}", one_instance),
+        web.get("/v1/vrrp/groups", list_groups),
+        *control_routes(sub),
+    ]
+
+
+# ---------------------------------------------------------------------------- control
+
+
+async def _body(request: web.Request, allowed: dict[str, str]) -> dict[str, Any]:
+    """The JSON object body (empty is {}); unknown keys are refused, naming the field."""
+    raw = await request.read() if request.can_read_body else b""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest("body", f"is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body", "must be a JSON object")
+    for key in body:
+        if key not in allowed:
+            have = ", ".join(f"{k} ({t})" for k, t in allowed.items()) or "none"
+            raise BadRequest(f"body.{key}", f"unknown field; {request.path} takes: {have}")
+    return body
+
+
+def _seconds(body: dict[str, Any], key: str, limit: float) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= limit
+    ):
+        raise BadRequest(f"body.{key}", f"must be seconds > 0 and at most {limit:g}, got {value!r}")
+    return float(value)
+
+
+def control_routes(sub: VrrpSubsystem) -> list[web.RouteDef]:
+    """POST routes for runtime control; each returns once its effect is observed."""
+    ctl = sub.control
+
+    def handler(
+        fields: dict[str, str],
+        act: Callable[[web.Request, dict[str, Any]], Awaitable[dict[str, Any]]],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            body = await _body(request, fields)
+            try:
+                return json_response(await act(request, body))
+            except ControlError as exc:
+                return json_error(exc.status, exc.message, **exc.data)
+
+        return handle
+
+    async def maintenance(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        enabled = body.get("enabled")
+        if not isinstance(enabled, bool):
+            raise BadRequest("body.enabled", f"required, true or false; got {enabled!r}")
+        name = body.get("instance")
+        if name is not None and not isinstance(name, str):
+            raise BadRequest("body.instance", f"must be an instance name or null, got {name!r}")
+        return await ctl.set_maintenance(enabled, name, _seconds(body, "timeout", MAX_TIMEOUT))
+
+    async def priority(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        if "value" not in body:
+            raise BadRequest("body.value", "required: a priority 1..254, or null to clear")
+        value = body["value"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRequest("body.value", f"must be an integer 1..254 or null, got {value!r}")
+        duration = _seconds(body, "duration", MAX_DURATION)
+        if value is None and duration is not None:
+            raise BadRequest("body.duration", "only with a value; clearing takes no duration")
+        if value is not None and not 1 <= value <= 254:
+            raise BadRequest(
+                "body.value",
+                f"must be 1..254 (255 is the address owner's, set in the config), got {value}",
+            )
+        return await ctl.set_priority(request.match_info["name"], value, duration)
+
+    async def handover(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        return await ctl.handover(
+            request.match_info["name"],
+            _seconds(body, "timeout", MAX_TIMEOUT),
+            _seconds(body, "hold", MAX_DURATION),
+        )
+
+    async def takeover(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        return await ctl.takeover(
+            request.match_info["name"], _seconds(body, "timeout", MAX_TIMEOUT)
+        )
+
+    async def garp(request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        return await ctl.garp(request.match_info["name"])
+
+    timeout = {"timeout": "seconds"}
+    return [
+        web.post(
+            "/v1/vrrp/maintenance",
+            handler({"enabled": "boolean", "instance": "name", **timeout}, maintenance),
+        ),
+        web.post(
+            "/v1/vrrp/instances/{name}/priority",
+            handler({"value": "1..254 or null", "duration": "seconds"}, priority),
+        ),
+        web.post(
+            "/v1/vrrp/instances/{name}/handover",
+            handler({**timeout, "hold": "seconds"}, handover),
+        ),
+        web.post("/v1/vrrp/instances/{name}/takeover", handler(timeout, takeover)),
+        web.post("/v1/vrrp/instances/{name}/garp", handler({}, garp)),
     ]
 
 
@@ -106,6 +225,17 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
             "type": ["integer", "null"],
             "description": "runtime priority override, if one is set",
         },
+        "maintenance": {
+            "type": "boolean",
+            "description": "in maintenance (persisted): priority 1, never preempts",
+        },
+        "control": {
+            "type": "object",
+            "description": "runtime control: priority_override (set by vigilctl priority / "
+            "takeover), priority_override_expires (epoch or null), preempt_hold and "
+            "preempt_hold_until (epoch; null while held: until takeover / maintenance off), "
+            "vips_kept (why VIPs are kept while not master), busy (action in progress)",
+        },
         "last_transition": {
             "type": ["object", "null"],
             "properties": {
@@ -124,7 +254,162 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
     },
 }
 
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_SNAPSHOT: dict[str, Any] = {
+    "type": "object",
+    "description": "observed state: state, effective_priority, master_address, "
+    "master_priority, vips_present, maintenance, preempt_hold",
+}
+_CONTROL_RESULT: dict[str, Any] = {
+    "type": "object",
+    "required": ["action", "instance", "ok", "message", "before", "after", "elapsed_s"],
+    "properties": {
+        "action": {"type": "string"},
+        "instance": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "message": {"type": "string", "description": "what was done, for people"},
+        "before": _SNAPSHOT,
+        "after": _SNAPSHOT,
+        "elapsed_s": {"type": "number"},
+    },
+}
+_CONTROL_ERRORS: dict[str, Any] = {
+    "400": {"description": "bad body; the message and `field` name the field"},
+    "404": {"description": "no such instance; the message lists the known ones"},
+    "409": {
+        "description": "not possible in the observed state, or rolled back; `observed` "
+        "holds the state seen, `rolled_back` whether a handover was undone"
+    },
+    "504": {"description": "the effect was not observed in time; `observed` holds what was"},
+}
+
+
+def _control_op(
+    op_id: str, summary: str, description: str, props: dict[str, Any], result: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "description": description,
+            "operationId": op_id,
+            "parameters": [_NAME_PARAM],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": props,
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "done and verified",
+                    "content": {"application/json": {"schema": result}},
+                },
+                **_CONTROL_ERRORS,
+            },
+        }
+    }
+
+
+_TIMEOUT_PROP = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "maximum": 300,
+    "description": "seconds to wait for the observed effect",
+}
+
 VRRP_OPENAPI_PATHS: dict[str, Any] = {
+    "/v1/vrrp/maintenance": {
+        "post": {
+            "summary": "Maintenance on or off, for one instance or all (verified, persisted)",
+            "description": "On: the instance advertises priority 1 and never preempts; a "
+            "master hands over make-before-break first. The flag survives restarts "
+            "(state dir). Off: override and hold dropped; if this node then outranks the "
+            "master and preempts, it takes mastership back make-before-break.",
+            "operationId": "setVrrpMaintenance",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["enabled"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "enabled": {"type": "boolean"},
+                                "instance": {
+                                    "type": ["string", "null"],
+                                    "description": "one instance; omitted or null: all",
+                                },
+                                "timeout": _TIMEOUT_PROP,
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "every instance done and verified",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "action": {"type": "string"},
+                                    "enabled": {"type": "boolean"},
+                                    "instances": {"type": "array", "items": {"type": "string"}},
+                                    "results": {"type": "array", "items": _CONTROL_RESULT},
+                                    "elapsed_s": {"type": "number"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_CONTROL_ERRORS,
+            },
+        }
+    },
+    "/v1/vrrp/instances/{name}/priority": _control_op(
+        "setVrrpPriority",
+        "Set or clear the runtime priority override, optionally expiring",
+        "value 1..254 sets the override (over base + tracker weights); null clears it. "
+        "duration: seconds until it expires. Survives reloads, not restarts.",
+        {
+            "value": {"type": ["integer", "null"], "minimum": 1, "maximum": 254},
+            "duration": {"type": "number", "exclusiveMinimum": 0},
+        },
+        _CONTROL_RESULT,
+    ),
+    "/v1/vrrp/instances/{name}/handover": _control_op(
+        "handoverVrrpInstance",
+        "Planned make-before-break failover from this master to the best peer",
+        "Sends priority 0 but keeps the VIPs until the new master's advert was seen (plus "
+        "0.2 s for its GARP/NA), then removes them. If no peer takes over within timeout, "
+        "rolls back (stays master; VIPs never left) and answers 409. Afterwards this node "
+        "does not preempt until takeover, maintenance off, the end of hold, or a restart.",
+        {"timeout": _TIMEOUT_PROP, "hold": {"type": "number", "exclusiveMinimum": 0}},
+        _CONTROL_RESULT,
+    ),
+    "/v1/vrrp/instances/{name}/takeover": _control_op(
+        "takeoverVrrpInstance",
+        "This backup becomes master (make-before-break)",
+        "Raises the override to the master's priority + 1 if needed (kept until cleared), "
+        "adds and announces the VIPs, then preempts. 409 if the master is at 254/255.",
+        {"timeout": _TIMEOUT_PROP},
+        _CONTROL_RESULT,
+    ),
+    "/v1/vrrp/instances/{name}/garp": _control_op(
+        "garpVrrpInstance",
+        "Resend gratuitous ARP / unsolicited NA for the VIPs now (master only)",
+        "409 if this node is not MASTER.",
+        {},
+        _CONTROL_RESULT,
+    ),
     "/v1/vrrp/instances": {
         "get": {
             "summary": "Every VRRP instance's live state",
@@ -164,6 +449,73 @@ VRRP_OPENAPI_PATHS: dict[str, Any] = {
     },
 }
 
+_GROUP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "state", "members"],
+    "properties": {
+        "name": {"type": "string"},
+        "state": {
+            "type": "string",
+            "enum": ["INIT", "MASTER", "BACKUP", "FAULT", "STOP"],
+            "description": "the last state all members agreed on (FAULT: any member is)",
+        },
+        "consistent": {
+            "type": "boolean",
+            "description": "false while the members are between states (mixed)",
+        },
+        "members": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "state": {"type": ["string", "null"], "description": "null: not running"},
+                    "faults": {
+                        "type": "object",
+                        "description": "the member's own FAULT reasons (not the group's)",
+                        "additionalProperties": {"type": "string"},
+                    },
+                    "held": {
+                        "type": "boolean",
+                        "description": "kept from preempting because another member was "
+                        "beaten by a peer (until a member of the group becomes master)",
+                    },
+                },
+            },
+        },
+        "last_change": {
+            "type": ["object", "null"],
+            "properties": {
+                "time": {"type": "number", "description": "epoch seconds"},
+                "from": {"type": "string"},
+                "to": {"type": "string"},
+                "reason": {"type": "string"},
+            },
+        },
+        "notify": {"type": "object", "description": "the group's notify commands and timeout"},
+    },
+}
+
+VRRP_OPENAPI_PATHS["/v1/vrrp/groups"] = {
+    "get": {
+        "summary": "Every VRRP sync group: its state and its members' states",
+        "operationId": "listVrrpSyncGroups",
+        "responses": {
+            "200": {
+                "description": "the sync groups, in config order",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"groups": {"type": "array", "items": _GROUP_SCHEMA}},
+                        }
+                    }
+                },
+            }
+        },
+    }
+}
+
 _COUNTERS = (
     ("adverts_sent", "VRRP advertisements sent"),
     ("adverts_received", "VRRP advertisements received and accepted"),
@@ -194,6 +546,9 @@ def vrrp_metrics(sub: VrrpSubsystem) -> Iterator[Metric]:
     vip = GaugeMetricFamily(
         "vigil_vrrp_vip_present", "1 if the VIP is in the kernel", labels=["instance", "address"]
     )
+    maint = GaugeMetricFamily(
+        "vigil_vrrp_maintenance", "1 if the instance is in maintenance", labels=["instance"]
+    )
     counters = {
         key: CounterMetricFamily(f"vigil_vrrp_{key}", text, labels=["instance"])
         for key, text in _COUNTERS
@@ -213,6 +568,7 @@ def vrrp_metrics(sub: VrrpSubsystem) -> Iterator[Metric]:
         if d["master_priority"] is not None:
             master_prio.add_metric([name], d["master_priority"])
         interval.add_metric([name], d["learned_interval"])
+        maint.add_metric([name], 1.0 if d.get("maintenance") else 0.0)
         for v in (*d["vips"], *d["excluded_vips"]):
             vip.add_metric([name, v["address"]], 1.0 if v["present"] else 0.0)
         for key, family in counters.items():
@@ -226,4 +582,5 @@ def vrrp_metrics(sub: VrrpSubsystem) -> Iterator[Metric]:
     )
     for key, count in sub.unknown_vrid.items():
         unknown.add_metric([key], count)
-    yield from (state, prio, eff, master_prio, interval, vip, *counters.values(), rejected, unknown)
+    yield from (state, prio, eff, master_prio, interval, vip, maint)
+    yield from (*counters.values(), rejected, unknown)
