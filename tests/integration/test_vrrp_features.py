@@ -601,3 +601,134 @@ def test_v3_backup_learns_the_master_interval(lab: Lab) -> None:
     lab.cable_pull(nodes["n1"])
     lab.wait_address(nodes["n2"], VIP4, timeout=5)
     assert state(a2) == "MASTER"
+
+
+def test_two_vrids_share_one_interface(lab: Lab) -> None:
+    """Two IPv4 instances on one eth0 (one raw socket, demultiplexed by VRID): each node
+    is master of one, and neither counts the other VRID's adverts as rejections."""
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+
+    def pair(prio_a: int, prio_b: int) -> list[dict[str, Any]]:
+        b = vi4(prio_b, name="VI_B", vrid=61, virtual_ipaddresses=["10.99.0.101/24"])
+        return [vi4(prio_a), b]
+
+    a1 = lab.start_vigild(n1, config("n1", *pair(150, 100)))
+    a2 = lab.start_vigild(n2, config("n2", *pair(100, 150)))
+    wait_state(lab, a1, "MASTER", "VI_4")
+    wait_state(lab, a2, "MASTER", "VI_B")
+    wait_state(lab, a1, "BACKUP", "VI_B")
+    wait_state(lab, a2, "BACKUP", "VI_4")
+    lab.wait_address(n1, VIP4)
+    lab.wait_address(n2, "10.99.0.101")
+    assert not lab.has_address(n1, "10.99.0.101") and not lab.has_address(n2, VIP4)
+    wait_received(lab, a1, 10, "VI_B")
+    for agent in (a1, a2):
+        for name in ("VI_4", "VI_B"):
+            noisy = dict(instance(agent, name)["counters"]["rejected"])
+            noisy.pop("own", None)
+            assert noisy == {}, (agent.node.name, name, noisy)
+        status, body = agent.client.get("/v1/status")
+        assert status == 200 and body.get("unknown_vrid", {}) in ({}, None), body
+    assert instance(a1, "VI_B")["master_address"] == "10.99.0.12"
+
+
+DROP_VRRP = """
+table inet vigiltest {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        meta l4proto 112 drop
+    }
+}
+"""
+
+
+def test_equal_priority_goes_to_the_higher_address(lab: Lab) -> None:
+    """Two masters of equal priority meet: the lower address steps down.
+
+    A backup never preempts an equal-priority master (RFC 5798 6.4.2), so the tie-break is
+    only seen when both are already master: each node first drops all VRRP it receives
+    (nftables), both become master, then the filters go and the two meet.
+    """
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    for node in (n1, n2):
+        lab.run(node, ["nft", "-f", "-"], input=DROP_VRRP)
+    a1 = lab.start_vigild(n1, config("n1", vi4(100)))
+    a2 = lab.start_vigild(n2, config("n2", vi4(100)))
+    wait_state(lab, a1, "MASTER")
+    wait_state(lab, a2, "MASTER")
+    for node in (n1, n2):
+        lab.run(node, ["nft", "delete", "table", "inet", "vigiltest"])
+    wait_state(lab, a1, "BACKUP")  # 10.99.0.12 > 10.99.0.11
+    reason = instance(a1)["last_transition"]["reason"]
+    assert reason == "equal priority 100 from higher address 10.99.0.12", reason
+    lab.wait_address(n1, VIP4, present=False)
+    wait_received(lab, a1, 10)
+    assert state(a2) == "MASTER" and state(a1) == "BACKUP"
+    assert instance(a2)["counters"]["released_master"] == 0
+    assert lab.has_address(n2, VIP4)
+
+
+def test_equal_priority_backup_does_not_preempt(lab: Lab) -> None:
+    """A node joining a master of its own priority stays BACKUP, even with a higher address."""
+    nodes = build(lab, client=False)
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(100)))
+    wait_state(lab, a1, "MASTER")
+    a2 = lab.start_vigild(nodes["n2"], config("n2", vi4(100)))
+    wait_state(lab, a2, "BACKUP")
+    wait_received(lab, a2, 10)
+    assert state(a2) == "BACKUP" and state(a1) == "MASTER"
+    assert not lab.has_address(nodes["n2"], VIP4)
+
+
+def test_three_nodes_the_next_highest_takes_over(lab: Lab) -> None:
+    """Skew time orders the backups: when the master dies, priority 120 wins over 100."""
+    nodes = build(lab, client=False)
+    n3 = lab.add_namespace("n3")
+    lab.connect(n3, addrs=["10.99.0.13/24"])
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(150)))
+    wait_state(lab, a1, "MASTER")
+    a2 = lab.start_vigild(nodes["n2"], config("n2", vi4(120)))
+    a3 = lab.start_vigild(n3, config("n3", vi4(100)))
+    lab.wait_for(
+        lambda: instance(a2)["master_priority"] == instance(a3)["master_priority"] == 150,
+        what="n2 and n3 to follow n1",
+    )
+    lab.kill_group(a1)
+    lab.cable_pull(nodes["n1"])
+    wait_state(lab, a2, "MASTER")
+    wait_received(lab, a3, 10)
+    assert state(a3) == "BACKUP" and instance(a3)["master_address"] == "10.99.0.12"
+    assert instance(a3)["counters"]["became_master"] == 0
+    assert lab.has_address(nodes["n2"], VIP4) and not lab.has_address(n3, VIP4)
+
+
+def test_reload_changes_vips_while_master_without_a_transition(lab: Lab) -> None:
+    """A reload that adds a VIP and a route puts them in at once (and announces the VIP);
+    one that removes them takes them out; mastership never changes."""
+    nodes = build(lab, n2=False)
+    n1, client = nodes["n1"], nodes["client"]
+    base = vi4(150, garp={"master_delay": 0})
+    a1 = lab.start_vigild(n1, config("n1", base))
+    wait_state(lab, a1, "MASTER")
+    capture = Capture(lab, client)
+    more = copy.deepcopy(base)
+    more["virtual_ipaddresses"].append("10.99.0.101/24")
+    more["virtual_routes"] = [{"to": "10.96.0.0/16", "via": "10.99.0.254"}]
+    a1.write_config(config("n1", more))
+    status, body = a1.reload()
+    assert status == 200, body
+    lab.wait_address(n1, "10.99.0.101")
+    lab.wait_for(lambda: has_route(lab, n1, "10.96.0.0/16"), what="the new route on n1")
+    capture.wait_for(is_garp("10.99.0.101"), count=5)
+    assert capture.matching(is_garp(VIP4)) == [], "only the added VIP is announced"
+    a1.write_config(config("n1", base))
+    status, body = a1.reload()
+    assert status == 200, body
+    lab.wait_address(n1, "10.99.0.101", present=False)
+    lab.wait_for(lambda: not has_route(lab, n1, "10.96.0.0/16"), what="the route removed")
+    assert lab.has_address(n1, VIP4)
+    view = instance(a1)
+    assert view["state"] == "MASTER" and view["counters"]["became_master"] == 1
+    assert len(events(a1, "vrrp_transition")) == 2  # INIT -> BACKUP -> MASTER, nothing since
