@@ -732,3 +732,53 @@ def test_reload_changes_vips_while_master_without_a_transition(lab: Lab) -> None
     view = instance(a1)
     assert view["state"] == "MASTER" and view["counters"]["became_master"] == 1
     assert len(events(a1, "vrrp_transition")) == 2  # INIT -> BACKUP -> MASTER, nothing since
+
+
+def one_way_split(lab: Lab, garp: dict[str, Any]) -> tuple[Capture, str, AgentHandle]:
+    """n1 (150) is master; then n2 (100) stops hearing VRRP and becomes master too, so n1
+    hears a lower-priority master. Returns the client capture (started before n2), n1's
+    MAC and n2's agent."""
+    nodes = build(lab)
+    n1, n2, client = nodes["n1"], nodes["n2"], nodes["client"]
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, garp=garp)))
+    wait_state(lab, a1, "MASTER")
+    capture = Capture(lab, client)
+    lab.run(n2, ["nft", "-f", "-"], input=DROP_VRRP)
+    a2 = lab.start_vigild(n2, config("n2", vi4(100, garp=garp)))
+    wait_state(lab, a2, "MASTER")
+    return capture, str(lab.link_info(n1)["address"]), a2
+
+
+def from_mac(mac: str, match: Callable[[Ether], bool]) -> Callable[[Ether], bool]:
+    return lambda frame: frame.src == mac and match(frame)
+
+
+def test_master_answers_a_lower_priority_master_and_announces_later(lab: Lab) -> None:
+    """Each lower-priority advert gets an immediate advert back, and lower_prio_repeat
+    GARPs follow lower_prio_delay later; when n2 hears again it steps down."""
+    garp = {"master_repeat": 1, "master_delay": 0, "lower_prio_repeat": 2, "lower_prio_delay": 1}
+    capture, mac1, a2 = one_way_split(lab, garp)
+    lower = capture.wait_for(is_advert("10.99.0.12", 51), count=10)
+    ours = capture.matching(is_advert("10.99.0.11", 51))
+    answered = [any(0 <= mine.time - theirs.time <= 0.05 for mine in ours) for theirs in lower[:8]]
+    assert all(answered), answered  # n1's own schedule alone would match about half of them
+    garps = capture.wait_for(from_mac(mac1, is_garp(VIP4)), count=2, timeout=5)
+    delay = garps[0].time - lower[0].time
+    assert 0.8 <= delay <= 3.0, f"first lower-priority GARP {delay:.3f}s after the first advert"
+
+    lab.run(a2.node, ["nft", "delete", "table", "inet", "vigiltest"])
+    wait_state(lab, a2, "BACKUP")
+    assert instance(a2)["last_transition"]["reason"].startswith("higher priority advert")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runtime sends the lower_prio burst only after lower_prio_delay; keepalived "
+    "(vrrp_state_master_rx) sends garp_lower_prio_repeat at once and again after the delay",
+)
+def test_lower_priority_garps_start_at_once(lab: Lab) -> None:
+    garp = {"master_repeat": 1, "master_delay": 0, "lower_prio_repeat": 2, "lower_prio_delay": 3}
+    capture, mac1, _a2 = one_way_split(lab, garp)
+    first = capture.wait_for(is_advert("10.99.0.12", 51), count=1)[0]
+    garps = capture.wait_for(from_mac(mac1, is_garp(VIP4)), count=2, timeout=5)
+    assert garps[0].time - first.time < 0.5, "lower-priority GARPs should not wait for the delay"
