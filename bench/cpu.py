@@ -30,7 +30,7 @@ from typing import Any
 from tests.lab.procs import group_members
 
 from .failover import RESULTS, machine
-from .pair import IMPLS, BenchError, InstanceSpec, Pair
+from .pair import IMPLS, BenchError, InstanceSpec, Pair, use_vigil_revision
 
 __all__ = ["GroupSample", "instances_for", "main", "measure", "sample_group"]
 
@@ -167,6 +167,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--impl", choices=IMPLS, action="append", help="only this implementation")
     p.add_argument("--json", type=Path, help="result file (default bench/results/...)")
     p.add_argument("--workdir", type=Path, help="logs and configs (default bench/results/)")
+    p.add_argument(
+        "--vigil-rev",
+        default="HEAD",
+        help="git revision of agent/src to run vigild from (default HEAD; 'worktree')",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.instances <= MAX_INSTANCES:
         p.error(f"--instances {args.instances}: must be 1..{MAX_INSTANCES}")
@@ -183,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.json or RESULTS / f"cpu-{stamp}.json"
     workdir = args.workdir or RESULTS / f"cpu-{stamp}"
+    vigil_source = use_vigil_revision(args.vigil_rev, workdir / "vigil-src")
     command = "python -m bench.cpu " + shlex.join(list(argv) if argv is not None else sys.argv[1:])
     results = []
     try:
@@ -201,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "version": 2,
         "seconds": args.seconds,
         "machine": machine(),
+        "vigil_source": vigil_source,
         "results": results,
         "verdict": verdict(results),
     }

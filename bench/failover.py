@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import select
 import shlex
 import statistics
 import subprocess
@@ -44,7 +45,7 @@ from typing import Any
 
 from tests.lab.probe import Probe
 
-from .pair import IMPLS, BenchError, InstanceSpec, Pair
+from .pair import IMPLS, BenchError, InstanceSpec, Pair, use_vigil_revision
 from .trace import Capture, timeline
 
 __all__ = ["FAILURES", "ROWS", "Row", "main", "run_round", "summarize"]
@@ -123,6 +124,46 @@ def _wait(pair: Pair, cond: Callable[[], bool], timeout: float, what: str) -> fl
     return time.monotonic()
 
 
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Return the moment ``pid`` exits (a pidfd becomes readable), not up to 50 ms later
+    as Popen.wait's polling would; TimeoutExpired if it is still running at ``timeout``."""
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+    if not ready:
+        raise subprocess.TimeoutExpired(f"pid {pid}", timeout)
+
+
+def wait_for_advert(pair: Pair, row: Row) -> None:
+    """Block until the client sees the current master's next VRRP advert (tcpdump -c 1).
+
+    That instant anchors the random injection phase to the advert cycle. tcpdump runs in
+    the client's namespace in immediate mode; the wait is bounded by a few intervals.
+    """
+    bpf = "ip proto 112" if row.family == 4 else "ip6 proto 112"
+    argv = ["tcpdump", "-i", "eth0", "-n", "-c", "1", "--immediate-mode", "-q", bpf]
+    proc = pair.lab.spawn("client", argv, name="advert-wait")
+    try:
+        pair.lab.wait_for(
+            lambda: "listening on" in proc.log_text() or not proc.alive(),
+            timeout=10.0,
+            what="tcpdump to listen for adverts",
+        )
+        _wait_exit(proc.pid, 3 * row.interval + 2.0)
+        proc.wait(timeout=2.0)
+    except (AssertionError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(
+            f"{pair.impl}: the client saw no VRRP advert within {3 * row.interval + 2.0:g}s: "
+            f"{exc}\n{proc.log_text(tail=10)}"
+        ) from exc
+    finally:
+        proc.stop(timeout=2.0)
+    if proc.returncode != 0:
+        raise BenchError(f"tcpdump for adverts failed:\n{proc.log_text(tail=10)}")
+
+
 def _converge_timeout(row: Row) -> float:
     # Master_Down is about 3.4 advert intervals; vigild itself needs ~2 s to start.
     return 15.0 + 5 * row.interval
@@ -178,9 +219,13 @@ def run_round(
         capture = None
         if trace:
             capture = Capture(pair.lab, pair.lab.workdir / "failover.pcap").start()
-        # The one deliberate sleep of the benchmark: a uniformly random phase of the
-        # advert cycle, so failures do not always land just after (or before) an advert.
+        # The one deliberate sleep of the benchmark: a random phase of the advert cycle,
+        # counted from an advert the client saw, so failures do not always land just
+        # after (or before) an advert. The caller draws the same phase for both
+        # implementations in a round (paired samples), which keeps the phase's large
+        # effect on a crash's outage out of the comparison.
         phase = rng.uniform(0.0, row.interval)
+        wait_for_advert(pair, row)
         time.sleep(phase)
         inject_wall = time.time()
         t_inject = time.monotonic()
@@ -356,6 +401,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--log-level", default="info", choices=("debug", "info"), help="vigild log level"
     )
     p.add_argument("--workdir", type=Path, help="logs and configs (default bench/results/)")
+    p.add_argument(
+        "--vigil-rev",
+        default="HEAD",
+        help="git revision of agent/src to run vigild from (default HEAD; 'worktree' = "
+        "the checkout as it is, uncommitted edits included; or a directory holding a "
+        "vigil package, for experiments)",
+    )
     p.add_argument("--list", action="store_true", help="list the rows and exit")
     p.add_argument(
         "--trace",
@@ -379,10 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     impls = tuple(args.impl or IMPLS)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    rng = random.Random(seed)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.json or RESULTS / f"failover-{stamp}.json"
     workdir = args.workdir or RESULTS / f"failover-{stamp}"
+    vigil_source = use_vigil_revision(args.vigil_rev, workdir / "vigil-src")
     command = "python -m bench.failover " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]
     )
@@ -396,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vigil_log_level": args.log_level,
         "trace": args.trace,
         "machine": machine(),
+        "vigil_source": vigil_source,
         "samples": [],
     }
     samples: list[dict[str, Any]] = doc["samples"]
@@ -407,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for row in rows:
                 order = impls if rnd % 2 == 0 else tuple(reversed(impls))
                 for impl in order:
+                    # Paired phases: both implementations get the same phase in a round.
+                    rng = random.Random(f"{seed}/{row.key}/{rnd}")
                     done += 1
                     wd = workdir / row.key / f"{impl}-r{rnd + 1}"
                     try:

@@ -10,6 +10,7 @@ tests/integration/test_vrrp_pair.py: switch ``sw``, nodes ``n1`` (priority 150) 
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ __all__ = [
     "Pair",
     "import_keepalived_conf",
     "keepalived_conf",
+    "use_vigil_revision",
 ]
 
 IMPLS = ("keepalived", "vigil")
@@ -42,6 +44,60 @@ NODE_ADDRS = {
 
 class BenchError(RuntimeError):
     """A benchmark step failed; the message says which and what was seen."""
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def use_vigil_revision(rev: str, dest: Path) -> dict[str, str]:
+    """Run vigild and vigilctl from a snapshot of ``agent/src`` at git revision ``rev``.
+
+    The checkout is shared with people who are editing it; a benchmark that takes half an
+    hour must measure one fixed version, and say which. The snapshot is extracted with
+    ``git archive`` into ``dest`` and put first on PYTHONPATH, which the daemons the lab
+    spawns inherit (ahead of the venv's editable install). ``rev="worktree"`` leaves the
+    live tree in place; a directory that holds a ``vigil`` package (an experiment) is used
+    as it is. Returns what to record: the commit and whether it is the tree.
+    """
+
+    def git(*args: str) -> str:
+        res = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise BenchError(
+                f"git {' '.join(args)} failed: {res.stderr.decode(errors='replace').strip()}"
+            )
+        return res.stdout.decode(errors="replace")
+
+    head = git("rev-parse", "HEAD").strip()
+    if (Path(rev) / "vigil" / "__init__.py").is_file():
+        # A directory holding a vigil package (an experiment): used as it is.
+        src_dir = Path(rev).resolve()
+        old = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(src_dir) + (os.pathsep + old if old else "")
+        return {"vigil_source": f"directory {src_dir}", "commit": head, "dirty": "unknown"}
+    if rev == "worktree":
+        dirty = bool(git("status", "--porcelain", "--", "agent/src").strip())
+        return {"vigil_source": "worktree", "commit": head, "dirty": str(dirty).lower()}
+    commit = git("rev-parse", "--verify", f"{rev}^{{commit}}").strip()
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", "--format=tar", commit, "agent/src"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise BenchError(f"git archive {commit}: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=60)
+    src = dest / "agent" / "src"
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(src) + (os.pathsep + old if old else "")
+    return {"vigil_source": f"git archive {commit} agent/src", "commit": commit, "dirty": "false"}
 
 
 @dataclass(frozen=True)
