@@ -577,10 +577,14 @@ class InstanceRuntime:
         garp = self.cfg.garp
         addrs = [addr.ip for _, addr in self._owned_addresses()]
         if kind is GarpKind.LOWER_PRIORITY:
+            # As keepalived: a burst now (the other master may have drawn traffic away),
+            # and another lower_prio_delay later if that is set.
             if garp.lower_prio_repeat > 0:
-                self._garp_task(
-                    self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
-                )
+                self._garp_task(self._garp_burst(addrs, garp.lower_prio_repeat))
+                if garp.lower_prio_delay > 0:
+                    self._garp_task(
+                        self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
+                    )
             return
         # The VIPs are being added by the ordered address queue: announce after them.
         self._queue(self._garp_burst(addrs, garp.master_repeat))
