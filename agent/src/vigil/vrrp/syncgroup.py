@@ -199,11 +199,12 @@ class SyncGroup:
         self._busy = True
         try:
             if failed:
-                who, reasons = failed[0]
-                why = "; ".join(reasons.values())
-                reason = f"sync group {self.name}: member {who} is in FAULT ({why})"
+                who = ", ".join(f"{n} ({'; '.join(r.values())})" for n, r in failed)
+                verb = "is" if len(failed) == 1 else "are"
+                member_word = "member" if len(failed) == 1 else "members"
+                reason = f"sync group {self.name}: {member_word} {who} {verb} in FAULT"
                 for m in members:
-                    if m.state is not VrrpState.STOPPED and self.source not in m.faults:
+                    if m.state is not VrrpState.STOPPED and m.faults.get(self.source) != reason:
                         m.set_fault(self.source, reason)
             else:
                 reason = f"sync group {self.name}: no member is in FAULT any more"
