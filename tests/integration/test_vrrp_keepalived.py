@@ -14,8 +14,13 @@ hang off one bridge. Every case of the matrix below walks the same life of a pai
 
 keepalived has no API, so it is observed through the kernel (``ip -n ka addr``) and its
 log; vigil through its API. Counters prove keepalived's adverts were accepted: vigil's
-``counters.rejected`` stays empty in every normal case. A last test configures different
-PASS passwords and checks both sides become master while vigil counts ``auth`` rejects.
+``counters.rejected`` stays empty in every normal case, and keepalived's log holds none of
+its complaints about a received advert.
+
+Edge cases follow the matrix: different PASS passwords (both become master, vigil counts
+``auth``), a partition healing at equal priority (the higher address keeps the VIP on both
+implementations), VRRPv3 interval learning both ways, a VRRPv2 interval mismatch, and a
+VIP-list mismatch (vigil counts it and follows the master; keepalived ignores the advert).
 
 Waits are on observed conditions with deadlines sized from the advert interval; nothing
 here sleeps, and the lab fixture removes every namespace and process.
@@ -35,6 +40,7 @@ from tests.lab.agents import AgentHandle
 from tests.lab.lab import Lab, Node
 from tests.lab.peers import PeerHandle
 from tests.lab.probe import Probe, ProbeResult
+from tests.lab.waiting import wait_for
 
 VG_ADDRS = ["10.99.0.11/24", "fd00:99::11/64"]
 KA_ADDRS = ["10.99.0.12/24", "fd00:99::12/64"]
@@ -328,10 +334,12 @@ class InteropPair:
         return list(body)
 
     def wait_vigil(self, predicate: Any, what: str, timeout: float | None = None) -> None:
-        self.lab.wait_for(
+        """Wait until ``predicate(vigil's instance)`` holds; a timeout shows the instance."""
+        wait_for(
             lambda: predicate(self.vigil()),
             timeout=timeout or self.mode.deadline,
             what=what,
+            observe=self.vigil,
         )
 
     def holders(self) -> list[Side]:
@@ -341,10 +349,11 @@ class InteropPair:
 
     def wait_holder(self, side: Side) -> None:
         """Wait until ``side`` is the one and only VIP holder on the segment."""
-        self.lab.wait_for(
+        wait_for(
             lambda: self.holders() == [side],
             timeout=self.mode.deadline,
-            what=f"{side.value} to be the only VIP holder (holders: {self.holders()})",
+            what=f"{side.value} to be the only VIP holder",
+            observe=lambda: [s.value for s in self.holders()],
         )
 
     def keepalived_log(self) -> str:
