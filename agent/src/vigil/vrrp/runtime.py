@@ -846,8 +846,8 @@ class VrrpSubsystem:
         sends priority 0 and then removes its VIPs, and its VRID is free again before any
         new instance registers on the same socket (two instances may swap VRIDs in one
         reload). Then changed instances are updated in place, and new ones start in
-        BACKUP. Tracker and sync group definitions outside the instances are not the
-        VRRP runtime's to apply.
+        BACKUP. Trackers and sync groups reconcile last, against the instances that now
+        run.
         """
         self.notify.configure(config)
         new = {cfg.name: cfg for cfg in config.vrrp_instances}
