@@ -104,7 +104,8 @@ class FrrVigilPair:
             observe=lambda: self.frr_log(),
         )
         running = frr_vrrp_router(self.frr_handle, VRID)
-        assert running["version"] == 3 and running["interface"] == "eth0", running
+        assert running["version"] == self.router.version, running
+        assert running["interface"] == "eth0", running
         assert running["advertisementInterval"] == self.router.interval_ms, running
         section = running[f"v{self.family}"]
         assert section["interface"] == self.macvlan, section
@@ -478,3 +479,42 @@ def test_one_vrid_for_both_families(lab: Lab) -> None:
         timeout=5,
         what="vigil MASTER in both families",
     )
+
+
+# ---------------------------------------------------------------------- VRRPv2
+
+
+def test_vrrp_v2_ipv4_both_ways(lab: Lab) -> None:
+    """VRRPv2 (1 s adverts): each side accepts the other's checksum and interval.
+
+    VRRPv2 checksums the VRRP message only and both ends must use the same interval (FRR
+    drops a v2 advert whose interval differs from its own); with equal intervals neither
+    side rejects anything. vigil (200) preempts a running FRR (100), FRR backs off, and
+    takes over when vigil crashes.
+    """
+    frr_node = lab.add_namespace("frr")
+    vg_node = lab.add_namespace("vg")
+    lab.connect(frr_node, addrs=[f"{FRR_ADDRS[4]}/24"])
+    lab.connect(vg_node, addrs=[f"{VG_ADDRS[4]}/24"])
+    pair = FrrVigilPair(lab, 4, frr_node, vg_node)
+    pair.start_frr(100, version=2, interval_ms=1000)
+    pair.wait(pair.frr_holds, "FRR (VRRPv2) alone to become Master")
+    pair.start_vigil(200, version=2, advert_interval=1)
+    pair.wait(
+        lambda: pair.vigil()["state"] == "MASTER" and pair.vigil_holds(),
+        "vigil to preempt FRR",
+    )
+    pair.wait(
+        lambda: pair.frr_state()["status"] == "Backup" and pair.frr_protodown(),
+        "FRR to become Backup behind vigil",
+    )
+    pair.hold_steady("vigil", adverts=3)
+    inst = pair.vigil()
+    assert inst["version"] == 2
+    assert inst["counters"]["adverts_received"] >= 1, "vigil saw FRR's v2 adverts"
+    assert_no_rejections(pair)
+    assert pair.frr_state()["stats"]["adverRx"] >= 3
+
+    pair.lab.kill_group(pair.vg_handle)
+    pair.lab.cable_pull(pair.vg_node)
+    pair.wait(pair.frr_holds, "FRR to take over after vigil's crash", timeout=10)
