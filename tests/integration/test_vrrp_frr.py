@@ -285,6 +285,9 @@ def test_frr_master_vigil_backup_then_frr_crash(pair: FrrVigilPair) -> None:
     assert inst["master_address"] != source
     assert_no_rejections(pair)
     assert not pair.frr_handle.alive()
+    # Nobody lowers a crashed vrrpd's macvlan: it stays up with the VIP on it, so after
+    # an FRR crash only its silence on the wire says it let go (as with keepalived).
+    assert not pair.frr_protodown()
 
 
 def test_frr_clean_stop_sends_priority_zero(pair: FrrVigilPair) -> None:
