@@ -230,3 +230,18 @@ def test_garp_only_on_the_master(lab: Lab) -> None:
     assert "not MASTER" in body["error"]["message"]
     status, body = post(a2, "/v1/vrrp/instances/VI_9/takeover")
     assert status == 404 and "VI_4" in body["error"]["message"]
+
+
+def test_maintenance_with_no_peer_stays_master_and_says_so(lab: Lab) -> None:
+    """Nobody to hand over to: the VIP stays served here, at priority 1, flag recorded."""
+    n1, _n2, _client, a1, a2 = start_pair(lab)
+    lab.kill_group(a2)
+    status, body = post(a1, "/v1/vrrp/maintenance", {"enabled": True, "instance": "VI_4"})
+    assert status == 409, body
+    err = body["error"]
+    assert "no peer took over" in err["message"] and "maintenance stays on" in err["message"]
+    assert err["results"][0]["rolled_back"] is True
+    assert lab.has_address(n1, VIP4)
+    view = instance(a1, "VI_4")
+    assert view["state"] == "MASTER" and view["maintenance"] is True
+    assert view["effective_priority"] == 1

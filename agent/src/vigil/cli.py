@@ -113,7 +113,7 @@ class Ctl:
         rows = [
             (
                 i.get("name"),
-                i.get("state"),
+                f"{i.get('state')} (maintenance)" if i.get("maintenance") else i.get("state"),
                 i.get("interface"),
                 i.get("vrid"),
                 i.get("effective_priority", i.get("priority")),

@@ -614,8 +614,13 @@ class ControlManager:
         t0: float,
         before: dict[str, Any],
     ) -> None:
-        """No peer took over: be master again with the VIPs that never left, then fail."""
-        inst.release_hold()
+        """No peer took over: be master again with the VIPs that never left, then fail.
+
+        Maintenance keeps its hold (and priority 1): the first peer that appears wins.
+        """
+        maintenance = inst.name in self.maintenance
+        if not maintenance:
+            inst.release_hold()
         if outcome is Outcome.LEFT:
             raise self._fail(
                 inst,
@@ -646,7 +651,12 @@ class ControlManager:
             action,
             409,
             f"{action} rolled back: no peer took over ({how}); this node {state}. "
-            "Check that a peer runs this instance and can hear this node's adverts",
+            "Check that a peer runs this instance and can hear this node's adverts"
+            + (
+                "; maintenance stays on (priority 1): the first peer that appears takes over"
+                if maintenance
+                else ""
+            ),
             t0,
             before,
             rolled_back=True,
@@ -887,7 +897,7 @@ class ControlManager:
                 took_back = True
             after = snapshot(inst, self)
             if not was:
-                msg = "maintenance was not on; nothing to do"
+                msg = "maintenance was not on; any preemption hold released"
             elif took_back:
                 msg = "maintenance off: took mastership back (preempt, higher priority)"
             else:
