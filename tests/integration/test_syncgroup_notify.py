@@ -295,3 +295,51 @@ def test_sync_group_moves_both_and_notify_runs_in_order(lab: Lab) -> None:
         assert of(after, n)[-2:] == [f"{n} stop user=nobody", f"INSTANCE {n} STOP 150 user=nobody"]
     assert [e for e in after if e.startswith("GROUP")][-1] == "GROUP G1 STOP 0 user=nobody"
     assert os.stat(d / "notify.sh").st_uid == 0
+
+
+def test_reload_rebuilds_groups_without_transitions(lab: Lab) -> None:
+    """Changing, removing and re-adding a sync group by reload moves no instance."""
+    d = notify_dir(lab)
+    lab.add_switch("sw")
+    lab.add_switch("sw2")
+    n1 = lab.add_namespace("n1")
+    lab.connect(n1, "eth0", addrs=["10.98.0.11/24"], switch="sw")
+    lab.connect(n1, "eth1", addrs=["10.97.0.11/24"], switch="sw2")
+    config = node_config(d, "n1", 150)
+    a1 = lab.start_vigild(n1, config)
+    lab.wait_for(lambda: group(a1)["state"] == "MASTER", 10, what="group G1 MASTER alone")
+
+    def transitions_since(seq: int) -> list[dict[str, Any]]:
+        status, body = a1.client.get(f"/v1/events?since={seq}")
+        assert status == 200, body
+        return [e for e in body if e["kind"] == "vrrp_transition"]
+
+    def reload(cfg: dict[str, Any]) -> None:
+        a1.write_config(cfg)
+        status, body = a1.reload()
+        assert status == 200 and body["changed"] is True, body
+        assert body["diff"]["sync_groups_changed"] is True, body
+
+    seq = a1.client.get("/v1/events")[1][-1]["seq"]
+    # only the group's notify commands change: the group object (and state) stays
+    changed = {**config, "vrrp_sync_groups": [dict(config["vrrp_sync_groups"][0])]}
+    changed["vrrp_sync_groups"][0]["notify"] = {"master": f"{d}/notify.sh n1 G1 master"}
+    reload(changed)
+    assert group(a1)["state"] == "MASTER"
+    assert group(a1)["notify"]["master"].endswith("G1 master")
+    # removed: the members run on their own, nothing moves
+    reload({**config, "vrrp_sync_groups": []})
+    assert a1.client.get("/v1/vrrp/groups")[1] == {"groups": []}
+    # added again: adopted as MASTER without a transition or a group notify
+    reload(config)
+    assert group(a1)["state"] == "MASTER" and group(a1)["consistent"] is True
+    assert transitions_since(seq) == []
+    removed = [e for e in a1.client.get(f"/v1/events?since={seq}")[1] if e["kind"] == "sync_group"]
+    assert [e["data"]["new"] for e in removed] == [None, "MASTER"]
+
+    # the rebuilt group still works: a member's fault takes the other along
+    lab.cable_pull(n1, "eth1")
+    lab.wait_for(lambda: state(a1, "VI_OUT")["state"] == "FAULT", 5, what="VI_OUT held in FAULT")
+    assert group(a1)["state"] == "FAULT"
+    lab.cable_plug(n1, "eth1")
+    lab.wait_for(lambda: group(a1)["state"] == "MASTER", 10, what="group G1 MASTER again")
