@@ -13,6 +13,12 @@ unrelated change to the file:
   add-instance    a third instance VI_3 is added (odd reloads) or removed again (even)
   other-priority  VI_2's priority toggles between 150 and 140 (VI_1 is never touched)
 
+and, for comparison, two changes to VI_1 itself that must not cost a probe either:
+
+  own-vip         VI_1 gains a second VIP (10.99.0.110) and loses it again; the probed VIP
+                  stays in both lists
+  own-priority    VI_1's priority toggles between 150 and 140 (still above n2's 100)
+
 After each reload the benchmark waits until the reload is done (vigil: its
 ``config_reloaded`` event; keepalived: its "Reload complete" log line), then keeps
 watching for four advert intervals plus half a second (a peer that missed adverts would
@@ -47,13 +53,21 @@ from tests.lab.capture import Capture, Frame
 from tests.lab.probe import Probe
 
 from .failover import machine
-from .pair import IMPLS, BenchError, InstanceSpec, Pair, import_keepalived_conf, keepalived_conf
+from .pair import (
+    IMPLS,
+    PRIORITY,
+    BenchError,
+    InstanceSpec,
+    Pair,
+    import_keepalived_conf,
+    keepalived_conf,
+)
 
 __all__ = ["CHANGES", "ROWS", "Row", "advert_times", "longest_gap", "main", "run_round"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
-CHANGES = ("add-instance", "other-priority")
+CHANGES = ("add-instance", "other-priority", "own-vip", "own-priority")
 PROBE_INTERVAL = 0.01
 ROUND_LIMIT_S = 180.0
 N1_ADDR = "10.99.0.11"
@@ -120,15 +134,31 @@ def longest_gap(times: Sequence[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
-def conf_text(row: Row, step: int) -> str:
-    """n1's keepalived.conf after ``step`` reloads (step 0 is the one it started with)."""
+def reloaded_nodes(row: Row) -> tuple[str, ...]:
+    """Who reloads: n1 only, except when both must agree on VI_1's VIP list.
+
+    A VIP list change goes to the backup first, then the master (as docs/operations.md
+    says): keepalived 2.2.7 drops an advert whose VIP list differs from its own, so
+    reloading only the master would make the backup take over.
+    """
+    return ("n2", "n1") if row.change == "own-vip" else ("n1",)
+
+
+def conf_text(row: Row, step: int, node: str = "n1") -> str:
+    """``node``'s keepalived.conf after ``step`` reloads (step 0: the one it started with)."""
+    prio = PRIORITY[node]
     if row.change == "add-instance":
-        return keepalived_conf("n1", 150, row.specs(extra=step % 2 == 1))
-    text = keepalived_conf("n1", 150, row.specs())
-    if step % 2 == 1:
-        head, tail = text.split("vrrp_instance VI_2 {", 1)
-        text = head + "vrrp_instance VI_2 {" + tail.replace("priority 150", "priority 140", 1)
-    return text
+        return keepalived_conf(node, prio, row.specs(extra=step % 2 == 1))
+    text = keepalived_conf(node, prio, row.specs())
+    if step % 2 == 0 or (node != "n1" and row.change != "own-vip"):
+        return text
+    name = "VI_1" if row.change.startswith("own-") else "VI_2"
+    head, tail = text.split(f"vrrp_instance {name} {{", 1)
+    if row.change == "own-vip":
+        tail = tail.replace("10.99.0.100/24\n", "10.99.0.100/24\n        10.99.0.110/24\n", 1)
+    else:
+        tail = tail.replace(f"priority {prio}", f"priority {prio - 10}", 1)
+    return head + f"vrrp_instance {name} {{" + tail
 
 
 class Observer:
@@ -159,10 +189,10 @@ class Observer:
             return list(body), ""
         return [], handle.log(None)[self.marks[name] :]
 
-    def reload_done(self) -> bool | str:
-        """True when n1's reload finished; a string when it failed."""
-        events, log = self._since("n1")
-        if isinstance(self.pair.handles["n1"], AgentHandle):
+    def reload_done(self, node: str = "n1") -> bool | str:
+        """True when ``node``'s reload finished; a string when it failed."""
+        events, log = self._since(node)
+        if isinstance(self.pair.handles[node], AgentHandle):
             for e in events:
                 if e["kind"] == "config_reloaded":
                     return True
@@ -184,20 +214,20 @@ class Observer:
         return out
 
 
-def write_n1_config(pair: Pair, row: Row, step: int) -> None:
-    """Write n1's config for ``step`` (vigil: the import of the same keepalived.conf)."""
-    handle = pair.handles["n1"]
-    text = conf_text(row, step)
+def write_config(pair: Pair, row: Row, step: int, node: str) -> None:
+    """Write ``node``'s config for ``step`` (vigil: the import of the same keepalived.conf)."""
+    handle = pair.handles[node]
+    text = conf_text(row, step, node)
     if isinstance(handle, AgentHandle):
-        src = pair.lab.node_dir("n1") / f"keepalived-reload-{step}.conf"
+        src = pair.lab.node_dir(node) / f"keepalived-reload-{step}.conf"
         src.write_text(text)
         import_keepalived_conf(src, handle.config_path)
     else:
         handle.files["conf"].write_text(text)
 
 
-def sighup_n1(pair: Pair) -> None:
-    handle = pair.handles["n1"]
+def sighup(pair: Pair, node: str) -> None:
+    handle = pair.handles[node]
     if isinstance(handle, AgentHandle):
         handle.sighup()
     else:
@@ -223,24 +253,30 @@ def run_round(row: Row, impl: str, workdir: Path, reloads: int, log_level: str =
         took: list[float] = []
         window = 4 * row.interval + 0.5
         for step in range(1, reloads + 1):
-            step_mark = Observer(pair)
-            step_mark.mark()
-            write_n1_config(pair, row, step)
-            t0 = time.monotonic()
-            sighup_n1(pair)
-            failed: list[str] = []
+            for node in reloaded_nodes(row):
+                step_mark = Observer(pair)
+                step_mark.mark()
+                write_config(pair, row, step, node)
+                t0 = time.monotonic()
+                sighup(pair, node)
+                failed: list[str] = []
 
-            def done(m: Observer = step_mark, failed: list[str] = failed) -> bool:
-                state = m.reload_done()
-                if isinstance(state, str):
-                    failed.append(state)
-                    return True
-                return state
+                def done(
+                    m: Observer = step_mark, failed: list[str] = failed, node: str = node
+                ) -> bool:
+                    state = m.reload_done(node)
+                    if isinstance(state, str):
+                        failed.append(state)
+                        return True
+                    return state
 
-            pair.lab.wait_for(done, timeout=20.0, interval=0.01, what=f"{impl} reload {step}")
-            if failed:
-                raise BenchError(failed[0])
-            took.append(time.monotonic() - t0)
+                pair.lab.wait_for(
+                    done, timeout=20.0, interval=0.01, what=f"{impl} reload {step} of {node}"
+                )
+                if failed:
+                    raise BenchError(failed[0])
+                if node == "n1":
+                    took.append(time.monotonic() - t0)
             # Watch: as many probe replies as the window holds.
             probe.wait_received(int(window / PROBE_INTERVAL * 0.9), timeout=window + 10.0)
         t_last = time.time()
