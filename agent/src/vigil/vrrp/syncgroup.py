@@ -369,21 +369,16 @@ class RuntimeMember:
         self.inst.clear_fault(source, reason)
 
     def force_master(self, reason: str) -> None:
-        inst = self.inst
-        if inst.machine.state is VrrpState.BACKUP:
-            inst._run(inst.machine.force_master(inst.now(), reason))
+        if self.inst.machine.state is VrrpState.BACKUP:
+            self.inst.force_master(reason)
 
     def force_backup(self, reason: str, *, hold: bool) -> None:
-        inst = self.inst
-        inst._run(
-            inst.machine.force_backup(
-                inst.now(), reason, release=True, hold_until=math.inf if hold else None
-            )
-        )
+        # Followers release at once (priority 0): a make-before-break handover is the
+        # handed-over instance's alone; the group does not keep the others' VIPs.
+        self.inst.force_backup(reason, hold_until=math.inf if hold else None, keep_vips=False)
 
     def release_hold(self) -> None:
-        inst = self.inst
-        inst._run(inst.machine.release_hold(inst.now()))
+        self.inst.release_hold()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RuntimeMember) and other.inst is self.inst
