@@ -69,6 +69,10 @@ def _vrrp_priority(payload: bytes) -> int | None:
     return payload[2] if len(payload) >= 3 else None
 
 
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 2)
+
+
 def _is_announcement(pkt: Any, vip: str, target: Any) -> bool:
     """A gratuitous ARP (request, sender = target = VIP) or an NA for the VIP."""
     from scapy.layers.inet6 import ICMPv6ND_NA
@@ -150,4 +154,8 @@ def timeline(
     )
     out["announce_after_advert_ms"] = None if adv is None or ann is None else round(ann - adv, 2)
     out["reply_after_announce_ms"] = None if ann is None or rep is None else round(rep - ann, 2)
+    last, prio0 = out["old_last_advert_ms"], out["old_prio0_ms"]
+    # Master_Down (crash, link down) or Skew_Time (priority 0) as the backup ran it.
+    out["advert_after_old_advert_ms"] = _span(last, adv)
+    out["advert_after_prio0_ms"] = _span(prio0, adv)
     return out
