@@ -11,6 +11,7 @@ passed (so many adverts received) and then asserts the absence.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -790,3 +791,51 @@ def test_lower_priority_garps_at_once_and_after_the_delay(lab: Lab) -> None:
         lambda f: f.time >= first.time + 1.5 and ours(capture.ether(f)), count=2, timeout=5
     )
     assert 1.8 <= later[0].time - first.time <= 4.0, later[0].time - first.time
+
+
+def test_master_refresh_repeats_announcements(lab: Lab) -> None:
+    """garp.master_refresh: while master, master_refresh_repeat GARPs every period."""
+    nodes = build(lab, n2=False)
+    capture = Capture(lab, nodes["client"])
+    garp = {
+        "master_repeat": 1,
+        "master_delay": 0,
+        "master_refresh": 0.5,
+        "master_refresh_repeat": 2,
+    }
+    a1 = lab.start_vigild(nodes["n1"], config("n1", vi4(150, garp=garp)))
+    wait_state(lab, a1, "MASTER")
+    frames = capture.wait_for(is_garp(VIP4), count=7, timeout=6)  # 1, then 2 + 2 + 2
+    groups = bursts(frames, gap=0.25)
+    assert [len(g) for g in groups[:4]] == [1, 2, 2, 2], [round(f.time, 3) for f in frames]
+    gaps = [b[0].time - a[0].time for a, b in itertools.pairwise(groups[:4])]
+    assert all(0.4 <= gap <= 1.5 for gap in gaps), gaps
+
+
+def test_restart_after_crash_removes_leftover_routes_and_excluded_vips(lab: Lab) -> None:
+    """The journal covers excluded VIPs (on any device) and virtual routes too."""
+    nodes = build(lab, client=False)
+    n1 = nodes["n1"]
+    lab.connect(n1, "eth1", addrs=["10.99.7.11/24"])
+    extra = {
+        "virtual_ipaddresses_excluded": [{"address": "10.99.7.100/24", "dev": "eth1"}],
+        "virtual_routes": [{"to": "10.98.0.0/16", "via": "10.99.0.254"}],
+    }
+    a1 = lab.start_vigild(n1, config("n1", vi4(150, **extra)))
+    wait_state(lab, a1, "MASTER")
+    lab.wait_address(n1, "10.99.7.100")
+    lab.wait_for(lambda: has_route(lab, n1, "10.98.0.0/16"), what="route on n1")
+    lab.kill_group(a1)
+    assert lab.has_address(n1, "10.99.7.100") and has_route(lab, n1, "10.98.0.0/16")
+    # The successor is a backup (a master of priority 200 runs on n2 now).
+    a2 = lab.start_vigild(nodes["n2"], config("n2", vi4(200, **extra)))
+    wait_state(lab, a2, "MASTER")
+    a1b = lab.start_vigild(n1, config("n1", vi4(150, **extra)))
+    wait_state(lab, a1b, "BACKUP")
+    for addr in (VIP4, "10.99.7.100"):
+        lab.wait_address(n1, addr, present=False)
+    assert not has_route(lab, n1, "10.98.0.0/16")
+    cleaned = {e["address"] for e in events(a1b, "vip_cleanup")}
+    assert cleaned == {f"{VIP4}/24", "10.99.7.100/24"}, cleaned
+    wait_received(lab, a1b, 5)
+    assert state(a1b) == "BACKUP" and not lab.has_address(n1, "10.99.7.100")
