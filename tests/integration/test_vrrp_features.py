@@ -839,3 +839,30 @@ def test_restart_after_crash_removes_leftover_routes_and_excluded_vips(lab: Lab)
     assert cleaned == {f"{VIP4}/24", "10.99.7.100/24"}, cleaned
     wait_received(lab, a1b, 5)
     assert state(a1b) == "BACKUP" and not lab.has_address(n1, "10.99.7.100")
+
+
+def test_backup_troubles_never_disturb_the_master(lab: Lab) -> None:
+    """The backup's cable is pulled and plugged, then its agent restarts: the master never
+    changes state and the VIP never moves."""
+    nodes = build(lab, client=False)
+    n1, n2 = nodes["n1"], nodes["n2"]
+    a1 = lab.start_vigild(n1, config("n1", vi4(150)))
+    wait_state(lab, a1, "MASTER")
+    cfg2 = config("n2", vi4(100))
+    a2 = lab.start_vigild(n2, cfg2)
+    wait_received(lab, a2, 3)
+    lab.cable_pull(n2)
+    wait_state(lab, a2, "FAULT")
+    assert "carrier" in (instance(a2)["fault_reason"] or "")
+    lab.cable_plug(n2)
+    wait_state(lab, a2, "BACKUP")
+    wait_received(lab, a2, 5)
+    assert a2.stop() == 0
+    a2 = lab.start_vigild(n2, cfg2)
+    wait_received(lab, a2, 10)
+    assert state(a2) == "BACKUP" and instance(a2)["counters"]["became_master"] == 0
+    view = instance(a1)
+    assert view["state"] == "MASTER"
+    assert view["counters"]["became_master"] == 1 and view["counters"]["released_master"] == 0
+    assert len(events(a1, "vrrp_transition")) == 2
+    assert lab.has_address(n1, VIP4) and not lab.has_address(n2, VIP4)
