@@ -32,10 +32,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from vigil.config import files
 from vigil.vrrp.machine import Transition, VrrpState
@@ -199,6 +201,15 @@ class NotifyResult:
     @property
     def ok(self) -> bool:
         return self.error is None and not self.timed_out and self.exit_code == 0
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``failed`` (non-zero exit), ``timeout`` or ``error`` (not run)."""
+        if self.error is not None:
+            return "error"
+        if self.timed_out:
+            return "timeout"
+        return "ok" if self.exit_code == 0 else "failed"
 
     def summary(self) -> str:
         job = self.job
@@ -453,6 +464,8 @@ class NotifyManager:
         self.notify_timeout = 10.0
         self.notifier = Notifier(self._report)
         self._warned_identity = False
+        # Finished runs by result (ok, failed, timeout, error), for the metrics.
+        self.results: Counter[tuple[str, str, str]] = Counter()
         owner.transition_hooks.append(self.on_transition)
 
     def configure(self, config: Config) -> None:
@@ -495,6 +508,7 @@ class NotifyManager:
 
     def _report(self, result: NotifyResult) -> None:
         job = result.job
+        self.results[(job.target.lower(), job.name, result.outcome)] += 1
         if not result.ok:
             tail = result.stderr.replace("\n", " | ")[-400:] if result.stderr else ""
             log.warning(
@@ -506,6 +520,18 @@ class NotifyManager:
             result.summary(),
             **result.to_data(),
         )
+
+    def metrics(self) -> Iterable[Metric]:
+        """``vigil_notify_runs_total{target,name,result}``: finished notify commands."""
+        family = CounterMetricFamily(
+            "vigil_notify_runs",
+            "notify commands finished, by instance or group and result "
+            "(ok, failed, timeout, error)",
+            labels=["target", "name", "result"],
+        )
+        for (target, name, outcome), count in sorted(self.results.items()):
+            family.add_metric([target, name, outcome], count)
+        yield family
 
     async def close(self) -> None:
         """On agent stop: the STOP commands run (bounded), then whatever is left is killed."""

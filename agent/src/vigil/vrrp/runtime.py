@@ -1036,7 +1036,12 @@ class VrrpSubsystem:
     def collect_metrics(self) -> Iterable[Metric]:
         from vigil.vrrp.api import vrrp_metrics
 
-        return [*vrrp_metrics(self), *self.trackers.metrics()]
+        return [
+            *vrrp_metrics(self),
+            *self.trackers.metrics(),
+            *self.sync_groups.metrics(),
+            *self.notify.metrics(),
+        ]
 
 
 def factory(ctx: SubsystemContext) -> VrrpSubsystem:

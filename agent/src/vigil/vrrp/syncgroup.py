@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
 from vigil.vrrp.machine import Transition, VrrpState
 
 if TYPE_CHECKING:
@@ -501,7 +503,19 @@ class SyncGroupManager:
         if cfg is not None and notify is not None:
             notify.group_changed(change.group, cfg.notify, change.new)
 
-    # ------------------------------------------------------------ API
+    # ------------------------------------------------------------ API + metrics
+
+    def metrics(self) -> Iterable[Metric]:
+        """``vigil_vrrp_sync_group_state{group,state}``: 1 for each group's current state."""
+        family = GaugeMetricFamily(
+            "vigil_vrrp_sync_group_state",
+            "1 for the sync group's current state (the last one all members agreed on)",
+            labels=["group", "state"],
+        )
+        for name, group in self.groups.items():
+            for state in ("INIT", *SETTLED.values()):
+                family.add_metric([name, state], 1.0 if group.state == state else 0.0)
+        yield family
 
     def status(self) -> list[dict[str, Any]]:
         out = []
