@@ -257,6 +257,10 @@ def test_sync_group_moves_both_and_notify_runs_in_order(lab: Lab) -> None:
     assert "GROUP G1 FAULT 0 user=nobody" in lines(d, "n1")
     syncs = [e for e in events(a1, "sync_group") if e["data"].get("new") == "FAULT"]
     assert syncs and syncs[-1]["data"]["group"] == "G1"
+    status, metrics = a1.client.get("/metrics")
+    assert status == 200
+    assert 'vigil_vrrp_sync_group_state{group="G1",state="FAULT"} 1.0' in metrics
+    assert 'vigil_notify_runs_total{name="VI_IN",result="timeout",target="instance"} 1.0' in metrics
 
     # ---- plug it back: n1 takes both back (preempt), together
     lab.cable_plug(n1, "eth1")
