@@ -13,17 +13,20 @@ import os
 import pwd
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from vigil.config import NotifyConfig
-from vigil.vrrp.machine import VrrpState
+from vigil.config import NotifyConfig, validate_data
+from vigil.vrrp.machine import Transition, Trigger, VrrpState
 from vigil.vrrp.notify import (
     GROUP,
     INSTANCE,
     MAX_PENDING,
     Notifier,
     NotifyJob,
+    NotifyManager,
     NotifyResult,
     RunAs,
     ScriptRunner,
@@ -305,3 +308,64 @@ def test_run_as_resolves_users_and_names_the_unknown_one() -> None:
     if os.geteuid() == 0:
         nobody = RunAs.resolve("nobody")
         assert nobody.switches and nobody.uid == pwd.getpwnam("nobody").pw_uid
+
+
+# ------------------------------------------------------------------ agent wiring
+
+
+class FakeOwner:
+    """What NotifyManager needs from the VRRP subsystem: hooks and the event bus."""
+
+    def __init__(self) -> None:
+        self.transition_hooks: list[Any] = []
+        self.events: list[tuple[str, str | None, str, dict[str, Any]]] = []
+
+    def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
+        self.events.append((kind, instance, message, data))
+
+
+class FakeInstance:
+    def __init__(self, notify: NotifyConfig) -> None:
+        self.name = "VI_1"
+        self.cfg = SimpleNamespace(notify=notify)
+        self.machine = SimpleNamespace(effective_priority=120)
+
+
+def test_manager_runs_transitions_and_group_changes_and_publishes(tmp_path: Path) -> None:
+    out = tmp_path / "calls"
+    gen = script(tmp_path, "gen.sh", f'echo "$*" >> {out}\n')
+    bad = script(tmp_path, "bad.sh", "echo nope >&2\nexit 2\n")
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    config = validate_data(
+        {"global": {"router_id": "r1", "script_user": user, "script_security": False}},
+        check_files=False,
+    )
+
+    async def main() -> tuple[FakeOwner, NotifyManager]:
+        owner = FakeOwner()
+        manager = NotifyManager(owner)  # type: ignore[arg-type]
+        manager.configure(config)
+        assert owner.transition_hooks == [manager.on_transition]
+        inst = FakeInstance(NotifyConfig(master=bad, generic=gen, timeout=5))
+        tr = Transition("VI_1", VrrpState.BACKUP, VrrpState.MASTER, Trigger.MASTER_DOWN, "x", 0)
+        manager.on_transition(inst, tr)  # type: ignore[arg-type]
+        manager.group_changed("G1", NotifyConfig(generic=gen, timeout=5), "MASTER")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while len([e for e in owner.events if e[0] == "notify"]) < 3:
+            assert loop.time() < deadline, owner.events
+            await asyncio.sleep(0.01)
+        await manager.close()
+        return owner, manager
+
+    owner, manager = asyncio.run(main())
+    assert sorted(out.read_text().splitlines()) == ["GROUP G1 MASTER 0", "INSTANCE VI_1 MASTER 120"]
+    by_script = {(e[3]["target"], e[3]["script"]): e for e in owner.events}
+    failed = by_script[("INSTANCE", "master")]
+    assert failed[1] == "VI_1" and failed[3]["exit_code"] == 2 and failed[3]["stderr"] == "nope"
+    group_event = by_script[("GROUP", "generic")]
+    assert group_event[1] is None and group_event[3]["name"] == "G1"
+    (metric,) = list(manager.metrics())
+    samples = {(s.labels["target"], s.labels["result"]): s.value for s in metric.samples}
+    assert samples[("instance", "failed")] == 1 and samples[("instance", "ok")] == 1
+    assert samples[("group", "ok")] == 1
