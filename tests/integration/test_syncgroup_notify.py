@@ -347,3 +347,46 @@ def test_reload_rebuilds_groups_without_transitions(lab: Lab) -> None:
     assert group(a1)["state"] == "FAULT"
     lab.cable_plug(n1, "eth1")
     lab.wait_for(lambda: group(a1)["state"] == "MASTER", 10, what="group G1 MASTER again")
+
+
+def test_failing_track_script_on_one_member_moves_both(lab: Lab) -> None:
+    """A tracker's FAULT (not the link) on VI_IN takes VI_OUT along, and back."""
+    d = notify_dir(lab)
+    check = d / "chk.sh"
+    check.write_text(f"#!/bin/sh\ntest ! -e {d}/fail\n")
+    check.chmod(0o755)
+    lab.add_switch("sw")
+    lab.add_switch("sw2")
+    n1 = lab.add_namespace("n1")
+    n2 = lab.add_namespace("n2")
+    agents = []
+    for node, host, prio in ((n1, 11, 150), (n2, 12, 100)):
+        lab.connect(node, "eth0", addrs=[f"10.98.0.{host}/24"], switch="sw")
+        lab.connect(node, "eth1", addrs=[f"10.97.0.{host}/24"], switch="sw2")
+        cfg = node_config(d, node.name, prio)
+        cfg["vrrp_scripts"] = {"chk": {"script": str(check), "interval": 0.2, "timeout": 1}}
+        cfg["vrrp_instances"][1]["track"] = {"scripts": ["chk"]} if node is n1 else {}
+        agents.append(lab.start_vigild(node, cfg))
+    a1, a2 = agents
+    lab.wait_for(
+        lambda: lab.has_address(n1, VIP_OUT) and lab.has_address(n1, VIP_IN),
+        timeout=10,
+        what="n1 to hold both VIPs",
+    )
+    (d / "fail").touch()
+    lab.wait_for(
+        lambda: lab.has_address(n2, VIP_OUT) and lab.has_address(n2, VIP_IN),
+        timeout=10,
+        what="n2 to hold both VIPs after n1's VI_IN check failed",
+    )
+    assert not lab.has_address(n1, VIP_OUT) and not lab.has_address(n1, VIP_IN)
+    faults = state(a1, "VI_OUT")["faults"]
+    assert list(faults) == ["sync_group:G1"] and "chk" in faults["sync_group:G1"], faults
+    assert group(a2)["state"] == "MASTER"
+    (d / "fail").unlink()
+    lab.wait_for(
+        lambda: lab.has_address(n1, VIP_OUT) and lab.has_address(n1, VIP_IN),
+        timeout=10,
+        what="n1 to take both VIPs back once the check passes",
+    )
+    lab.wait_for(lambda: group(a2)["state"] == "BACKUP", 5, what="group G1 BACKUP on n2")
