@@ -225,6 +225,24 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
             "type": ["integer", "null"],
             "description": "runtime priority override, if one is set",
         },
+        "trackers": {
+            "type": "array",
+            "description": "trackers this instance follows and what each applies now",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "kind": {
+                        "type": "string",
+                        "enum": ["interface", "script", "file", "process"],
+                    },
+                    "state": {"type": "string"},
+                    "reason": {"type": ["string", "null"]},
+                    "weight": {"type": "integer"},
+                    "weight_reverse": {"type": "boolean"},
+                },
+            },
+        },
         "maintenance": {
             "type": "boolean",
             "description": "in maintenance (persisted): priority 1, never preempts",
