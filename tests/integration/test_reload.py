@@ -459,3 +459,34 @@ def test_changed_identity_recreates_and_priority_change_does_not_flap(lab: Lab) 
     assert [e["data"]["new"] for e in seen][:3] == ["STOPPED", "BACKUP", "MASTER"], seen
     assert "vrid changed" in seen[0]["data"]["reason"], seen[0]
     assert transitions(a1, seq1, "VI_1") == []
+
+
+def test_removed_vip_does_not_take_a_kept_one_in_the_same_subnet(lab: Lab) -> None:
+    """VIPs in a subnet the interface has no address in: the first is the kernel's primary.
+
+    Deleting a primary deletes its secondaries unless promote_secondaries is set, so a
+    reload removing the first VIP must not take the second one (kept) with it.
+    """
+    n1 = lab.add_namespace("n1")
+    lab.connect(n1, addrs=[f"{N1_ADDR}/24"])
+    cfg = {
+        "global": {"router_id": "n1"},
+        "vrrp_instances": [vrrp_instance("VI_1", 51, 150, [])],
+    }
+    instance_cfg(cfg, "VI_1")["virtual_ipaddresses"] = ["10.99.5.1/24", "10.99.5.2/24"]
+    a1 = lab.start_vigild(n1, cfg, log_level="info")
+    lab.wait_address(n1, "10.99.5.2", timeout=10)
+    shown = lab.ip(n1, "-4", "addr", "show", "dev", "eth0")
+    assert "10.99.5.2/24" in shown and "secondary" in shown, shown
+    seq = last_seq(a1)
+    instance_cfg(cfg, "VI_1")["virtual_ipaddresses"] = ["10.99.5.2/24"]
+    a1.write_config(cfg)
+    with watch_address(lab, n1, "10.99.5.2") as seen:
+        assert reload(lab, a1, "api")["kind"] == "config_reloaded"
+        lab.wait_address(n1, "10.99.5.1", present=False, timeout=5)
+    assert seen and all(present for _, present in seen), "10.99.5.2 left with 10.99.5.1"
+    assert lab.has_address(n1, "10.99.5.2")
+    assert not [e for e in events(a1, seq) if e["kind"] == "vip_restored"]
+    # The sysctl is back as it was (vigil changes it only for the removal).
+    out = lab.run(n1, ["sysctl", "-n", "net.ipv4.conf.eth0.promote_secondaries"]).stdout
+    assert out.strip() == "0"

@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigil.net.garp import GarpSender
@@ -94,6 +95,22 @@ def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> Machi
 
 def _identity(cfg: VrrpInstanceConfig) -> tuple[Any, ...]:
     return tuple(getattr(cfg, name) for name in IDENTITY_FIELDS)
+
+
+def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
+    """Read (and with ``value`` set) net.ipv4.conf.DEV.promote_secondaries of our netns.
+
+    Returns the value before, or None when it cannot be read (no such device).
+    """
+    path = Path("/proc/sys/net/ipv4/conf") / dev / "promote_secondaries"
+    try:
+        before = path.read_text().strip()
+        if value is not None and before != value:
+            path.write_text(value)
+    except OSError as exc:
+        log.warning("cannot read/set promote_secondaries on %s: %s", dev, exc)
+        return None
+    return before
 
 
 class _RejectLog:
@@ -381,7 +398,9 @@ class InstanceRuntime:
             new_routes = self._routes(cfg)
             if gone or old_routes - set(new_routes):
                 self._queue(
-                    self._remove_addresses(gone, [r for r in old_routes if r not in new_routes])
+                    self._remove_keeping_secondaries(
+                        gone, [r for r in old_routes if r not in new_routes]
+                    )
                 )
             if added or set(new_routes) - old_routes:
                 self._queue(
@@ -391,6 +410,34 @@ class InstanceRuntime:
                     self._queue(self._garp_burst([a.ip for _, a in added], cfg.garp.master_repeat))
             if cfg.garp.master_refresh > 0 and old.garp.master_refresh <= 0:
                 self._garp_task(self._garp_refresh([]))
+
+    async def _remove_keeping_secondaries(
+        self, gone: list[tuple[str, IPInterface]], routes: list[RouteSpec]
+    ) -> None:
+        """Remove some VIPs on reload without taking the kept ones with them.
+
+        Deleting the kernel's primary IPv4 address of a subnet deletes that subnet's
+        secondaries too, unless ``promote_secondaries`` is set on the device: a VIP in a
+        subnet the interface has no address in would vanish with its removed neighbour.
+        So around the removal the sysctl is 1 where that can happen, then as it was.
+        """
+        present = self.owner.kernel_addresses
+        devs = {
+            dev
+            for dev, addr in gone
+            if addr.version == 4
+            and any(
+                d == dev and a != addr and a.version == 4 and a.ip in addr.network
+                for d, a in present
+            )
+        }
+        saved = {dev: _promote_secondaries(dev, "1") for dev in sorted(devs)}
+        try:
+            await self._remove_addresses(gone, routes)
+        finally:
+            for dev, before in saved.items():
+                if before is not None and before != "1":
+                    _promote_secondaries(dev, before)
 
     # ------------------------------------------------------------ actions
 
