@@ -175,8 +175,8 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
         ax.bar(i, e["lost_median"], 0.6, color=colors[impl], alpha=0.85)
         ax.scatter([i] * len(e["lost_samples"]), e["lost_samples"], s=10, color="black", zorder=3)
         ax.annotate(
-            f"{e['lost_median']:g} lost\n{e['vip_moved_ms_median'] / 1000:.2f} s",
-            (i, e["lost_median"]),
+            f"{e['lost_median']:g} lost\nVIP moved in {e['vip_moved_ms_median'] / 1000:.2f} s",
+            (i, (e["lost_max"] or 0) + 1.5),
             ha="center",
             va="bottom",
             fontsize=8,
@@ -206,6 +206,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, help="logs and configs (default bench/results/)")
     p.add_argument("--plot", type=Path, help="also draw the lost-probe chart here (PNG)")
     p.add_argument("--log-level", default="info", choices=("debug", "info"))
+    p.add_argument("--from-json", type=Path, help="only redraw --plot from this result file")
     args = p.parse_args(argv)
     if not 1 <= args.rounds <= 100:
         p.error(f"--rounds {args.rounds}: must be 1..100")
@@ -216,6 +217,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        doc = json.loads(args.from_json.read_text())
+        print(table(doc["summary"]))
+        if args.plot:
+            print(f"plot: {plot(doc, args.plot)}")
+        return 0
     if os.geteuid() != 0:
         print("bench.handover: needs root (network namespaces)", file=sys.stderr)
         return 2
