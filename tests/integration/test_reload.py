@@ -490,3 +490,46 @@ def test_removed_vip_does_not_take_a_kept_one_in_the_same_subnet(lab: Lab) -> No
     # The sysctl is back as it was (vigil changes it only for the removal).
     out = lab.run(n1, ["sysctl", "-n", "net.ipv4.conf.eth0.promote_secondaries"]).stdout
     assert out.strip() == "0"
+
+
+def test_reload_keeps_runtime_override_and_maintenance(lab: Lab) -> None:
+    """Runtime control outlives a reload that changes the instance's own priority."""
+    n1, n2, client, a1, a2 = start_pair(lab)
+    probe = lab.probe(client, VIP_1, interval=0.01)
+    probe.wait_received(20)
+    a1.vigilctl("priority", "VI_1", "200", check=True)
+    lab.wait_for(lambda: instance(a1, "VI_1")["effective_priority"] == 200, 5, what="200")
+    seq1, seq2 = last_seq(a1), last_seq(a2)
+    cfg = node_config("n1", 150)
+    instance_cfg(cfg, "VI_1")["priority"] = 140
+    a1.write_config(cfg)
+    assert reload(lab, a1, "sighup")["data"]["diff"]["changed"] == ["VI_1"]
+    view = instance(a1, "VI_1")
+    assert view["priority"] == 140
+    assert view["priority_override"] == 200 and view["effective_priority"] == 200, view
+    assert not [e for e in events(a1, seq1) if e["kind"] == "vrrp_priority"]
+    a1.vigilctl("priority", "VI_1", "--clear", check=True)
+    lab.wait_for(lambda: instance(a1, "VI_1")["effective_priority"] == 140, 5, what="140")
+
+    # Maintenance: n2 serves; a reload of n1 (its own priority changes) must not bring
+    # it back, and neither node transitions.
+    a1.vigilctl("maintenance", "on", check=True)
+    lab.wait_address(n2, VIP_1, timeout=5)
+    seq1, seq2 = last_seq(a1), last_seq(a2)
+    instance_cfg(cfg, "VI_1")["priority"] = 160
+    a1.write_config(cfg)
+    assert reload(lab, a1, "api")["kind"] == "config_reloaded"
+    view = instance(a1, "VI_1")
+    assert view["state"] == "BACKUP" and view["maintenance"] is True
+    assert view["effective_priority"] == 1 and view["priority"] == 160
+    # Several of n2's adverts later n1 is still backup and n2 still master.
+    base = instance(a1, "VI_1")["counters"]["adverts_received"]
+    lab.wait_for(
+        lambda: instance(a1, "VI_1")["counters"]["adverts_received"] >= base + 5,
+        5,
+        what="five more adverts from n2",
+    )
+    assert transitions(a1, seq1, "VI_1") == [] and transitions(a2, seq2, "VI_1") == []
+    assert lab.has_address(n2, VIP_1) and not lab.has_address(n1, VIP_1)
+    probe.wait_received(20)
+    assert_no_loss(probe.stop(), "override, maintenance and reloads")
