@@ -372,17 +372,18 @@ def test_vmac_failover_keeps_the_virtual_mac(lab: Lab) -> None:
     either node."""
     nodes = build(lab)
     n1, n2, client = nodes["n1"], nodes["n2"], nodes["client"]
-    for node in (n1, n2):
-        # The master answers the client's ping out of eth0 (the first route to the subnet)
-        # and, with the default arp_announce=0, ARPs for the client from the VIP with
-        # eth0's MAC, which rewrites the client's entry for the VIP. keepalived leaves
-        # this to the operator too; arp_announce=2 is the usual setting with a VMAC.
-        lab.sysctl(node, **{"net.ipv4.conf.eth0.arp_announce": 2})
+    # The master answers the client's ping out of eth0 (the first route to the subnet);
+    # with arp_announce=0 it would ARP for the client from the VIP with eth0's MAC and
+    # rewrite the client's entry for the VIP. vigil sets arp_announce=2 on the parent of a
+    # VMAC (checked below); keepalived leaves this to the operator.
     vmac = "00:00:5e:00:01:33"  # VRID 51
     capture = Capture(lab, client)
     a1 = lab.start_vigild(n1, config("n1", vi4(150, use_vmac=True)))
     a2 = lab.start_vigild(n2, config("n2", vi4(100, use_vmac=True)))
     wait_state(lab, a1, "MASTER")
+    for node in (n1, n2):
+        announce = lab.run(node, ["cat", "/proc/sys/net/ipv4/conf/eth0/arp_announce"])
+        assert announce.stdout.strip() == "2", f"{node}: parent arp_announce not set"
     wait_state(lab, a2, "BACKUP")
     for node in (n1, n2):
         link = lab.ip_json(node, "-d", "link", "show", "dev", "vrrp.51")[0]

@@ -55,7 +55,15 @@ VMAC_SYSCTLS: tuple[tuple[str, int], ...] = (
     ("promote_secondaries", 1),
 )
 #: IPv4 sysctls on the parent while it carries at least one VMAC.
-PARENT_SYSCTLS: tuple[tuple[str, int], ...] = (("arp_ignore", 1), ("arp_filter", 1))
+# arp_announce=2 on the parent as well: with the default (0) a master answering a client
+# through the parent ARPs for it from the VIP with the parent's MAC, and the client's entry
+# for the VIP flips from the virtual MAC to the parent's (keepalived leaves this to the
+# operator; vigil sets it, and restores it with the others when the last VMAC goes).
+PARENT_SYSCTLS: tuple[tuple[str, int], ...] = (
+    ("arp_ignore", 1),
+    ("arp_filter", 1),
+    ("arp_announce", 2),
+)
 
 _ADDR_GEN_MODE_NONE = 1
 

@@ -685,15 +685,6 @@ class InstanceRuntime:
             addrs = [a.ip for _, a in self._owned_addresses()]
             await self._garp_burst(addrs, self.cfg.garp.master_refresh_repeat)
 
-    def garp_now(self) -> None:
-        """Resend the master burst (link came back while master, or on request)."""
-        if self.machine.state is VrrpState.MASTER:
-            self._garp_task(
-                self._garp_burst(
-                    [a.ip for _, a in self._owned_addresses()], self.cfg.garp.master_repeat
-                )
-            )
-
     # ------------------------------------------------------------ runtime control
 
     @property
