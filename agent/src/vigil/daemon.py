@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import prometheus_client
 
@@ -39,6 +39,9 @@ from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sdnotify import SdNotifier
 from vigil.subsystem import Subsystem, SubsystemContext, SubsystemFactory
 
+if TYPE_CHECKING:
+    from vigil.vrrp.journal import Journal
+
 __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_SOCKET",
@@ -49,6 +52,7 @@ __all__ = [
     "StateDirLock",
     "build_subsystem_factories",
     "main",
+    "run_cleanup",
 ]
 
 log = logging.getLogger("vigil.daemon")
@@ -459,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the VIPs and routes the state journal records (what a crashed vigild "
+        "left behind) and exit; for systemd's ExecStopPost (uses --state-dir, default "
+        f"{DEFAULT_STATE_DIR}; the config is not read)",
+    )
+    p.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
@@ -485,10 +496,90 @@ def run_check(path: str, fmt: str, out: TextIO) -> int:
     return int(check_command(path, fmt, out))
 
 
+def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> int:
+    """`vigild --cleanup`: remove what the journal in STATE_DIR says an agent put in the kernel.
+
+    Why: systemd runs this as ExecStopPost, after vigild exited for any reason. A clean stop
+    has already removed its VIPs (the journal is empty and this is a no-op); after a crash
+    (SIGKILL, OOM, a bug) the VIPs would otherwise stay on this node while the peer takes
+    over, and two nodes would answer for one address until the agent comes back. The
+    config is deliberately not read: a broken config must not stop the clean-up.
+
+    The state dir lock is taken first, so a running agent's VIPs are never touched. What
+    cannot be removed stays in the journal (the next start or clean-up retries it) and the
+    exit status is 1; otherwise 0.
+    """
+    from vigil.vrrp.journal import Journal
+
+    if not state_dir.is_dir():
+        print(f"vigild --cleanup: nothing to clean up: {state_dir} does not exist", file=out)
+        return 0
+    lock = StateDirLock(state_dir)
+    try:
+        lock.acquire()
+    except StateDirError as exc:
+        print(f"vigild --cleanup: refusing: {exc}", file=out)
+        return 1
+    try:
+        journal = Journal(state_dir)
+        if not journal.load():
+            print(f"vigild --cleanup: nothing to clean up in {journal.path}", file=out)
+            return 0
+        try:
+            return asyncio.run(_cleanup_journal(journal, out, netns))
+        except OSError as exc:  # netlink itself unusable (e.g. no such netns)
+            print(f"vigild --cleanup: cannot open netlink: {exc}", file=out)
+            return 1
+    finally:
+        lock.release()
+
+
+async def _cleanup_journal(journal: Journal, out: TextIO, netns: str | None) -> int:
+    """Remove every journalled route, then every address; keep what failed in the journal."""
+    from vigil.net.netlink import Netlink, NetlinkFailure
+    from vigil.vrrp.journal import JournalEntry
+
+    failed: dict[str, JournalEntry] = {}
+    async with Netlink(netns) as nl:
+        for name, entry in sorted(journal.entries.items()):
+            left = JournalEntry()
+            for route in entry.routes:
+                try:
+                    gone = await nl.del_route(route)
+                    verb = "removed" if gone else "already gone:"
+                    print(f"vigild --cleanup: ({name}) {verb} route {route}", file=out)
+                except NetlinkFailure as exc:
+                    print(f"vigild --cleanup: ({name}) {exc}", file=out)
+                    left.routes.append(route)
+            for dev, addr in entry.addresses:
+                try:
+                    gone = await nl.del_address(dev, addr)
+                    verb = "removed" if gone else "already gone:"
+                    print(f"vigild --cleanup: ({name}) {verb} VIP {addr} on {dev}", file=out)
+                except NetlinkFailure as exc:
+                    print(f"vigild --cleanup: ({name}) {exc}", file=out)
+                    left.addresses.append((dev, addr))
+            if left.addresses or left.routes:
+                failed[name] = left
+    journal.clear()
+    for name, left in failed.items():
+        journal.record(name, left)
+    if failed:
+        print(
+            "vigild --cleanup: some entries could not be removed and stay in "
+            f"{journal.path}; the next start of vigild retries them",
+            file=out,
+        )
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.check:
         return run_check(args.config, args.format, sys.stdout)
+    if args.cleanup:
+        return run_cleanup(Path(args.state_dir or DEFAULT_STATE_DIR), sys.stdout)
     setup_logging(args.log_level or "info")
     # *_created series double every counter's output and nobody alerts on them.
     prometheus_client.disable_created_metrics()
