@@ -111,7 +111,13 @@ class NetlinkFailure(Exception):
 
 
 def _failure(op: str, target: str, exc: NetlinkError) -> NetlinkFailure:
-    return NetlinkFailure(op, target, int(exc.code))
+    """Keep the kernel's own explanation (netlink extended ack) when it gave one."""
+    code = int(exc.code)
+    base = _MESSAGES.get(code) or os.strerror(code).lower()
+    detail = exc.args[1] if len(exc.args) > 1 else None
+    if isinstance(detail, str) and detail and detail != os.strerror(code):
+        return NetlinkFailure(op, target, code, f"{base} (kernel: {detail.strip()})")
+    return NetlinkFailure(op, target, code)
 
 
 # --------------------------------------------------------------------------- data
