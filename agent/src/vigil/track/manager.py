@@ -235,7 +235,7 @@ class TrackerManager:
         state = str(getattr(machine, "state", ""))
         if state in ("INIT", "STOPPED"):
             return None
-        return inst  # type: ignore[no-any-return]
+        return inst
 
     def _changed(self, tracker: Tracker) -> None:
         for name, bindings in self.bindings.items():
