@@ -533,3 +533,48 @@ def test_reload_keeps_runtime_override_and_maintenance(lab: Lab) -> None:
     assert lab.has_address(n2, VIP_1) and not lab.has_address(n1, VIP_1)
     probe.wait_received(20)
     assert_no_loss(probe.stop(), "override, maintenance and reloads")
+
+
+def test_unicast_peer_list_changes_in_place(lab: Lab) -> None:
+    """Adding a unicast peer (a third node joining) is an update, not a re-created instance."""
+    n1 = lab.add_namespace("n1")
+    n2 = lab.add_namespace("n2")
+    client = lab.add_namespace("client")
+    lab.connect(n1, addrs=[f"{N1_ADDR}/24"])
+    lab.connect(n2, addrs=["10.99.0.12/24"])
+    lab.connect(client, addrs=["10.99.0.20/24"])
+
+    def unicast_cfg(node: str, prio: int, peers: list[str]) -> dict[str, Any]:
+        cfg = node_config(node, prio)
+        cfg["vrrp_instances"] = [instance_cfg(cfg, "VI_1") | {"unicast": {"peers": peers}}]
+        return cfg
+
+    a1 = lab.start_vigild(n1, unicast_cfg("n1", 150, ["10.99.0.12"]), log_level="info")
+    a2 = lab.start_vigild(n2, unicast_cfg("n2", 100, [N1_ADDR]), log_level="info")
+    lab.wait_for(
+        lambda: (
+            instance(a1, "VI_1")["state"] == "MASTER"
+            and instance(a2, "VI_1")["state"] == "BACKUP"
+            and instance(a2, "VI_1")["master_address"] == N1_ADDR
+        ),
+        timeout=15,
+        what="n1 unicast master, n2 backup",
+    )
+    probe = lab.probe(client, VIP_1, interval=0.01)
+    probe.wait_received(20)
+    seq1, seq2 = last_seq(a1), last_seq(a2)
+    a1.write_config(unicast_cfg("n1", 150, ["10.99.0.12", "10.99.0.13"]))
+    event = reload(lab, a1, "api")
+    assert event["data"]["diff"]["details"]["VI_1"]["fields"] == ["unicast"]
+    assert instance(a1, "VI_1")["unicast_peers"] == ["10.99.0.12", "10.99.0.13"]
+    # n2 keeps hearing n1 after the reload, several adverts in a row.
+    base = instance(a2, "VI_1")["counters"]["adverts_received"]
+    lab.wait_for(
+        lambda: instance(a2, "VI_1")["counters"]["adverts_received"] >= base + 5,
+        5,
+        what="five more adverts from n1 on n2",
+    )
+    probe.wait_received(20)
+    assert_no_loss(probe.stop(), "unicast peer added")
+    assert transitions(a1, seq1, "VI_1") == [] and transitions(a2, seq2, "VI_1") == []
+    assert instance(a1, "VI_1")["counters"]["priority_zero_sent"] == 0

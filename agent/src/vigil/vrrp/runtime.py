@@ -75,8 +75,10 @@ IPAddress = IPv4Address | IPv6Address
 REJECT_LOG_INTERVAL = 10.0
 # Rejections that are routine (our own adverts seen again): counted, never logged.
 QUIET_REASONS = frozenset({"own"})
-# Changes to an instance that need a new machine and socket rather than an update.
-IDENTITY_FIELDS = ("interface", "vrid", "version", "use_vmac", "unicast", "family")
+# Changes to an instance that need a new machine and socket rather than an update. Unicast
+# peers and source are not among them: the socket is the same either way (the runtime
+# picks destinations per send and checks peers per advert), so they change in place.
+IDENTITY_FIELDS = ("interface", "vrid", "version", "use_vmac", "family")
 
 
 def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> MachineParams:
@@ -880,7 +882,7 @@ class VrrpSubsystem:
 
         Unchanged instances are not looked at (their timers keep running, so no advert is
         missed). Instances that go away -- removed, or re-created because their identity
-        (interface, VRID, version, VMAC, unicast, family) changed -- stop first: a master
+        (interface, VRID, version, VMAC, address family) changed -- stop first: a master
         sends priority 0 and then removes its VIPs, and its VRID is free again before any
         new instance registers on the same socket (two instances may swap VRIDs in one
         reload). Then changed instances are updated in place, and new ones start in
