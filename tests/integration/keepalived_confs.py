@@ -45,6 +45,7 @@ class VrrpSide:
     unicast_src: str | None = None
     unicast_peers: Sequence[str] = ()
     master: bool = False  # keepalived `state MASTER` (the intended master)
+    use_vmac: bool = False  # a macvlan ``vrrp.VRID`` with the virtual MAC holds the VIPs
 
     def __post_init__(self) -> None:
         families = {ipaddress.ip_interface(v).version for v in self.vips}
@@ -93,8 +94,12 @@ class VrrpSide:
             lines.append("    unicast_peer {")
             lines += [f"        {peer}" for peer in self.unicast_peers]
             lines.append("    }")
+        if self.use_vmac:
+            lines.append("    use_vmac")
         lines.append("    virtual_ipaddress {")
-        lines += [f"        {vip} dev {self.interface}" for vip in self.vips]
+        # With use_vmac keepalived puts VIPs without a `dev` on the VMAC interface.
+        dev = "" if self.use_vmac else f" dev {self.interface}"
+        lines += [f"        {vip}{dev}" for vip in self.vips]
         lines += ["    }", "}"]
         return "\n".join(lines) + "\n"
 
@@ -111,6 +116,8 @@ class VrrpSide:
             "advert_interval": self.advert_int,
             "virtual_ipaddresses": list(self.vips),
         }
+        if self.use_vmac:
+            inst["use_vmac"] = True
         if self.auth_pass is not None:
             inst["authentication"] = {"type": "pass", "password": self.auth_pass}
         if self.unicast_peers:

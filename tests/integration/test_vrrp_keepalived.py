@@ -191,6 +191,7 @@ class InteropPair:
         default_factory=lambda: {Side.VIGIL: VG_ADDRS, Side.KEEPALIVED: KA_ADDRS}
     )
     extra_vips: dict[Side, list[str]] = field(default_factory=dict)
+    use_vmac: bool = False
     vg: Node = field(init=False)
     ka: Node = field(init=False)
     client: Node = field(init=False)
@@ -243,6 +244,7 @@ class InteropPair:
             unicast_src=unicast_src,
             unicast_peers=unicast_peers or (),
             master=side is self.case.master,
+            use_vmac=self.use_vmac,
         )
 
     def source(self, side: Side) -> str:
@@ -659,3 +661,48 @@ def test_vip_list_mismatch(lab: Lab, master: Side) -> None:
             timeout=V3_V4.deadline,
             what="keepalived to reject vigil's two-address adverts",
         )
+
+
+@pytest.mark.parametrize("master", list(Side), ids=[f"{s.value}_master" for s in Side])
+def test_use_vmac_keeps_the_virtual_mac_across_failover(lab: Lab, master: Side) -> None:
+    """Both sides with ``use_vmac``: the VIP lives on ``vrrp.51`` with 00:00:5e:00:01:33.
+
+    The client's neighbour entry must never need to change: whoever is master answers
+    from the same virtual MAC, so a failover is only the bridge relearning a port.
+    """
+    vmac = f"00:00:5e:00:01:{VRID:02x}"
+    case = Case(V3_V4, master, master, Failure.STOP)
+    pair = InteropPair(lab, case, use_vmac=True)
+    # keepalived sets arp_ignore/arp_filter on the parent but leaves arp_announce to the
+    # operator: without 2 there, the master's own ARP requests (sent from eth0 with the
+    # VIP as sender) repoint the client's entry for the VIP to eth0's MAC. vigil sets it
+    # itself (vigil.net.vmac); on the keepalived node the operator does, as here.
+    lab.sysctl(pair.ka, **{"net.ipv4.conf.eth0.arp_announce": 2})
+    pair.start(master)
+    pair.wait_holder(master)
+    pair.start(master.other)
+    pair.assert_stable(master)
+    for side in Side:
+        assert pair.lab.link_info(pair.node(side), f"vrrp.{VRID}")["address"] == vmac
+    holder = pair.node(master)
+    assert lab.has_address(holder, V3_V4.vip, ifname=f"vrrp.{VRID}")
+    assert pair.vigil()["vips"][0]["dev"] == f"vrrp.{VRID}"
+
+    probe = Probe(lab, pair.client, V3_V4.vip_ip).start()
+    run_probe_step(probe)
+    assert pair.client_neighbour_mac() == vmac
+    pair.fail(master, Failure.STOP)
+    pair.wait_holder(master.other)
+    run_probe_step(probe)
+    assert lab.has_address(pair.node(master.other), V3_V4.vip, ifname=f"vrrp.{VRID}")
+    assert pair.client_neighbour_mac() == vmac
+    pair.restore(master, Failure.STOP)
+    pair.wait_holder(master)
+    pair.wait_vigil(
+        lambda i: i["master_address"] == pair.source(master), "vigil's view after preemption"
+    )
+    run_probe_step(probe)
+    assert probe.stop().received >= 15
+    assert pair.client_neighbour_mac() == vmac
+    pair.assert_converged(master)
+    assert pair.keepalived_complaints() == []
