@@ -663,15 +663,18 @@ def test_vip_list_mismatch(lab: Lab, master: Side) -> None:
         )
 
 
+@pytest.mark.parametrize("mode", [V3_V4, V3_V6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("master", list(Side), ids=[f"{s.value}_master" for s in Side])
-def test_use_vmac_keeps_the_virtual_mac_across_failover(lab: Lab, master: Side) -> None:
-    """Both sides with ``use_vmac``: the VIP lives on ``vrrp.51`` with 00:00:5e:00:01:33.
+def test_use_vmac_keeps_the_virtual_mac_across_failover(lab: Lab, master: Side, mode: Mode) -> None:
+    """Both sides with ``use_vmac``: the VIP lives on ``vrrp.51`` with the virtual MAC.
 
-    The client's neighbour entry must never need to change: whoever is master answers
-    from the same virtual MAC, so a failover is only the bridge relearning a port.
+    00:00:5e:00:01:33 for IPv4, 00:00:5e:00:02:33 for IPv6. The client's neighbour entry
+    must never need to change: whoever is master answers from the same virtual MAC, so a
+    failover is only the bridge relearning a port.
     """
-    vmac = f"00:00:5e:00:01:{VRID:02x}"
-    case = Case(V3_V4, master, master, Failure.STOP)
+    vmac = f"00:00:5e:00:0{1 if mode.family == 4 else 2}:{VRID:02x}"
+    vmac_if = f"vrrp.{VRID}"
+    case = Case(mode, master, master, Failure.STOP)
     pair = InteropPair(lab, case, use_vmac=True)
     # keepalived sets arp_ignore/arp_filter on the parent but leaves arp_announce to the
     # operator: without 2 there, the master's own ARP requests (sent from eth0 with the
@@ -683,18 +686,17 @@ def test_use_vmac_keeps_the_virtual_mac_across_failover(lab: Lab, master: Side) 
     pair.start(master.other)
     pair.assert_stable(master)
     for side in Side:
-        assert pair.lab.link_info(pair.node(side), f"vrrp.{VRID}")["address"] == vmac
-    holder = pair.node(master)
-    assert lab.has_address(holder, V3_V4.vip, ifname=f"vrrp.{VRID}")
-    assert pair.vigil()["vips"][0]["dev"] == f"vrrp.{VRID}"
+        assert pair.lab.link_info(pair.node(side), vmac_if)["address"] == vmac
+    assert lab.has_address(pair.node(master), mode.vip, ifname=vmac_if)
+    assert pair.vigil()["vips"][0]["dev"] == vmac_if
 
-    probe = Probe(lab, pair.client, V3_V4.vip_ip).start()
+    probe = Probe(lab, pair.client, mode.vip_ip).start()
     run_probe_step(probe)
     assert pair.client_neighbour_mac() == vmac
     pair.fail(master, Failure.STOP)
     pair.wait_holder(master.other)
     run_probe_step(probe)
-    assert lab.has_address(pair.node(master.other), V3_V4.vip, ifname=f"vrrp.{VRID}")
+    assert lab.has_address(pair.node(master.other), mode.vip, ifname=vmac_if)
     assert pair.client_neighbour_mac() == vmac
     pair.restore(master, Failure.STOP)
     pair.wait_holder(master)
