@@ -11,8 +11,8 @@ benchmark waits until the VIP is on the other node and the client has N more rep
 The round's outage is the probe's longest window of consecutive lost probes (ms).
 
 Failures:
-  crash     SIGKILL of the master's whole process group, then its cable is pulled (after a
-            SIGKILL the VIP stays on the interface, so the cable pull takes it off the wire)
+  crash     SIGKILL of the master's whole process group, then at once its cable is pulled
+            (after a SIGKILL the VIP stays on the interface; the pull takes it off the wire)
   stop      clean stop (SIGTERM): the master sends priority 0 and removes its VIP
   linkdown  administrative link down of the master's eth0 inside the node
   recovery  the master is stopped cleanly, n2 takes over; then the master starts again and
@@ -35,6 +35,7 @@ import platform
 import random
 import select
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -199,8 +200,12 @@ def _converge_timeout(row: Row) -> float:
 
 def _inject(pair: Pair, failure: str) -> None:
     if failure == "crash":
-        pair.kill("n1")
+        # SIGKILL first (no wait), then the cable: the client's outage starts at the pull
+        # (the killed master's VIP answers until then), a few ms after the signal and
+        # always the same few ms; then wait until the group is really gone.
+        pair.process("n1").signal_group(signal.SIGKILL)
         pair.lab.cable_pull("n1")
+        pair.kill("n1")
     elif failure == "stop":
         pair.stop("n1")
     elif failure == "linkdown":

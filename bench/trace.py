@@ -33,7 +33,11 @@ VRRP_PROTO = 112
 
 @dataclass
 class Capture:
-    """tcpdump on the switch's bridge, writing a pcap; ``stop()`` flushes it."""
+    """tcpdump on the switch's bridge, writing a pcap; ``stop()`` flushes it.
+
+    Immediate mode: without it libpcap hands packets over in blocks (up to 1 s late) and
+    a SIGTERM before the block is handed over loses the end of a short round.
+    """
 
     lab: Lab
     path: Path
@@ -41,7 +45,8 @@ class Capture:
 
     def start(self, switch: str = "sw", iface: str = "br0") -> Capture:
         argv = [
-            "tcpdump", "-i", iface, "-n", "-U", "-s", "200", "-w", str(self.path),
+            "tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", "200",
+            "-w", str(self.path),
             "--time-stamp-precision=micro",
             "vrrp or arp or icmp or icmp6 or (ip6 and ip6[6] == 112)",
         ]  # fmt: skip
