@@ -163,7 +163,8 @@ def watch_address(lab: Lab, node: Node, addr: str) -> Iterator[list[tuple[float,
         for _ in range(5000):  # bounded: 5000 polls
             if stop.is_set():
                 return
-            seen.append((time.time(), lab.has_address(node, addr)))
+            present = lab.has_address(node, addr)
+            seen.append((time.time(), present))  # stamped after the observation
             stop.wait(0.02)
 
     t = threading.Thread(target=run, daemon=True)
