@@ -1,0 +1,1 @@
+"""systemd-nspawn host lab for Ansible end-to-end tests (see docs/testing.md)."""
