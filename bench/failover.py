@@ -383,6 +383,32 @@ def table(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def timeline_table(summary: Sequence[dict[str, Any]]) -> str:
+    """Medians of the packet timelines (``--trace``): where each implementation spends
+    the outage. Master_Down/skew = new master's first advert after the old master's last
+    (or its priority-0) advert; announce = first GARP/NA after that advert."""
+    head = (
+        "| row | takeover timer k / v ms | announce after advert k / v ms | "
+        "first reply after announce k / v ms |"
+    )
+    lines = [head, "| --- | --- | --- | --- |"]
+    for e in summary:
+        k = e["keepalived"].get("median_timeline_ms") or {}
+        v = e["vigil"].get("median_timeline_ms") or {}
+        if not k and not v:
+            continue
+        # In a recovery the new master's first advert follows its own start-up: no timer.
+        timer = {"stop": "advert_after_prio0_ms", "recovery": ""}.get(
+            e["failure"], "advert_after_old_advert_ms"
+        )
+        cells = [
+            f"{_fmt(k.get(key), '.1f')} / {_fmt(v.get(key), '.1f')}" if key else "-"
+            for key in (timer, "announce_after_advert_ms", "reply_after_announce_ms")
+        ]
+        lines.append(f"| {e['row']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- machine facts
 
 
@@ -527,6 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print()
     print(table(doc["summary"]))
+    if args.trace:
+        print()
+        print(timeline_table(doc["summary"]))
     print(f"\nJSON: {out}")
     return 130 if interrupted else 0
 
