@@ -116,6 +116,8 @@ class VrrpSide:
             "advert_interval": self.advert_int,
             "virtual_ipaddresses": list(self.vips),
         }
+        if self.priority == 255:
+            inst["address_owner"] = True  # vigil accepts 255 only from the address owner
         if self.use_vmac:
             inst["use_vmac"] = True
         if self.auth_pass is not None:

@@ -708,3 +708,106 @@ def test_use_vmac_keeps_the_virtual_mac_across_failover(lab: Lab, master: Side, 
     assert pair.client_neighbour_mac() == vmac
     pair.assert_converged(master)
     assert pair.keepalived_complaints() == []
+
+
+@pytest.mark.parametrize("master", list(Side), ids=[f"{s.value}_master" for s in Side])
+def test_dual_stack_instances_share_a_vrid(lab: Lab, master: Side) -> None:
+    """IPv4 and IPv6 instances with the same VRID 51 in one daemon on each side.
+
+    A VRID is unique per address family only, and operators reuse it for the two halves
+    of a dual-stack VIP pair; each family's adverts must reach the right instance.
+    """
+    pair = InteropPair(lab, Case(V3_V4, master, master, Failure.STOP))
+
+    def instances(side: Side) -> list[VrrpSide]:
+        prio = pair.priority(side)
+        is_master = side is master
+        return [
+            VrrpSide("VI_4", VRID, prio, 3, 0.1, [VIP4], master=is_master),
+            VrrpSide("VI_6", VRID, prio, 3, 0.1, [VIP6], master=is_master),
+        ]
+
+    def start(side: Side) -> None:
+        if side is Side.VIGIL:
+            cfg = vigil_config("vg", instances(side))
+            pair.agent = lab.start_vigild(pair.vg, cfg, log_level="info")
+        else:
+            conf = KeepalivedConf("ka", instances(side)).render()
+            pair.keepalived = lab.start_keepalived(pair.ka, conf, name="keepalived")
+            pair.keepalived_runs.append(pair.keepalived)
+
+    def view(name: str) -> dict[str, Any]:
+        assert pair.agent is not None
+        status, body = pair.agent.client.get(f"/v1/vrrp/instances/{name}")
+        assert status == 200, body
+        return dict(body)
+
+    vips = [VIP4.split("/")[0], VIP6.split("/")[0]]
+
+    def wait_vips_on(side: Side) -> None:
+        wait_for(
+            lambda: (
+                all(lab.has_address(pair.node(side), v) for v in vips)
+                and not any(lab.has_address(pair.node(side.other), v) for v in vips)
+            ),
+            timeout=V3_V4.deadline,
+            what=f"both VIPs on {side.value} only",
+            observe=lambda: {s.value: lab.addresses(pair.node(s), "eth0") for s in Side},
+        )
+
+    start(master)
+    start(master.other)
+    wait_vips_on(master)
+    sources = {"VI_4": pair.address(master), "VI_6": link_local(lab, pair.node(master))}
+    want = "MASTER" if master is Side.VIGIL else "BACKUP"
+    for name, source in sources.items():
+        wait_for(
+            lambda name=name, source=source: (
+                view(name)["state"] == want and view(name)["master_address"] == source
+            ),
+            timeout=V3_V4.deadline,
+            what=f"vigil's {name} {want} with master {source}",
+            observe=lambda name=name: view(name),
+        )
+    assert pair.agent is not None
+    status, body = pair.agent.client.get("/v1/status")
+    assert status == 200 and body.get("unknown_vrid", {}) == {}, body
+
+    # The master stops cleanly: both families move together, and come back.
+    pair.fail(master, Failure.STOP)
+    wait_vips_on(master.other)
+    start(master)
+    wait_vips_on(master)
+    for name in sources:
+        assert view(name)["counters"]["rejected"] == {}, view(name)
+    assert pair.keepalived_complaints() == []
+
+
+@pytest.mark.parametrize("owner", list(Side), ids=[f"{s.value}_owner" for s in Side])
+def test_address_owner_takes_over_at_once(lab: Lab, owner: Side) -> None:
+    """Priority 255 (the address owner) is master from its first advert, on either side.
+
+    The other side (priority 100) holds the VIP first; the owner starts and takes over
+    without waiting for a Master_Down_Interval, and the other side yields to 255.
+    """
+    case = Case(V3_V4, owner, owner.other, Failure.STOP)
+    pair = InteropPair(lab, case, priorities={owner: 255, owner.other: LOW})
+    pair.start(owner.other)
+    pair.wait_holder(owner.other)
+    pair.start(owner)
+    pair.wait_holder(owner)
+    if owner is Side.VIGIL:
+        inst = pair.vigil()
+        assert inst["state"] == "MASTER" and inst["effective_priority"] == 255, inst
+        assert inst["last_transition"]["reason"] == "address owner (priority 255)", inst
+    else:
+        log = pair.keepalived_log()
+        # keepalived's owner skips BACKUP (no "Entering BACKUP STATE (init)") and goes
+        # to MASTER at start-up.
+        assert "Entering BACKUP STATE" not in log and "Entering MASTER STATE" in log
+        pair.wait_vigil(
+            lambda i: i["state"] == "BACKUP" and i["master_priority"] == 255,
+            "vigil to yield to priority 255",
+        )
+    pair.assert_stable(owner)
+    assert pair.keepalived_complaints() == []
