@@ -533,8 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         s = run_round(
                             row, impl, wd, rng, log_level=args.log_level, trace=args.trace
                         )
-                    except BenchError as exc:
-                        s = {"impl": impl, "row": row.key, "error": str(exc)[:4000]}
+                    except Exception as exc:  # one bad round must not lose the others
+                        msg = f"{type(exc).__name__}: {exc}"
+                        s = {"impl": impl, "row": row.key, "error": msg[:4000]}
                     s["round"] = rnd + 1
                     samples.append(s)
                     shown = (

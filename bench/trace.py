@@ -106,6 +106,7 @@ def timeline(
         "old_adverts": [],
         "old_prio0": [],
         "new_adverts": [],
+        "old_announce": [],
         "new_announce": [],
         "old_replies": [],
         "new_replies": [],
