@@ -29,6 +29,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,17 +43,18 @@ from tests.lab.procs import ProcessHandle
 from tests.lab.registry import proc_alive, proc_start_time
 from tests.lab.waiting import wait_for
 
-__all__ = ["AnsibleResult", "Host", "HostLab", "HostLabError", "parse_recap"]
+__all__ = ["AnsibleResult", "Host", "HostLab", "HostLabError", "parse_recap", "run_bounded"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
+RELAY = Path(__file__).resolve().with_name("relay.py")
 DEFAULT_SUBNET = "10.77.0.0/24"
 CONTROLLER = "ctl"
 SSH_OPTIONS = (
     "-o", "StrictHostKeyChecking=no",
     "-o", "UserKnownHostsFile=/dev/null",
     "-o", "LogLevel=ERROR",
-    "-o", "ConnectTimeout=2",
+    "-o", "ConnectTimeout=5",
     "-o", "BatchMode=yes",
 )  # fmt: skip
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
@@ -72,6 +74,40 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
         counts = dict(kv.split("=") for kv in m.group("counts").split())
         recap[m.group("host")] = {k: int(v) for k, v in counts.items()}
     return recap
+
+
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input: str = "",
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in its own session; on timeout kill the whole group and say so."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=full_env,
+        cwd=cwd or REPO_ROOT,
+    )
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise HostLabError(
+            f"`{shlex.join(argv)}` did not finish within {timeout}s; output so far:\n"
+            f"{out[-3000:]}\n{err[-2000:]}"
+        ) from None
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
 
 @dataclass(frozen=True)
@@ -329,9 +365,17 @@ class HostLab:
         except KeyError:
             raise KeyError(f"no lab host {name!r}; booted: {', '.join(self.hosts)}") from None
 
+    def proxy_command(self) -> str:
+        """ssh's ProxyCommand: a relay started inside the controller namespace."""
+        ctl = self.lab.node(CONTROLLER).ns
+        return f"nsenter --net=/run/netns/{ctl} {sys.executable} {RELAY} %h %p"
+
+    def ssh_options(self) -> list[str]:
+        return [*SSH_OPTIONS, "-o", f"ProxyCommand={self.proxy_command()}"]
+
     def ssh_argv(self, host: Host | str) -> list[str]:
         h = self.host(host) if isinstance(host, str) else host
-        return ["ssh", *SSH_OPTIONS, "-i", str(self.key), f"root@{h.address}"]
+        return ["ssh", *self.ssh_options(), "-i", str(self.key), f"root@{h.address}"]
 
     def ssh(
         self,
@@ -344,10 +388,13 @@ class HostLab:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``command`` (a shell string) on the host over SSH from the controller."""
         argv = [*self.ssh_argv(host), command]
-        try:
-            return self.lab.run(CONTROLLER, argv, check=check, timeout=timeout, input=input)
-        except LabError as exc:
-            raise HostLabError(str(exc)) from None
+        res = run_bounded(argv, timeout=timeout, input=input)
+        if check and res.returncode != 0:
+            raise HostLabError(
+                f"`{shlex.join(argv[-2:])}` failed with exit {res.returncode}: "
+                f"{(res.stderr or res.stdout).strip()[-2000:]}"
+            )
+        return res
 
     # ------------------------------------------------------------------ ansible
 
@@ -415,7 +462,7 @@ class HostLab:
                 "vars": {
                     "ansible_user": "root",
                     "ansible_ssh_private_key_file": str(self.key),
-                    "ansible_ssh_common_args": " ".join(SSH_OPTIONS),
+                    "ansible_ssh_common_args": shlex.join(self.ssh_options()),
                     "ansible_python_interpreter": "/usr/bin/python3",
                 },
                 "children": children,
@@ -434,18 +481,19 @@ class HostLab:
         timeout: float = 600.0,
         env: Mapping[str, str] | None = None,
     ) -> AnsibleResult:
-        """Run ``ansible``/``ansible-playbook`` ARGS in the controller namespace (bounded)."""
+        """Run ``ansible``/``ansible-playbook`` ARGS on the controller (bounded).
+
+        It runs in this (root) namespace like an operator's controller would: tasks
+        delegated to localhost (the role's wheelhouse build) reach the outside world, and
+        SSH reaches the hosts through the relay in the lab's controller namespace.
+        """
         if program not in {"ansible", "ansible-playbook", "ansible-inventory", "ansible-doc"}:
             raise ValueError(f"program {program!r}: not an Ansible command line tool")
         full_env = self.ansible_env()
         full_env.update(env or {})
         argv = [str(VENV_BIN / program), *args]
-        wrapped = ["env", *(f"{k}={v}" for k, v in full_env.items()), *argv]
         started = time.monotonic()
-        try:
-            res = self.lab.run(CONTROLLER, wrapped, check=False, timeout=timeout)
-        except LabError as exc:
-            raise HostLabError(f"{shlex.join(argv)}: {exc}") from None
+        res = run_bounded(argv, timeout=timeout, env=full_env)
         return AnsibleResult(argv, res.returncode, res.stdout, res.stderr,
                              time.monotonic() - started)  # fmt: skip
 
