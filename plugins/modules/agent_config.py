@@ -317,6 +317,12 @@ priorities:
   type: dict
   sample:
     VI_1: 150
+reload_skipped:
+  description: Why the running agent was not reloaded although it does not run O(dest).
+  returned: when the agent runs another file than O(dest)
+  type: str
+  sample: the agent at /run/vigil/vigil.sock runs /etc/vigil/other.yml, not /etc/vigil/vigil.yml;
+    it was not reloaded
 vip_will_move:
   description: Whether any VIP is expected to move to or away from this host.
   returned: success
@@ -634,10 +640,10 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
     running = agent.probe()
     source = agent.config_source if running else None
     reload_wanted = params["reload"] and running
+    skipped = None
     if reload_wanted and source is not None and source != dest:
-        module.warn(
-            f"the agent at {params['socket']} runs {source}, not {dest}; it was not reloaded"
-        )
+        skipped = f"the agent at {params['socket']} runs {source}, not {dest}; it was not reloaded"
+        module.warn(skipped)
         reload_wanted = False
     stale = running and not matches(expected, agent.running_config or {})
     diff = instance_diff(expected, agent.running_config if running else {})
@@ -651,6 +657,8 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
             name: inst.get("priority") for name, inst in (plan.get("instances") or {}).items()
         },
     }
+    if skipped is not None:
+        result["reload_skipped"] = skipped
     moves = vip_moves(plan, agent.instances if running else [], diff["removed"])
     result["vip_moves"] = moves
     result["vip_will_move"] = bool(moves)
