@@ -16,8 +16,8 @@ options:
       - Path of the vigild API Unix socket on the managed host.
       - The agent listens on V(/run/vigil/vigil.sock) unless it was started with C(--socket)
         or C(global.socket) is set in its configuration.
-      - The module must run as root (C(become: true)) or as a user the agent allows with
-        C(--api-allow-uid).
+      - 'The module must run as root (C(become: true)) or as a user the agent allows with
+        C(--api-allow-uid).'
     type: path
     default: /run/vigil/vigil.sock
   timeout:

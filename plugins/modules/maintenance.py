@@ -27,7 +27,7 @@ description:
   - After the change the module reads the flags again and fails unless every selected
     instance shows the wanted one.
 author:
-  - vigil developers
+  - vigil developers (@vigil)
 options:
   instance:
     description:

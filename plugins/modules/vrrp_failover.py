@@ -25,7 +25,7 @@ description:
   - On failure (no peer took over, the move was not observed in time) the task fails with the
     agent's message and what it observed.
 author:
-  - vigil developers
+  - vigil developers (@vigil)
 options:
   instance:
     description:

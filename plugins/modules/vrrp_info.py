@@ -14,12 +14,12 @@ short_description: Live VRRP state from the vigil agent
 version_added: 0.1.0
 description:
   - Reads the live state of the vigil agent on the managed host from its local API
-    (C(GET /v1/status)): the agent itself and every VRRP instance with its state, priorities,
-    current master and which virtual addresses are present in the kernel.
+    (C(GET /v1/status)), that is the agent itself and every VRRP instance with its state,
+    priorities, current master and which virtual addresses are present in the kernel.
   - Changes nothing. Useful in playbooks (to find the master of a pair) and ad hoc, for
     example C(ansible -i inventory.yml all -b -m vigil.ha.vrrp_info).
 author:
-  - vigil developers
+  - vigil developers (@vigil)
 options:
   instance:
     description:
