@@ -1,0 +1,1 @@
+"""Namespace integration tests (package, so module names never clash with agent/tests)."""
