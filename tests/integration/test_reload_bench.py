@@ -34,7 +34,7 @@ def test_reload_bench_vigil_never_flaps(tmp_path: Path) -> None:
         assert "error" not in s, s.get("error")
         assert s["transitions"] == 0, s["transition_lines"]
         assert s["lost"] == 0 and s["sent"] > 100, s
-        assert s["adverts"] > 10 and s["max_advert_gap_ms"] <= 150, s
+        assert s["adverts"] > 10 and s["max_advert_gap_at_reload_ms"] <= 150, s
     assert reload.table(doc["summary"]).count("| vigil |") == 2
 
 
