@@ -29,7 +29,7 @@ from typing import Any
 
 from tests.lab.procs import group_members
 
-from .failover import RESULTS, machine
+from .failover import RESULTS, load_average, machine
 from .pair import IMPLS, BenchError, InstanceSpec, Pair, use_vigil_revision
 
 __all__ = ["GroupSample", "instances_for", "main", "measure", "sample_group"]
@@ -115,7 +115,11 @@ def measure(impl: str, count: int, seconds: float, workdir: Path) -> dict[str, A
         after = {name: sample_group(pg) for name, pg in groups.items()}
         if not pair.converged():
             raise BenchError(f"{impl} pair lost its roles during the window")
-        result: dict[str, Any] = {"impl": impl, "window_s": round(window, 2)}
+        result: dict[str, Any] = {
+            "impl": impl,
+            "window_s": round(window, 2),
+            "loadavg_1m": load_average(),
+        }
         for name, role in (("n1", "master"), ("n2", "backup")):
             used = after[name].cpu_s - before[name].cpu_s
             result[role] = {

@@ -52,7 +52,7 @@ from tests.lab.probe import Probe
 from .pair import IMPLS, BenchError, InstanceSpec, Pair, use_vigil_revision
 from .trace import Capture, timeline
 
-__all__ = ["FAILURES", "ROWS", "Row", "main", "run_round", "summarize"]
+__all__ = ["FAILURES", "ROWS", "Row", "load_average", "machine", "main", "run_round", "summarize"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -307,6 +307,7 @@ def run_round(
             "inject_took_ms": round((t_injected - t_inject) * 1000, 1),
             "vip_moved_ms": round((moved - t_inject) * 1000, 1),
             "round_s": round(time.monotonic() - started, 2),
+            "loadavg_1m": load_average(),
             **({"timeline_ms": timeline_ms} if timeline_ms is not None else {}),
         }
     finally:
@@ -419,6 +420,15 @@ def _version(argv: list[str]) -> str:
         return "unknown"
     text = (res.stdout + res.stderr).strip().splitlines()
     return text[0] if text else "unknown"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: the machine may be shared, and a busy machine delays
+    a Python daemon's reactions more than a C one's, so every sample records it."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def machine() -> dict[str, Any]:
