@@ -575,7 +575,7 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         me = task_vars.get("inventory_hostname")
         hosts = self._group_hosts(args, task_vars)
         if me not in [h.name for h in hosts]:

@@ -24,9 +24,10 @@ description:
     authentication on every node; priorities per VRID are distinct, so exactly one node is
     the highest; VRIDs are unique per segment; VIPs lie inside the interface's subnet where
     the facts show it; plus everything C(vigil.config.check_cluster) checks (router IDs,
-    unicast peers, sync groups). Any problem fails the task on every host B(before anything is
-    written), naming the host and the field, for example
-    C(host lb2: vrrp_instances[0].priority: VI_1 (VRID 51\): priority 150 here and on lb1; ...).
+    unicast peers, sync groups).
+  - "Any problem fails the task on every host B(before anything is written), naming the host
+    and the field, for example
+    C(host lb2: vrrp_instances[0].priority: VI_1 priority 150 here and on lb1; ...)."
   - Then, on each target, the module validates the file with C(vigild --check) (O(vigild_path)),
     writes it atomically (a temporary file in the same directory, renamed over O(dest)),
     asks the running agent to reload (C(POST /v1/reload); a reload never restarts the agent
@@ -38,7 +39,7 @@ description:
     packages C(voluptuous) and C(PyYAML) on the controller; the target needs only Python's
     standard library and, to validate, the installed agent.
 author:
-  - vigil developers
+  - vigil developers (@vigil)
 options:
   cluster:
     description:
