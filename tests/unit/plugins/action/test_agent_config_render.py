@@ -35,8 +35,6 @@ _collection_importable()
 from ansible.errors import AnsibleActionFail  # noqa: E402
 from ansible_collections.vigil.ha.plugins.action import agent_config as ac  # noqa: E402
 
-pytestmark = pytest.mark.unit
-
 VCONF = ac.import_vigil_config()
 
 

@@ -48,8 +48,6 @@ from ansible_collections.vigil.ha.plugins.module_utils._api import (  # noqa: E4
 )
 from ansible_collections.vigil.ha.plugins.modules import agent_config as mod  # noqa: E402
 
-pytestmark = pytest.mark.unit
-
 
 def _find_vigild() -> str | None:
     beside = Path(sys.executable).parent / "vigild"
