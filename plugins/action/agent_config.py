@@ -151,10 +151,15 @@ def dump_yaml(data: Mapping[str, Any]) -> str:
 
 
 class FactsView:
-    """The bits of a host's facts the renderer uses: interfaces, their addresses and subnets."""
+    """The bits of a host's facts the renderer uses: interfaces, their addresses and subnets.
 
-    def __init__(self, facts: Mapping[str, Any]) -> None:
+    ``vips`` are left out: facts gathered on a master also list the VIPs it holds (a /32 VIP
+    would otherwise look like a subnet of its own, and only on the master).
+    """
+
+    def __init__(self, facts: Mapping[str, Any], vips: frozenset[Any] = frozenset()) -> None:
         self.facts = facts or {}
+        self.vips = vips
 
     @property
     def present(self) -> bool:
@@ -196,7 +201,7 @@ class FactsView:
                     out.append(ipaddress.ip_interface(f"{entry['address']}/{entry['prefix']}"))
                 except (KeyError, ValueError):
                     continue
-        return out
+        return [net for net in out if net.ip not in self.vips]
 
     def address(self, name: str, family: int) -> str | None:
         nets = self.networks(name, family)
@@ -215,6 +220,24 @@ def vip_address(vip: Any) -> str | None:
     if isinstance(vip, Mapping):
         vip = vip.get("address")
     return vip if isinstance(vip, str) else None
+
+
+def vip_ips(instances: Any) -> frozenset[Any]:
+    """Every VIP address (advertised or excluded) of raw instance mappings, as IP objects."""
+    out = set()
+    for inst in instances if isinstance(instances, list) else []:
+        if not isinstance(inst, Mapping):
+            continue
+        for key in ("virtual_ipaddresses", "virtual_ipaddresses_excluded"):
+            vips = inst.get(key)
+            for vip in vips if isinstance(vips, list) else []:
+                text = vip_address(vip)
+                try:
+                    out.add(ipaddress.ip_interface(text).ip if text else None)
+                except ValueError:
+                    continue
+    out.discard(None)
+    return frozenset(out)
 
 
 def instance_family(inst: Mapping[str, Any]) -> int:
@@ -326,7 +349,7 @@ class ClusterRenderer:
     def _sources(self, host: HostInput, instances: list[Any]) -> dict[str, str | None]:
         """{instance name: this host's unicast source} for instances with unicast on."""
         out: dict[str, str | None] = {}
-        facts = FactsView(host.facts)
+        facts = FactsView(host.facts, vip_ips(instances))
         for index, inst in enumerate(instances):
             if not isinstance(inst, Mapping) or not _unicast_on(inst.get("unicast")):
                 continue
@@ -477,11 +500,18 @@ class GroupChecker:
                 else:
                     by_prio[inst.priority] = host
 
+    def _facts(self, host: str) -> FactsView:
+        config = self.configs[host]
+        vips = {
+            vip.address.ip
+            for inst in config.vrrp_instances
+            for vip in (*inst.vips, *inst.excluded_vips)
+        }
+        return FactsView(self.hosts[host].facts if host in self.hosts else {}, frozenset(vips))
+
     def _segment(self, host: str, interface: str, family: int) -> str:
         """The subnet the interface is on, from facts; its name where facts do not say."""
-        nets = FactsView(self.hosts[host].facts if host in self.hosts else {}).networks(
-            interface, family
-        )
+        nets = self._facts(host).networks(interface, family)
         if nets:
             return str(nets[0].network)
         return f"interface {interface}"
@@ -508,7 +538,7 @@ class GroupChecker:
     def _vips_in_subnet(self) -> None:
         """Each advertised VIP on the instance's interface lies in that interface's subnet."""
         for host, config in self.configs.items():
-            facts = FactsView(self.hosts[host].facts if host in self.hosts else {})
+            facts = self._facts(host)
             for index, inst in enumerate(config.vrrp_instances):
                 nets = facts.networks(inst.interface, inst.family)
                 if not nets:

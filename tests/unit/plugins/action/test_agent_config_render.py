@@ -282,6 +282,24 @@ def test_a_vip_outside_the_interface_subnet_is_refused_where_facts_show_it() -> 
     assert problems(cluster(virtual_ipaddresses=["10.1.0.100/24"]), hosts) == []
 
 
+def test_vips_a_master_holds_do_not_count_as_its_addresses_or_subnets() -> None:
+    """Facts gathered on the master list the VIPs it holds, IPv6 ones first even."""
+    hosts = pair()
+    master = hosts[0].facts["eth0"]
+    master["ipv4_secondaries"] = [{"address": "192.168.5.5", "netmask": "255.255.255.255"}]
+    master["ipv6"].insert(0, {"address": "fd00:99::100", "prefix": "128", "scope": "global"})
+    clu = cluster(virtual_ipaddresses=["192.168.5.5/32"])
+    clu["vrrp_instances"].append(
+        {"name": "VI_6", "vrid": 52, "unicast": True, "virtual_ipaddresses": ["fd00:99::100"]}
+    )
+    renderer = ac.ClusterRenderer(clu, hosts)
+    rendered = renderer.render()
+    assert rendered["lb1"]["vrrp_instances"][1]["unicast"]["source"] == "fd00:99::11"
+    found = [str(p) for p in ac.GroupChecker(VCONF, rendered, hosts).run()]
+    assert [f.split(":", 1)[0] for f in found] == ["host lb1", "host lb2"]
+    assert all("VIP 192.168.5.5/32 is outside eth0's subnet (10.0.0.0/24," in f for f in found)
+
+
 def test_cross_node_checks_of_the_agent_run_too() -> None:
     found = problems(cluster(), pair({"router_id": "same"}, {"router_id": "same"}))
     assert found == [
