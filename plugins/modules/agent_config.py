@@ -474,8 +474,12 @@ class Agent:
         """Read status and config; False when no agent answers on the socket."""
         try:
             code, body = self.client.get("/v1/status")
-        except ApiUnreachable:
-            return False
+        except ApiUnreachable as exc:
+            if isinstance(exc.__cause__, PermissionError):
+                raise ConfigFailure(
+                    f"{exc.message}; the module must run as root (become: true) to reload the agent"
+                ) from None
+            return False  # no agent (or a stale socket of a dead one): it reads the file later
         if code != 200 or not isinstance(body, dict):
             raise ConfigFailure(
                 f"the agent at {self.socket_path} answered GET /v1/status with "
