@@ -106,6 +106,8 @@ options:
       - Validate the new file on the managed host with C(vigild --check --format json) before
         it replaces O(dest). This also checks what only the host can (scripts exist and are
         safe, users exist).
+      - In check mode a changed file is validated too, from a copy in the temporary
+        directory, so a preview shows what the host would refuse.
     type: bool
     default: true
   vigild_path:
@@ -555,9 +557,13 @@ class ConfigFile:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigFailure(f"cannot read {self.dest}: {exc}") from None
 
-    def stage(self, content: str) -> str:
-        """Write ``content`` to a temporary file next to ``dest``; return its path."""
-        directory = os.path.dirname(self.dest) or "."
+    def stage(self, content: str, directory: str | None = None) -> str:
+        """Write ``content`` to a temporary file next to ``dest``; return its path.
+
+        Next to ``dest`` so the rename is atomic; check mode validates a copy in ``directory``
+        (the system's temporary directory) so nothing appears beside the real file.
+        """
+        directory = directory or os.path.dirname(self.dest) or "."
         try:
             os.makedirs(directory, mode=0o755, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vigil.", suffix=".yml.tmp")
@@ -677,6 +683,13 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
             "after_header": dest,
         }
     if module.check_mode:
+        if content_changed and params["validate"]:
+            tmp = file.stage(content, tempfile.gettempdir())
+            try:
+                file.validate(tmp, params["vigild_path"])
+            finally:
+                os.unlink(tmp)
+            result["validated"] = True
         return result
     if content_changed:
         tmp = file.stage(content)

@@ -233,10 +233,14 @@ def test_check_mode_predicts_and_writes_nothing(
         "_ansible_diff": True,
     }
     result = run_module(args, capsys)
-    assert result["changed"] is True
+    assert result["changed"] is True and result["validated"] is True
     assert result["diff"]["before"] == "" and result["diff"]["after"] == CONFIG_A
-    assert not dest.exists()
+    assert not dest.exists() and not dest.parent.exists()
     assert result["agent"]["running"] is False
+    bad = CONFIG_A + "vrrp_scripts:\n  chk:\n    script: /nonexistent/check-haproxy\n"
+    refused = run_module(dict(args, content=bad), capsys)
+    assert refused["failed"] is True and "vrrp_scripts.chk.script" in refused["msg"]
+    assert not dest.parent.exists()
 
 
 @needs_vigild
