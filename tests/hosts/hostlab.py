@@ -27,6 +27,7 @@ import ipaddress
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +59,20 @@ SSH_OPTIONS = (
     "-o", "BatchMode=yes",
 )  # fmt: skip
 RECAP_RE = re.compile(r"^(?P<host>\S+)\s*:\s*(?P<counts>(?:\w+=\d+\s*)+)$", re.MULTILINE)
+
+
+SNAPSHOT_SKIP = {
+    ".git", ".venv", ".lab", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache",
+    ".hypothesis", "output", "build", "dist", "results",
+}  # fmt: skip
+
+
+def _snapshot_ignore(directory: str, names: list[str]) -> set[str]:
+    """What the collection snapshot leaves out: caches, VCS, venvs, build output, tests."""
+    skip = {n for n in names if n in SNAPSHOT_SKIP or n.endswith((".pyc", ".egg-info"))}
+    if Path(directory) == REPO_ROOT:
+        skip |= {n for n in names if n in {"tests", "bench"}}
+    return skip
 
 
 class HostLabError(LabError):
@@ -399,12 +414,19 @@ class HostLab:
     # ------------------------------------------------------------------ ansible
 
     def collections_dir(self) -> Path:
-        """A directory with ``ansible_collections/vigil/ha`` -> the repository (a symlink)."""
+        """A directory with ``ansible_collections/vigil/ha``: a snapshot of the collection.
+
+        A copy taken once per host lab, not a link to the working tree: the role installs
+        the agent from the collection's ``agent/`` sources and upgrades when they change,
+        so a tree edited during a run would make "a second run changes nothing" untestable.
+        """
         base = self.dir / "collections"
-        link = base / "ansible_collections" / "vigil" / "ha"
-        if not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(REPO_ROOT)
+        dest = base / "ansible_collections" / "vigil" / "ha"
+        if not dest.is_dir():
+            tmp = dest.with_name("ha.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(REPO_ROOT, tmp, ignore=_snapshot_ignore, symlinks=True)
+            tmp.rename(dest)
         return base
 
     def ansible_env(self) -> dict[str, str]:
@@ -429,6 +451,15 @@ class HostLab:
             "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
             "LANG": "C.UTF-8",
             "LC_ALL": "C.UTF-8",
+        }
+
+    def connection_vars(self) -> dict[str, str]:
+        """Inventory variables that reach the lab hosts: root over SSH with this run's key."""
+        return {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": shlex.join(self.ssh_options()),
+            "ansible_python_interpreter": "/usr/bin/python3",
         }
 
     def inventory(
@@ -457,17 +488,7 @@ class HostLab:
             if group_vars and gname in group_vars:
                 group["vars"] = dict(group_vars[gname])
             children[gname] = group
-        data = {
-            "all": {
-                "vars": {
-                    "ansible_user": "root",
-                    "ansible_ssh_private_key_file": str(self.key),
-                    "ansible_ssh_common_args": shlex.join(self.ssh_options()),
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                },
-                "children": children,
-            }
-        }
+        data = {"all": {"vars": self.connection_vars(), "children": children}}
         target = path or (self.lab.workdir / "inventory.yml")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(yaml.safe_dump(data, sort_keys=False))
