@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 import functools
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,7 @@ class InteropPair:
         default_factory=lambda: {Side.VIGIL: VG_ADDRS, Side.KEEPALIVED: KA_ADDRS}
     )
     extra_vips: dict[Side, list[str]] = field(default_factory=dict)
+    lead_vips: list[str] = field(default_factory=list)  # before the mode's VIP (both sides)
     use_vmac: bool = False
     vg: Node = field(init=False)
     ka: Node = field(init=False)
@@ -246,7 +248,7 @@ class InteropPair:
             priority=self.priority(side),
             version=mode.version,
             advert_int=self.intervals.get(side, mode.advert_int),
-            vips=[mode.vip, *self.extra_vips.get(side, [])],
+            vips=[*self.lead_vips, mode.vip, *self.extra_vips.get(side, [])],
             auth_pass=(password or PASSWORD) if mode.auth else None,
             unicast_src=unicast_src,
             unicast_peers=unicast_peers or (),
@@ -257,7 +259,7 @@ class InteropPair:
     def source(self, side: Side) -> str:
         """The address ``side`` sends its adverts from (what vigil reports as master)."""
         if self.mode.family == 6 and not self.mode.unicast:
-            return link_local(self.lab, self.node(side))
+            return link_local(self.lab, self.node(side), exclude=self.lead_vips)
         return self.address(side)
 
     # -------------------------------------------------------------- life cycle
@@ -414,8 +416,9 @@ class InteropPair:
         assert after["became_master"] == before["became_master"], (before, after)
         self.assert_converged(master)
 
-    def client_neighbour_mac(self) -> str | None:
-        for entry in self.lab.ip_json(self.client, "neigh", "show", self.mode.vip_ip):
+    def client_neighbour_mac(self, address: str | None = None) -> str | None:
+        target = address or self.mode.vip_ip
+        for entry in self.lab.ip_json(self.client, "neigh", "show", target, "dev", "eth0"):
             if "lladdr" in entry:
                 return str(entry["lladdr"])
         return None
@@ -430,10 +433,13 @@ class InteropPair:
         )
 
 
-def link_local(lab: Lab, node: Node) -> str:
+def link_local(lab: Lab, node: Node, exclude: Sequence[str] = ()) -> str:
+    """The node's own link-local address on eth0 (not one of the ``exclude``d VIPs)."""
+    skip = {ipaddress.ip_interface(a).ip for a in exclude}
     for link in lab.ip_json(node, "-6", "addr", "show", "dev", "eth0", "scope", "link"):
         for info in link.get("addr_info", []):
-            if "local" in info:  # `ip -j` lists filtered-out addresses as empty objects
+            # `ip -j` lists filtered-out addresses as empty objects
+            if "local" in info and ipaddress.ip_address(info["local"]) not in skip:
                 return str(ipaddress.ip_address(info["local"]))
     raise AssertionError(f"{node} has no IPv6 link-local address on eth0")
 
@@ -821,3 +827,69 @@ def test_address_owner_takes_over_at_once(lab: Lab, owner: Side) -> None:
         )
     pair.assert_stable(owner)
     assert pair.keepalived_complaints() == []
+
+
+# vigil picks its IPv6 advert source with vigil.net.transport.interface_link_local(): the
+# first link-local address of the interface in /proc/net/if_inet6. That file lists
+# addresses in hash order (salted per namespace), so once vigil as master has added the
+# link-local VIP fe80::1, about every other run it advertises *from the VIP*, where RFC
+# 5798 5.1.2.1 and keepalived use the interface's own link-local address. Reported to
+# the lead; remove this mark when the source skips VIPs.
+_VIGIL_SOURCE_BUG = pytest.mark.xfail(
+    reason="vigil may source IPv6 adverts from a link-local VIP (transport.interface_link_local)",
+    raises=AssertionError,
+    strict=False,
+)
+
+
+@pytest.mark.parametrize(
+    "master",
+    [pytest.param(Side.VIGIL, marks=_VIGIL_SOURCE_BUG), Side.KEEPALIVED],
+    ids=[f"{s.value}_master" for s in Side],
+)
+def test_ipv6_link_local_vip_first(lab: Lab, master: Side) -> None:
+    """IPv6 as RFC 5798 5.2.9 asks: the first address is a link-local VIP (fe80::1).
+
+    keepalived stops warning "the first IPv6 VIP address should be link local", both
+    address lists match (no ``addresses`` rejections), and a client that uses fe80::1 as
+    its gateway reaches whichever side is master, before and after a failover.
+    """
+    gateway = "fe80::1"
+    case = Case(V3_V6, master, master, Failure.STOP)
+    pair = InteropPair(lab, case, lead_vips=[f"{gateway}/64"])
+    pair.start(master)
+    pair.wait_holder(master)
+    pair.start(master.other)
+    own = link_local(lab, pair.vg, exclude=[gateway])
+    source = pair.vigil()["source_address"]
+    assert source == own, f"vigil advertises from {source}, not its own link-local {own}"
+    pair.assert_stable(master)
+    assert lab.has_address(pair.node(master), gateway)
+    assert not lab.has_address(pair.node(master.other), gateway)
+    assert [v["address"] for v in pair.vigil()["vips"]] == [f"{gateway}/64", V3_V6.vip]
+
+    def gateway_answers_from(side: Side) -> None:
+        mac = lab.link_info(pair.node(side))["address"]
+
+        def answered() -> bool:
+            ping = ["ping", "-6", "-n", "-c", "1", "-W", "1", f"{gateway}%eth0"]
+            ok = lab.run(pair.client, ping, check=False, timeout=5).returncode == 0
+            return ok and pair.client_neighbour_mac(gateway) == mac
+
+        wait_for(
+            answered,
+            timeout=V3_V6.deadline,
+            what=f"{gateway} to answer the client from {side.value} ({mac})",
+            observe=lambda: pair.client_neighbour_mac(gateway),
+        )
+
+    gateway_answers_from(master)
+    assert pair.vigil()["counters"]["rejected"] == {}
+    pair.fail(master, Failure.STOP)
+    pair.wait_holder(master.other)
+    assert lab.has_address(pair.node(master.other), gateway)
+    gateway_answers_from(master.other)
+    if master is Side.KEEPALIVED:
+        assert pair.vigil()["counters"]["rejected"] == {}
+    assert pair.keepalived_complaints() == []
+    assert all("should be link local" not in r.log(tail=None) for r in pair.keepalived_runs)
