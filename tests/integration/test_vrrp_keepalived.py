@@ -453,6 +453,11 @@ def run_probe_step(probe: Probe, count: int = 5) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_interop_pair(lab: Lab, case: Case, record_property: Any) -> None:
+    """One life of a vigil/keepalived pair: start, converge, fail the master, preempt back.
+
+    The probe's loss and longest outage are recorded as properties (JUnit XML) for the
+    record, not asserted: timings belong to the benchmarks.
+    """
     pair = InteropPair(lab, case)
     master, backup = case.master, case.master.other
     first, second = case.first, case.first.other
