@@ -140,8 +140,8 @@ class AgentConnection:
             for key in ("instance", "action", "before", "observed", "elapsed_s", "rolled_back"):
                 if key in err:
                     data[key] = err[key]
-            if "results" in err:
-                data["results"] = err["results"]
+            if "results" in err:  # maintenance: one result per instance
+                data["instance_results"] = err["results"]
         else:
             message = error_message(status, answer)
             data["response"] = answer

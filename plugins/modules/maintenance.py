@@ -115,6 +115,25 @@ instances:
       type: str
       returned: when the instance changed and not in check mode
       sample: "maintenance on: BACKUP, VIPs absent, advertising priority 1 if ever master"
+status:
+  description:
+    - On failure, the HTTP status the agent answered with. V(409) when the move was not
+      possible in the observed state or was rolled back, V(504) when its effect did not
+      show up in time.
+  returned: failure
+  type: int
+  sample: 409
+instance_results:
+  description:
+    - On failure of a node-wide change, the agent's result for each instance, failed or
+      not (C(ok), C(message), and for a failed one C(observed)).
+  returned: failure
+  type: list
+  elements: dict
+  sample:
+    - instance: VI_1
+      ok: false
+      message: "VI_1: maintenance rolled back: no peer took over"
 observed:
   description:
     - On failure, the instance's state as the agent observed it when it gave up.

@@ -149,6 +149,14 @@ instances:
       type: float
       returned: when the instance moved and not in check mode
       sample: 1.21
+status:
+  description:
+    - On failure, the HTTP status the agent answered with. V(409) when the move was not
+      possible in the observed state or was rolled back, V(504) when its effect did not
+      show up in time.
+  returned: failure
+  type: int
+  sample: 409
 observed:
   description:
     - On failure, the instance's state as the agent observed it when it gave up (state,

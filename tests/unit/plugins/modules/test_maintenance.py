@@ -53,7 +53,7 @@ def test_master_without_a_peer_is_refused_with_what_the_agent_saw(
     assert result["failed"] is True
     assert "VI_1: maintenance rolled back: no peer took over" in result["msg"]
     assert result["status"] == 409
-    by_name = {r["instance"]: r for r in result["results"]}
+    by_name = {r["instance"]: r for r in result["instance_results"]}
     assert by_name["VI_1"]["ok"] is False
     assert by_name["VI_1"]["observed"]["state"] == "MASTER"
     assert by_name["VI_2"]["ok"] is True
