@@ -164,6 +164,7 @@ class InstanceRuntime:
         self._timer: asyncio.TimerHandle | None = None
         self._ops: asyncio.Task[None] | None = None  # tail of the ordered address ops
         self._garp_tasks: set[asyncio.Task[None]] = set()
+        self._garp_refreshing = False  # a _garp_refresh loop runs
         self._vmac: VmacSpec | None = None
         self._expect = self._expectation(None)
         self._source: IPAddress | None = None
@@ -410,7 +411,7 @@ class InstanceRuntime:
                 )
                 if added:
                     self._queue(self._garp_burst([a.ip for _, a in added], cfg.garp.master_repeat))
-            if cfg.garp.master_refresh > 0 and old.garp.master_refresh <= 0:
+            if cfg.garp.master_refresh > 0 and not self._garp_refreshing:
                 self._garp_task(self._garp_refresh([]))
 
     async def _remove_keeping_secondaries(
@@ -682,10 +683,17 @@ class InstanceRuntime:
 
     async def _garp_refresh(self, addrs: list[IPAddress]) -> None:
         # Settings and addresses are read each round: a reload may have changed them.
-        while self.machine.state is VrrpState.MASTER and self.cfg.garp.master_refresh > 0:
-            await asyncio.sleep(self.cfg.garp.master_refresh)
-            addrs = [a.ip for _, a in self._owned_addresses()]
-            await self._garp_burst(addrs, self.cfg.garp.master_refresh_repeat)
+        # One loop per instance: a reload that turns the refresh on starts one if none runs.
+        if self._garp_refreshing:
+            return
+        self._garp_refreshing = True
+        try:
+            while self.machine.state is VrrpState.MASTER and self.cfg.garp.master_refresh > 0:
+                await asyncio.sleep(self.cfg.garp.master_refresh)
+                addrs = [a.ip for _, a in self._owned_addresses()]
+                await self._garp_burst(addrs, self.cfg.garp.master_refresh_repeat)
+        finally:
+            self._garp_refreshing = False
 
     # ------------------------------------------------------------ runtime control
 
