@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.lab.agents import AgentHandle
 from tests.lab.capture import Capture, Frame
@@ -223,8 +224,6 @@ def unrelated_change(step: int, base: dict[str, Any]) -> tuple[dict[str, Any] | 
         instance_cfg(cfg, "VI_2")["garp"] = {"master_refresh": 1 + step, "master_repeat": 2}
         return cfg, "garp of VI_2"
     if kind == 3:  # a comment (the file differs, the config does not)
-        import yaml
-
         return f"# reload {step}: nothing but this comment\n" + yaml.safe_dump(cfg), "comment"
     cfg["global"]["log_level"] = "info" if step % 2 else "debug"
     instance_cfg(cfg, "VI_2")["priority"] = 140 + step  # another instance's priority
