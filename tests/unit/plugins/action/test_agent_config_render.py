@@ -9,31 +9,12 @@ plain data; no Ansible run, no host.
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-
-def _collection_importable() -> None:
-    """Plain pytest from the repo: expose it as ansible_collections.vigil.ha (a symlink)."""
-    try:
-        import ansible_collections.vigil.ha.plugins  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[4]
-        base = Path(tempfile.mkdtemp(prefix="vigil-coll-"))
-        (base / "ansible_collections" / "vigil").mkdir(parents=True)
-        (base / "ansible_collections" / "vigil" / "ha").symlink_to(root)
-        sys.path.insert(0, str(base))
-
-
-_collection_importable()
-
-from ansible.errors import AnsibleActionFail  # noqa: E402
-from ansible_collections.vigil.ha.plugins.action import agent_config as ac  # noqa: E402
+from ansible.errors import AnsibleActionFail
+from ansible_collections.vigil.ha.plugins.action import agent_config as ac
 
 VCONF = ac.import_vigil_config()
 

@@ -11,6 +11,7 @@ tests/integration/test_ansible_agent_config.py.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -25,40 +26,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _collection_importable() -> None:
-    """Plain pytest from the repo: expose it as ansible_collections.vigil.ha (a symlink)."""
-    try:
-        import ansible_collections.vigil.ha.plugins  # noqa: F401
-    except ImportError:
-        root = Path(__file__).resolve().parents[4]
-        base = Path(tempfile.mkdtemp(prefix="vigil-coll-"))
-        (base / "ansible_collections" / "vigil").mkdir(parents=True)
-        (base / "ansible_collections" / "vigil" / "ha").symlink_to(root)
-        sys.path.insert(0, str(base))
-
-
-_collection_importable()
-
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
-from ansible_collections.vigil.ha.plugins.module_utils._api import (  # noqa: E402
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.vigil.ha.plugins.module_utils._api import (
     ApiClient,
     ApiUnreachable,
 )
-from ansible_collections.vigil.ha.plugins.modules import agent_config as mod  # noqa: E402
+from ansible_collections.vigil.ha.plugins.modules import agent_config as mod
 
 
 def _find_vigild() -> str | None:
+    """The vigild program: beside this Python, on PATH, or a wrapper running ``vigil.daemon``."""
     beside = Path(sys.executable).parent / "vigild"
     if beside.exists():
         return str(beside)
-    return shutil.which("vigild")
+    found = shutil.which("vigild")
+    if found:
+        return found
+    try:
+        import vigil.daemon  # noqa: F401
+    except ImportError:
+        return None
+    wrapper = Path(tempfile.mkdtemp(prefix="vglp1-bin-")) / "vigild"
+    atexit.register(shutil.rmtree, wrapper.parent, True)
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m vigil.daemon "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
 
 
 VIGILD = _find_vigild()
 needs_vigild = pytest.mark.skipif(
-    VIGILD is None, reason="vigild is not installed in this Python environment"
+    VIGILD is None, reason="the vigil agent is not installed in this Python environment"
 )
 
 CONFIG_A = "global:\n  log_level: info\n  router_id: t1\n"
@@ -136,7 +133,7 @@ class Vigild:
 
 
 @pytest.fixture
-def agent(workdir: Path) -> Iterator[Vigild]:
+def vigild_agent(workdir: Path) -> Iterator[Vigild]:
     dest = workdir / "vigil.yml"
     dest.write_text(CONFIG_A)
     handle = Vigild(workdir, dest)
@@ -319,20 +316,24 @@ def test_a_missing_vigild_names_the_option(
 
 @needs_vigild
 def test_reload_applies_and_waits_for_the_running_config(
-    agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
+    vigild_agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dest = workdir / "vigil.yml"
     args = {
         "dest": str(dest),
         "content": CONFIG_B,
         "expected": normalized(CONFIG_B),
-        "socket": agent.socket,
+        "socket": vigild_agent.socket,
         "wait_timeout": 10,
     }
     result = run_module(args, capsys)
     assert result["changed"] is True and result["reloaded"] is True
-    assert result["agent"] == {"running": True, "socket": agent.socket, "config_source": str(dest)}
-    status, body = agent.client.get("/v1/config")
+    assert result["agent"] == {
+        "running": True,
+        "socket": vigild_agent.socket,
+        "config_source": str(dest),
+    }
+    status, body = vigild_agent.client.get("/v1/config")
     assert status == 200 and body["config"]["global"]["log_level"] == "debug"
     again = run_module(args, capsys)
     assert again["changed"] is False and again["reloaded"] is False
@@ -340,25 +341,25 @@ def test_reload_applies_and_waits_for_the_running_config(
 
 @needs_vigild
 def test_check_mode_with_a_running_agent_changes_nothing(
-    agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
+    vigild_agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dest = workdir / "vigil.yml"
     args = {
         "dest": str(dest),
         "content": CONFIG_B,
         "expected": normalized(CONFIG_B),
-        "socket": agent.socket,
+        "socket": vigild_agent.socket,
         "_ansible_check_mode": True,
     }
     result = run_module(args, capsys)
     assert result["changed"] is True and result["reloaded"] is False
     assert dest.read_text() == CONFIG_A
-    assert agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "info"
+    assert vigild_agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "info"
 
 
 @needs_vigild
 def test_a_stale_agent_is_reloaded_even_when_the_file_is_current(
-    agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
+    vigild_agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The file was written by an earlier run whose reload never happened."""
     dest = workdir / "vigil.yml"
@@ -367,28 +368,28 @@ def test_a_stale_agent_is_reloaded_even_when_the_file_is_current(
         "dest": str(dest),
         "content": CONFIG_B,
         "expected": normalized(CONFIG_B),
-        "socket": agent.socket,
+        "socket": vigild_agent.socket,
     }
     result = run_module(args, capsys)
     assert result["changed"] is True and result["reloaded"] is True
-    assert agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "debug"
+    assert vigild_agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "debug"
 
 
 @needs_vigild
 def test_an_agent_running_another_file_is_not_reloaded(
-    agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
+    vigild_agent: Vigild, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = workdir / "other.yml"
     args = {
         "dest": str(other),
         "content": CONFIG_B,
         "expected": normalized(CONFIG_B),
-        "socket": agent.socket,
+        "socket": vigild_agent.socket,
     }
     result = run_module(args, capsys)
     assert result["changed"] is True and result["reloaded"] is False
     assert result["reload_skipped"] == (
-        f"the agent at {agent.socket} runs {workdir / 'vigil.yml'}, not {other}; "
+        f"the agent at {vigild_agent.socket} runs {workdir / 'vigil.yml'}, not {other}; "
         "it was not reloaded"
     )
-    assert agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "info"
+    assert vigild_agent.client.get("/v1/config")[1]["config"]["global"]["log_level"] == "info"
