@@ -66,8 +66,7 @@ EOF
 }
 
 WORK=$(mktemp -d /tmp/vigil-ansible-test.XXXXXX)
-cleanup() { rm -rf "$WORK"; }
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 DEST=$WORK/ansible_collections/vigil/ha
 mkdir -p "$DEST"
 # Only what git knows about, as ansible-test itself would see in a checkout.
