@@ -65,10 +65,13 @@ CONFIG_B = "global:\n  log_level: debug\n  router_id: t1\n"
 def normalized(text: str) -> dict[str, Any]:
     """What GET /v1/config will show for ``text`` (the controller computes this)."""
     import yaml
-    from ansible_collections.vigil.ha.plugins.action.agent_config import import_vigil_config
 
-    vconf = import_vigil_config()
-    return json.loads(json.dumps(vconf.validate_data(yaml.safe_load(text)).to_dict(redact=True)))
+    agent_src = str(Path(__file__).resolve().parents[4] / "agent" / "src")
+    if agent_src not in sys.path:
+        sys.path.append(agent_src)  # an installed vigil wins; else the collection's sources
+    from vigil.config import validate_data
+
+    return json.loads(json.dumps(validate_data(yaml.safe_load(text)).to_dict(redact=True)))
 
 
 def run_module(args: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
