@@ -373,7 +373,8 @@ class ClusterRenderer:
         return out
 
     def _priority(self, index: int, host: HostInput, inst: Mapping[str, Any]) -> int | None:
-        override = (host.node.get("instances") or {}).get(inst.get("name")) or {}
+        overrides = host.node.get("instances")
+        override = overrides.get(inst.get("name")) if isinstance(overrides, Mapping) else None
         if isinstance(override, Mapping) and "priority" in override:
             return override["priority"]  # type: ignore[no-any-return]
         if "priority" in host.node:
@@ -392,7 +393,10 @@ class ClusterRenderer:
         sources: Mapping[str, Mapping[str, str | None]],
     ) -> dict[str, Any]:
         config = {k: copy.deepcopy(v) for k, v in self.cluster.items() if k != "vrrp_instances"}
-        glob = dict(config.get("global") or {}) if isinstance(config.get("global"), Mapping) else {}
+        given = config.get("global")
+        if given is not None and not isinstance(given, Mapping):
+            self.problem(host.name, "cluster.global", "must be a mapping of global settings")
+        glob = dict(given) if isinstance(given, Mapping) else {}
         node_global = host.node.get("global")
         if isinstance(node_global, Mapping):
             glob.update(copy.deepcopy(dict(node_global)))

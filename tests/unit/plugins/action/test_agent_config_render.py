@@ -162,6 +162,17 @@ def test_unknown_node_keys_and_instances_are_named() -> None:
     ]
 
 
+def test_malformed_cluster_and_node_parts_are_named_not_crashed_on() -> None:
+    clu = dict(cluster(), **{"global": ["vrrp_version", 3]})
+    found = problems(clu, pair({"instances": ["VI_1"]}, {}))
+    assert found == [
+        "host lb1: vigil_node.instances: must be a mapping of instance name -> instance keys "
+        "to override",
+        "host lb1: cluster.global: must be a mapping of global settings",
+        "host lb2: cluster.global: must be a mapping of global settings",
+    ]
+
+
 def test_rendered_configs_validate_with_the_agent_schema() -> None:
     out = render(cluster(unicast=True, advert_interval=0.1), pair())
     assert ac.GroupChecker(VCONF, out, pair()).run() == []
