@@ -1,0 +1,193 @@
+"""Ansible benchmark: the vigil.ha playbooks against real (systemd-nspawn) hosts.
+
+    python -m bench.ansible [--rounds N] [--cold-wheelhouse] [--json FILE]
+
+Every round boots two fresh Debian hosts from the cached rootfs (tests/hosts) with the
+pair inventory of the end-to-end tests (tests/hosts/scenario.py) and measures wall time on
+the controller of:
+
+  site        ``ansible-playbook vigil.ha.site`` on the fresh hosts (install the agent from
+              the wheelhouse, unit, config, start, verify convergence)
+  rerun       the same playbook again; its PLAY RECAP must show changed=0
+  failover    ``ansible-playbook vigil.ha.failover`` end to end while the lab's controller
+              namespace probes the VIP every 10 ms; lost probes are counted
+
+Targets (issue 5): site < 60 s, rerun < 15 s with changed=0, failover < 10 s with 0 lost.
+The controller's wheelhouse cache is warm after the first run (it is keyed by the agent
+sources); ``--cold-wheelhouse`` points the role at an empty cache so the first round also
+pays for ``pip wheel``. Results print as a table and are written as JSON (default
+bench/results/ansible-<UTC date>.json). Root is needed (namespaces, nspawn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.hosts.hostlab import HostLab
+from tests.hosts.rootfs import ensure_rootfs
+from tests.hosts.scenario import GROUP, HOSTS, VIP, pair_inventory, vip_holders
+from tests.lab.lab import Lab
+
+from .failover import RESULTS, machine
+
+__all__ = ["Round", "main", "run_round"]
+
+TARGETS = {"site_s": 60.0, "rerun_s": 15.0, "failover_s": 10.0}
+PLAYBOOK_TIMEOUT = 600.0
+MAX_ROUNDS = 20
+
+
+class BenchError(RuntimeError):
+    """A playbook failed or the pair is not as expected; the message has the output."""
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round's figures (seconds on the controller's wall clock)."""
+
+    boot_s: float
+    site_s: float
+    site_changed: int
+    rerun_s: float
+    rerun_changed: int
+    failover_s: float
+    probes_sent: int
+    probes_lost: int
+    longest_outage_ms: float
+
+
+def run_round(rootfs: Path, workdir: Path, extra: list[str]) -> Round:
+    """Fresh hosts, site, rerun, failover (with the probe); everything removed after."""
+    lab = Lab(workdir / "lab")
+    try:
+        hl = HostLab(lab, rootfs)
+        started = time.monotonic()
+        hl.boot(list(HOSTS))
+        boot_s = time.monotonic() - started
+        inv = pair_inventory(hl)
+        hl.collections_dir()  # the snapshot is taken before the clock starts
+        site = hl.playbook(inv, "vigil.ha.site", *extra, timeout=PLAYBOOK_TIMEOUT)
+        if site.returncode != 0:
+            raise BenchError("site.yml failed\n" + site.describe())
+        rerun = hl.playbook(inv, "vigil.ha.site", *extra, timeout=PLAYBOOK_TIMEOUT)
+        if rerun.returncode != 0:
+            raise BenchError("site.yml rerun failed\n" + rerun.describe())
+        before = vip_holders(hl)
+        probe = lab.probe("ctl", VIP, interval=0.01, timeout=1.0, max_duration=300)
+        probe.wait_received(50, timeout=10)
+        failover = hl.playbook(
+            inv, "vigil.ha.failover", "-e", f"vigil_hosts={GROUP}", timeout=PLAYBOOK_TIMEOUT
+        )
+        probe.wait_received(50, timeout=10)
+        result = probe.stop()
+        if failover.returncode != 0:
+            raise BenchError("failover.yml failed\n" + failover.describe())
+        after = vip_holders(hl)
+        if len(after) != 1 or after == before:
+            raise BenchError(f"failover.yml did not move {VIP}: before {before}, after {after}")
+        return Round(
+            boot_s=round(boot_s, 2),
+            site_s=round(site.seconds, 2),
+            site_changed=site.total("changed"),
+            rerun_s=round(rerun.seconds, 2),
+            rerun_changed=rerun.total("changed"),
+            failover_s=round(failover.seconds, 2),
+            probes_sent=result.sent,
+            probes_lost=result.lost,
+            longest_outage_ms=round(result.longest_outage_ms, 1),
+        )
+    finally:
+        lab.close()
+
+
+def summary(rounds: list[Round]) -> dict[str, Any]:
+    """Medians and worst cases, and whether each target was met in every round."""
+
+    def med(key: str) -> float:
+        return round(statistics.median(getattr(r, key) for r in rounds), 2)
+
+    return {
+        "site_s_median": med("site_s"),
+        "rerun_s_median": med("rerun_s"),
+        "failover_s_median": med("failover_s"),
+        "rerun_changed_max": max(r.rerun_changed for r in rounds),
+        "probes_lost_total": sum(r.probes_lost for r in rounds),
+        "targets_met": {
+            "site_s": all(r.site_s < TARGETS["site_s"] for r in rounds),
+            "rerun_s": all(r.rerun_s < TARGETS["rerun_s"] and r.rerun_changed == 0 for r in rounds),
+            "failover_s": all(
+                r.failover_s < TARGETS["failover_s"] and r.probes_lost == 0 for r in rounds
+            ),
+        },
+    }
+
+
+def print_table(rounds: list[Round]) -> None:
+    head = (
+        f"{'round':>5}  {'boot s':>6}  {'site s':>7}  {'rerun s':>7}  {'changed':>7}  "
+        f"{'failover s':>10}  {'probes':>6}  {'lost':>4}"
+    )
+    print(head)
+    for i, r in enumerate(rounds, 1):
+        print(
+            f"{i:>5}  {r.boot_s:>6.1f}  {r.site_s:>7.1f}  {r.rerun_s:>7.1f}  "
+            f"{r.rerun_changed:>7}  {r.failover_s:>10.1f}  {r.probes_sent:>6}  {r.probes_lost:>4}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1, help=f"1..{MAX_ROUNDS} (default 1)")
+    parser.add_argument(
+        "--cold-wheelhouse", action="store_true", help="use an empty wheelhouse cache"
+    )
+    parser.add_argument("--json", type=Path, help="where to write the results")
+    args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds: {args.rounds} is not in 1..{MAX_ROUNDS}")
+    if os.geteuid() != 0:
+        print("error: bench.ansible needs root (namespaces, systemd-nspawn)", file=sys.stderr)
+        return 2
+    rootfs = ensure_rootfs()
+    rounds: list[Round] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ansible-") as tmp:
+        extra: list[str] = []
+        if args.cold_wheelhouse:
+            extra = ["-e", f"vigil_wheel_cache={tmp}/wheelhouse"]
+        for i in range(args.rounds):
+            try:
+                rounds.append(run_round(rootfs, Path(tmp) / f"round{i + 1}", extra))
+            except BenchError as exc:
+                print(f"round {i + 1}: {exc}", file=sys.stderr)
+                return 1
+            print_table(rounds[-1:] if i else rounds)
+    result = {
+        "benchmark": "ansible",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_avg_1m_at_end": os.getloadavg()[0],
+        "cold_wheelhouse": args.cold_wheelhouse,
+        "targets": TARGETS,
+        "rounds": [asdict(r) for r in rounds],
+        "summary": summary(rounds),
+    }
+    out = args.json or RESULTS / f"ansible-{datetime.now(UTC):%Y%m%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
