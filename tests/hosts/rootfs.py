@@ -263,7 +263,13 @@ def ensure_rootfs(*, rebuild: bool = False) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rebuild", action="store_true", help="build even when cached")
+    parser.add_argument(
+        "--print-key", action="store_true", help="print the recipe key (a CI cache key) and exit"
+    )
     args = parser.parse_args(argv)
+    if args.print_key:
+        print(recipe_key())
+        return 0
     started = time.monotonic()
     try:
         path = ensure_rootfs(rebuild=args.rebuild)
