@@ -82,7 +82,10 @@ def setup_logging(level: int | str = logging.INFO, stream: TextIO | None = None)
     root.addHandler(handler)
     root.setLevel(level)
     # aiohttp's access log is noise on a local control socket, and pyroute2 logs every
-    # netlink message at DEBUG: keep both out of vigild's own debug output.
+    # netlink message at DEBUG: keep both out of vigild's own debug output. pyroute2 resets
+    # its logger's level when it is first imported, so import it before quieting it.
+    import pyroute2.config.log  # noqa: F401
+
     for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
