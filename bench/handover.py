@@ -218,10 +218,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json is not None:
-        doc = json.loads(args.from_json.read_text())
-        print(table(doc["summary"]))
+        stored = json.loads(args.from_json.read_text())
+        print(table(stored["summary"]))
         if args.plot:
-            print(f"plot: {plot(doc, args.plot)}")
+            print(f"plot: {plot(stored, args.plot)}")
         return 0
     if os.geteuid() != 0:
         print("bench.handover: needs root (network namespaces)", file=sys.stderr)
