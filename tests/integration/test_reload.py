@@ -150,6 +150,11 @@ def vrrp_adverts(frames: list[Frame], src: str, vrid: int) -> list[tuple[float, 
     return out
 
 
+def received_after(moment: float) -> Callable[[Frame], bool]:
+    """Match any frame the kernel received after ``moment`` (wall clock)."""
+    return lambda frame: frame.time > moment
+
+
 def longest_gap(times: list[float]) -> float:
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
@@ -249,8 +254,7 @@ def test_twenty_reloads_with_unrelated_changes_never_flap(lab: Lab) -> None:
         assert "VI_1" not in event["data"]["diff"]["changed"], (what, event["data"]["diff"])
         kinds.append((what, how))
         # Each reload is followed by a few advert intervals so a late advert shows up.
-        t_done = time.time()
-        capture.wait(lambda f, t=t_done: f.time > t + 2 * INTERVAL, timeout=5)
+        capture.wait(received_after(time.time() + 2 * INTERVAL), timeout=5)
     t_last = time.time()
     probe.wait_received(20)
     result = probe.stop()
@@ -444,8 +448,8 @@ def test_changed_identity_recreates_and_priority_change_does_not_flap(lab: Lab) 
 
     # VI_2 moves to VRID 62 on both nodes: re-created, so it starts over in BACKUP.
     seq1 = last_seq(a1)
-    for agent, node, prio in ((a2, "n2", 100), (a1, "n1", 150)):
-        c = node_config(node, prio)
+    for agent, node, node_prio in ((a2, "n2", 100), (a1, "n1", 150)):
+        c = node_config(node, node_prio)
         instance_cfg(c, "VI_1")["priority"] = 120 if node == "n1" else 100
         instance_cfg(c, "VI_2")["vrid"] = 62
         agent.write_config(c)
