@@ -40,7 +40,7 @@ from typing import Any
 from tests.lab.agents import AgentHandle
 from tests.lab.probe import Probe
 
-from .failover import machine
+from .failover import load_average, machine
 from .pair import BenchError, InstanceSpec, Pair
 
 __all__ = ["ACTIONS", "main", "plot", "run_round", "summarize"]
@@ -110,6 +110,7 @@ def run_round(action: str, interval: float, workdir: Path, log_level: str = "inf
             "vip_moved_ms": round((moved - t0) * 1000, 1),
             "command": command,
             "round_s": round(time.monotonic() - started, 2),
+            "loadavg_1m": load_average(),
         }
     finally:
         pair.close()

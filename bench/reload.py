@@ -52,7 +52,7 @@ from tests.lab.agents import AgentHandle
 from tests.lab.capture import Capture, Frame
 from tests.lab.probe import Probe
 
-from .failover import machine
+from .failover import load_average, machine
 from .pair import (
     IMPLS,
     PRIORITY,
@@ -317,6 +317,7 @@ def run_round(row: Row, impl: str, workdir: Path, reloads: int, log_level: str =
             "adverts": len(times),
             "reload_ms": [round(t * 1000, 1) for t in took],
             "round_s": round(time.monotonic() - started, 2),
+            "loadavg_1m": load_average(),
         }
     finally:
         pair.close()
