@@ -132,13 +132,14 @@ def summary(rounds: list[Round]) -> dict[str, Any]:
     }
 
 
-def print_table(rounds: list[Round]) -> None:
+def print_table(rounds: list[Round], *, first: int = 1, header: bool = True) -> None:
     head = (
         f"{'round':>5}  {'boot s':>6}  {'site s':>7}  {'rerun s':>7}  {'changed':>7}  "
         f"{'failover s':>10}  {'probes':>6}  {'lost':>4}"
     )
-    print(head)
-    for i, r in enumerate(rounds, 1):
+    if header:
+        print(head)
+    for i, r in enumerate(rounds, first):
         print(
             f"{i:>5}  {r.boot_s:>6.1f}  {r.site_s:>7.1f}  {r.rerun_s:>7.1f}  "
             f"{r.rerun_changed:>7}  {r.failover_s:>10.1f}  {r.probes_sent:>6}  {r.probes_lost:>4}"
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             except BenchError as exc:
                 print(f"round {i + 1}: {exc}", file=sys.stderr)
                 return 1
-            print_table(rounds[-1:] if i else rounds)
+            print_table(rounds[-1:], first=i + 1, header=i == 0)
     result = {
         "benchmark": "ansible",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
