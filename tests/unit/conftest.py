@@ -87,6 +87,9 @@ vrrp_instances:
     virtual_ipaddresses: [10.212.0.100/24]
 """
 EMPTY_CONFIG = "global:\n  router_id: unit0\nvrrp_instances: []\n"
+# A safety net: the agent gets SIGTERM when the test process that started it dies.
+# Fixtures stop their agent, but a killed test run skips teardown.
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]
 
 
 class Agent:
@@ -100,6 +103,7 @@ class Agent:
         with open(self.config, "w") as f:
             f.write(config)
         argv = [
+            *DIE_WITH_PARENT,
             sys.executable, "-m", "vigil.daemon",
             "--config", self.config,
             "--socket", self.socket,
@@ -152,11 +156,12 @@ class Agent:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def agent() -> t.Iterator[Agent]:
     """A ready vigild with no VRRP instances (no namespace, no privileges needed).
 
-    Shared by the tests of one file: nothing they do changes it (it has no instances).
+    One per test, not per module: ansible-test runs every test in a fork of its own, which
+    never tears down a fixture of a wider scope.
     """
     a = Agent(EMPTY_CONFIG, netns=False)
     try:
