@@ -834,30 +834,15 @@ def test_address_owner_takes_over_at_once(lab: Lab, owner: Side) -> None:
     assert pair.keepalived_complaints() == []
 
 
-# vigil picks its IPv6 advert source with vigil.net.transport.interface_link_local(): the
-# first link-local address of the interface in /proc/net/if_inet6. That file lists
-# addresses in hash order (salted per namespace), so once vigil as master has added the
-# link-local VIP fe80::1, about every other run it advertises *from the VIP*, where RFC
-# 5798 5.1.2.1 and keepalived use the interface's own link-local address. Reported to
-# the lead; remove this mark when the source skips VIPs.
-_VIGIL_SOURCE_BUG = pytest.mark.xfail(
-    reason="vigil may source IPv6 adverts from a link-local VIP (transport.interface_link_local)",
-    raises=AssertionError,
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "master",
-    [pytest.param(Side.VIGIL, marks=_VIGIL_SOURCE_BUG), Side.KEEPALIVED],
-    ids=[f"{s.value}_master" for s in Side],
-)
+@pytest.mark.parametrize("master", list(Side), ids=[f"{s.value}_master" for s in Side])
 def test_ipv6_link_local_vip_first(lab: Lab, master: Side) -> None:
     """IPv6 as RFC 5798 5.2.9 asks: the first address is a link-local VIP (fe80::1).
 
-    keepalived stops warning "the first IPv6 VIP address should be link local", both
-    address lists match (no ``addresses`` rejections), and a client that uses fe80::1 as
-    its gateway reaches whichever side is master, before and after a failover.
+    vigil advertises from the interface's own link-local address, never from the VIP (the
+    socket is told its VIPs: /proc/net/if_inet6's order would otherwise pick fe80::1 about
+    every other run); keepalived stops warning "the first IPv6 VIP address should be link
+    local", both address lists match (no ``addresses`` rejections), and a client that uses
+    fe80::1 as its gateway reaches whichever side is master, before and after a failover.
     """
     gateway = "fe80::1"
     case = Case(V3_V6, master, master, Failure.STOP)

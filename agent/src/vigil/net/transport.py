@@ -199,11 +199,17 @@ def interface_flags(ifname: str) -> int:
     return int(struct.unpack_from("=H", reply, 16)[0])
 
 
-def interface_link_local(ifname: str) -> ipaddress.IPv6Address | None:
+def interface_link_local(
+    ifname: str,
+    exclude: frozenset[ipaddress.IPv6Address] | set[ipaddress.IPv6Address] = frozenset(),
+) -> ipaddress.IPv6Address | None:
     """The interface's usable (not tentative, not DAD-failed) link-local address, or None.
 
     Read from /proc/net/if_inet6, which shows the addresses of the reader's network
     namespace; the kernel refuses a tentative address as a source, so those are skipped.
+    ``exclude`` names addresses that must never be the source: a link-local VIP (RFC 5798
+    5.2.9 wants one first in an IPv6 VIP list) is on the interface while we are master, and
+    the table's order would otherwise make it our advert source about half of the time.
     """
     try:
         with open("/proc/net/if_inet6", encoding="ascii") as table:
@@ -216,7 +222,9 @@ def interface_link_local(ifname: str) -> ipaddress.IPv6Address | None:
             continue
         scope, flags = int(fields[3], 16), int(fields[4], 16)
         if scope == IPV6_SCOPE_LINK and not flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED):
-            return ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+            address = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+            if address not in exclude:
+                return address
     return None
 
 
@@ -275,6 +283,8 @@ class VrrpSocket:
         self.family = _check_family(family)
         self.ifname = _check_ifname(ifname)
         self.source_interface = self.ifname
+        # Addresses never to send from (the VIPs of the instances on this socket).
+        self.not_sources: set[IPAddress] = set()
         """Where ``default_source()`` looks: set it to the parent for a VMAC socket, since
         keepalived sends from the parent's primary address, not from an address (a VIP,
         or nothing) on the macvlan."""
@@ -476,7 +486,10 @@ class VrrpSocket:
             if self.family == 4:
                 self._source.address = interface_primary_ipv4(self.source_interface)
             else:
-                self._source.address = interface_link_local(self.source_interface)
+                self._source.address = interface_link_local(
+                    self.source_interface,
+                    {a for a in self.not_sources if isinstance(a, ipaddress.IPv6Address)},
+                )
             self._source.read_at = now
         return self._source.address
 

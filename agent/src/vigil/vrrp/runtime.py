@@ -203,6 +203,7 @@ class InstanceRuntime:
             # keepalived sends a VMAC instance's adverts from the parent's address.
             self.sock.source_interface = self.cfg.interface
         self.sock.register(self.cfg.vrid, self._on_datagram)
+        self._mark_vips_not_sources()
         await self._refresh_source()
         self._run(self.machine.start(self.now()))
         self._apply_priority()
@@ -219,11 +220,21 @@ class InstanceRuntime:
         await self.drain_ops()
         if self.sock is not None:
             self.sock.unregister(self.cfg.vrid)
+            self.sock.not_sources.difference_update(self._vip_ips())
             self.owner.sockets.release(self.sock)
             self.sock = None
         if self._vmac is not None:
             with contextlib.suppress(NetlinkFailure, OSError):
                 await self.owner.vmacs.remove(self._vmac)
+
+    def _vip_ips(self) -> set[IPAddress]:
+        return {vip.address.ip for vip in (*self.cfg.vips, *self.cfg.excluded_vips)}
+
+    def _mark_vips_not_sources(self) -> None:
+        """Our VIPs must never become the advert source (a link-local IPv6 VIP would)."""
+        if self.sock is not None:
+            self.sock.not_sources.update(self._vip_ips())
+            self.sock.refresh_source()
 
     async def drain_ops(self) -> None:
         while self._ops is not None and not self._ops.done():
@@ -388,7 +399,10 @@ class InstanceRuntime:
         """
         old = self.cfg
         before = self.machine.effective_priority
+        if self.sock is not None:
+            self.sock.not_sources.difference_update(self._vip_ips())
         self.cfg = cfg
+        self._mark_vips_not_sources()
         self._expect = self._expectation(self._source)
         self._run(self.machine.params_changed(self.now(), _machine_params(cfg, self._source)))
         self._apply_priority(before)
