@@ -63,7 +63,8 @@ class ChecksumMode(enum.Enum):
 
     VRRPv2 always covers the message only. VRRPv3 covers an IP pseudo-header as well (the
     RFC, keepalived's and FRR's default); over IPv4 some peers are configured to leave it
-    out (keepalived ``v3_checksum_as_v2``, FRR without ``checksum-with-ipv4-pseudoheader``).
+    out (keepalived 2.2.8+ ``v3_checksum_as_v2``; later FRR releases with
+    ``no checksum-with-ipv4-pseudoheader``; keepalived 2.2.7 and FRR 8.4.4 always include it).
     """
 
     PSEUDO_HEADER = "pseudo-header"
