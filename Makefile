@@ -3,8 +3,8 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod keepalived frr bird2 \
-        ethtool nftables
+DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepalived \
+        frr bird2 nftables shellcheck debootstrap systemd-container openssh-client
 SETUP_STAMP := $(VENV)/.stamp-setup
 
 .PHONY: setup demo test test-unit test-integration lint typecheck bench clean-lab help
@@ -34,8 +34,13 @@ $(SETUP_STAMP): agent/pyproject.toml requirements-dev.txt
 demo: setup
 	$(VPY) -m tests.lab.demo
 
+# Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
+# systemd-nspawn Ansible hosts), the collection's ansible-test sanity and units, and lint.
 test: setup
 	$(VPY) -m pytest -q agent/tests tests/integration
+	tests/ansible_test.sh sanity
+	tests/ansible_test.sh units
+	$(MAKE) --no-print-directory lint
 
 
 test-unit: setup
@@ -45,7 +50,7 @@ test-integration: setup
 	$(VPY) -m pytest -q tests/integration
 
 lint:
-	$(VENV)/bin/ruff check agent/src agent/tests tests
+	$(VENV)/bin/ruff check agent/src agent/tests tests bench plugins
 	$(VENV)/bin/mypy --config-file agent/pyproject.toml agent/src
 
 clean-lab:
