@@ -95,7 +95,7 @@ class AgentConnection:
                 fix = "run the task as root (become: true) or start vigild with --api-allow-uid"
             else:
                 fix = (
-                    "is vigild running on this host? Start it (systemctl start vigil), "
+                    "is vigild running on this host? Start it (systemctl start vigild), "
                     "or set the socket option to the path it listens on"
                 )
             raise VigilError(
