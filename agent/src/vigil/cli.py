@@ -126,6 +126,8 @@ class Ctl:
         if rows:
             headers = ("NAME", "STATE", "INTERFACE", "VRID", "PRIO", "MASTER", "VIPS")
             self.out.write(table(headers, rows))
+            if any("*" in str(row[-1]) for row in rows):
+                self.out.write("(* = VIP present on this node)\n")
         else:
             self.out.write("no VRRP instances\n")
         return EXIT_OK
@@ -306,7 +308,7 @@ def _result_line(result: dict[str, Any]) -> str:
 def _vip_text(vip: Any) -> str:
     """A VIP of /v1/status: `{address, dev, present}` (or a plain string) as text."""
     if isinstance(vip, dict):
-        return str(vip.get("address"))
+        return f"{vip.get('address')}{'*' if vip.get('present') else ''}"
     return str(vip)
 
 
