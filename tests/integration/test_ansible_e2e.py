@@ -179,6 +179,9 @@ def test_broken_inventory_fails_before_anything_is_written(
     # The message names a host of the pair and the field to fix.
     named = re.search(rf"host (h1|h2)\b[^\n]*{field}", res.stdout)
     assert named, f"no message naming the host and {field!r}\n" + res.describe()
+    assert res.total("changed") == 0, "a task changed something before the failure\n" + (
+        res.describe(tail=200)
+    )
     assert pair.digests() == before, "a config file was written"
     assert {h: agent_pid(pair.hl, h) for h in HOSTS} == pids, "an agent was restarted"
     assert vip_holders(pair.hl) == ["h1"]
