@@ -40,9 +40,14 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
             settings.append(_setting(e))
     if not settings:
         raise ValueError("the JSON has no summary rows to plot")
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.6 * len(settings), 4.2), squeeze=False)
+    cols = min(2, len(settings))
+    nrows = (len(settings) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, 4.4 * nrows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[len(settings) :]:
+        ax.set_visible(False)
     width = 0.38
-    for ax, setting in zip(axes[0], settings, strict=True):
+    for ax, setting in zip(flat, settings, strict=False):
         rows = [e for e in summary if _setting(e) == setting]
         rows.sort(key=lambda e: FAILURE_ORDER.index(e["failure"]))
         for offset, impl in ((-width / 2, "keepalived"), (width / 2, "vigil")):
@@ -60,6 +65,7 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
                         va="bottom",
                         fontsize=7,
                         xytext=(0, 2),
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"},
                         textcoords="offset points",
                     )
         ax.set_xticks(range(len(rows)), [e["failure"] for e in rows])
