@@ -6,7 +6,8 @@ without guessing. The journal records an instance's addresses *before* they are 
 and drops them only *after* they are removed, so it may name an address that is not in
 the kernel (harmless: removal is idempotent) but never misses one that is.
 
-The file is JSON, written atomically (temp file + rename) in the state dir::
+The file is JSON, written atomically (temp file + rename, no fsync: see ``_write``) in the
+state dir::
 
     {"version": 1, "instances": {"VI_1": {"addresses": [["eth0", "10.0.0.100/24"]],
                                           "routes": [{"to": ..., ...}]}}}
@@ -105,10 +106,12 @@ class Journal:
         }
         tmp = self.path.with_suffix(".tmp")
         try:
+            # No fsync: the journal guards against a crash of the *process* (a SIGKILLed
+            # agent's VIPs stay in the kernel), which the page cache survives; after a power
+            # loss or kernel crash the VIPs are gone from the kernel anyway. An fsync here
+            # cost 8-17 ms on the event loop before every VIP add (docs/benchmarks.md).
             with open(tmp, "w") as fh:
                 json.dump(data, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, self.path)
         except OSError as exc:
             log.error("vrrp: cannot write journal %s: %s", self.path, exc)
