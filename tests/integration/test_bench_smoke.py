@@ -1,0 +1,59 @@
+"""The benchmarks still run: one failover row for one round, a tiny CPU window, the plot.
+
+No timing is asserted (the numbers belong in docs/benchmarks.md, not in a test); what is
+asserted is that each implementation produced a measurement and what every measurement
+must show: a clean stop costs probes, the VIP moved, the daemons used memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import cpu, failover, plot
+
+pytestmark = pytest.mark.integration
+
+
+def test_failover_one_row_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "failover.json"
+    code = failover.main(
+        [
+            "--rounds", "1", "--rows", "stop-v3-0.1s-ipv4", "--seed", "7",
+            "--json", str(out), "--workdir", str(tmp_path / "work"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"].startswith("python -m bench.failover --rounds 1")
+    samples = doc["samples"]
+    assert {s["impl"] for s in samples} == {"keepalived", "vigil"}
+    for s in samples:
+        assert "error" not in s, s.get("error")
+        assert s["lost"] > 0 and s["outage_ms"] > 0, f"a clean stop cost no probes: {s}"
+        assert s["vip_moved_ms"] > 0
+    (row,) = doc["summary"]
+    assert row["row"] == "stop-v3-0.1s-ipv4"
+    assert row["keepalived"]["rounds"] == row["vigil"]["rounds"] == 1
+    assert row["ratio"] is not None
+
+    png = plot.plot(doc, tmp_path / "failover.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_tiny_window(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    code = cpu.main(
+        ["--instances", "2", "--seconds", "2", "--json", str(out), "--workdir", str(tmp_path)]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert [r["impl"] for r in doc["results"]] == ["keepalived", "vigil"]
+    for r in doc["results"]:
+        for role in ("master", "backup"):
+            assert r[role]["processes"] >= 1
+            assert r[role]["peak_rss_mb"] > 1.0, r
+            assert r[role]["cpu_s"] >= 0.0
+    assert set(doc["verdict"]) >= {"master_cpu_at_most_2x", "backup_rss_at_most_60mb"}
