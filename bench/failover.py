@@ -355,6 +355,22 @@ def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[s
                     key: _median([float(t[key]) for t in timelines if t.get(key) is not None])
                     for key in timelines[0]
                 }
+        # Rounds share the injection phase: the per-round difference is the fair one.
+        by_round = {
+            (s["impl"], s.get("round")): float(s["outage_ms"])
+            for s in samples
+            if s["row"] == row.key and "error" not in s
+        }
+        diffs = [
+            by_round[("vigil", rnd)] - by_round[("keepalived", rnd)]
+            for (impl, rnd) in by_round
+            if impl == "vigil" and ("keepalived", rnd) in by_round
+        ]
+        entry["paired_diff_ms"] = {
+            "median": _median(diffs),
+            "vigil_longer": sum(1 for d in diffs if d > 0),
+            "pairs": len(diffs),
+        }
         v, k = entry["vigil"]["median_ms"], entry["keepalived"]["median_ms"]
         entry["ratio"] = ratio(v, k)
         entry["vigil_at_most_keepalived"] = None if v is None or k is None else v <= k
@@ -366,20 +382,27 @@ def _fmt(value: float | None, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _paired(entry: dict[str, Any]) -> str:
+    p = entry.get("paired_diff_ms") or {}
+    if not p.get("pairs"):
+        return "-"
+    return f"{p['median']:+.1f} ({p['vigil_longer']}/{p['pairs']} longer)"
+
+
 def table(summary: Sequence[dict[str, Any]]) -> str:
     """The result as a Markdown table (it reads fine in a terminal too)."""
     head = (
         "| row | keepalived median ms | vigil median ms | ratio v/k | "
-        "lost probes k / v | rounds k / v | vigil <= keepalived |"
+        "lost probes k / v | rounds k / v | vigil <= keepalived | paired v - k ms |"
     )
-    lines = [head, "| " + " | ".join(["---"] * 7) + " |"]
+    lines = [head, "| " + " | ".join(["---"] * 8) + " |"]
     for e in summary:
         k, v = e["keepalived"], e["vigil"]
         verdict = {True: "yes", False: "NO", None: "-"}[e["vigil_at_most_keepalived"]]
         lines.append(
             f"| {e['row']} | {_fmt(k['median_ms'])} | {_fmt(v['median_ms'])} | "
             f"{_fmt(e['ratio'], '.2f')} | {_fmt(k['median_lost'])} / {_fmt(v['median_lost'])} "
-            f"| {k['rounds']} / {v['rounds']} | {verdict} |"
+            f"| {k['rounds']} / {v['rounds']} | {verdict} | {_paired(e)} |"
         )
     return "\n".join(lines)
 
@@ -485,6 +508,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--list", action="store_true", help="list the rows and exit")
     p.add_argument(
+        "--summarize", type=Path, metavar="FILE", help="print the tables of a result file"
+    )
+    p.add_argument(
         "--trace",
         action="store_true",
         help="capture each round on the bridge and store a packet timeline (diagnosis)",
@@ -495,8 +521,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def resummarize(path: Path) -> int:
+    """Print the tables of an earlier result file, summarized by this code."""
+    doc = json.loads(path.read_text())
+    keys = {s["row"] for s in doc.get("samples", [])}
+    rows = [r for r in ROWS + EXTRA_ROWS if r.key in keys]
+    summary = summarize(rows, doc["samples"])
+    print(f"{path}: {doc.get('command')} (seed {doc.get('seed')})")
+    print(table(summary))
+    if doc.get("trace"):
+        print()
+        print(timeline_table(summary))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summarize is not None:
+        return resummarize(args.summarize)
     rows = select_rows(args.rows)
     if args.list:
         print("\n".join(r.key for r in ROWS + EXTRA_ROWS))
