@@ -7,7 +7,7 @@ DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepa
         frr bird2 nftables shellcheck debootstrap systemd-container openssh-client
 SETUP_STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup demo test test-unit test-integration lint typecheck bench clean-lab help
+.PHONY: setup debs demo test test-unit test-integration test-hosts lint bench clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
@@ -48,6 +48,17 @@ test-unit: setup
 
 test-integration: setup
 	$(VPY) -m pytest -q tests/integration
+
+test-hosts: setup
+	$(VPY) -m pytest -q -m hosts tests/integration
+
+# Benchmarks side by side with keepalived (root; see docs/benchmarks.md for the full runs).
+bench: setup
+	$(VPY) -m bench.failover
+	$(VPY) -m bench.cpu --instances 50 --seconds 60
+	$(VPY) -m bench.handover
+	$(VPY) -m bench.reload
+	$(VPY) -m bench.ansible --rounds 3
 
 lint:
 	$(VENV)/bin/ruff check agent/src agent/tests tests bench plugins
