@@ -454,6 +454,30 @@ def load_average() -> float | None:
         return None
 
 
+def run_header(
+    name: str, argv: Sequence[str] | None, json_path: Path | None, workdir: Path | None
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Where a benchmark run writes (result file, work dir) and its result's common fields.
+
+    Shared by bench.failover, bench.handover and bench.reload so every result records the
+    command that produced it, when, and on what machine, the same way.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    command = f"python -m bench.{name} " + shlex.join(
+        list(argv) if argv is not None else sys.argv[1:]
+    )
+    doc: dict[str, Any] = {
+        "benchmark": name,
+        "command": command.strip(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return (
+        json_path or RESULTS / f"{name}-{stamp}.json",
+        workdir or RESULTS / f"{name}-{stamp}",
+        doc,
+    )
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = "unknown"
@@ -548,17 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     impls = tuple(args.impl or IMPLS)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.json or RESULTS / f"failover-{stamp}.json"
-    workdir = args.workdir or RESULTS / f"failover-{stamp}"
+    out, workdir, doc = run_header("failover", argv, args.json, args.workdir)
     vigil_source = use_vigil_revision(args.vigil_rev, workdir / "vigil-src")
-    command = "python -m bench.failover " + shlex.join(
-        list(argv) if argv is not None else sys.argv[1:]
-    )
-    doc: dict[str, Any] = {
-        "benchmark": "failover",
-        "command": command.strip(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    doc |= {
         "seed": seed,
         "rounds": args.rounds,
         "probe_interval_ms": PROBE_INTERVAL * 1000,

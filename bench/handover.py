@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 from tests.lab.agents import AgentHandle
 from tests.lab.probe import Probe
 
-from .failover import load_average, machine
+from .failover import load_average, machine, run_header
 from .pair import BenchError, InstanceSpec, Pair
 
 __all__ = ["ACTIONS", "main", "plot", "run_round", "summarize"]
@@ -228,16 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench.handover: needs root (network namespaces)", file=sys.stderr)
         return 2
     actions = tuple(args.actions or ACTIONS)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.json or RESULTS / f"handover-{stamp}.json"
-    workdir = args.workdir or RESULTS / f"handover-{stamp}"
-    command = "python -m bench.handover " + shlex.join(
-        list(argv) if argv is not None else sys.argv[1:]
-    )
-    doc: dict[str, Any] = {
-        "benchmark": "handover",
-        "command": command.strip(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    out, workdir, doc = run_header("handover", argv, args.json, args.workdir)
+    doc |= {
         "rounds": args.rounds,
         "advert_interval": args.interval,
         "probe_interval_ms": PROBE_INTERVAL * 1000,

@@ -37,7 +37,6 @@ import ipaddress
 import itertools
 import json
 import os
-import shlex
 import signal
 import statistics
 import sys
@@ -52,7 +51,7 @@ from tests.lab.agents import AgentHandle
 from tests.lab.capture import Capture, Frame
 from tests.lab.probe import Probe
 
-from .failover import load_average, machine
+from .failover import load_average, machine, run_header
 from .pair import (
     IMPLS,
     PRIORITY,
@@ -409,16 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench.reload: needs root (network namespaces)", file=sys.stderr)
         return 2
     impls = tuple(args.impl or IMPLS)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.json or RESULTS / f"reload-{stamp}.json"
-    workdir = args.workdir or RESULTS / f"reload-{stamp}"
-    command = "python -m bench.reload " + shlex.join(
-        list(argv) if argv is not None else sys.argv[1:]
-    )
-    doc: dict[str, Any] = {
-        "benchmark": "reload",
-        "command": command.strip(),
-        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    out, workdir, doc = run_header("reload", argv, args.json, args.workdir)
+    doc |= {
         "rounds": args.rounds,
         "reloads_per_round": args.reloads,
         "probe_interval_ms": PROBE_INTERVAL * 1000,
