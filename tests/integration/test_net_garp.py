@@ -133,3 +133,39 @@ def test_burst_on_a_missing_interface_stops_without_raising(lab: Lab) -> None:
         "sent": 0,
         "errors": 1,
     }
+
+
+HEAD_THEN_REST = """
+import asyncio, json, sys, time
+from vigil.net.garp import GarpSender
+ifname, vips, count, interval = json.loads(sys.argv[1])
+sender = GarpSender()
+done, head_sent, over = sender.send_head(ifname, vips, count=count, interval=interval)
+rest = 0 if over else asyncio.run(
+    sender.send_burst(ifname, vips, count=count, interval=interval, skip=done)
+)
+print(json.dumps({"done": done, "head": head_sent, "over": over, "rest": rest}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("count", "interval", "head"),
+    [(3, 0.0, 2), (3, 0.01, 1), (1, 0.0, 2)],
+)
+def test_head_now_then_the_rest_is_the_same_burst(
+    lab: Lab, count: int, interval: float, head: int
+) -> None:
+    """What the runtime does on becoming master: first round at once, the rest later."""
+    build(lab)
+    wire = Wire(lab, "b")
+    args = json.dumps(["eth0", [VIP4, VIP6], count, interval])
+    done = lab.run("a", [sys.executable, "-c", HEAD_THEN_REST, args], timeout=30)
+    result = json.loads(done.stdout)
+    assert result == {
+        "done": head,
+        "head": head,
+        "over": count == 1,
+        "rest": 2 * count - head,
+    }
+    frames = wire.frames(is_announcement, count=2 * count)
+    assert [ARP in f for f in frames] == [True, False] * count

@@ -191,6 +191,36 @@ class GarpSender:
         self.sent += 1
         return None
 
+    def send_head(
+        self,
+        ifname: str,
+        vips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address | str],
+        count: int = 5,
+        interval: float = 0.0,
+        mac: str | bytes | None = None,
+    ) -> tuple[int, int, bool]:
+        """Send the start of a burst right now, without waiting for the event loop.
+
+        That is the whole first round when there is no ``interval`` between frames, else
+        the first frame. Returns (frames done, frames sent, burst over); hand the first to
+        :meth:`send_burst` as ``skip`` to send the rest. A VIP that has just moved here is
+        announced in the same breath as it is added.
+        """
+        self._check_burst(count, interval)
+        addresses = [ipaddress.ip_address(vip) for vip in vips]
+        if not addresses:
+            return 0, 0, True
+        hw = parse_mac(mac) if mac is not None else None
+        head = len(addresses) if interval == 0 else 1
+        sent = 0
+        for address in addresses[:head]:
+            error = self._send(ifname, address, hw)
+            if error is None:
+                sent += 1
+            elif error.errno not in TRANSIENT_ERRNOS:
+                return head, sent, True
+        return head, sent, head >= count * len(addresses)
+
     async def send_burst(
         self,
         ifname: str,
@@ -198,6 +228,8 @@ class GarpSender:
         count: int = 5,
         interval: float = 0.0,
         mac: str | bytes | None = None,
+        *,
+        skip: int = 0,
     ) -> int:
         """Announce every VIP ``count`` times, ``interval`` seconds between frames.
 
@@ -205,21 +237,25 @@ class GarpSender:
         in order. Returns the number of frames sent. A full queue (ENOBUFS, EAGAIN) only
         loses that frame; a missing or down interface ends the burst (the runtime hears
         about the link from the netlink monitor and announces again when it is back).
+        ``skip`` frames of the sequence were sent already (:meth:`send_head`).
         """
+        self._check_burst(count, interval)
+        addresses = [ipaddress.ip_address(vip) for vip in vips]
+        hw = parse_mac(mac) if mac is not None else None
+        sent = 0
+        for position in range(skip, count * len(addresses)):
+            if position:
+                await asyncio.sleep(interval)
+            error = self._send(ifname, addresses[position % len(addresses)], hw)
+            if error is None:
+                sent += 1
+            elif error.errno not in TRANSIENT_ERRNOS:
+                return sent
+        return sent
+
+    @staticmethod
+    def _check_burst(count: int, interval: float) -> None:
         if not isinstance(count, int) or not 1 <= count <= MAX_BURST_COUNT:
             raise ValueError(f"count: must be an integer from 1 to {MAX_BURST_COUNT}")
         if not 0 <= interval <= MAX_BURST_INTERVAL:
             raise ValueError(f"interval: must be from 0 to {MAX_BURST_INTERVAL} seconds")
-        addresses = [ipaddress.ip_address(vip) for vip in vips]
-        hw = parse_mac(mac) if mac is not None else None
-        sent = 0
-        for round_index in range(count):
-            for position, address in enumerate(addresses):
-                if round_index or position:
-                    await asyncio.sleep(interval)
-                error = self._send(ifname, address, hw)
-                if error is None:
-                    sent += 1
-                elif error.errno not in TRANSIENT_ERRNOS:
-                    return sent
-        return sent

@@ -44,6 +44,8 @@ from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
+from vigil.net.rtnl import RtnlError, RtnlSocket
+
 __all__ = [
     "SCOPES",
     "AddrEvent",
@@ -112,9 +114,16 @@ class NetlinkFailure(Exception):
 
 def _failure(op: str, target: str, exc: NetlinkError) -> NetlinkFailure:
     """Keep the kernel's own explanation (netlink extended ack) when it gave one."""
-    code = int(exc.code)
-    base = _MESSAGES.get(code) or os.strerror(code).lower()
     detail = exc.args[1] if len(exc.args) > 1 else None
+    return _with_detail(op, target, int(exc.code), detail)
+
+
+def _rtnl_failure(op: str, target: str, exc: RtnlError) -> NetlinkFailure:
+    return _with_detail(op, target, exc.errno or errno_mod.EIO, exc.message)
+
+
+def _with_detail(op: str, target: str, code: int, detail: object) -> NetlinkFailure:
+    base = _MESSAGES.get(code) or os.strerror(code).lower()
     if isinstance(detail, str) and detail and detail != os.strerror(code):
         return NetlinkFailure(op, target, code, f"{base} (kernel: {detail.strip()})")
     return NetlinkFailure(op, target, code)
@@ -411,6 +420,7 @@ class Netlink:
     def __init__(self, netns: str | None = None) -> None:
         self._netns = netns
         self._ipr: AsyncIPRoute | None = None
+        self._rtnl = RtnlSocket()  # opened on first use, own namespace only
 
     @property
     def netns(self) -> str | None:
@@ -450,6 +460,7 @@ class Netlink:
         self._ipr = ipr
 
     async def close(self) -> None:
+        self._rtnl.close()
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
@@ -600,29 +611,25 @@ class Netlink:
         broadcast like ``ip addr add ... brd +`` (none for /31 and /32). An IPv4 label
         must start with the interface name (``eth0:vip``), as iproute2 requires.
         """
-        target = f"{address} to {ifname}"
+        if self._netns is None:
+            return self.add_address_now(
+                ifname, address, label=label, scope=scope, nodad=nodad, broadcast=broadcast
+            )
+        target, scope_value, brd, nodad = self._address_request(
+            ifname, address, label, scope, nodad, broadcast
+        )
+        index = await self._index_for(f"add {address}", f"to {ifname}", ifname)
         kwargs: dict[str, Any] = {
             "address": str(address.ip),
             "prefixlen": address.network.prefixlen,
-            "scope": _scope_value(scope),
+            "scope": scope_value,
         }
-        if isinstance(address, IPv4Interface):
-            if label is not None:
-                if not label.startswith(ifname) or len(label) >= IFNAMSIZ:
-                    raise ValueError(
-                        f"label {label!r} for {target}: must start with {ifname!r} and be "
-                        "at most 15 characters (e.g. 'eth0:vip')"
-                    )
-                kwargs["label"] = label
-            brd = self._broadcast(address, broadcast)
-            if brd is not None:
-                kwargs["broadcast"] = str(brd)
-        else:
-            if label is not None:
-                raise ValueError(f"label {label!r} for {target}: labels are IPv4 only")
-            if nodad:
-                kwargs["flags"] = IFA_F_NODAD
-        index = await self._index_for(f"add {address}", f"to {ifname}", ifname)
+        if label is not None:
+            kwargs["label"] = label
+        if brd is not None:
+            kwargs["broadcast"] = str(brd)
+        if nodad:
+            kwargs["flags"] = IFA_F_NODAD
         try:
             await self.ipr.addr("add", index=index, **kwargs)
         except NetlinkError as exc:
@@ -630,6 +637,62 @@ class Netlink:
                 return False
             raise _failure("add", target, exc) from None
         return True
+
+    def add_address_now(
+        self,
+        ifname: str,
+        address: IPInterface,
+        *,
+        label: str | None = None,
+        scope: str = "global",
+        nodad: bool = True,
+        broadcast: IPv4Address | Literal["auto"] | None = "auto",
+    ) -> bool:
+        """:meth:`add_address` without leaving the caller: own namespace only.
+
+        The kernel handles an rtnetlink request inside ``sendmsg`` and has queued its
+        answer when that returns, so this takes tens of microseconds and never waits for
+        the event loop (pyroute2's asyncio path costs milliseconds). VRRP uses it to put a
+        VIP in and announce it in one go when it becomes master.
+        """
+        if self._netns is not None:
+            raise RuntimeError("add_address_now works in the agent's own namespace only")
+        target, scope_value, brd, nodad = self._address_request(
+            ifname, address, label, scope, nodad, broadcast
+        )
+        index = self._own_index(f"add {address}", f"to {ifname}", ifname)
+        try:
+            return self._rtnl.add_address(
+                index, address, scope=scope_value, label=label, broadcast=brd, nodad=nodad
+            )
+        except RtnlError as exc:
+            raise _rtnl_failure("add", target, exc) from None
+        except OSError as exc:
+            raise NetlinkFailure("add", target, exc.errno or errno_mod.EIO) from None
+
+    def _address_request(
+        self,
+        ifname: str,
+        address: IPInterface,
+        label: str | None,
+        scope: str,
+        nodad: bool,
+        broadcast: IPv4Address | Literal["auto"] | None,
+    ) -> tuple[str, int, IPv4Address | None, bool]:
+        """Check an address add's arguments: (target text, scope, broadcast, nodad)."""
+        target = f"{address} to {ifname}"
+        scope_value = _scope_value(scope)
+        brd: IPv4Address | None = None
+        if isinstance(address, IPv4Interface):
+            if label is not None and (not label.startswith(ifname) or len(label) >= IFNAMSIZ):
+                raise ValueError(
+                    f"label {label!r} for {target}: must start with {ifname!r} and be "
+                    "at most 15 characters (e.g. 'eth0:vip')"
+                )
+            brd = self._broadcast(address, broadcast)
+        elif label is not None:
+            raise ValueError(f"label {label!r} for {target}: labels are IPv4 only")
+        return target, scope_value, brd, nodad and isinstance(address, IPv6Interface)
 
     @staticmethod
     def _broadcast(
@@ -661,17 +724,21 @@ class Netlink:
 
     async def _index_for(self, op: str, target: str, ifname: str) -> int:
         if self._netns is None:
-            # In our own namespace one ioctl answers; a netlink round trip through pyroute2
-            # costs about a millisecond more on the way to adding a VIP.
-            _check_ifname(ifname)
-            try:
-                return socket.if_nametoindex(ifname)
-            except OSError:
-                raise NetlinkFailure(op, target, errno_mod.ENODEV) from None
+            return self._own_index(op, target, ifname)
         state = await self.find_link(ifname)
         if state is None:
             raise NetlinkFailure(op, target, errno_mod.ENODEV)
         return state.index
+
+    @staticmethod
+    def _own_index(op: str, target: str, ifname: str) -> int:
+        # In our own namespace one ioctl answers; a netlink round trip through pyroute2
+        # costs about a millisecond more on the way to adding a VIP.
+        _check_ifname(ifname)
+        try:
+            return socket.if_nametoindex(ifname)
+        except OSError:
+            raise NetlinkFailure(op, target, errno_mod.ENODEV) from None
 
     # ----------------------------------------------------------------- routes
 

@@ -41,6 +41,7 @@ from vigil.net.netlink import (
 )
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
+from vigil.timerfd import PreciseTimer
 from vigil.track import TrackerManager
 from vigil.vrrp import packet as codec
 from vigil.vrrp.control import ControlManager
@@ -97,6 +98,12 @@ def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> Machi
 
 def _identity(cfg: VrrpInstanceConfig) -> tuple[Any, ...]:
     return tuple(getattr(cfg, name) for name in IDENTITY_FIELDS)
+
+
+def _clock_order(actions: Iterable[Any]) -> list[Any]:
+    """Becoming master is on the clock: the advert, the VIPs and the first GARP/NA go out
+    before the transition's log line, event and hooks (notify scripts, sync group)."""
+    return sorted(actions, key=lambda a: isinstance(a, Transition) and a.new is VrrpState.MASTER)
 
 
 def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
@@ -161,9 +168,9 @@ class InstanceRuntime:
         # Priority contributions by source (tracker weights); see effective_priority().
         self.priority_deltas: dict[str, int] = {}
         self.priority_override: int | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: PreciseTimer | None = None  # the machine's next deadline
         self._ops: asyncio.Task[None] | None = None  # tail of the ordered address ops
-        self._garp_tasks: set[asyncio.Task[None]] = set()
+        self._garp_tasks: set[asyncio.Task[object]] = set()
         self._garp_refreshing = False  # a _garp_refresh loop runs
         self._vmac: VmacSpec | None = None
         self._expect = self._expectation(None)
@@ -274,7 +281,6 @@ class InstanceRuntime:
         self._run(self.machine.advert_received(now, result.src, pkt.priority, pkt.interval_seconds))
 
     def _on_timer(self) -> None:
-        self._timer = None
         self._run(self.machine.timer_expired(self.now()))
 
     def link_changed(self, problem: str | None) -> None:
@@ -459,7 +465,7 @@ class InstanceRuntime:
     # ------------------------------------------------------------ actions
 
     def _run(self, actions: Iterable[Any]) -> None:
-        for action in actions:
+        for action in _clock_order(actions):
             if isinstance(action, SendAdvert):
                 self._send_advert(action.priority)
             elif isinstance(action, Transition):
@@ -468,7 +474,7 @@ class InstanceRuntime:
                     self.withdraw_vips()
             elif isinstance(action, AddVips):
                 self.vips_kept = None
-                self._queue(self._add_addresses(self._owned_addresses(), self._routes()))
+                self._add_vips(self._owned_addresses(), self._routes())
             elif isinstance(action, RemoveVips):
                 if self._keep_vips_once:
                     self.vips_kept = "handover"
@@ -491,17 +497,19 @@ class InstanceRuntime:
 
     def _rearm(self) -> None:
         deadline = self.machine.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+            return
+        if self._timer is None:
+            # A timerfd, not call_at: asyncio wakes up to 1 ms after a deadline, which a
+            # Master_Down expiry would add to every failover (vigil.timerfd).
+            self._timer = PreciseTimer(self.loop, self._on_timer)
+        self._timer.arm(deadline)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.close()
             self._timer = None
 
     def _send_advert(self, priority: int) -> None:
@@ -568,10 +576,30 @@ class InstanceRuntime:
         if not task.cancelled() and task.exception() is not None:
             log.error("(%s) address change failed: %s", self.name, task.exception())
 
+    def _add_vips(self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec]) -> None:
+        """Add VIPs at once if no address work is queued before them, else in turn.
+
+        At once is the failover path: the advert has just gone out, and the GARP/NA that
+        follows can only draw traffic here once the VIPs are in the kernel.
+        """
+        if self._ops is not None and not self._ops.done():
+            self._queue(self._add_addresses(addrs, routes))
+            return
+        self._record_added(addrs, routes)
+        self._add_vips_now(addrs)
+        if routes:
+            self._queue(self._add_routes(routes))
+
     async def _add_addresses(
         self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec] | None = None
     ) -> None:
         routes = routes or []
+        self._record_added(addrs, routes)
+        self._add_vips_now(addrs)
+        await self._add_routes(routes)
+
+    def _record_added(self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec]) -> None:
+        """Journal what is about to be added, so a successor can clean up after a crash."""
         journal = self.owner.journal
         entry = journal.entries.get(self.name) or JournalEntry()
         for item in addrs:
@@ -581,17 +609,19 @@ class InstanceRuntime:
             if route not in entry.routes:
                 entry.routes.append(route)
         journal.record(self.name, entry)
+
+    def _add_vips_now(self, addrs: list[tuple[str, IPInterface]]) -> None:
         nl = self.owner.nl
         for dev, addr in addrs:
             vip = self._vip_by_address(dev, addr)
             try:
-                await nl.add_address(
+                nl.add_address_now(
                     dev,
                     addr,
                     label=vip.label if vip is not None else None,
                     scope=vip.scope if vip is not None else "global",
                 )
-            except NetlinkFailure as exc:
+            except (NetlinkFailure, ValueError) as exc:
                 self.owner.publish(
                     "vip_error",
                     self.name,
@@ -599,6 +629,9 @@ class InstanceRuntime:
                     address=str(addr),
                     dev=dev,
                 )
+
+    async def _add_routes(self, routes: list[RouteSpec]) -> None:
+        nl = self.owner.nl
         for route in routes:
             try:
                 await nl.add_route(route, replace=True)
@@ -650,14 +683,18 @@ class InstanceRuntime:
                         self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
                     )
             return
-        # The VIPs are being added by the ordered address queue: announce after them.
-        self._queue(self._garp_burst(addrs, garp.master_repeat))
+        if self._ops is None or self._ops.done():
+            # The VIPs went in just now (_add_vips): announce them in the same breath.
+            self._garp_now(addrs, garp.master_repeat)
+        else:
+            # The VIPs are being added by the ordered address queue: announce after them.
+            self._queue(self._garp_burst(addrs, garp.master_repeat))
         if garp.master_delay > 0:
             self._garp_task(self._garp_later(garp.master_delay, addrs, garp.master_repeat))
         if garp.master_refresh > 0:
             self._garp_task(self._garp_refresh(addrs))
 
-    def _garp_task(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _garp_task(self, coro: Coroutine[Any, Any, object]) -> None:
         task = self.loop.create_task(coro)
         self._garp_tasks.add(task)
         task.add_done_callback(self._garp_tasks.discard)
@@ -667,25 +704,57 @@ class InstanceRuntime:
             return
         await self._announce(addrs, count)
 
-    async def _announce(self, addrs: list[IPAddress], count: int) -> int:
-        """GARP/NA for ``addrs`` on their devices, whatever the state; frames sent."""
-        if count < 1 or not addrs:
-            return 0
-        sent = 0
+    def _garp_now(self, addrs: list[IPAddress], count: int) -> None:
+        """A master burst whose first round goes out now and the rest from a task."""
+        if self.machine.state is not VrrpState.MASTER or count < 1 or not addrs:
+            return
+        rest: dict[str, int] = {}
+        for dev, vips, mac in self._garp_targets(addrs):
+            try:
+                done, _sent, over = self.owner.garp.send_head(
+                    dev, vips, count=count, interval=self.cfg.garp.interval, mac=mac
+                )
+            except (OSError, ValueError) as exc:
+                log.warning("(%s) gratuitous ARP/NA on %s failed: %s", self.name, dev, exc)
+                continue
+            if not over:
+                rest[dev] = done
+        if rest:
+            self._garp_task(self._announce(addrs, count, skip=rest))
+
+    def _garp_targets(
+        self, addrs: list[IPAddress]
+    ) -> list[tuple[str, list[IPAddress], str | None]]:
+        """(device, its VIPs among ``addrs``, source MAC or None for the device's own)."""
         by_dev: dict[str, list[IPAddress]] = {}
         default = self.cfg.use_vmac or self.cfg.interface
         for vip in (*self.cfg.vips, *self.cfg.excluded_vips):
             if vip.address.ip in addrs:
                 by_dev.setdefault(vip.dev or default, []).append(vip.address.ip)
         mac = self._vmac.mac if self._vmac is not None else None
-        for dev, vips in by_dev.items():
+        return [(dev, vips, mac if dev == self.ifname else None) for dev, vips in by_dev.items()]
+
+    async def _announce(
+        self, addrs: list[IPAddress], count: int, *, skip: dict[str, int] | None = None
+    ) -> int:
+        """GARP/NA for ``addrs`` on their devices, whatever the state; frames sent.
+
+        With ``skip``, only those devices, leaving out the frames :meth:`_garp_now` sent.
+        """
+        if count < 1 or not addrs:
+            return 0
+        sent = 0
+        for dev, vips, mac in self._garp_targets(addrs):
+            if skip is not None and dev not in skip:
+                continue
             try:
                 sent += await self.owner.garp.send_burst(
                     dev,
                     vips,
                     count=count,
                     interval=self.cfg.garp.interval,
-                    mac=mac if dev == self.ifname else None,
+                    mac=mac,
+                    skip=skip.get(dev, 0) if skip is not None else 0,
                 )
             except (OSError, ValueError) as exc:
                 log.warning("(%s) gratuitous ARP/NA on %s failed: %s", self.name, dev, exc)

@@ -1,0 +1,115 @@
+"""vigil.timerfd.PreciseTimer on a real event loop and a real timerfd (no root needed).
+
+These check behaviour, not speed: a callback never runs before its deadline, runs once,
+re-arming moves it, cancel and close stop it, and the call_at fallback behaves the same.
+How much earlier than call_at it fires is measured in bench/ (failover timelines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from vigil import timerfd
+from vigil.timerfd import PreciseTimer
+
+WAIT = 2.0  # bound on every wait for a callback that must come
+
+
+@pytest.fixture(params=["timerfd", "call_at"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "call_at":
+        monkeypatch.setattr(timerfd, "_libc", None)
+    return str(request.param)
+
+
+async def test_this_machine_has_timerfd() -> None:
+    assert timerfd.available()
+
+
+async def test_fires_once_not_before_its_deadline(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+    done = asyncio.Event()
+
+    def fired() -> None:
+        calls.append(loop.time())
+        done.set()
+
+    timer = PreciseTimer(loop, fired)
+    assert timer.uses_timerfd is (mode == "timerfd")
+    when = loop.time() + 0.02
+    timer.arm(when)
+    assert timer.when == when
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert len(calls) == 1 and calls[0] >= when
+    assert timer.when is None
+    # Nothing else is due: a second, later timer fires and the first stayed silent.
+    other = asyncio.Event()
+    later = PreciseTimer(loop, other.set)
+    later.arm(loop.time() + 0.03)
+    await asyncio.wait_for(other.wait(), WAIT)
+    assert len(calls) == 1
+    timer.close()
+    later.close()
+
+
+async def test_rearming_moves_the_deadline(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, lambda: (calls.append(loop.time()), done.set()))
+    timer.arm(loop.time() + 0.01)
+    later = loop.time() + 0.06
+    timer.arm(later)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert len(calls) == 1 and calls[0] >= later
+    timer.close()
+
+
+async def test_a_past_deadline_fires_at_once(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, done.set)
+    timer.arm(loop.time() - 1.0)
+    await asyncio.wait_for(done.wait(), WAIT)
+    timer.close()
+
+
+async def test_cancel_and_close_stop_it(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[str] = []
+    again = asyncio.Event()
+    cancelled = PreciseTimer(loop, lambda: (calls.append("cancelled"), again.set()))
+    closed = PreciseTimer(loop, lambda: calls.append("closed"))
+    cancelled.arm(loop.time() + 0.01)
+    closed.arm(loop.time() + 0.01)
+    cancelled.cancel()
+    closed.close()
+    witness = asyncio.Event()
+    probe = PreciseTimer(loop, witness.set)
+    probe.arm(loop.time() + 0.05)
+    await asyncio.wait_for(witness.wait(), WAIT)
+    assert calls == []
+    assert cancelled.when is None
+    with pytest.raises(RuntimeError, match="closed"):
+        closed.arm(loop.time() + 1)
+    # Cancelled timers can be armed again.
+    cancelled.arm(loop.time() + 0.01)
+    await asyncio.wait_for(again.wait(), WAIT)
+    assert calls == ["cancelled"]
+    cancelled.close()
+    probe.close()
+    closed.close()  # twice is harmless
+
+
+async def test_close_releases_the_descriptor() -> None:
+    loop = asyncio.get_running_loop()
+    before = len(os.listdir("/proc/self/fd"))
+    timers = [PreciseTimer(loop, lambda: None) for _ in range(20)]
+    assert len(os.listdir("/proc/self/fd")) == before + 20
+    for timer in timers:
+        timer.close()
+    assert len(os.listdir("/proc/self/fd")) == before
