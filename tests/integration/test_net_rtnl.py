@@ -101,8 +101,9 @@ def test_errors_name_the_address_and_the_reason(lab: Lab, node: str) -> None:
         "errno": 19,
         "error": "cannot add 10.0.0.100/24 to eth9: no such device",
     }
-    assert "label 'eth0:vip' for 10.0.0.100/24 to ve0: must start with 've0'" in (
-        results[1]["value_error"]
+    assert (
+        "label 'eth0:vip' for 10.0.0.100/24 to ve0: must start with 've0'"
+        in (results[1]["value_error"])
     )
     assert "labels are IPv4 only" in results[2]["value_error"]
     assert "value_error" in results[3]  # ip_interface itself refuses /33
