@@ -52,7 +52,17 @@ from tests.lab.probe import Probe
 from .pair import IMPLS, BenchError, InstanceSpec, Pair, use_vigil_revision
 from .trace import Capture, timeline
 
-__all__ = ["FAILURES", "ROWS", "Row", "load_average", "machine", "main", "run_round", "summarize"]
+__all__ = [
+    "FAILURES",
+    "ROWS",
+    "Row",
+    "load_average",
+    "machine",
+    "main",
+    "run_round",
+    "run_rounds",
+    "summarize",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -478,6 +488,51 @@ def run_header(
     )
 
 
+def run_rounds(
+    name: str,
+    rounds: int,
+    rows: Sequence[Any],
+    impls: Sequence[str],
+    measure: Callable[[Any, str, int], dict[str, Any]],
+    show: Callable[[dict[str, Any]], str],
+    errors: tuple[type[Exception], ...] = (Exception,),
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run every round of every row once per implementation: (samples, interrupted).
+
+    ``measure(row, impl, round_index)`` returns one sample; rounds alternate which
+    implementation goes first, so a drift in machine load does not favour either. A round
+    that raises one of ``errors`` is kept as an error sample and the others go on; Ctrl-C
+    stops the run and keeps what was measured. Shared by bench.failover and bench.reload.
+    """
+    samples: list[dict[str, Any]] = []
+    total = rounds * len(rows) * len(impls)
+    try:
+        for rnd in range(rounds):
+            for row in rows:
+                order = impls if rnd % 2 == 0 else tuple(reversed(impls))
+                for impl in order:
+                    try:
+                        sample = measure(row, impl, rnd)
+                    except errors as exc:  # one bad round must not lose the others
+                        msg = f"{type(exc).__name__}: {exc}"
+                        sample = {"impl": impl, "row": row.key, "error": msg[:4000]}
+                    sample["round"] = rnd + 1
+                    samples.append(sample)
+                    shown = (
+                        show(sample)
+                        if "error" not in sample
+                        else "ERROR " + sample["error"].splitlines()[0]
+                    )
+                    print(
+                        f"[{len(samples)}/{total}] {row.key} {impl} r{rnd + 1}: {shown}",
+                        flush=True,
+                    )
+    except KeyboardInterrupt:
+        print(f"bench.{name}: interrupted; writing what was measured", file=sys.stderr)
+        return samples, True
+    return samples, False
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu = "unknown"
@@ -582,39 +637,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trace": args.trace,
         "machine": machine(),
         "vigil_source": vigil_source,
-        "samples": [],
     }
-    samples: list[dict[str, Any]] = doc["samples"]
-    total = args.rounds * len(rows) * len(impls)
-    done = 0
-    interrupted = False
-    try:
-        for rnd in range(args.rounds):
-            for row in rows:
-                order = impls if rnd % 2 == 0 else tuple(reversed(impls))
-                for impl in order:
-                    # Paired phases: both implementations get the same phase in a round.
-                    rng = random.Random(f"{seed}/{row.key}/{rnd}")
-                    done += 1
-                    wd = workdir / row.key / f"{impl}-r{rnd + 1}"
-                    try:
-                        s = run_round(
-                            row, impl, wd, rng, log_level=args.log_level, trace=args.trace
-                        )
-                    except Exception as exc:  # one bad round must not lose the others
-                        msg = f"{type(exc).__name__}: {exc}"
-                        s = {"impl": impl, "row": row.key, "error": msg[:4000]}
-                    s["round"] = rnd + 1
-                    samples.append(s)
-                    shown = (
-                        f"{s['outage_ms']} ms, {s['lost']} lost"
-                        if "error" not in s
-                        else ("ERROR " + s["error"].splitlines()[0])
-                    )
-                    print(f"[{done}/{total}] {row.key} {impl} r{rnd + 1}: {shown}", flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("bench.failover: interrupted; writing what was measured", file=sys.stderr)
+
+    def measure(row: Row, impl: str, rnd: int) -> dict[str, Any]:
+        # Paired phases: both implementations get the same phase in a round.
+        rng = random.Random(f"{seed}/{row.key}/{rnd}")
+        wd = workdir / row.key / f"{impl}-r{rnd + 1}"
+        return run_round(row, impl, wd, rng, log_level=args.log_level, trace=args.trace)
+
+    samples, interrupted = run_rounds(
+        "failover",
+        args.rounds,
+        rows,
+        impls,
+        measure,
+        lambda s: f"{s['outage_ms']} ms, {s['lost']} lost",
+    )
+    doc["samples"] = samples
     doc["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     doc["interrupted"] = interrupted
     doc["summary"] = summarize(rows, samples)

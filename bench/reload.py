@@ -51,7 +51,7 @@ from tests.lab.agents import AgentHandle
 from tests.lab.capture import Capture, Frame
 from tests.lab.probe import Probe
 
-from .failover import load_average, machine, run_header
+from .failover import load_average, machine, run_header, run_rounds
 from .pair import (
     IMPLS,
     PRIORITY,
@@ -414,36 +414,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "reloads_per_round": args.reloads,
         "probe_interval_ms": PROBE_INTERVAL * 1000,
         "machine": machine(),
-        "samples": [],
     }
-    samples: list[dict[str, Any]] = doc["samples"]
-    total = args.rounds * len(rows) * len(impls)
-    done = 0
-    interrupted = False
-    try:
-        for rnd in range(args.rounds):
-            for row in rows:
-                order = impls if rnd % 2 == 0 else tuple(reversed(impls))
-                for impl in order:
-                    done += 1
-                    wd = workdir / row.key / f"{impl}-r{rnd + 1}"
-                    try:
-                        s = run_round(row, impl, wd, args.reloads, args.log_level)
-                    except (BenchError, AssertionError) as exc:
-                        s = {"impl": impl, "row": row.key, "error": str(exc)[:4000]}
-                    s["round"] = rnd + 1
-                    samples.append(s)
-                    shown = (
-                        f"{s['transitions']} transitions, {s['lost']} lost, "
-                        f"advert gap {s['max_advert_gap_at_reload_ms']} ms at a reload, "
-                        f"{s['max_advert_gap_ms']} ms anywhere"
-                        if "error" not in s
-                        else "ERROR " + s["error"].splitlines()[0]
-                    )
-                    print(f"[{done}/{total}] {row.key} {impl} r{rnd + 1}: {shown}", flush=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("bench.reload: interrupted; writing what was measured", file=sys.stderr)
+
+    def measure(row: Row, impl: str, rnd: int) -> dict[str, Any]:
+        wd = workdir / row.key / f"{impl}-r{rnd + 1}"
+        return run_round(row, impl, wd, args.reloads, args.log_level)
+
+    samples, interrupted = run_rounds(
+        "reload",
+        args.rounds,
+        rows,
+        impls,
+        measure,
+        lambda s: (
+            f"{s['transitions']} transitions, {s['lost']} lost, "
+            f"advert gap {s['max_advert_gap_at_reload_ms']} ms at a reload, "
+            f"{s['max_advert_gap_ms']} ms anywhere"
+        ),
+        errors=(BenchError, AssertionError),
+    )
+    doc["samples"] = samples
     doc["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     doc["interrupted"] = interrupted
     doc["summary"] = summarize(rows, samples)

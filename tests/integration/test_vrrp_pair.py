@@ -8,6 +8,7 @@ agent's API, waiting on conditions with deadlines.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -217,6 +218,33 @@ def test_restart_after_crash_removes_leftover_vip(lab: Lab) -> None:
     status, events = a1b.client.get("/v1/events?since=0")
     assert status == 200
     assert any(e["kind"] == "vip_cleanup" for e in events)
+
+
+def journal_addresses(agent: Any) -> dict[str, list[list[str]]]:
+    path = agent.state_dir / "vrrp-journal.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {name: e["addresses"] for name, e in data["instances"].items()}
+
+
+def test_journal_is_written_before_a_takeover_and_emptied_by_a_stop(lab: Lab) -> None:
+    """A backup has journaled its VIPs before it could need them, so a takeover does not
+    wait for the file; leaving master keeps them there; a clean stop empties it."""
+    n1, n2, _client, a1, a2 = start_pair(lab)
+    expected = {
+        "VI_4": [["eth0", f"{VIP4}/24"]],
+        "VI_6": [["eth0", f"{VIP6}/64"]],
+    }
+    assert journal_addresses(a2) == expected  # never master yet
+    assert journal_addresses(a1) == expected
+    lab.kill_group(a1)
+    lab.cable_pull(n1)
+    lab.wait_address(n2, VIP4, timeout=5)
+    assert journal_addresses(a2) == expected
+    assert a2.stop() == 0
+    assert not lab.has_address(n2, VIP4) and not lab.has_address(n2, VIP6)
+    assert journal_addresses(a2) == {}
 
 
 def test_unicast_pair(lab: Lab) -> None:

@@ -160,6 +160,10 @@ class GarpSender:
             self._sock = sock
         return self._sock
 
+    def open(self) -> None:
+        """Create the packet socket now rather than on the first announcement."""
+        self._socket()
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

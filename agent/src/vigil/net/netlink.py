@@ -449,6 +449,8 @@ class Netlink:
         """Create the request socket; calling it twice is harmless."""
         if self._ipr is not None:
             return
+        if self._netns is None:
+            self._rtnl.open()  # now, not on the first VIP add (a takeover)
         ipr = self._new_socket()
         try:
             await ipr.setup_endpoint()

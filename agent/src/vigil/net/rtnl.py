@@ -137,6 +137,10 @@ class RtnlSocket:
         self._sock: socket.socket | None = None
         self._seq = 0
 
+    def open(self) -> None:
+        """Create the socket now rather than on the first request (harmless twice)."""
+        self._socket()
+
     def _socket(self) -> socket.socket:
         if self._sock is None:
             sock = socket.socket(

@@ -4,7 +4,10 @@ Why: a VIP outlives a crashed agent (SIGKILL leaves it on the interface), so a r
 agent, or systemd's ExecStopPost, must be able to remove what its predecessor added
 without guessing. The journal records an instance's addresses *before* they are added
 and drops them only *after* they are removed, so it may name an address that is not in
-the kernel (harmless: removal is idempotent) but never misses one that is.
+the kernel (harmless: removal is idempotent) but never misses one that is. The runtime
+records every VIP and route of an instance when the instance starts (and a reload's new
+ones when it is applied) and drops them when the instance stops or a reload removes them,
+so the failover path, Master_Down to the first GARP/NA, never waits for this file.
 
 The file is JSON, written atomically (temp file + rename, no fsync: see ``_write``) in the
 state dir::

@@ -174,6 +174,9 @@ class InstanceRuntime:
         self._garp_refreshing = False  # a _garp_refresh loop runs
         self._vmac: VmacSpec | None = None
         self._expect = self._expectation(None)
+        # Built adverts by (priority, source, destination); they only change with the
+        # config or the source, so a master builds each once instead of every interval.
+        self._adverts: dict[tuple[int, IPAddress, IPAddress], bytes] = {}
         self._source: IPAddress | None = None
         # Runtime control (vigil.vrrp.control): why the VIPs are kept in the kernel while
         # not master (make-before-break handover / takeover), else None.
@@ -212,6 +215,9 @@ class InstanceRuntime:
         self.sock.register(self.cfg.vrid, self._on_datagram)
         self._mark_vips_not_sources()
         await self._refresh_source()
+        # Journal the VIPs now, not when they are added: the write (a quarter of a
+        # millisecond and more) stays off the path from Master_Down to the first GARP/NA.
+        self._record_added(self._owned_addresses(), self._routes())
         self._run(self.machine.start(self.now()))
         self._apply_priority()
         problem = await self.owner.link_problem(self.cfg.interface)
@@ -225,6 +231,8 @@ class InstanceRuntime:
         for task in list(self._garp_tasks):
             task.cancel()
         await self.drain_ops()
+        # Stopped: nothing of this instance is in the kernel any more.
+        self.owner.journal.forget(self.name)
         if self.sock is not None:
             self.sock.unregister(self.cfg.vrid)
             self.sock.not_sources.difference_update(self._vip_ips())
@@ -376,6 +384,7 @@ class InstanceRuntime:
         if source != self._source:
             self._source = source
             self._expect = self._expectation(source)
+            self._adverts.clear()
             params = _machine_params(self.cfg, source)
             self._run(self.machine.params_changed(self.now(), params))
 
@@ -410,8 +419,16 @@ class InstanceRuntime:
         self.cfg = cfg
         self._mark_vips_not_sources()
         self._expect = self._expectation(self._source)
+        self._adverts.clear()
         self._run(self.machine.params_changed(self.now(), _machine_params(cfg, self._source)))
         self._apply_priority(before)
+        self._record_added(self._owned_addresses(cfg), self._routes(cfg))
+        if self.machine.state is not VrrpState.MASTER and self.vips_kept is None:
+            # Not in the kernel: VIPs and routes the new config dropped leave the journal.
+            self._journal_drop(
+                [a for a in self._owned_addresses(old) if a not in self._owned_addresses(cfg)],
+                [r for r in self._routes(old) if r not in self._routes(cfg)],
+            )
         if self.machine.state is VrrpState.MASTER:
             old_addrs = set(self._owned_addresses(old))
             new_addrs = set(self._owned_addresses(cfg))
@@ -479,7 +496,13 @@ class InstanceRuntime:
                 if self._keep_vips_once:
                     self.vips_kept = "handover"
                 else:
-                    self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
+                    self._queue(
+                        self._remove_addresses(
+                            self._owned_addresses(),
+                            self._routes(),
+                            forget=self.machine.state is VrrpState.STOPPED,
+                        )
+                    )
                 for task in list(self._garp_tasks):
                     task.cancel()
             elif isinstance(action, SendGratuitous):
@@ -517,6 +540,24 @@ class InstanceRuntime:
         if sock is None:
             return
         cfg = self.cfg
+        cache = self._adverts
+
+        def build(src: IPAddress, dst: IPAddress) -> bytes:
+            key = (priority, src, dst)
+            data = cache.get(key)
+            if data is None:
+                if len(cache) > 64:  # sources and priorities come and go: stay small
+                    cache.clear()
+                data = cache[key] = self._build_advert(priority, src, dst)
+            return data
+
+        if cfg.unicast is not None:
+            sock.send(build, dst=list(cfg.unicast.peers), src=cfg.unicast.source)
+        else:
+            sock.send(build)
+
+    def _build_advert(self, priority: int, src: IPAddress, dst: IPAddress) -> bytes:
+        cfg = self.cfg
         auth = cfg.authentication
         fields: dict[str, Any] = {
             "version": cfg.version,
@@ -529,14 +570,7 @@ class InstanceRuntime:
         if auth is not None:
             fields["auth_type"] = codec.VrrpPacket.AUTH_PASS
             fields["auth_data"] = codec.pass_auth_data(auth.password)
-
-        def build(src: IPAddress, dst: IPAddress) -> bytes:
-            return codec.build_advert(src=src, dst=dst, **fields)
-
-        if cfg.unicast is not None:
-            sock.send(build, dst=list(cfg.unicast.peers), src=cfg.unicast.source)
-        else:
-            sock.send(build)
+        return codec.build_advert(src=src, dst=dst, **fields)
 
     # ------------------------------------------------------------ addresses
 
@@ -600,14 +634,16 @@ class InstanceRuntime:
 
     def _record_added(self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec]) -> None:
         """Journal what is about to be added, so a successor can clean up after a crash."""
+        if not addrs and not routes:
+            return
         journal = self.owner.journal
         entry = journal.entries.get(self.name) or JournalEntry()
-        for item in addrs:
-            if item not in entry.addresses:
-                entry.addresses.append(item)
-        for route in routes:
-            if route not in entry.routes:
-                entry.routes.append(route)
+        new_addrs = [a for a in addrs if a not in entry.addresses]
+        new_routes = [r for r in routes if r not in entry.routes]
+        if not new_addrs and not new_routes and self.name in journal.entries:
+            return  # all there already: usually so, since start() records every VIP
+        entry.addresses.extend(dict.fromkeys(new_addrs))
+        entry.routes.extend(dict.fromkeys(new_routes))
         journal.record(self.name, entry)
 
     def _add_vips_now(self, addrs: list[tuple[str, IPInterface]]) -> None:
@@ -644,8 +680,17 @@ class InstanceRuntime:
                 )
 
     async def _remove_addresses(
-        self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec] | None = None
+        self,
+        addrs: list[tuple[str, IPInterface]],
+        routes: list[RouteSpec] | None = None,
+        *,
+        forget: bool = True,
     ) -> None:
+        """Remove VIPs and routes; ``forget`` drops them from the journal afterwards.
+
+        An instance that stays configured keeps its VIPs in the journal (``forget=False``)
+        so the next takeover does not have to write it first.
+        """
         routes = routes or []
         nl = self.owner.nl
         for route in routes:
@@ -658,15 +703,22 @@ class InstanceRuntime:
                 await nl.del_address(dev, addr)
             except NetlinkFailure as exc:
                 log.warning("(%s) cannot remove VIP %s from %s: %s", self.name, addr, dev, exc)
+        if forget:
+            self._journal_drop(addrs, routes)
+
+    def _journal_drop(self, addrs: list[tuple[str, IPInterface]], routes: list[RouteSpec]) -> None:
         journal = self.owner.journal
         entry = journal.entries.get(self.name)
-        if entry is not None:
-            entry.addresses = [a for a in entry.addresses if a not in addrs]
-            entry.routes = [r for r in entry.routes if r not in routes]
-            if entry.addresses or entry.routes:
-                journal.record(self.name, entry)
-            else:
-                journal.forget(self.name)
+        if entry is None or not (
+            any(a in entry.addresses for a in addrs) or any(r in entry.routes for r in routes)
+        ):
+            return
+        entry.addresses = [a for a in entry.addresses if a not in addrs]
+        entry.routes = [r for r in entry.routes if r not in routes]
+        if entry.addresses or entry.routes:
+            journal.record(self.name, entry)
+        else:
+            journal.forget(self.name)
 
     # ------------------------------------------------------------ GARP / NA
 
@@ -819,7 +871,7 @@ class InstanceRuntime:
             self.vips_kept = None
             return
         self.vips_kept = None
-        self._queue(self._remove_addresses(self._owned_addresses(), self._routes()))
+        self._queue(self._remove_addresses(self._owned_addresses(), self._routes(), forget=False))
 
     async def claim_vips(self, reason: str) -> int:
         """Add the VIPs now, while still BACKUP, and announce them (takeover's first step).
@@ -930,6 +982,7 @@ class VrrpSubsystem:
 
     async def start(self, config: Config) -> None:
         await self.nl.open()
+        self.garp.open()
         await self._cleanup_predecessor()
         self._monitor = self.nl.events()
         await self._monitor.start()
