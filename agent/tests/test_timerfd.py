@@ -113,3 +113,43 @@ async def test_close_releases_the_descriptor() -> None:
     for timer in timers:
         timer.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+async def test_far_deadlines_wait_on_call_at_until_the_lead() -> None:
+    """A backup re-arms on every advert: that must not cost a timerfd system call."""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, done.set)
+    for step in range(100):
+        timer.arm(loop.time() + 0.05 + step * 1e-4)
+        assert not timer._fd_armed  # still on call_at: no timerfd_settime yet
+    when = timer.when
+    assert when is not None
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert loop.time() >= when
+    timer.close()
+
+
+async def test_rearming_inside_the_lead_window(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, lambda: (calls.append(loop.time()), done.set()))
+    timer.arm(loop.time() + timerfd.LEAD / 2)  # inside the lead: straight to the timerfd
+    later = loop.time() + 0.03
+    timer.arm(later)  # moved out again before it fired
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert len(calls) == 1 and calls[0] >= later
+    timer.close()
+
+
+async def test_imprecise_deadlines_use_call_at(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, done.set)
+    when = loop.time() + 0.01
+    timer.arm(when, precise=False)
+    assert not timer._fd_armed
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert loop.time() >= when
+    timer.close()

@@ -6,6 +6,12 @@ VRRP Master_Down timer that lateness is added to every failover. :class:`Precise
 arms a Linux ``timerfd`` on CLOCK_MONOTONIC (the clock ``loop.time()`` reads) at the
 absolute deadline and lets the loop watch its descriptor, so the callback runs when the
 kernel's timer expires. Where timerfd is unavailable it falls back to ``call_at``.
+
+Re-arming costs nothing extra: a backup moves its Master_Down deadline on every advert it
+receives, so the timer waits with a plain ``call_at`` until :data:`LEAD` seconds before
+the deadline and only then arms the timerfd (one system call per expiry, none per
+re-arm). ``arm(when, precise=False)`` is a plain ``call_at`` (a master's advert timer,
+where a millisecond does not matter).
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ _CLOCK_MONOTONIC = 1
 _TFD_NONBLOCK = os.O_NONBLOCK
 _TFD_CLOEXEC = os.O_CLOEXEC
 _TFD_TIMER_ABSTIME = 1
+
+#: How long before a precise deadline the timerfd takes over from ``call_at`` (which may
+#: itself wake a millisecond or more late on a busy machine).
+LEAD = 0.005
 
 
 class _Timespec(ctypes.Structure):
@@ -73,7 +83,9 @@ class PreciseTimer:
         self._loop = loop
         self._callback = callback
         self._when: float | None = None
+        self._precise = True
         self._handle: asyncio.TimerHandle | None = None
+        self._fd_armed = False
         self._fd = -1
         self._closed = False
         if _libc is not None:
@@ -94,28 +106,24 @@ class PreciseTimer:
     def uses_timerfd(self) -> bool:
         return self._fd >= 0
 
-    def arm(self, when: float) -> None:
+    def arm(self, when: float, *, precise: bool = True) -> None:
+        """Call back at ``when`` (``loop.time()`` seconds), replacing any earlier deadline."""
         if self._closed:
             raise RuntimeError("PreciseTimer is closed")
-        if when == self._when:
+        if when == self._when and precise == self._precise:
             return
-        self._when = when
-        if self._fd >= 0:
-            self._settime(when)
-            return
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._loop.call_at(when, self._fire)
+        self._when, self._precise = when, precise
+        self._disarm()
+        if not precise or self._fd < 0:
+            self._handle = self._loop.call_at(when, self._fire)
+        elif when - LEAD <= self._loop.time():
+            self._arm_fd(when)
+        else:
+            self._handle = self._loop.call_at(when - LEAD, self._lead)
 
     def cancel(self) -> None:
-        if self._when is None:
-            return
         self._when = None
-        if self._fd >= 0:
-            self._settime(None)
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._disarm()
 
     def close(self) -> None:
         if self._closed:
@@ -126,6 +134,23 @@ class PreciseTimer:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
+
+    def _disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._fd_armed:
+            self._settime(None)
+            self._fd_armed = False
+
+    def _lead(self) -> None:
+        self._handle = None
+        if self._when is not None:
+            self._arm_fd(self._when)
+
+    def _arm_fd(self, when: float) -> None:
+        self._settime(when)
+        self._fd_armed = True
 
     def _settime(self, when: float | None) -> None:
         spec = _Itimerspec()
@@ -143,6 +168,7 @@ class PreciseTimer:
             os.read(self._fd, 8)  # the expiry count; reading it clears the readiness
         except BlockingIOError:
             return  # re-armed or cancelled after it expired: nothing is due
+        self._fd_armed = False
         self._fire()
 
     def _fire(self) -> None:

@@ -525,10 +525,12 @@ class InstanceRuntime:
                 self._timer.cancel()
             return
         if self._timer is None:
-            # A timerfd, not call_at: asyncio wakes up to 1 ms after a deadline, which a
+            # Not a bare call_at: asyncio wakes up to 1 ms after a deadline, which a
             # Master_Down expiry would add to every failover (vigil.timerfd).
             self._timer = PreciseTimer(self.loop, self._on_timer)
-        self._timer.arm(deadline)
+        # Master_Down and the other backup-side deadlines decide a failover: to the
+        # microsecond. A master's next advert can be a millisecond late.
+        self._timer.arm(deadline, precise=self.machine.state is not VrrpState.MASTER)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
