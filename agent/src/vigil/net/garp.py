@@ -210,18 +210,15 @@ class GarpSender:
         :meth:`send_burst` as ``skip`` to send the rest. A VIP that has just moved here is
         announced in the same breath as it is added.
         """
-        self._check_burst(count, interval)
-        addresses = [ipaddress.ip_address(vip) for vip in vips]
+        addresses, hw = self._burst(vips, count, interval, mac)
         if not addresses:
             return 0, 0, True
-        hw = parse_mac(mac) if mac is not None else None
         head = len(addresses) if interval == 0 else 1
         sent = 0
         for address in addresses[:head]:
-            error = self._send(ifname, address, hw)
-            if error is None:
-                sent += 1
-            elif error.errno not in TRANSIENT_ERRNOS:
+            ok, fatal = self._send_counted(ifname, address, hw)
+            sent += ok
+            if fatal:
                 return head, sent, True
         return head, sent, head >= count * len(addresses)
 
@@ -243,23 +240,43 @@ class GarpSender:
         about the link from the netlink monitor and announces again when it is back).
         ``skip`` frames of the sequence were sent already (:meth:`send_head`).
         """
-        self._check_burst(count, interval)
-        addresses = [ipaddress.ip_address(vip) for vip in vips]
-        hw = parse_mac(mac) if mac is not None else None
+        addresses, hw = self._burst(vips, count, interval, mac)
         sent = 0
         for position in range(skip, count * len(addresses)):
             if position:
                 await asyncio.sleep(interval)
-            error = self._send(ifname, addresses[position % len(addresses)], hw)
-            if error is None:
-                sent += 1
-            elif error.errno not in TRANSIENT_ERRNOS:
-                return sent
+            ok, fatal = self._send_counted(ifname, addresses[position % len(addresses)], hw)
+            sent += ok
+            if fatal:
+                break
         return sent
 
     @staticmethod
-    def _check_burst(count: int, interval: float) -> None:
+    def _burst(
+        vips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address | str],
+        count: int,
+        interval: float,
+        mac: str | bytes | None,
+    ) -> tuple[list[ipaddress.IPv4Address | ipaddress.IPv6Address], bytes | None]:
+        """Check a burst's arguments: (the VIPs as addresses, the source MAC or None)."""
         if not isinstance(count, int) or not 1 <= count <= MAX_BURST_COUNT:
             raise ValueError(f"count: must be an integer from 1 to {MAX_BURST_COUNT}")
         if not 0 <= interval <= MAX_BURST_INTERVAL:
             raise ValueError(f"interval: must be from 0 to {MAX_BURST_INTERVAL} seconds")
+        addresses = [ipaddress.ip_address(vip) for vip in vips]
+        return addresses, parse_mac(mac) if mac is not None else None
+
+    def _send_counted(
+        self,
+        ifname: str,
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        hw: bytes | None,
+    ) -> tuple[int, bool]:
+        """One frame of a burst: (1 if it left else 0, whether the burst must stop).
+
+        A full queue (ENOBUFS, EAGAIN) only loses the frame; anything else ends the burst.
+        """
+        error = self._send(ifname, address, hw)
+        if error is None:
+            return 1, False
+        return 0, error.errno not in TRANSIENT_ERRNOS
