@@ -406,10 +406,43 @@ class TestMaster:
         assert machine.next_deadline() == pytest.approx(2.5)
         assert machine.counters.adverts_sent == 5
 
+    @pytest.mark.parametrize(("interval", "step"), [(1.0, 0.25), (0.1, 0.025), (2.0, 0.5)])
+    def test_masters_send_on_a_shared_grid_of_their_interval(
+        self, interval: float, step: float
+    ) -> None:
+        """Masters that took over within one grid step of each other send their adverts
+        in at most two instants per interval from the second advert on; the first
+        interval is off by at most half a grid step."""
+        starts = [t * interval for t in (3.6094, 3.6312, 3.65, 3.6738, 3.7)]
+        machines = [as_master(t, advert_interval=interval) for t in starts]
+        for t, machine in zip(starts, machines, strict=True):
+            first = machine.next_deadline()
+            assert first is not None
+            assert abs(first - (t + interval)) <= step / 2 + 1e-9
+            assert round(first / step) * step == pytest.approx(first, abs=1e-9)
+        for t, machine in zip(starts, machines, strict=True):
+            FakeClock(machine, t).advance_to(12.0 * interval)
+        instants = {round(m.next_deadline() or 0.0, 9) for m in machines}
+        assert len(instants) <= 2, instants
+        # From then on exactly one interval apart.
+        before = machines[0].next_deadline()
+        assert before is not None
+        machines[0].timer_expired(before)
+        assert machines[0].next_deadline() == pytest.approx(before + interval, abs=1e-9)
+
+    def test_a_late_timer_does_not_move_the_advert_grid(self) -> None:
+        """An advert timer that fires late (a busy loop) sends at once and comes back onto
+        the grid for the next one, so lateness does not pile up."""
+        machine = as_master(0.0, advert_interval=1.0)
+        assert machine.timer_expired(1.012) == [SendAdvert(100)]
+        assert machine.next_deadline() == pytest.approx(2.0)
+        assert machine.timer_expired(2.0) == [SendAdvert(100)]
+        assert machine.next_deadline() == pytest.approx(3.0)
+
     def test_priority_zero_from_peer_gets_an_advert_and_rearm(self) -> None:
         machine = as_master(0.0)
         assert machine.advert_received(0.3, "10.0.0.2", 0, 1.0) == [SendAdvert(100)]
-        assert machine.next_deadline() == pytest.approx(1.3)
+        assert machine.next_deadline() == pytest.approx(1.25)  # 1.3 on the advert grid
         assert machine.state is VrrpState.MASTER
 
     def test_higher_priority_sends_master_to_backup_with_learned_interval(self) -> None:

@@ -186,6 +186,44 @@ def test_decode_raw_takes_transport_datagrams() -> None:
     assert isinstance(unicast, Received) and unicast.ttl == 64
 
 
+def test_decode_key_leaves_out_only_what_decoding_never_reads() -> None:
+    """The runtime skips decoding an advert whose decode_key equals the last accepted one.
+
+    For every captured IPv4 advert: a new IP ID and header checksum keep the key and the
+    decoded result; a change to any other byte changes the key. For IPv6 the addresses
+    and the hop limit are part of the key.
+    """
+    v4 = [
+        raw
+        for name in ("ka_v2_auth.pcap", "ka_v3_46.pcap")
+        for family, raw, _ in _vrrp_frames(name)
+        if family == "4"
+    ]
+    assert len(v4) > 10
+    for data in v4:
+        raw = RawReceived(4, "eth0", SRC4, GROUP4, 255, data, 2)
+        other = bytearray(data)
+        other[4:6] = bytes([data[4] ^ 0x5A, data[5] ^ 0xA5])
+        other[10:12] = bytes([data[10] ^ 0xFF, data[11] ^ 0x01])
+        again = RawReceived(4, "eth0", SRC4, GROUP4, 255, bytes(other), 2)
+        assert again.decode_key == raw.decode_key
+        assert decode_raw(again) == decode_raw(raw)
+        for i in (*range(0, 4), *range(6, 10), *range(12, len(data))):
+            changed = bytearray(data)
+            changed[i] ^= 0x01
+            assert RawReceived(4, "eth0", SRC4, GROUP4, 255, bytes(changed), 2).decode_key != (
+                raw.decode_key
+            ), f"byte {i}"
+        assert RawReceived(4, "eth0", SRC4, GROUP4, 255, data[:-1], 2).decode_key != raw.decode_key
+    _, v6, facts = next(frame for frame in _vrrp_frames("ka_v3_46.pcap") if frame[0] == "6")
+    src6, dst6 = IPv6Address(str(facts["src"])), IPv6Address(str(facts["dst"]))
+    key6 = RawReceived(6, "eth0", src6, dst6, 255, v6, 2).decode_key
+    assert RawReceived(6, "eth1", src6, dst6, 255, v6, 3).decode_key == key6
+    assert RawReceived(6, "eth0", src6, dst6, 64, v6, 2).decode_key != key6
+    assert RawReceived(6, "eth0", IPv6Address("fe80::1"), dst6, 255, v6, 2).decode_key != key6
+    assert RawReceived(6, "eth0", src6, IPv6Address("fe80::2"), 255, v6, 2).decode_key != key6
+
+
 def test_build_advert_matches_keepalived_bytes() -> None:
     rx = _received("ka_v2_auth.pcap")[0]
     sent = build_advert(

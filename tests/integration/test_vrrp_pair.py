@@ -132,10 +132,7 @@ def test_election_api_and_metrics(lab: Lab) -> None:
     status, metrics = a1.client.get("/metrics")
     assert status == 200
     assert 'vigil_vrrp_state{instance="VI_4",state="MASTER"} 1.0' in metrics
-    assert (
-        'vigil_vrrp_vip_present{address="10.99.0.100/24",instance="VI_4"} 1.0'
-        in metrics
-    )
+    assert 'vigil_vrrp_vip_present{address="10.99.0.100/24",instance="VI_4"} 1.0' in metrics
 
     status, body = a1.client.get("/v1/vrrp/instances/VI_9")
     assert status == 404
@@ -173,17 +170,13 @@ def test_clean_stop_sends_priority_zero(lab: Lab) -> None:
     probe.stop()
     after = instance(a2, "VI_4")
     assert after["counters"]["priority_zero_received"] > before
-    assert (
-        "priority 0" in after["last_transition"]["reason"] or after["state"] == "MASTER"
-    )
+    assert "priority 0" in after["last_transition"]["reason"] or after["state"] == "MASTER"
 
 
 def test_link_down_faults_and_preempts_back(lab: Lab) -> None:
     n1, n2, _client, a1, a2 = start_pair(lab)
     lab.link_down(n1)
-    lab.wait_for(
-        lambda: instance(a1, "VI_4")["state"] == "FAULT", 5, what="n1 VI_4 FAULT"
-    )
+    lab.wait_for(lambda: instance(a1, "VI_4")["state"] == "FAULT", 5, what="n1 VI_4 FAULT")
     lab.wait_address(n2, VIP4, timeout=5)
     assert not lab.has_address(n1, VIP4)
     assert "eth0" in (instance(a1, "VI_4")["fault_reason"] or "")
@@ -301,3 +294,45 @@ def test_auth_mismatch_is_counted_and_both_become_master(lab: Lab) -> None:
         what="n2 to count rejected (auth) adverts",
     )
     assert instance(a1, "VI_4")["counters"]["rejected"].get("auth", 0) > 0
+
+
+def test_reload_of_the_password_applies_to_the_very_next_advert(lab: Lab) -> None:
+    """A backup skips decoding an advert identical to the last one it accepted; a reload
+    that changes what it accepts must end that at once, whatever the bytes."""
+    n1, n2, _client = build(lab)
+    common = {"version": 2, "advert_interval": 1}
+
+    def config(name: str, priority: int, password: str) -> dict[str, Any]:
+        c = node_config(
+            name, priority, vi4={**common, "authentication": {"type": "pass", "password": password}}
+        )
+        c["vrrp_instances"] = c["vrrp_instances"][:1]
+        return c
+
+    lab.start_vigild(n1, config("n1", 150, "secret1"))
+    a2 = lab.start_vigild(n2, config("n2", 100, "secret1"))
+    lab.wait_address(n1, VIP4, timeout=10)
+    lab.wait_for(
+        lambda: instance(a2, "VI_4")["counters"]["adverts_received"] >= 2,
+        5,
+        what="n2 to accept two adverts from n1 (the second one from the cache)",
+    )
+    assert instance(a2, "VI_4")["state"] == "BACKUP"
+    assert instance(a2, "VI_4")["counters"]["rejected"].get("auth", 0) == 0
+    a2.write_config(config("n2", 100, "secret2"))
+    status, body = a2.reload()
+    assert status == 200, body
+    lab.wait_for(
+        lambda: instance(a2, "VI_4")["counters"]["rejected"].get("auth", 0) >= 1,
+        5,
+        what="n2 to reject n1's unchanged adverts after its password changed",
+    )
+    lab.wait_address(n2, VIP4, timeout=10)  # no advert of n1's counts any more
+    received = instance(a2, "VI_4")["counters"]["adverts_received"]
+    rejected = instance(a2, "VI_4")["counters"]["rejected"]["auth"]
+    lab.wait_for(
+        lambda: instance(a2, "VI_4")["counters"]["rejected"]["auth"] >= rejected + 2,
+        5,
+        what="n2 to go on rejecting n1's adverts",
+    )
+    assert instance(a2, "VI_4")["counters"]["adverts_received"] == received

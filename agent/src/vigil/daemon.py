@@ -564,6 +564,7 @@ async def _cleanup_journal(journal: Journal, out: TextIO, netns: str | None) -> 
     journal.clear()
     for name, left in failed.items():
         journal.record(name, left)
+    journal.flush()  # now: the loop ends with this function
     if failed:
         print(
             "vigild --cleanup: some entries could not be removed and stay in "

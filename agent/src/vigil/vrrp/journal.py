@@ -9,6 +9,12 @@ records every VIP and route of an instance when the instance starts (and a reloa
 ones when it is applied) and drops them when the instance stops or a reload removes them,
 so the failover path, Master_Down to the first GARP/NA, never waits for this file.
 
+Changes are written together: inside a running event loop, ``record`` and ``forget``
+write the file WRITE_DELAY later, once for all the changes made meanwhile (starting or
+stopping 50 instances writes it once, not 50 times). Whoever adds to the kernel calls
+``flush()`` first, which writes at once if anything is pending, so the guarantee above
+holds whatever the delay; the agent flushes again when it stops.
+
 The file is JSON, written atomically (temp file + rename, no fsync: see ``_write``) in the
 state dir::
 
@@ -18,6 +24,7 @@ state dir::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -32,6 +39,8 @@ from vigil.net.netlink import IPInterface, RouteSpec
 log = logging.getLogger("vigil.vrrp.journal")
 
 JOURNAL_NAME = "vrrp-journal.json"
+#: How long changes wait to be written together (seconds); ``flush()`` does not wait.
+WRITE_DELAY = 0.05
 
 
 @dataclass
@@ -74,6 +83,9 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / JOURNAL_NAME
         self.entries: dict[str, JournalEntry] = {}
+        self._pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.writes = 0  # files written, for tests and curiosity
 
     def load(self) -> dict[str, JournalEntry]:
         """Read what a predecessor left; a damaged file is logged and treated as empty."""
@@ -92,17 +104,42 @@ class Journal:
 
     def record(self, name: str, entry: JournalEntry) -> None:
         self.entries[name] = entry
-        self._write()
+        self._changed()
 
     def forget(self, name: str) -> None:
         if self.entries.pop(name, None) is not None:
-            self._write()
+            self._changed()
 
     def clear(self) -> None:
         self.entries = {}
-        self._write()
+        self._changed()
+
+    @property
+    def pending(self) -> bool:
+        """Changes not written yet."""
+        return self._pending
+
+    def flush(self) -> None:
+        """Write pending changes now (before anything is added to the kernel)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            self._pending = False
+            self._write()
+
+    def _changed(self) -> None:
+        self._pending = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no loop (a command-line tool): nothing to batch with
+            return
+        if self._timer is None:
+            self._timer = loop.call_later(WRITE_DELAY, self.flush)
 
     def _write(self) -> None:
+        self.writes += 1
         data = {
             "version": 1,
             "instances": {name: e.to_dict() for name, e in sorted(self.entries.items())},

@@ -67,6 +67,10 @@ PRIORITY_MIN = 1
 # close to the deadline counts as on time rather than as a spurious wake-up.
 _TIMER_SLACK = 1e-6
 
+#: A master's adverts go out on a grid of this fraction of its advert interval (see
+#: VrrpMachine._next_advert): 250 ms at 1 s, 25 ms at 0.1 s.
+ADVERT_GRID = 0.25
+
 
 class VrrpState(enum.StrEnum):
     """RFC 5798 states plus FAULT (keepalived) and STOPPED (after a clean shutdown)."""
@@ -487,7 +491,7 @@ class VrrpMachine:
         if self._deadline is None or now + _TIMER_SLACK < self._deadline:
             return []
         if self._timer is _Timer.ADVERT:
-            self._arm(_Timer.ADVERT, now + self._params.advert_interval)
+            self._arm(_Timer.ADVERT, self._next_advert(now))
             return [self._advert(self._effective)]
         return self._become_master(now, Trigger.MASTER_DOWN, self._down.reason)
 
@@ -658,7 +662,7 @@ class VrrpMachine:
         """RFC 5798 6.4.3, plus keepalived's immediate answer to a lower priority."""
         mine = self._effective
         if priority == PRIORITY_STOP:
-            self._arm(_Timer.ADVERT, now + self._params.advert_interval)
+            self._arm(_Timer.ADVERT, self._next_advert(now))
             return [self._advert(mine)]
         higher_addr = self._peer_address_higher(src)
         if priority > mine or (priority == mine and higher_addr):
@@ -745,7 +749,7 @@ class VrrpMachine:
         self._master.address, self._master.priority = self._params.address, self._effective
         self._master_adver_interval = float(self._params.advert_interval)
         self._preempt_time = None
-        self._arm(_Timer.ADVERT, now + self._params.advert_interval)
+        self._arm(_Timer.ADVERT, self._next_advert(now))
         return [
             transition,
             self._advert(self._effective),
@@ -826,6 +830,21 @@ class VrrpMachine:
         if priority == PRIORITY_STOP:
             self.counters.priority_zero_sent += 1
         return SendAdvert(priority)
+
+    def _next_advert(self, now: float) -> float:
+        """When a master sends its next advert: one Advertisement_Interval from ``now``,
+        moved onto the grid of ADVERT_GRID intervals (by at most half a grid step).
+
+        Instances with the same interval then send in at most four instants per interval
+        (those that became master together, in one or two), so a node with many instances
+        wakes a few times per interval to send them all, and its peers wake a few times to
+        read them, instead of once per instance. A late timer does not move the grid. Only
+        the first interval after the master starts advertising is shorter or longer, by at
+        most 12.5 % (a backup waits three intervals and more before it takes over).
+        """
+        interval = self._params.advert_interval
+        step = interval * ADVERT_GRID
+        return round((now + interval) / step) * step
 
     def _arm(self, timer: _Timer, deadline: float) -> None:
         self._timer, self._deadline = timer, deadline

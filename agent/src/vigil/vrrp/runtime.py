@@ -173,10 +173,14 @@ class InstanceRuntime:
         self._garp_tasks: set[asyncio.Task[object]] = set()
         self._garp_refreshing = False  # a _garp_refresh loop runs
         self._vmac: VmacSpec | None = None
-        self._expect = self._expectation(None)
         # Built adverts by (priority, source, destination); they only change with the
         # config or the source, so a master builds each once instead of every interval.
         self._adverts: dict[tuple[int, IPAddress, IPAddress], bytes] = {}
+        # The last advert that passed every check, by RawReceived.decode_key: a backup
+        # hears the same bytes from its master every interval and need not decode them
+        # again. Only accepted adverts are kept, so a rejection is counted every time.
+        self._accepted: tuple[object, codec.Received] | None = None
+        self._set_expectation(None)
         self._source: IPAddress | None = None
         # Runtime control (vigil.vrrp.control): why the VIPs are kept in the kernel while
         # not master (make-before-break handover / takeover), else None.
@@ -260,11 +264,25 @@ class InstanceRuntime:
 
     def _on_datagram(self, raw: RawReceived) -> None:
         now = self.now()
+        key = raw.decode_key
+        accepted = self._accepted
+        if accepted is not None and accepted[0] == key:
+            result = accepted[1]  # the same bytes as the last advert we accepted
+        else:
+            checked = self._check(raw, now)
+            if checked is None:
+                return
+            result = checked
+        pkt = result.packet
+        self._run(self.machine.advert_received(now, result.src, pkt.priority, pkt.interval_seconds))
+
+    def _check(self, raw: RawReceived, now: float) -> codec.Received | None:
+        """Decode and validate an advert; None (counted and logged) if it is rejected."""
         # Unicast peers may be routed, so their TTL is not 255 (keepalived skips it too).
         result = codec.decode_raw(raw, check_ttl=self.cfg.unicast is None)
         if isinstance(result, codec.Rejection):
             self.rejects.add(result.reason.name.lower(), result.detail, now)
-            return
+            return None
         if self.cfg.unicast is not None and result.src not in self.cfg.unicast.peers:
             self.rejects.add(
                 "unknown_peer",
@@ -272,21 +290,20 @@ class InstanceRuntime:
                 f"({', '.join(map(str, self.cfg.unicast.peers))}); ignored",
                 now,
             )
-            return
+            return None
         if self.cfg.version == 3 and self.family == 4:
             mode = codec.check_checksum_mode(
                 result, pseudo_header=self.cfg.v3_checksum_pseudo_header
             )
             if mode is not None:
                 self.rejects.add(mode.reason.name.lower(), mode.detail, now)
-                return
+                return None
         rejection = codec.check_for_instance(result, self._expect)
-        if rejection is not None:
-            self.rejects.add(rejection.reason.name.lower(), rejection.detail, now)
-            if rejection.drop:
-                return
-        pkt = result.packet
-        self._run(self.machine.advert_received(now, result.src, pkt.priority, pkt.interval_seconds))
+        if rejection is None:
+            self._accepted = (raw.decode_key, result)
+            return result
+        self.rejects.add(rejection.reason.name.lower(), rejection.detail, now)
+        return None if rejection.drop else result
 
     def _on_timer(self) -> None:
         self._run(self.machine.timer_expired(self.now()))
@@ -383,10 +400,15 @@ class InstanceRuntime:
             source = None
         if source != self._source:
             self._source = source
-            self._expect = self._expectation(source)
-            self._adverts.clear()
+            self._set_expectation(source)
             params = _machine_params(self.cfg, source)
             self._run(self.machine.params_changed(self.now(), params))
+
+    def _set_expectation(self, source: IPAddress | None) -> None:
+        """The config or our source changed: what we accept and what we send with it."""
+        self._expect = self._expectation(source)
+        self._adverts.clear()
+        self._accepted = None
 
     def _expectation(self, source: IPAddress | None) -> codec.InstanceExpectation:
         cfg = self.cfg
@@ -418,8 +440,7 @@ class InstanceRuntime:
             self.sock.not_sources.difference_update(self._vip_ips())
         self.cfg = cfg
         self._mark_vips_not_sources()
-        self._expect = self._expectation(self._source)
-        self._adverts.clear()
+        self._set_expectation(self._source)
         self._run(self.machine.params_changed(self.now(), _machine_params(cfg, self._source)))
         self._apply_priority(before)
         self._record_added(self._owned_addresses(cfg), self._routes(cfg))
@@ -481,8 +502,8 @@ class InstanceRuntime:
 
     # ------------------------------------------------------------ actions
 
-    def _run(self, actions: Iterable[Any]) -> None:
-        for action in _clock_order(actions):
+    def _run(self, actions: list[Any]) -> None:
+        for action in _clock_order(actions) if len(actions) > 1 else actions:
             if isinstance(action, SendAdvert):
                 self._send_advert(action.priority)
             elif isinstance(action, Transition):
@@ -649,6 +670,7 @@ class InstanceRuntime:
         journal.record(self.name, entry)
 
     def _add_vips_now(self, addrs: list[tuple[str, IPInterface]]) -> None:
+        self.owner.journal.flush()  # the journal names them before the kernel has them
         nl = self.owner.nl
         for dev, addr in addrs:
             vip = self._vip_by_address(dev, addr)
@@ -669,6 +691,7 @@ class InstanceRuntime:
                 )
 
     async def _add_routes(self, routes: list[RouteSpec]) -> None:
+        self.owner.journal.flush()  # the journal names them before the kernel has them
         nl = self.owner.nl
         for route in routes:
             try:
@@ -1010,6 +1033,7 @@ class VrrpSubsystem:
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
         )
         self.instances.clear()
+        self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
         if self._monitor_task is not None:
             self._monitor_task.cancel()
