@@ -8,7 +8,9 @@ n2 (priority 100) and a client. Both run the same keepalived.conf; vigil runs wh
 ``vigilctl import-keepalived`` makes of it. After the pair converges, the client probes the
 VIP every 10 ms; the failure is injected at a random phase of the advert cycle; the
 benchmark waits until the VIP is on the other node and the client has N more replies.
-The round's outage is the probe's longest window of consecutive lost probes (ms).
+The round's outage is the probe's longest window of consecutive lost probes (ms). The
+probe's 10 ms grid is anchored to the injection (a probe 1 ms after it), so both
+implementations are measured from the same offset to their probes in every round.
 
 Failures:
   crash     SIGKILL of the master's whole process group, then at once its cable is pulled
@@ -69,6 +71,9 @@ RESULTS = REPO_ROOT / "bench" / "results"
 FAILURES = ("crash", "stop", "linkdown", "recovery")
 VIPS = {4: "10.99.0.100/24", 6: "fd00:99::100/64"}
 PROBE_INTERVAL = 0.01
+# Where the probe grid sits: one probe this long after the injection, one every
+# PROBE_INTERVAL before and after it.
+PROBE_GRID_OFFSET = 0.001
 REPLIES_AFTER = 20  # probe replies required after the VIP moved: the outage has closed
 ROUND_LIMIT_S = 90.0  # no round may take longer than this (each wait is bounded as well)
 
@@ -174,8 +179,9 @@ def _is_vrrp(frame: bytes) -> bool:
     return ethertype == 0x86DD and frame[20] == 112  # IPv6 next header (no extensions)
 
 
-def wait_for_advert(pair: Pair, row: Row) -> None:
-    """Return right after the client receives the current master's next VRRP advert.
+def wait_for_advert(pair: Pair, row: Row) -> float:
+    """Wait until the client receives the current master's next VRRP advert; return the
+    instant it arrived (time.monotonic()).
 
     That instant anchors the random injection phase to the advert cycle. The socket is
     a packet socket on the client's eth0 (it sees the multicast adverts the bridge
@@ -197,7 +203,7 @@ def wait_for_advert(pair: Pair, row: Row) -> None:
                 continue
             with contextlib.suppress(BlockingIOError):
                 if _is_vrrp(sock.recv(2048)):
-                    return
+                    return time.monotonic()
     finally:
         sock.close()
     raise BenchError(f"{pair.impl}: the client saw no VRRP advert within {timeout:g}s")
@@ -268,8 +274,12 @@ def run_round(
         # implementations in a round (paired samples), which keeps the phase's large
         # effect on a crash's outage out of the comparison.
         phase = rng.uniform(0.0, row.interval)
-        wait_for_advert(pair, row)
-        time.sleep(phase)
+        planned = wait_for_advert(pair, row) + phase
+        # The probes go out on a grid through the injection (PROBE_GRID_OFFSET after it),
+        # the same in every round for both implementations: where the 10 ms grid falls
+        # relative to the failure no longer adds up to 10 ms of noise to each outage.
+        probe.anchor(planned + PROBE_GRID_OFFSET)
+        time.sleep(max(0.0, planned - time.monotonic()))
         inject_wall = time.time()
         t_inject = time.monotonic()
         _inject(pair, row.failure)
@@ -304,6 +314,9 @@ def run_round(
         if time.monotonic() - started > ROUND_LIMIT_S:
             raise BenchError(f"round took longer than {ROUND_LIMIT_S}s")
         inject_at = inject_wall - float(result.raw["started_at"])
+        anchors = result.raw.get("anchors", [])
+        if len(anchors) != 1:
+            raise BenchError(f"{impl}: the probe took {len(anchors)} grid anchors, expected 1")
         after = [o for o in result.outages if o.end > inject_at]
         return {
             "impl": impl,
@@ -315,6 +328,8 @@ def run_round(
             "outages_after_injection": [o.to_dict() for o in after],
             "inject_at_s": round(inject_at, 4),
             "inject_took_ms": round((t_injected - t_inject) * 1000, 1),
+            # From the injection to the first probe of the anchored grid after it.
+            "probe_grid_ms": round((anchors[0]["grid"] - inject_at) % PROBE_INTERVAL * 1000, 2),
             "vip_moved_ms": round((moved - t_inject) * 1000, 1),
             "round_s": round(time.monotonic() - started, 2),
             "loadavg_1m": load_average(),

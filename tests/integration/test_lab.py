@@ -14,7 +14,7 @@ import pytest
 
 from tests.lab import Lab, Probe, WaitTimeout, wait_for
 from tests.lab.lab import netns_exists
-from tests.lab.probe import REPO_ROOT, compute_outages, icmp_checksum
+from tests.lab.probe import REPO_ROOT, compute_outages, icmp_checksum, next_on_grid
 from tests.lab.procs import group_members
 from tests.lab.registry import proc_alive, proc_state
 
@@ -86,6 +86,32 @@ def test_probe_reports_one_outage_when_the_address_goes_and_comes_back(lab: Lab)
     assert outage.lost == result.lost >= 15
     assert result.longest_outage_ms == pytest.approx(outage.duration_ms, abs=0.01)
     assert outage.start < outage.end
+
+
+def test_probe_moves_its_schedule_onto_an_anchored_grid(lab: Lab) -> None:
+    """bench.failover anchors the probe grid to each injection (Probe.anchor)."""
+    two_nodes(lab)
+    probe = Probe(lab, "n2", "10.99.0.11", interval=0.01, max_duration=30).start()
+    probe.wait_received(10)
+    grid = time.monotonic() + 0.2537  # off the probe's own grid, and in the future
+    asked = time.monotonic()
+    probe.anchor(grid)
+    probe.wait_received(10)
+    result = probe.stop()
+    assert result.lost == 0, result.raw
+    [anchor] = result.raw["anchors"]
+    steps = (anchor["next_send"] - anchor["grid"]) / 0.01
+    assert steps == pytest.approx(round(steps), abs=1e-3), anchor  # on the new grid
+    t0 = result.raw["t0_monotonic"]
+    assert anchor["grid"] + t0 == pytest.approx(grid, abs=1e-5)
+    assert anchor["next_send"] + t0 >= asked  # a grid point not yet past when it was read
+
+
+def test_next_on_grid() -> None:
+    assert next_on_grid(10.0, 9.97, 0.01) == pytest.approx(9.97)
+    assert next_on_grid(10.0, 10.0, 0.01) == pytest.approx(10.0)
+    assert next_on_grid(10.0, 10.0001, 0.01) == pytest.approx(10.01)
+    assert next_on_grid(10.0, 9.9751, 0.01) == pytest.approx(9.98)
 
 
 @pytest.mark.parametrize("target", ["10.99.0.11", "fd00:99::11"])

@@ -13,6 +13,13 @@ sending, waits for replies still in flight, and writes one JSON object: sent, re
 lost, the outage windows (runs of consecutive lost probes: start and end in seconds since
 the first probe, probes lost, duration) and the longest outage in ms.
 
+With ``--anchor-file``, SIGUSR1 moves the send schedule onto a grid through the instant
+(CLOCK_MONOTONIC seconds, the clock every namespace shares) written in that file: the next
+probe goes out at the first point of that grid not yet past. A benchmark anchors the grid
+to a failure it is about to inject, so every round measures its outage from the same
+offset to the probes; otherwise where the 10 ms grid falls relative to the failure is
+random, and adds up to one interval of noise to every outage.
+
 ``Probe`` wraps it for tests: ``Probe(lab, "client", "10.99.0.100").start()`` ...
 ``.stop() -> ProbeResult``.
 """
@@ -23,6 +30,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import math
 import os
 import secrets
 import select
@@ -176,14 +184,33 @@ class _Transport:
         return seqs
 
 
+def next_on_grid(grid: float, now: float, interval: float) -> float:
+    """The first instant ``grid + k * interval`` (k any integer) that is not before ``now``."""
+    # The nanosecond of slack keeps a point that float division puts a hair later than
+    # ``now`` (9.97 for now=9.97 and grid=10.0) from being skipped.
+    return grid + math.ceil((now - grid) / interval - 1e-9) * interval
+
+
 def run_probe(args: argparse.Namespace) -> dict[str, Any]:
     stop_reason: list[str] = []
+    anchor_requests: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         stop_reason.append(signal.Signals(signum).name)
 
+    def on_anchor(_signum: int, _frame: object) -> None:
+        anchor_requests.append(1)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # A signal must end the select at once, not at the next scheduled probe.
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    if args.anchor_file:
+        signal.signal(signal.SIGUSR1, on_anchor)
+    anchors: list[dict[str, float]] = []
 
     token = secrets.token_bytes(8)
     tr = _Transport(args.proto, args.target, args.port, token)
@@ -216,6 +243,15 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         if now >= deadline:
             stop_reason.append("max-duration")
             break
+        if anchor_requests:
+            anchor_requests.clear()
+            try:
+                grid = float(Path(args.anchor_file).read_text())
+            except (OSError, ValueError) as exc:
+                print(f"probe: --anchor-file {args.anchor_file}: {exc}; not moved", file=sys.stderr)
+            else:
+                next_send = next_on_grid(grid, now, interval)
+                anchors.append({"grid": round(grid - t0, 6), "next_send": round(next_send - t0, 6)})
         if now >= next_send:
             sent_at.append(now - t0)
             tr.send(len(sent_at) - 1)
@@ -225,9 +261,15 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         if now >= next_progress:
             write_progress()
             next_progress = now + 0.1
-        ready, _, _ = select.select([tr.sock], [], [], max(0.0, next_send - now))
-        if ready:
+        ready, _, _ = select.select([tr.sock, wake_r], [], [], max(0.0, next_send - now))
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                wake_r.recv(64)
+        if tr.sock in ready:
             collect()
+    signal.set_wakeup_fd(-1)
+    wake_r.close()
+    wake_w.close()
     if not stop_reason:
         stop_reason.append("count")
     # Grace period for replies in flight: every probe gets its full timeout.
@@ -250,6 +292,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         "interval": interval,
         "timeout": timeout,
         "started_at": wall0,
+        "t0_monotonic": t0,
         "duration": round(sent_at[-1] if sent_at else 0.0, 6),
         "stopped_by": stop_reason[0],
         "sent": len(sent_at),
@@ -258,6 +301,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         "late": late,
         "rtt_ms_median": round(rtts[len(rtts) // 2] * 1000, 3) if rtts else None,
         "outages": [o.to_dict() for o in outages],
+        "anchors": anchors,
         "longest_outage_ms": round(max((o.duration_ms for o in outages), default=0.0), 3),
     }
 
@@ -284,6 +328,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=0, help="stop after this many probes")
     p.add_argument("--output", help="write the JSON result here (default: stdout)")
     p.add_argument("--progress", help="file rewritten every 0.1 s with {sent, received}")
+    p.add_argument(
+        "--anchor-file",
+        help="on SIGUSR1, read a CLOCK_MONOTONIC instant from this file and move the send "
+        "schedule onto the grid through it",
+    )
     args = p.parse_args(argv)
     try:
         ipaddress.ip_address(args.target)
@@ -349,6 +398,7 @@ class Probe:
     process: ProcessHandle | None = field(default=None, init=False)
     output: Path = field(init=False)
     progress_file: Path = field(init=False)
+    anchor_file: Path = field(init=False)
 
     def start(self) -> Probe:
         """Start probing; returns once the probe has sent its first probe."""
@@ -356,12 +406,14 @@ class Probe:
         stem = f"probe-{self.target.replace(':', '_')}"
         self.output = self.lab.unique_path(out_dir, stem, ".json")
         self.progress_file = self.output.with_suffix(".progress")
+        self.anchor_file = self.output.with_suffix(".anchor")
         argv = [
             sys.executable, "-m", "tests.lab.probe",
             "--target", self.target, "--proto", self.proto,
             "--interval", str(self.interval), "--timeout", str(self.timeout),
             "--max-duration", str(self.max_duration),
             "--output", str(self.output), "--progress", str(self.progress_file),
+            "--anchor-file", str(self.anchor_file),
         ]  # fmt: skip
         if self.port is not None:
             argv += ["--port", str(self.port)]
@@ -376,6 +428,20 @@ class Probe:
         if not self.process_alive():
             raise RuntimeError(f"probe exited at start:\n{self.process.log_text(tail=30)}")
         return self
+
+    def anchor(self, grid: float) -> None:
+        """Move the probe's schedule onto the grid through ``grid`` (time.monotonic()).
+
+        The probe applies it within a fraction of a millisecond: its next probe goes out
+        at the first grid point not yet past.
+        """
+        if self.process is None:
+            raise RuntimeError("probe was not started")
+        tmp = self.anchor_file.with_suffix(".anchor-tmp")
+        tmp.write_text(repr(grid))
+        os.replace(tmp, self.anchor_file)
+        if not self.process.signal(signal.SIGUSR1):
+            raise RuntimeError(f"probe is not running:\n{self.process.log_text(tail=30)}")
 
     def process_alive(self) -> bool:
         return self.process is not None and self.process.alive()
