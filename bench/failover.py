@@ -74,6 +74,8 @@ PROBE_INTERVAL = 0.01
 # Where the probe grid sits: one probe this long after the injection, one every
 # PROBE_INTERVAL before and after it.
 PROBE_GRID_OFFSET = 0.001
+# The least time between anchoring the probe grid and the injection it is anchored to.
+ANCHOR_LEAD = 0.025
 REPLIES_AFTER = 20  # probe replies required after the VIP moved: the outage has closed
 ROUND_LIMIT_S = 90.0  # no round may take longer than this (each wait is bounded as well)
 
@@ -275,6 +277,12 @@ def run_round(
         # effect on a crash's outage out of the comparison.
         phase = rng.uniform(0.0, row.interval)
         planned = wait_for_advert(pair, row) + phase
+        # Anchoring the probe takes a few ms; a phase shorter than that is taken in a later
+        # advert cycle (the adverts are periodic: same phase, later cycle).
+        for _ in range(100):
+            if planned - time.monotonic() >= ANCHOR_LEAD:
+                break
+            planned += row.interval
         # The probes go out on a grid through the injection (PROBE_GRID_OFFSET after it),
         # the same in every round for both implementations: where the 10 ms grid falls
         # relative to the failure no longer adds up to 10 ms of noise to each outage.
