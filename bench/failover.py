@@ -9,8 +9,9 @@ n2 (priority 100) and a client. Both run the same keepalived.conf; vigil runs wh
 VIP every 10 ms; the failure is injected at a random phase of the advert cycle; the
 benchmark waits until the VIP is on the other node and the client has N more replies.
 The round's outage is the probe's longest window of consecutive lost probes (ms). The
-probe's 10 ms grid is anchored to the injection (a probe 1 ms after it), so both
-implementations are measured from the same offset to their probes in every round.
+probe's 10 ms grid is anchored to the injection (a probe 0.5 ms before it, the next
+9.5 ms after it), so both implementations are measured from the same offset to their
+probes in every round.
 
 Failures:
   crash     SIGKILL of the master's whole process group, then at once its cable is pulled
@@ -71,9 +72,12 @@ RESULTS = REPO_ROOT / "bench" / "results"
 FAILURES = ("crash", "stop", "linkdown", "recovery")
 VIPS = {4: "10.99.0.100/24", 6: "fd00:99::100/64"}
 PROBE_INTERVAL = 0.01
-# Where the probe grid sits: one probe this long after the injection, one every
-# PROBE_INTERVAL before and after it.
-PROBE_GRID_OFFSET = 0.001
+# Where the probe grid sits: one probe this long before the injection (negative: before),
+# one every PROBE_INTERVAL before and after it. The failures take effect 0.3-5 ms after the
+# injection (the old master's last reply in the packet timelines), all inside one grid
+# step; a grid point inside that span (the first anchored runs had one at +1 ms) makes
+# the outage's start race the failure, and a clean stop read 10 ms longer or shorter.
+PROBE_GRID_OFFSET = -0.0005
 # The least time between anchoring the probe grid and the injection it is anchored to.
 ANCHOR_LEAD = 0.025
 REPLIES_AFTER = 20  # probe replies required after the VIP moved: the outage has closed
@@ -283,7 +287,7 @@ def run_round(
             if planned - time.monotonic() >= ANCHOR_LEAD:
                 break
             planned += row.interval
-        # The probes go out on a grid through the injection (PROBE_GRID_OFFSET after it),
+        # The probes go out on a grid through the injection (shifted by PROBE_GRID_OFFSET),
         # the same in every round for both implementations: where the 10 ms grid falls
         # relative to the failure no longer adds up to 10 ms of noise to each outage.
         probe.anchor(planned + PROBE_GRID_OFFSET)
