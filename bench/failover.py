@@ -72,11 +72,12 @@ RESULTS = REPO_ROOT / "bench" / "results"
 FAILURES = ("crash", "stop", "linkdown", "recovery")
 VIPS = {4: "10.99.0.100/24", 6: "fd00:99::100/64"}
 PROBE_INTERVAL = 0.01
-# Where the probe grid sits: one probe this long before the injection (negative: before),
-# one every PROBE_INTERVAL before and after it. The failures take effect 0.3-5 ms after the
-# injection (the old master's last reply in the packet timelines), all inside one grid
-# step; a grid point inside that span (the first anchored runs had one at +1 ms) makes
-# the outage's start race the failure, and a clean stop read 10 ms longer or shorter.
+# Where the probe grid sits relative to the injection (negative: a probe that long before
+# it), with one probe every PROBE_INTERVAL before and after. The failures take effect
+# 0.3-5 ms after the injection (the old master's last reply in the packet timelines), all
+# inside one grid step; a grid point inside that span (the first anchored runs had one at
+# +1 ms) makes the outage's start race the failure, and a clean stop read 10 ms longer or
+# shorter.
 PROBE_GRID_OFFSET = -0.0005
 # The least time between anchoring the probe grid and the injection it is anchored to.
 ANCHOR_LEAD = 0.025
