@@ -153,3 +153,94 @@ async def test_imprecise_deadlines_use_call_at(mode: str) -> None:
     await asyncio.wait_for(done.wait(), WAIT)
     assert loop.time() >= when
     timer.close()
+
+
+async def test_on_lead_runs_once_before_a_precise_deadline(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    order: list[tuple[str, float]] = []
+    done = asyncio.Event()
+    timer = PreciseTimer(
+        loop,
+        lambda: (order.append(("fire", loop.time())), done.set()),
+        on_lead=lambda: order.append(("lead", loop.time())),
+    )
+    when = loop.time() + 0.05
+    timer.arm(when)
+    assert order == []  # far off: nothing prepared yet
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert [name for name, _ in order] == ["lead", "fire"]
+    lead_at, fired_at = order[0][1], order[1][1]
+    assert when - timerfd.LEAD <= lead_at < when <= fired_at
+    timer.close()
+
+
+async def test_re_arming_far_off_never_runs_on_lead(mode: str) -> None:
+    """A backup re-arms Master_Down on every advert: no preparation until it is due."""
+    loop = asyncio.get_running_loop()
+    leads: list[float] = []
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, done.set, on_lead=lambda: leads.append(loop.time()))
+    for step in range(50):
+        timer.arm(loop.time() + 0.5 + step * 1e-3)
+        await asyncio.sleep(0)
+    assert leads == []
+    timer.arm(loop.time() + 0.02)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert len(leads) == 1
+    timer.close()
+
+
+async def test_a_deadline_inside_the_lead_prepares_at_once(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    leads: list[str] = []
+    done = asyncio.Event()
+    timer = PreciseTimer(loop, done.set, on_lead=lambda: leads.append("lead"))
+    timer.arm(loop.time() + timerfd.LEAD / 2)
+    assert leads == ["lead"]  # inside arm(), before the loop runs again
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert leads == ["lead"]
+    timer.close()
+
+
+async def test_a_failing_on_lead_is_logged_and_the_timer_still_fires(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def broken() -> None:
+        raise RuntimeError("no luck")
+
+    timer = PreciseTimer(loop, done.set, on_lead=broken)
+    when = loop.time() + 0.02
+    timer.arm(when)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert loop.time() >= when
+    assert "timer lead callback" in caplog.text and "no luck" in caplog.text
+    timer.close()
+
+
+async def test_on_lead_may_move_or_cancel_the_deadline(mode: str) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+    done = asyncio.Event()
+    timer: PreciseTimer
+
+    def move() -> None:
+        timer.arm(later)
+
+    timer = PreciseTimer(loop, lambda: (calls.append(loop.time()), done.set()), on_lead=move)
+    later = loop.time() + 0.06
+    timer.arm(loop.time() + 0.02)
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert len(calls) == 1 and calls[0] >= later
+
+    cancelled = PreciseTimer(loop, lambda: calls.append(-1.0), on_lead=lambda: cancelled.cancel())
+    cancelled.arm(loop.time() + 0.01)
+    witness = asyncio.Event()
+    probe = PreciseTimer(loop, witness.set)
+    probe.arm(loop.time() + 0.05)
+    await asyncio.wait_for(witness.wait(), WAIT)
+    assert -1.0 not in calls
+    for t in (timer, cancelled, probe):
+        t.close()

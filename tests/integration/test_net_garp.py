@@ -169,3 +169,38 @@ def test_head_now_then_the_rest_is_the_same_burst(
     }
     frames = wire.frames(is_announcement, count=2 * count)
     assert [ARP in f for f in frames] == [True, False] * count
+
+
+PREPARED = """
+import asyncio, json, subprocess, sys
+from vigil.net import garp
+from vigil.net.garp import GarpSender
+vips, new_mac = json.loads(sys.argv[1])
+sender = GarpSender()
+out = {"prepared": sender.prepare("eth0", vips), "missing": sender.prepare("eth9", vips)}
+# Frames carry the MAC read when they were prepared; a fresh one is read once they expire.
+subprocess.run(["ip", "link", "set", "eth0", "address", new_mac], check=True)
+out["fresh"] = asyncio.run(sender.send_burst("eth0", vips, count=1))
+garp.PREPARED_MAX_AGE = 0.0
+out["expired"] = asyncio.run(sender.send_burst("eth0", vips, count=1))
+print(json.dumps(out))
+"""
+
+
+def test_prepared_frames_are_sent_while_fresh(lab: Lab) -> None:
+    """GarpSender.prepare() builds a takeover's frames ahead of it (VRRP does so at the
+    Master_Down timer's lead); bursts use them for PREPARED_MAX_AGE, then build anew."""
+    build(lab)
+    old_mac = lab.link_info("a")["address"]
+    new_mac = "02:00:00:88:00:01"
+    wire = Wire(lab, "b")
+    args = json.dumps([[VIP4, VIP6], new_mac])
+    done = lab.run("a", [sys.executable, "-c", PREPARED, args], timeout=30)
+    assert json.loads(done.stdout) == {"prepared": 2, "missing": 0, "fresh": 2, "expired": 2}
+    frames = wire.frames(is_announcement, count=4)
+    assert [bytes(f) for f in frames] == [
+        build_gratuitous_arp(old_mac, VIP4),
+        build_unsolicited_na(old_mac, VIP6),
+        build_gratuitous_arp(new_mac, VIP4),
+        build_unsolicited_na(new_mac, VIP6),
+    ]

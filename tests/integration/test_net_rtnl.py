@@ -117,3 +117,47 @@ def test_kernel_refusal_keeps_its_explanation(lab: Lab, node: str) -> None:
     assert result["error"].startswith("cannot add fd00::9/64 to ve0: "), result
     assert "(kernel: " in result["error"], result
     assert find_addr(node, "ve0", "fd00::9") is None
+
+
+PREPARED = """
+import json, subprocess, sys
+from ipaddress import ip_interface
+from vigil.net import netlink
+from vigil.net.netlink import Netlink, NetlinkFailure
+nl = Netlink()
+out = {}
+
+def add(ifname, address, **kwargs):
+    try:
+        return {"added": nl.add_address_now(ifname, ip_interface(address), **kwargs)}
+    except NetlinkFailure as exc:
+        return {"errno": exc.errno}
+
+out["prepared"] = nl.prepare_address("ve0", ip_interface("10.0.0.50/24"), label="ve0:p")
+out["stale"] = nl.prepare_address("ve0", ip_interface("10.0.0.51/24"))
+out["bad_label"] = nl.prepare_address("ve0", ip_interface("10.0.0.52/24"), label="x:y")
+out["no_device"] = nl.prepare_address("eth9", ip_interface("10.0.0.53/24"))
+# The requests name ve0 by its index: renamed, it is still the interface they add to.
+subprocess.run(["ip", "link", "set", "ve0", "down"], check=True)
+subprocess.run(["ip", "link", "set", "ve0", "name", "ve9"], check=True)
+out["add_prepared"] = add("ve0", "10.0.0.50/24", label="ve0:p")
+out["used_once"] = add("ve0", "10.0.0.50/24", label="ve0:p")
+netlink.PREPARED_MAX_AGE = 0.0
+out["add_stale"] = add("ve0", "10.0.0.51/24")
+print(json.dumps(out))
+"""
+
+
+def test_a_prepared_request_is_sent_as_built_once_while_fresh(lab: Lab, node: str) -> None:
+    """prepare_address() packs the request (interface index included) ahead of a takeover;
+    add_address_now() sends it once, within PREPARED_MAX_AGE, and else builds anew."""
+    done = lab.run("n1", [sys.executable, "-c", PREPARED], timeout=30)
+    out = json.loads(done.stdout)
+    assert out["prepared"] is True and out["stale"] is True
+    assert out["bad_label"] is False and out["no_device"] is False
+    assert out["add_prepared"] == {"added": True}
+    assert out["used_once"] == {"errno": 19}  # built anew: there is no ve0 any more
+    assert out["add_stale"] == {"errno": 19}  # too old: built anew
+    vip = find_addr(node, "ve9", "10.0.0.50")
+    assert vip is not None and vip["label"] == "ve0:p" and vip["prefixlen"] == 24
+    assert find_addr(node, "ve9", "10.0.0.51") is None

@@ -565,3 +565,27 @@ def test_keepalived_accepts_our_adverts_and_backs_off(lab: Lab) -> None:
     agent("stop_advertising")
     for vip in ("10.88.0.100", "fd00:88::100"):
         lab.wait_address("c", vip, timeout=10)  # master again once we went quiet
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_prepare_builds_what_send_would_and_sends_nothing(lab: Lab, family: int) -> None:
+    """The runtime prepares a backup's first advert at the Master_Down timer's lead."""
+    build(lab, "a", "b", "c")
+    wire = Wire(lab, "b")
+    agent = DriverProcess(lab, "a")
+    agent("acquire", family=family, ifname="eth0")
+    own = ADDR["a"][0].split("/")[0] if family == 4 else link_local(lab, "a")
+    peers = [ADDR[n][0 if family == 4 else 1].split("/")[0] for n in ("b", "c")]
+    source = "10.88.0.1" if family == 4 else "fd00:88::1"
+
+    multicast = agent("prepare", family=family, ifname="eth0")
+    unicast = agent("prepare", family=family, ifname="eth0", dst=peers, src=source)
+    wrong = agent("prepare", family=family, ifname="eth0", dst=["not-an-address"])
+
+    assert multicast["built"] == [[own, GROUP[family]]]
+    assert unicast["built"] == [[source, peer] for peer in peers]
+    assert wrong["built"] == []  # left for send() to report
+    assert wrong["tx_packets"] == 0
+    agent("send", family=family, ifname="eth0", payload=vrrp_message(99).hex())
+    (first,) = wire.frames(is_vrrp)  # the marker is the first VRRP frame on the wire
+    assert vrrp_bytes(first)[1] == 99

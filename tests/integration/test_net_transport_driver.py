@@ -132,6 +132,16 @@ class Driver:
 
                 return {"sent": sock.send(build, cmd.get("dst"), cmd.get("src"))}
             return {"sent": sock.send(payload, cmd.get("dst"), cmd.get("src"))}
+        if op == "prepare":
+            sock = self.socket_for(cmd)
+            seen: list[list[str]] = []
+
+            def record(src: Any, dst: Any) -> bytes:
+                seen.append([str(src), str(dst)])
+                return b""
+
+            sock.prepare(record, cmd.get("dst"), cmd.get("src"))
+            return {"built": seen, "tx_packets": sock.stats.tx_packets}
         if op == "link_up":
             return {"up": [repr(s) for s in self.registry.link_up(cmd["ifname"])]}
         if op == "link_down":

@@ -12,6 +12,11 @@ receives, so the timer waits with a plain ``call_at`` until :data:`LEAD` seconds
 the deadline and only then arms the timerfd (one system call per expiry, none per
 re-arm). ``arm(when, precise=False)`` is a plain ``call_at`` (a master's advert timer,
 where a millisecond does not matter).
+
+An optional ``on_lead`` callback runs at that lead before a precise deadline (also with
+the ``call_at`` fallback, and at once for a deadline armed inside the lead): the one
+moment a backup knows its Master_Down timer is about to expire, used to get the takeover's
+packets ready so that the deadline itself only sends them.
 """
 
 from __future__ import annotations
@@ -79,9 +84,16 @@ class PreciseTimer:
     loop's thread, like the loop itself.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        callback: Callable[[], None],
+        *,
+        on_lead: Callable[[], None] | None = None,
+    ) -> None:
         self._loop = loop
         self._callback = callback
+        self._on_lead = on_lead
         self._when: float | None = None
         self._precise = True
         self._handle: asyncio.TimerHandle | None = None
@@ -114,10 +126,10 @@ class PreciseTimer:
             return
         self._when, self._precise = when, precise
         self._disarm()
-        if not precise or self._fd < 0:
+        if not precise:
             self._handle = self._loop.call_at(when, self._fire)
         elif when - LEAD <= self._loop.time():
-            self._arm_fd(when)
+            self._lead_then_arm(when)
         else:
             self._handle = self._loop.call_at(when - LEAD, self._lead)
 
@@ -146,7 +158,24 @@ class PreciseTimer:
     def _lead(self) -> None:
         self._handle = None
         if self._when is not None:
-            self._arm_fd(self._when)
+            self._lead_then_arm(self._when)
+
+    def _lead_then_arm(self, when: float) -> None:
+        """Run ``on_lead``, then arm the timerfd unless the callback re-armed or cancelled.
+
+        ``on_lead`` is a preparation: its failure is logged and never stops the timer.
+        """
+        if self._on_lead is not None:
+            try:
+                self._on_lead()
+            except Exception:
+                log.exception("timer lead callback %r failed", self._on_lead)
+            if self._when != when or self._handle is not None or self._fd_armed:
+                return
+        if self._fd >= 0:
+            self._arm_fd(when)
+        else:
+            self._handle = self._loop.call_at(when, self._fire)
 
     def _arm_fd(self, when: float) -> None:
         self._settime(when)

@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import time
 from collections.abc import Iterable
 
 __all__ = [
@@ -52,6 +53,10 @@ SIOCGIFHWADDR = 0x8927
 MAX_BURST_COUNT = 10_000  # the config schema allows garp master_repeat up to 10000
 MAX_BURST_INTERVAL = 60.0
 TRANSIENT_ERRNOS = frozenset({errno.ENOBUFS, errno.EAGAIN})
+#: How long frames from :meth:`GarpSender.prepare` are used: they carry the interface's
+#: MAC as read when they were built. VRRP prepares them 5 ms before a possible takeover.
+PREPARED_MAX_AGE = 1.0
+_PREPARED_MAX = 1024  # frames kept at most
 
 _ETHERNET = struct.Struct("!6s6sH")
 _ARP = struct.Struct("!HHBBH6s4s6s4s")
@@ -152,6 +157,8 @@ class GarpSender:
         self._sock: socket.socket | None = None
         self.sent = 0
         self.errors = 0
+        # prepare(): (frame, protocol, when) by (interface, VIP, MAC given or None).
+        self._prepared: dict[tuple[str, object, bytes | None], tuple[bytes, int, float]] = {}
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
@@ -169,6 +176,36 @@ class GarpSender:
             self._sock.close()
             self._sock = None
 
+    def prepare(
+        self,
+        ifname: str,
+        vips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address | str],
+        mac: str | bytes | None = None,
+    ) -> int:
+        """Build the frames a burst for ``vips`` on ``ifname`` will send; how many.
+
+        Reading the interface's MAC and building a frame (with the NA's checksum) cost more
+        than sending it, and VRRP announces VIPs on the clock: it prepares them shortly
+        before a deadline that may make it master. Prepared frames are used for
+        PREPARED_MAX_AGE. An interface that cannot be read now is left for the send to
+        report.
+        """
+        hw = parse_mac(mac) if mac is not None else None
+        try:
+            own = hw if hw is not None else interface_mac(ifname)
+        except OSError:
+            return 0
+        if len(self._prepared) >= _PREPARED_MAX:
+            self._prepared.clear()
+        now = time.monotonic()
+        done = 0
+        for vip in vips:
+            address = ipaddress.ip_address(vip)
+            frame, proto = _frame_for(own, address)
+            self._prepared[(ifname, address, hw)] = (frame, proto, now)
+            done += 1
+        return done
+
     def send_one(
         self,
         ifname: str,
@@ -185,8 +222,12 @@ class GarpSender:
         mac: str | bytes | None,
     ) -> OSError | None:
         try:
-            hw = parse_mac(mac) if mac is not None else interface_mac(ifname)
-            frame, proto = _frame_for(hw, address)
+            hw = parse_mac(mac) if mac is not None else None
+            prepared = self._prepared.get((ifname, address, hw))
+            if prepared is not None and time.monotonic() - prepared[2] < PREPARED_MAX_AGE:
+                frame, proto, _ = prepared
+            else:
+                frame, proto = _frame_for(hw or interface_mac(ifname), address)
             self._socket().sendto(frame, (ifname, proto))
         except OSError as exc:
             self.errors += 1

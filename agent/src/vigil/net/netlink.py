@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from pyroute2 import config as pyroute2_config
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
 
-from vigil.net.rtnl import RtnlError, RtnlSocket
+from vigil.net.rtnl import RtnlError, RtnlSocket, newaddr_payload
 
 __all__ = [
     "SCOPES",
@@ -82,6 +83,11 @@ IFA_F_TENTATIVE = 0x40
 RT_TABLE_MAIN = 254
 IFNAMSIZ = 16
 _SO_RCVBUFFORCE = 33
+
+#: How long a request from :meth:`Netlink.prepare_address` stays usable. It names the
+#: interface by index, read when it was prepared; VRRP prepares 5 ms before a deadline.
+PREPARED_MAX_AGE = 1.0
+_PREPARED_MAX = 1024  # requests kept at most (one per VIP, normally)
 
 _EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
 
@@ -421,6 +427,8 @@ class Netlink:
         self._netns = netns
         self._ipr: AsyncIPRoute | None = None
         self._rtnl = RtnlSocket()  # opened on first use, own namespace only
+        # prepare_address(): (target text, RTM_NEWADDR body, when) by the add's arguments.
+        self._prepared: dict[tuple[object, ...], tuple[str, bytes, float]] = {}
 
     @property
     def netns(self) -> str | None:
@@ -655,22 +663,72 @@ class Netlink:
         The kernel handles an rtnetlink request inside ``sendmsg`` and has queued its
         answer when that returns, so this takes tens of microseconds and never waits for
         the event loop (pyroute2's asyncio path costs milliseconds). VRRP uses it to put a
-        VIP in and announce it in one go when it becomes master.
+        VIP in and announce it in one go when it becomes master, with the request made
+        ready by :meth:`prepare_address` if there is a fresh one.
         """
         if self._netns is not None:
             raise RuntimeError("add_address_now works in the agent's own namespace only")
-        target, scope_value, brd, nodad = self._address_request(
-            ifname, address, label, scope, nodad, broadcast
-        )
-        index = self._own_index(f"add {address}", f"to {ifname}", ifname)
+        key = (ifname, address, label, scope, nodad, broadcast)
+        prepared = self._prepared.pop(key, None)
+        if prepared is not None and time.monotonic() - prepared[2] < PREPARED_MAX_AGE:
+            target, payload, _ = prepared
+        else:
+            target, payload = self._newaddr(ifname, address, label, scope, nodad, broadcast)
         try:
-            return self._rtnl.add_address(
-                index, address, scope=scope_value, label=label, broadcast=brd, nodad=nodad
-            )
+            return self._rtnl.new_address(payload)
         except RtnlError as exc:
             raise _rtnl_failure("add", target, exc) from None
         except OSError as exc:
             raise NetlinkFailure("add", target, exc.errno or errno_mod.EIO) from None
+
+    def prepare_address(
+        self,
+        ifname: str,
+        address: IPInterface,
+        *,
+        label: str | None = None,
+        scope: str = "global",
+        nodad: bool = True,
+        broadcast: IPv4Address | Literal["auto"] | None = "auto",
+    ) -> bool:
+        """Build the request :meth:`add_address_now` will send with these arguments.
+
+        VRRP calls this shortly before a deadline that may make it master: checking the
+        arguments, finding the interface's index and packing the request cost more than
+        the kernel's work, and then the add only sends. A prepared request is used once,
+        within PREPARED_MAX_AGE. Returns False (nothing kept) if the arguments are wrong
+        or the interface is missing; the add itself then reports why.
+        """
+        if self._netns is not None:
+            return False
+        try:
+            target, payload = self._newaddr(ifname, address, label, scope, nodad, broadcast)
+        except (NetlinkFailure, ValueError):
+            return False
+        if len(self._prepared) >= _PREPARED_MAX:
+            self._prepared.clear()
+        key = (ifname, address, label, scope, nodad, broadcast)
+        self._prepared[key] = (target, payload, time.monotonic())
+        return True
+
+    def _newaddr(
+        self,
+        ifname: str,
+        address: IPInterface,
+        label: str | None,
+        scope: str,
+        nodad: bool,
+        broadcast: IPv4Address | Literal["auto"] | None,
+    ) -> tuple[str, bytes]:
+        """(target text, RTM_NEWADDR body) for an add in our own namespace."""
+        target, scope_value, brd, nodad = self._address_request(
+            ifname, address, label, scope, nodad, broadcast
+        )
+        index = self._own_index(f"add {address}", f"to {ifname}", ifname)
+        payload = newaddr_payload(
+            index, address, scope=scope_value, label=label, broadcast=brd, nodad=nodad
+        )
+        return target, payload
 
     def _address_request(
         self,

@@ -66,8 +66,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def build_newaddr(
-    seq: int,
+def newaddr_payload(
     index: int,
     address: IPInterface,
     *,
@@ -76,7 +75,11 @@ def build_newaddr(
     broadcast: IPv4Address | None = None,
     nodad: bool = False,
 ) -> bytes:
-    """The RTM_NEWADDR request ``ip addr add`` would send (create, fail if it exists)."""
+    """The body of an RTM_NEWADDR request (ifaddrmsg and attributes), without its header.
+
+    It holds no sequence number, so it can be built ahead of time and sent later with
+    :meth:`RtnlSocket.new_address`.
+    """
     family = socket.AF_INET if isinstance(address, IPv4Interface) else socket.AF_INET6
     packed = address.ip.packed
     flags = IFA_F_NODAD if nodad else 0
@@ -88,7 +91,10 @@ def build_newaddr(
         attrs.append(_attr(IFA_LABEL, label.encode() + b"\0"))
     if flags:
         attrs.append(_attr(IFA_FLAGS, struct.pack("=I", flags)))
-    payload = body + b"".join(attrs)
+    return body + b"".join(attrs)
+
+
+def _newaddr_request(seq: int, payload: bytes) -> bytes:
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(payload),
         RTM_NEWADDR,
@@ -97,6 +103,23 @@ def build_newaddr(
         0,
     )
     return header + payload
+
+
+def build_newaddr(
+    seq: int,
+    index: int,
+    address: IPInterface,
+    *,
+    scope: int = 0,
+    label: str | None = None,
+    broadcast: IPv4Address | None = None,
+    nodad: bool = False,
+) -> bytes:
+    """The RTM_NEWADDR request ``ip addr add`` would send (create, fail if it exists)."""
+    payload = newaddr_payload(
+        index, address, scope=scope, label=label, broadcast=broadcast, nodad=nodad
+    )
+    return _newaddr_request(seq, payload)
 
 
 def parse_ack(data: bytes, seq: int) -> tuple[bool, int, str | None]:
@@ -175,14 +198,18 @@ class RtnlSocket:
 
         Raises :class:`RtnlError` if the kernel refuses, OSError if the socket fails.
         """
+        return self.new_address(
+            newaddr_payload(
+                index, address, scope=scope, label=label, broadcast=broadcast, nodad=nodad
+            )
+        )
+
+    def new_address(self, payload: bytes) -> bool:
+        """Send an RTM_NEWADDR built by :func:`newaddr_payload`; False if it existed."""
         sock = self._socket()
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         seq = self._seq
-        sock.send(
-            build_newaddr(
-                seq, index, address, scope=scope, label=label, broadcast=broadcast, nodad=nodad
-            )
-        )
+        sock.send(_newaddr_request(seq, payload))
         for _ in range(64):  # stale answers to abandoned requests, at most
             try:
                 data = sock.recv(65536)

@@ -548,6 +548,30 @@ class VrrpSocket:
                 break
         return sent
 
+    def prepare(
+        self,
+        payload: PayloadBuilder,
+        dst: IPAddress | str | Iterable[IPAddress | str] | None = None,
+        src: IPAddress | str | None = None,
+    ) -> None:
+        """Do what :meth:`send` with these arguments would do before sending, send nothing.
+
+        That reads the default source if the cached one is old, and calls ``payload``
+        for each datagram, so a builder that caches has them ready: the runtime calls
+        this shortly before a backup's Master_Down deadline. Problems are left for the
+        send itself to find and report.
+        """
+        if self._sock is None:
+            return
+        try:
+            source = self._source_address(src) if src is not None else self.default_source()
+            targets = self._destinations(dst)
+        except ValueError:
+            return
+        if source is not None:
+            for target in targets:
+                payload(source, target)
+
     def link_problem(self) -> str | None:
         """Why the interface cannot carry VRRP now (gone, re-created, down), or None."""
         try:

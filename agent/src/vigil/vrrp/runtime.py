@@ -548,7 +548,7 @@ class InstanceRuntime:
         if self._timer is None:
             # Not a bare call_at: asyncio wakes up to 1 ms after a deadline, which a
             # Master_Down expiry would add to every failover (vigil.timerfd).
-            self._timer = PreciseTimer(self.loop, self._on_timer)
+            self._timer = PreciseTimer(self.loop, self._on_timer, on_lead=self._prepare_takeover)
         # Master_Down and the other backup-side deadlines decide a failover: to the
         # microsecond. A master's next advert can be a millisecond late.
         self._timer.arm(deadline, precise=self.machine.state is not VrrpState.MASTER)
@@ -562,7 +562,14 @@ class InstanceRuntime:
         sock = self.sock
         if sock is None:
             return
-        cfg = self.cfg
+        unicast = self.cfg.unicast
+        if unicast is not None:
+            sock.send(self._advert_builder(priority), dst=list(unicast.peers), src=unicast.source)
+        else:
+            sock.send(self._advert_builder(priority))
+
+    def _advert_builder(self, priority: int) -> Callable[[IPAddress, IPAddress], bytes]:
+        """Adverts by (source, destination) for ``priority``, built once and cached."""
         cache = self._adverts
 
         def build(src: IPAddress, dst: IPAddress) -> bytes:
@@ -574,10 +581,41 @@ class InstanceRuntime:
                 data = cache[key] = self._build_advert(priority, src, dst)
             return data
 
-        if cfg.unicast is not None:
-            sock.send(build, dst=list(cfg.unicast.peers), src=cfg.unicast.source)
+        return build
+
+    def _prepare_takeover(self) -> None:
+        """A backup's deadline is a few milliseconds away (the timer's lead): get ready.
+
+        If it makes us master, the first advert, the VIPs and their GARP/NA are on the
+        clock. Finding the advert's source, building the advert, checking each VIP's
+        arguments and packing its netlink request, reading the MAC and building the
+        frames cost more than sending all of them, so they are done now and the
+        takeover only sends. Nothing here changes state; if the deadline moves on, the
+        prepared requests and frames expire unused.
+        """
+        if self.machine.state is not VrrpState.BACKUP or self.sock is None:
+            return
+        build = self._advert_builder(self.machine.effective_priority)
+        unicast = self.cfg.unicast
+        if unicast is not None:
+            self.sock.prepare(build, dst=list(unicast.peers), src=unicast.source)
         else:
-            sock.send(build)
+            self.sock.prepare(build)
+        nl = self.owner.nl
+        for dev, addr in self._owned_addresses():
+            vip = self._vip_by_address(dev, addr)
+            nl.prepare_address(
+                dev,
+                addr,
+                label=vip.label if vip is not None else None,
+                scope=vip.scope if vip is not None else "global",
+            )
+        addrs = [addr.ip for _, addr in self._owned_addresses()]
+        for dev, vips, mac in self._garp_targets(addrs):
+            try:
+                self.owner.garp.prepare(dev, vips, mac)
+            except ValueError as exc:
+                log.debug("(%s) cannot prepare GARP/NA on %s: %s", self.name, dev, exc)
 
     def _build_advert(self, priority: int, src: IPAddress, dst: IPAddress) -> bytes:
         cfg = self.cfg
