@@ -62,6 +62,7 @@ bench: setup
 
 lint:
 	$(VENV)/bin/ruff check agent/src agent/tests tests bench plugins
+	$(VENV)/bin/ruff format --check agent/src agent/tests tests bench plugins
 	$(VENV)/bin/mypy --config-file agent/pyproject.toml agent/src
 
 clean-lab:

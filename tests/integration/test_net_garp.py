@@ -118,12 +118,8 @@ def test_peer_learns_the_vip_at_the_virtual_mac(lab: Lab) -> None:
 
     frames = wire.frames(is_announcement, count=2)
     assert {f.src for f in frames} == {VMAC}
-    lab.wait_for(
-        lambda: neighbour(lab, "b", VIP4) == VMAC, what=f"{VIP4} at {VMAC} on b"
-    )
-    lab.wait_for(
-        lambda: neighbour(lab, "b", VIP6) == VMAC, what=f"{VIP6} at {VMAC} on b"
-    )
+    lab.wait_for(lambda: neighbour(lab, "b", VIP4) == VMAC, what=f"{VIP4} at {VMAC} on b")
+    lab.wait_for(lambda: neighbour(lab, "b", VIP6) == VMAC, what=f"{VIP6} at {VMAC} on b")
 
 
 def test_burst_on_a_missing_interface_stops_without_raising(lab: Lab) -> None:

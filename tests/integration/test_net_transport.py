@@ -49,15 +49,11 @@ def link_local(lab: Lab, node: str) -> str:
         ip = ipaddress.ip_interface(address).ip
         if ip.version == 6 and ip.is_link_local:
             return str(ip)
-    raise AssertionError(
-        f"{node} has no link-local address: {lab.addresses(node, 'eth0')}"
-    )
+    raise AssertionError(f"{node} has no link-local address: {lab.addresses(node, 'eth0')}")
 
 
 def is_vrrp(frame: Ether) -> bool:
-    return (IP in frame and frame[IP].proto == 112) or (
-        IPv6 in frame and frame[IPv6].nh == 112
-    )
+    return (IP in frame and frame[IP].proto == 112) or (IPv6 in frame and frame[IPv6].nh == 112)
 
 
 def vrrp_bytes(frame: Ether) -> bytes:
@@ -98,15 +94,11 @@ def test_ipv4_advert_leaves_from_the_primary_with_ttl_255_and_tos_c0(lab: Lab) -
     ip = frame[IP]
     assert frame.dst == "01:00:5e:00:00:12"
     assert (ip.src, ip.dst, ip.ttl, ip.tos) == ("10.88.0.1", "224.0.0.18", 255, 0xC0)
-    assert (
-        ip.flags == 0 and ip.id != 0
-    )  # like keepalived: no DF, a counted identification
+    assert ip.flags == 0 and ip.id != 0  # like keepalived: no DF, a counted identification
     assert vrrp_bytes(frame) == payload
     fresh = IP(bytes(ip))
     del fresh.chksum
-    assert (
-        IP(bytes(fresh)).chksum == ip.chksum
-    )  # the kernel filled a valid header checksum
+    assert IP(bytes(fresh)).chksum == ip.chksum  # the kernel filled a valid header checksum
 
 
 def test_ipv6_advert_leaves_from_the_link_local_with_kernel_checksum(lab: Lab) -> None:
@@ -148,13 +140,8 @@ def test_tcpdump_on_the_peer_sees_ttl_255_and_tos_c0(lab: Lab) -> None:
     for family in (4, 6):
         agent("acquire", family=family, ifname="eth0")
         payload = vrrp_message(3, addresses=bytes(4 if family == 4 else 16))
-        assert (
-            agent("send", family=family, ifname="eth0", payload=payload.hex())["sent"]
-            == 1
-        )
-    lab.wait_for(
-        lambda: not tcpdump.alive(), what="tcpdump to capture 2 packets and exit"
-    )
+        assert agent("send", family=family, ifname="eth0", payload=payload.hex())["sent"] == 1
+    lab.wait_for(lambda: not tcpdump.alive(), what="tcpdump to capture 2 packets and exit")
 
     v4, v6 = sorted(rdpcap(str(pcap)), key=lambda f: IPv6 in f)
     assert (v4[IP].src, v4[IP].ttl, v4[IP].tos) == ("10.88.0.1", 255, 0xC0)
@@ -204,12 +191,8 @@ def test_receive_demultiplexes_by_vrid_and_reports_ttl(lab: Lab, family: int) ->
         else:  # the VRRP message; the kernel filled the checksum
             assert data[:6] + data[8:] == sent[vrid][:6] + sent[vrid][8:]
 
-    check(
-        agent.wait_event(lambda e: e["event"] == "rx" and e["handler"] == 10), 10, 255
-    )
-    check(
-        agent.wait_event(lambda e: e["event"] == "rx" and e["handler"] == 20), 20, 255
-    )
+    check(agent.wait_event(lambda e: e["event"] == "rx" and e["handler"] == 10), 10, 255)
+    check(agent.wait_event(lambda e: e["event"] == "rx" and e["handler"] == 20), 20, 255)
     unknown = agent.wait_event(lambda e: e["event"] == "unknown")
     check(unknown, 30, 255)
     assert unknown["reported_vrid"] == 30
@@ -220,10 +203,7 @@ def test_receive_demultiplexes_by_vrid_and_reports_ttl(lab: Lab, family: int) ->
 
     agent("unregister", family=family, ifname="eth0", vrid=20)
     send_from_peer(20, 255)
-    assert (
-        agent.wait_event(lambda e: e["event"] in ("rx", "unknown"))["event"]
-        == "unknown"
-    )
+    assert agent.wait_event(lambda e: e["event"] in ("rx", "unknown"))["event"] == "unknown"
     stats = agent("status", family=family, ifname="eth0")["stats"]
     assert (stats["rx_packets"], stats["rx_unknown_vrid"]) == (5, 2)
 
@@ -248,9 +228,7 @@ def test_own_adverts_are_not_looped_back(lab: Lab, family: int) -> None:
 
 def joined_groups(lab: Lab, node: str) -> set[str]:
     text = lab.ip(node, "maddr", "show", "dev", "eth0")
-    return {
-        line.split()[1] for line in text.splitlines() if line.strip().startswith("inet")
-    }
+    return {line.split()[1] for line in text.splitlines() if line.strip().startswith("inet")}
 
 
 def test_sockets_are_shared_and_leave_the_group_on_last_release(lab: Lab) -> None:
@@ -272,15 +250,11 @@ def test_sockets_are_shared_and_leave_the_group_on_last_release(lab: Lab) -> Non
 
 
 @pytest.mark.parametrize("family", [4, 6])
-def test_unicast_goes_to_each_peer_only_from_the_configured_source(
-    lab: Lab, family: int
-) -> None:
+def test_unicast_goes_to_each_peer_only_from_the_configured_source(lab: Lab, family: int) -> None:
     build(lab, "a", "b", "c")
     source = "10.88.0.50" if family == 4 else "fd00:88::50"
     lab.add_addr("a", "eth0", f"{source}/{24 if family == 4 else 64}")
-    peers = {
-        node: ADDR[node][0 if family == 4 else 1].split("/")[0] for node in ("b", "c")
-    }
+    peers = {node: ADDR[node][0 if family == 4 else 1].split("/")[0] for node in ("b", "c")}
     wires = {node: Wire(lab, node) for node in ("b", "c")}
     agent = DriverProcess(lab, "a")
     agent("acquire", family=family, ifname="eth0")
@@ -308,10 +282,7 @@ def test_unicast_goes_to_each_peer_only_from_the_configured_source(
             )
         # The builder saw this datagram's own (src, dst).
         body = vrrp_bytes(unicast)
-        tail = (
-            ipaddress.ip_address(source).packed
-            + ipaddress.ip_address(peers[node]).packed
-        )
+        tail = ipaddress.ip_address(source).packed + ipaddress.ip_address(peers[node]).packed
         assert body.endswith(tail)
         if family == 6:
             assert v6_checksum_ok(unicast)
@@ -340,12 +311,7 @@ def test_vmac_socket_sends_from_the_parent_primary_and_receives(lab: Lab) -> Non
     agent("register", family=4, ifname="vrrp.51", vrid=51)
     agent("source_interface", family=4, ifname="vrrp.51", source="eth0")
 
-    assert (
-        agent("send", family=4, ifname="vrrp.51", payload=vrrp_message(51).hex())[
-            "sent"
-        ]
-        == 1
-    )
+    assert agent("send", family=4, ifname="vrrp.51", payload=vrrp_message(51).hex())["sent"] == 1
     (frame,) = wire.frames(is_vrrp)
     assert (frame.src, frame[IP].src, frame[IP].ttl) == (vmac, "10.88.0.1", 255)
 
@@ -380,13 +346,9 @@ def test_socket_survives_the_interface_being_deleted_and_recreated(lab: Lab) -> 
 
     lab.ip("a", "link", "del", "eth0")
     for family in (4, 6):
-        sent = agent(
-            "send", family=family, ifname="eth0", payload=payloads[family].hex()
-        )
+        sent = agent("send", family=family, ifname="eth0", payload=payloads[family].hex())
         assert sent["sent"] == 0
-        down = agent.wait_event(
-            lambda e, f=family: e["event"] == "status" and e["family"] == f
-        )
+        down = agent.wait_event(lambda e, f=family: e["event"] == "status" and e["family"] == f)
         assert down["up"] is False and "eth0" in down["reason"]
         # Sending again while down: nothing sent, nothing reported again, no busy retry.
         assert agent("send", family=family, ifname="eth0", payload="00")["sent"] == 0
@@ -407,15 +369,11 @@ def test_socket_survives_the_interface_being_deleted_and_recreated(lab: Lab) -> 
         assert status["up"] is True and status["ifindex"] != before[family]
         assert agent("send", family=family, ifname="eth0",
                      payload=payloads[family].hex())["sent"] == 1  # fmt: skip
-        (frame,) = wire.frames(
-            lambda f, fam=family: is_vrrp(f) and (IP in f) == (fam == 4)
-        )
+        (frame,) = wire.frames(lambda f, fam=family: is_vrrp(f) and (IP in f) == (fam == 4))
         assert vrrp_bytes(frame)[1] == 10
         # ... and receives again, with the group joined on the new interface.
         peer[family].sendto(payloads[family], (GROUP[family], 0))
-        event = agent.wait_event(
-            lambda e, fam=family: e["event"] == "rx" and e["family"] == fam
-        )
+        event = agent.wait_event(lambda e, fam=family: e["event"] == "rx" and e["family"] == fam)
         assert event["ifindex"] == status["ifindex"]
 
 
@@ -424,19 +382,14 @@ def test_a_sender_heals_by_itself_when_the_link_event_is_missed(lab: Lab) -> Non
     agent = DriverProcess(lab, "a")
     agent("acquire", family=4, ifname="eth0")
     lab.ip("a", "link", "del", "eth0")
-    assert (
-        agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"]
-        == 0
-    )
+    assert agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"] == 0
     assert agent.wait_event(lambda e: e["event"] == "status")["up"] is False
     recreate_eth0(lab, "a")
     wire = Wire(lab, "b")
 
     # No link_up from the runtime: the next sends reopen it (at most one try a second).
     lab.wait_for(
-        lambda: agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())[
-            "sent"
-        ],
+        lambda: agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"],
         what="a send to go out on the re-created eth0",
     )
     assert agent.wait_event(lambda e: e["event"] == "status")["up"] is True
@@ -449,10 +402,7 @@ def test_link_down_closes_and_link_up_reopens(lab: Lab) -> None:
     agent("acquire", family=4, ifname="eth0")
     lab.link_down("a")
     # The runtime would also hear this from netlink; the send finds out by itself.
-    assert (
-        agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"]
-        == 0
-    )
+    assert agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"] == 0
     down = agent.wait_event(lambda e: e["event"] == "status")
     assert down["up"] is False and down["reason"] == "interface eth0 is down"
 
@@ -460,10 +410,7 @@ def test_link_down_closes_and_link_up_reopens(lab: Lab) -> None:
     agent("link_up", ifname="eth0")
     assert agent.wait_event(lambda e: e["event"] == "status")["up"] is True
     wire = Wire(lab, "b")
-    assert (
-        agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"]
-        == 1
-    )
+    assert agent("send", family=4, ifname="eth0", payload=vrrp_message(5).hex())["sent"] == 1
     assert wire.frames(is_vrrp)[0][IP].src == "10.88.0.1"
 
 

@@ -46,9 +46,7 @@ def describe(packet: RawReceived) -> dict[str, Any]:
 
 class Driver:
     def __init__(self) -> None:
-        self.registry = SocketRegistry(
-            on_unknown_vrid=self.on_unknown, on_status=self.on_status
-        )
+        self.registry = SocketRegistry(on_unknown_vrid=self.on_unknown, on_status=self.on_status)
         self.done = asyncio.Event()
         self.adverts: list[asyncio.Future[None]] = []
 

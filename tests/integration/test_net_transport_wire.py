@@ -76,9 +76,7 @@ class Wire:
         self.node = lab.node(node)
 
         def make() -> socket.socket:
-            sock = socket.socket(
-                socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)
-            )
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
             return sock
@@ -115,9 +113,7 @@ class Wire:
         return got
 
 
-def peer_vrrp_socket(
-    lab: Lab, node: str, family: int, ifname: str = "eth0"
-) -> socket.socket:
+def peer_vrrp_socket(lab: Lab, node: str, family: int, ifname: str = "eth0") -> socket.socket:
     """A plain raw VRRP socket in a peer namespace (kernel defaults unless set here)."""
 
     def make() -> socket.socket:
@@ -150,9 +146,7 @@ class DriverProcess:
     def __init__(self, lab: Lab, node: str) -> None:
         self.node: Node = lab.node(node)
         argv = ["ip", "netns", "exec", self.node.ns, sys.executable, str(DRIVER)]
-        self.stderr_path = lab.unique_path(
-            lab.workdir / "logs", f"{node}.driver", ".err"
-        )
+        self.stderr_path = lab.unique_path(lab.workdir / "logs", f"{node}.driver", ".err")
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             argv,
@@ -180,16 +174,12 @@ class DriverProcess:
         """Send a command and return its reply (raises if the driver reports an error)."""
         assert self.proc.stdin is not None
         ident = next(self._ids)
-        self.proc.stdin.write(
-            (json.dumps({"op": op, "id": ident, **args}) + "\n").encode()
-        )
+        self.proc.stdin.write((json.dumps({"op": op, "id": ident, **args}) + "\n").encode())
         self.proc.stdin.flush()
         try:
             reply = self.replies.get(timeout=10)
         except queue.Empty:
-            raise AssertionError(
-                f"driver gave no reply to {op} {args}: {self.stderr()}"
-            ) from None
+            raise AssertionError(f"driver gave no reply to {op} {args}: {self.stderr()}") from None
         assert reply["reply"] == ident
         if not reply["ok"]:
             raise AssertionError(f"driver {op} {args} failed: {reply['error']}")
