@@ -562,11 +562,15 @@ class InstanceRuntime:
         sock = self.sock
         if sock is None:
             return
+        sock.send(self._advert_builder(priority), *self._advert_route())
+
+    def _advert_route(self) -> tuple[list[IPAddress] | None, IPAddress | None]:
+        """(destinations, source) of adverts: the unicast peers and source, or (None,
+        None) for the VRRP group from the interface's own address."""
         unicast = self.cfg.unicast
-        if unicast is not None:
-            sock.send(self._advert_builder(priority), dst=list(unicast.peers), src=unicast.source)
-        else:
-            sock.send(self._advert_builder(priority))
+        if unicast is None:
+            return None, None
+        return list(unicast.peers), unicast.source
 
     def _advert_builder(self, priority: int) -> Callable[[IPAddress, IPAddress], bytes]:
         """Adverts by (source, destination) for ``priority``, built once and cached."""
@@ -595,22 +599,14 @@ class InstanceRuntime:
         """
         if self.machine.state is not VrrpState.BACKUP or self.sock is None:
             return
-        build = self._advert_builder(self.machine.effective_priority)
-        unicast = self.cfg.unicast
-        if unicast is not None:
-            self.sock.prepare(build, dst=list(unicast.peers), src=unicast.source)
-        else:
-            self.sock.prepare(build)
-        nl = self.owner.nl
-        for dev, addr in self._owned_addresses():
-            vip = self._vip_by_address(dev, addr)
-            nl.prepare_address(
-                dev,
-                addr,
-                label=vip.label if vip is not None else None,
-                scope=vip.scope if vip is not None else "global",
-            )
-        addrs = [addr.ip for _, addr in self._owned_addresses()]
+        self.sock.prepare(
+            self._advert_builder(self.machine.effective_priority), *self._advert_route()
+        )
+        owned = self._owned_addresses()
+        for dev, addr in owned:
+            label, scope = self._vip_attributes(dev, addr)
+            self.owner.nl.prepare_address(dev, addr, label=label, scope=scope)
+        addrs = [addr.ip for _, addr in owned]
         for dev, vips, mac in self._garp_targets(addrs):
             try:
                 self.owner.garp.prepare(dev, vips, mac)
@@ -648,6 +644,11 @@ class InstanceRuntime:
             if (vip.dev or default) == dev and vip.address == addr:
                 return vip
         return None
+
+    def _vip_attributes(self, dev: str, addr: IPInterface) -> tuple[str | None, str]:
+        """(label, scope) a VIP is added with."""
+        vip = self._vip_by_address(dev, addr)
+        return (vip.label, vip.scope) if vip is not None else (None, "global")
 
     def _routes(self, cfg: VrrpInstanceConfig | None = None) -> list[RouteSpec]:
         cfg = cfg or self.cfg
@@ -711,14 +712,9 @@ class InstanceRuntime:
         self.owner.journal.flush()  # the journal names them before the kernel has them
         nl = self.owner.nl
         for dev, addr in addrs:
-            vip = self._vip_by_address(dev, addr)
+            label, scope = self._vip_attributes(dev, addr)
             try:
-                nl.add_address_now(
-                    dev,
-                    addr,
-                    label=vip.label if vip is not None else None,
-                    scope=vip.scope if vip is not None else "global",
-                )
+                nl.add_address_now(dev, addr, label=label, scope=scope)
             except (NetlinkFailure, ValueError) as exc:
                 self.owner.publish(
                     "vip_error",
