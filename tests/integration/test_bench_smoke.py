@@ -37,10 +37,13 @@ def test_failover_one_row_and_plot(tmp_path: Path) -> None:
         # The probe grid was anchored to the injection: its next probe is within one
         # interval after it (the measured offset, not a speed).
         assert 0.0 <= s["probe_grid_ms"] < 10.0, s
+        assert s["probe_realtime"] == "SCHED_FIFO", s  # the client is never delayed
     (row,) = doc["summary"]
     assert row["row"] == "stop-v3-0.1s-ipv4"
     assert row["keepalived"]["rounds"] == row["vigil"]["rounds"] == 1
     assert row["ratio"] is not None
+    lost_v, lost_k = row["vigil"]["median_lost"], row["keepalived"]["median_lost"]
+    assert row["vigil_at_most_keepalived_lost"] is (lost_v <= lost_k)
 
     png = plot.plot(doc, tmp_path / "failover.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

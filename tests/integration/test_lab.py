@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -105,6 +106,23 @@ def test_probe_moves_its_schedule_onto_an_anchored_grid(lab: Lab) -> None:
     t0 = result.raw["t0_monotonic"]
     assert anchor["grid"] + t0 == pytest.approx(grid, abs=1e-5)
     assert anchor["next_send"] + t0 >= asked  # a grid point not yet past when it was read
+
+
+def test_realtime_probe_runs_at_sched_fifo(lab: Lab) -> None:
+    """bench.failover's client: the daemons on the same CPUs must not delay its probes."""
+    two_nodes(lab)
+    probe = Probe(lab, "n2", "10.99.0.11", max_duration=30, realtime=True).start()
+    assert probe.process is not None
+    assert os.sched_getscheduler(probe.process.pid) == os.SCHED_FIFO
+    probe.wait_received(10)
+    result = probe.stop()
+    assert result.raw["realtime"] == "SCHED_FIFO"
+    assert result.lost == 0, result.raw
+    plain = Probe(lab, "n2", "10.99.0.11", max_duration=30).start()
+    assert plain.process is not None
+    assert os.sched_getscheduler(plain.process.pid) == os.SCHED_OTHER
+    plain.wait_received(5)
+    assert plain.stop().raw["realtime"] is None
 
 
 def test_next_on_grid() -> None:

@@ -20,6 +20,10 @@ to a failure it is about to inject, so every round measures its outage from the 
 offset to the probes; otherwise where the 10 ms grid falls relative to the failure is
 random, and adds up to one interval of noise to every outage.
 
+With ``--realtime`` it sends at SCHED_FIFO priority: in a lab the client shares the CPUs
+with the daemons under test, and a probe they delay moves the start or end of an outage
+by that delay (a client on its own machine would not see it).
+
 ``Probe`` wraps it for tests: ``Probe(lab, "client", "10.99.0.100").start()`` ...
 ``.stop() -> ProbeResult``.
 """
@@ -59,6 +63,9 @@ ICMP_HDR = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 MAX_PROBES = 10_000_000
+#: --realtime: a low real-time priority, enough to run before every normal process. The
+#: probe sleeps between sends, so it takes the CPU for microseconds every interval.
+REALTIME_PRIORITY = 10
 
 
 def icmp_checksum(data: bytes) -> int:
@@ -212,6 +219,15 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         signal.signal(signal.SIGUSR1, on_anchor)
     anchors: list[dict[str, float]] = []
 
+    realtime = None
+    if args.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+            realtime = "SCHED_FIFO"
+        except OSError as exc:
+            realtime = f"not available: {exc.strerror or exc}"
+            print(f"probe: --realtime {realtime}; sending at normal priority", file=sys.stderr)
+
     token = secrets.token_bytes(8)
     tr = _Transport(args.proto, args.target, args.port, token)
     interval, timeout = args.interval, args.timeout
@@ -293,6 +309,7 @@ def run_probe(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": timeout,
         "started_at": wall0,
         "t0_monotonic": t0,
+        "realtime": realtime,
         "duration": round(sent_at[-1] if sent_at else 0.0, 6),
         "stopped_by": stop_reason[0],
         "sent": len(sent_at),
@@ -328,6 +345,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--count", type=int, default=0, help="stop after this many probes")
     p.add_argument("--output", help="write the JSON result here (default: stdout)")
     p.add_argument("--progress", help="file rewritten every 0.1 s with {sent, received}")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help=f"send at real-time priority (SCHED_FIFO {REALTIME_PRIORITY}): the daemons "
+        "under test share this machine's CPUs, and a client on its own machine is never "
+        "delayed by them",
+    )
     p.add_argument(
         "--anchor-file",
         help="on SIGUSR1, read a CLOCK_MONOTONIC instant from this file and move the send "
@@ -395,6 +419,7 @@ class Probe:
     interval: float = 0.01
     timeout: float = 0.5
     max_duration: float = 60.0
+    realtime: bool = False
     process: ProcessHandle | None = field(default=None, init=False)
     output: Path = field(init=False)
     progress_file: Path = field(init=False)
@@ -417,6 +442,8 @@ class Probe:
         ]  # fmt: skip
         if self.port is not None:
             argv += ["--port", str(self.port)]
+        if self.realtime:
+            argv.append("--realtime")
         self.process = self.lab.spawn(
             self.node, argv, name="probe", cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}
         )
