@@ -373,6 +373,31 @@ def ratio(vigil_ms: float | None, keepalived_ms: float | None) -> float | None:
     return round(vigil_ms / keepalived_ms, 3)
 
 
+#: How far off the probe grid an outage's first lost or first answered probe may be sent
+#: before the round counts as "sent late" (sends are normally 0.05-0.3 ms after the grid).
+LATE_EDGE_MS = 0.5
+
+
+def late_edges(sample: dict[str, Any]) -> tuple[float, float] | None:
+    """How late (ms) the client sent the first lost and the first answered probe of the
+    round's outage, against the anchored grid; None without an outage.
+
+    A late send moves that edge of the outage by as much. The lost-probe count does not
+    move, which is why the summary compares both.
+    """
+    outages = sample.get("outages_after_injection") or []
+    if not outages or "probe_grid_ms" not in sample:
+        return None
+    window = max(outages, key=lambda o: o["lost"])
+    grid = sample["inject_at_s"] + sample["probe_grid_ms"] / 1000  # a grid point
+    step = PROBE_INTERVAL * 1000
+
+    def off(t: float) -> float:
+        return round((t - grid) * 1000 % step, 2)
+
+    return off(window["start"]), off(window["end"])
+
+
 def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per row: median outage and lost probes per implementation, ratio, and verdict."""
     out = []
@@ -388,6 +413,12 @@ def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[s
                 "max_ms": max(outages, default=None),
                 "median_lost": _median([float(s["lost"]) for s in ok]),
                 "median_vip_moved_ms": _median([float(s["vip_moved_ms"]) for s in ok]),
+                # Rounds whose outage began or ended with a probe sent late (see late_edges).
+                "late_edge_rounds": sum(
+                    1
+                    for edges in map(late_edges, ok)
+                    if edges is not None and max(edges) > LATE_EDGE_MS
+                ),
                 "rounds": len(ok),
                 "errors": len(good) - len(ok),
                 "samples_ms": outages,
@@ -414,6 +445,24 @@ def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[s
             "vigil_longer": sum(1 for d in diffs if d > 0),
             "pairs": len(diffs),
         }
+        # The same pairing for the first GARP/NA after the injection (packet timelines).
+        announced = {
+            (s["impl"], s.get("round")): s["timeline_ms"].get("new_first_announce_ms")
+            for s in samples
+            if s["row"] == row.key and "error" not in s and "timeline_ms" in s
+        }
+        announce_diffs = [
+            float(value) - float(announced[("keepalived", rnd)])
+            for (impl, rnd), value in announced.items()
+            if impl == "vigil"
+            and value is not None
+            and announced.get(("keepalived", rnd)) is not None
+        ]
+        entry["paired_announce_ms"] = {
+            "median": _median(announce_diffs),
+            "vigil_later": sum(1 for d in announce_diffs if d > 0),
+            "pairs": len(announce_diffs),
+        }
         v, k = entry["vigil"]["median_ms"], entry["keepalived"]["median_ms"]
         entry["ratio"] = ratio(v, k)
         entry["vigil_at_most_keepalived"] = None if v is None or k is None else v <= k
@@ -437,13 +486,16 @@ def _paired(entry: dict[str, Any]) -> str:
 
 
 def table(summary: Sequence[dict[str, Any]]) -> str:
-    """The result as a Markdown table (it reads fine in a terminal too)."""
+    """The result as a Markdown table (it reads fine in a terminal too).
+
+    *late client*: rounds whose outage began or ended with a probe the client sent more
+    than LATE_EDGE_MS after its grid point (that edge moved by as much)."""
     head = (
         "| row | keepalived median ms | vigil median ms | ratio v/k | "
         "lost probes k / v | rounds k / v | vigil <= keepalived (ms / probes) | "
-        "paired v - k ms |"
+        "paired v - k ms | late client k / v |"
     )
-    lines = [head, "| " + " | ".join(["---"] * 8) + " |"]
+    lines = [head, "| " + " | ".join(["---"] * 9) + " |"]
     words = {True: "yes", False: "NO", None: "-"}
     for e in summary:
         k, v = e["keepalived"], e["vigil"]
@@ -454,7 +506,8 @@ def table(summary: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {e['row']} | {_fmt(k['median_ms'])} | {_fmt(v['median_ms'])} | "
             f"{_fmt(e['ratio'], '.2f')} | {_fmt(k['median_lost'])} / {_fmt(v['median_lost'])} "
-            f"| {k['rounds']} / {v['rounds']} | {verdict} | {_paired(e)} |"
+            f"| {k['rounds']} / {v['rounds']} | {verdict} | {_paired(e)} "
+            f"| {k.get('late_edge_rounds', '-')} / {v.get('late_edge_rounds', '-')} |"
         )
     return "\n".join(lines)
 
@@ -462,12 +515,14 @@ def table(summary: Sequence[dict[str, Any]]) -> str:
 def timeline_table(summary: Sequence[dict[str, Any]]) -> str:
     """Medians of the packet timelines (``--trace``): where each implementation spends
     the outage. Master_Down/skew = new master's first advert after the old master's last
-    (or its priority-0) advert; announce = first GARP/NA after that advert."""
+    (or its priority-0) advert; announce = first GARP/NA after that advert; the last
+    column is the first GARP/NA counted from the injection, to the microsecond (from the
+    moment it is on the wire the client can reach the new master)."""
     head = (
         "| row | takeover timer k / v ms | announce after advert k / v ms | "
-        "first reply after announce k / v ms |"
+        "first reply after announce k / v ms | first GARP/NA after the failure k / v ms |"
     )
-    lines = [head, "| --- | --- | --- | --- |"]
+    lines = [head, "| --- | --- | --- | --- | --- |"]
     for e in summary:
         k = e["keepalived"].get("median_timeline_ms") or {}
         v = e["vigil"].get("median_timeline_ms") or {}
@@ -477,10 +532,18 @@ def timeline_table(summary: Sequence[dict[str, Any]]) -> str:
         timer = {"stop": "advert_after_prio0_ms", "recovery": ""}.get(
             e["failure"], "advert_after_old_advert_ms"
         )
+        # A recovery's announcement follows the returning master's start-up, not a failure.
+        announce = "" if e["failure"] == "recovery" else "new_first_announce_ms"
         cells = [
             f"{_fmt(k.get(key), '.1f')} / {_fmt(v.get(key), '.1f')}" if key else "-"
-            for key in (timer, "announce_after_advert_ms", "reply_after_announce_ms")
+            for key in (timer, "announce_after_advert_ms", "reply_after_announce_ms", announce)
         ]
+        paired = e.get("paired_announce_ms") or {}
+        if announce and paired.get("pairs"):
+            cells[-1] += (
+                f" (paired {paired['median']:+.1f}, {paired['vigil_later']}/{paired['pairs']}"
+                " later)"
+            )
         lines.append(f"| {e['row']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -44,6 +44,8 @@ def test_failover_one_row_and_plot(tmp_path: Path) -> None:
     assert row["ratio"] is not None
     lost_v, lost_k = row["vigil"]["median_lost"], row["keepalived"]["median_lost"]
     assert row["vigil_at_most_keepalived_lost"] is (lost_v <= lost_k)
+    for impl in ("keepalived", "vigil"):
+        assert 0 <= row[impl]["late_edge_rounds"] <= 1, row[impl]
 
     png = plot.plot(doc, tmp_path / "failover.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
