@@ -505,7 +505,8 @@ def table(summary: Sequence[dict[str, Any]]) -> str:
         )
         lines.append(
             f"| {e['row']} | {_fmt(k['median_ms'])} | {_fmt(v['median_ms'])} | "
-            f"{_fmt(e['ratio'], '.2f')} | {_fmt(k['median_lost'])} / {_fmt(v['median_lost'])} "
+            f"{_fmt(e['ratio'], '.2f')} "
+            f"| {_fmt(k['median_lost'], 'g')} / {_fmt(v['median_lost'], 'g')} "
             f"| {k['rounds']} / {v['rounds']} | {verdict} | {_paired(e)} "
             f"| {k.get('late_edge_rounds', '-')} / {v.get('late_edge_rounds', '-')} |"
         )
