@@ -398,6 +398,21 @@ def late_edges(sample: dict[str, Any]) -> tuple[float, float] | None:
     return off(window["start"]), off(window["end"])
 
 
+def _paired_diffs(
+    samples: list[dict[str, Any]], row_key: str, value: Callable[[dict[str, Any]], Any]
+) -> list[float]:
+    """vigil's ``value`` minus keepalived's, per round of a row where both have one."""
+    by_round: dict[tuple[str, Any], float] = {}
+    for s in samples:
+        if s["row"] == row_key and "error" not in s and value(s) is not None:
+            by_round[(s["impl"], s.get("round"))] = float(value(s))
+    return [
+        x - by_round[("keepalived", rnd)]
+        for (impl, rnd), x in by_round.items()
+        if impl == "vigil" and ("keepalived", rnd) in by_round
+    ]
+
+
 def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per row: median outage and lost probes per implementation, ratio, and verdict."""
     out = []
@@ -430,34 +445,16 @@ def summarize(rows: Sequence[Row], samples: list[dict[str, Any]]) -> list[dict[s
                     for key in timelines[0]
                 }
         # Rounds share the injection phase: the per-round difference is the fair one.
-        by_round = {
-            (s["impl"], s.get("round")): float(s["outage_ms"])
-            for s in samples
-            if s["row"] == row.key and "error" not in s
-        }
-        diffs = [
-            by_round[("vigil", rnd)] - by_round[("keepalived", rnd)]
-            for (impl, rnd) in by_round
-            if impl == "vigil" and ("keepalived", rnd) in by_round
-        ]
+        diffs = _paired_diffs(samples, row.key, lambda s: s["outage_ms"])
         entry["paired_diff_ms"] = {
             "median": _median(diffs),
             "vigil_longer": sum(1 for d in diffs if d > 0),
             "pairs": len(diffs),
         }
         # The same pairing for the first GARP/NA after the injection (packet timelines).
-        announced = {
-            (s["impl"], s.get("round")): s["timeline_ms"].get("new_first_announce_ms")
-            for s in samples
-            if s["row"] == row.key and "error" not in s and "timeline_ms" in s
-        }
-        announce_diffs = [
-            float(value) - float(announced[("keepalived", rnd)])
-            for (impl, rnd), value in announced.items()
-            if impl == "vigil"
-            and value is not None
-            and announced.get(("keepalived", rnd)) is not None
-        ]
+        announce_diffs = _paired_diffs(
+            samples, row.key, lambda s: (s.get("timeline_ms") or {}).get("new_first_announce_ms")
+        )
         entry["paired_announce_ms"] = {
             "median": _median(announce_diffs),
             "vigil_later": sum(1 for d in announce_diffs if d > 0),

@@ -25,13 +25,15 @@ def decode(data: bytes) -> ifaddrmsg:
 
 
 def test_ipv4_request_is_what_ip_addr_add_sends() -> None:
-    data = rtnl.build_newaddr(
+    data = rtnl.newaddr_request(
         7,
-        3,
-        ip_interface("10.0.0.100/24"),
-        scope=253,
-        label="eth0:vip",
-        broadcast=IPv4Address("10.0.0.255"),
+        rtnl.newaddr_payload(
+            3,
+            ip_interface("10.0.0.100/24"),
+            scope=253,
+            label="eth0:vip",
+            broadcast=IPv4Address("10.0.0.255"),
+        ),
     )
     msg = decode(data)
     assert msg["header"]["length"] == len(data) and len(data) % 4 == 0
@@ -52,7 +54,9 @@ def test_ipv4_request_is_what_ip_addr_add_sends() -> None:
 
 
 def test_ipv6_request_carries_nodad_in_both_places() -> None:
-    msg = decode(rtnl.build_newaddr(1, 9, ip_interface("fd00::1/64"), nodad=True))
+    msg = decode(
+        rtnl.newaddr_request(1, rtnl.newaddr_payload(9, ip_interface("fd00::1/64"), nodad=True))
+    )
     assert (msg["family"], msg["prefixlen"], msg["index"]) == (socket.AF_INET6, 64, 9)
     assert msg.get_attr("IFA_ADDRESS") == "fd00::1"
     assert msg["flags"] == rtnl.IFA_F_NODAD
@@ -61,7 +65,9 @@ def test_ipv6_request_carries_nodad_in_both_places() -> None:
 
 
 def test_odd_length_label_is_padded() -> None:
-    data = rtnl.build_newaddr(1, 2, ip_interface("10.0.0.1/32"), label="ve0:a")
+    data = rtnl.newaddr_request(
+        1, rtnl.newaddr_payload(2, ip_interface("10.0.0.1/32"), label="ve0:a")
+    )
     assert len(data) % 4 == 0
     assert decode(data).get_attr("IFA_LABEL") == "ve0:a"
 

@@ -94,7 +94,8 @@ def newaddr_payload(
     return body + b"".join(attrs)
 
 
-def _newaddr_request(seq: int, payload: bytes) -> bytes:
+def newaddr_request(seq: int, payload: bytes) -> bytes:
+    """The RTM_NEWADDR request ``ip addr add`` would send (create, fail if it exists)."""
     header = _NLMSGHDR.pack(
         _NLMSGHDR.size + len(payload),
         RTM_NEWADDR,
@@ -103,23 +104,6 @@ def _newaddr_request(seq: int, payload: bytes) -> bytes:
         0,
     )
     return header + payload
-
-
-def build_newaddr(
-    seq: int,
-    index: int,
-    address: IPInterface,
-    *,
-    scope: int = 0,
-    label: str | None = None,
-    broadcast: IPv4Address | None = None,
-    nodad: bool = False,
-) -> bytes:
-    """The RTM_NEWADDR request ``ip addr add`` would send (create, fail if it exists)."""
-    payload = newaddr_payload(
-        index, address, scope=scope, label=label, broadcast=broadcast, nodad=nodad
-    )
-    return _newaddr_request(seq, payload)
 
 
 def parse_ack(data: bytes, seq: int) -> tuple[bool, int, str | None]:
@@ -184,32 +168,12 @@ class RtnlSocket:
             self._sock.close()
             self._sock = None
 
-    def add_address(
-        self,
-        index: int,
-        address: IPInterface,
-        *,
-        scope: int = 0,
-        label: str | None = None,
-        broadcast: IPv4Address | None = None,
-        nodad: bool = False,
-    ) -> bool:
-        """Add ``address`` on interface ``index``; False if it was there already.
-
-        Raises :class:`RtnlError` if the kernel refuses, OSError if the socket fails.
-        """
-        return self.new_address(
-            newaddr_payload(
-                index, address, scope=scope, label=label, broadcast=broadcast, nodad=nodad
-            )
-        )
-
     def new_address(self, payload: bytes) -> bool:
         """Send an RTM_NEWADDR built by :func:`newaddr_payload`; False if it existed."""
         sock = self._socket()
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         seq = self._seq
-        sock.send(_newaddr_request(seq, payload))
+        sock.send(newaddr_request(seq, payload))
         for _ in range(64):  # stale answers to abandoned requests, at most
             try:
                 data = sock.recv(65536)

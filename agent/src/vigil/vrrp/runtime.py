@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client.metrics_core import Metric
 
-    from vigil.config import Config, ConfigDiff, VipConfig, VrrpInstanceConfig
+    from vigil.config import Config, ConfigDiff, VrrpInstanceConfig
     from vigil.subsystem import SubsystemContext
 
 log = logging.getLogger("vigil.vrrp")
@@ -638,17 +638,13 @@ class InstanceRuntime:
         default = cfg.use_vmac or cfg.interface
         return [(vip.dev or default, vip.address) for vip in (*cfg.vips, *cfg.excluded_vips)]
 
-    def _vip_by_address(self, dev: str, addr: IPInterface) -> VipConfig | None:
+    def _vip_attributes(self, dev: str, addr: IPInterface) -> tuple[str | None, str]:
+        """(label, scope) a VIP is added with."""
         default = self.cfg.use_vmac or self.cfg.interface
         for vip in (*self.cfg.vips, *self.cfg.excluded_vips):
             if (vip.dev or default) == dev and vip.address == addr:
-                return vip
-        return None
-
-    def _vip_attributes(self, dev: str, addr: IPInterface) -> tuple[str | None, str]:
-        """(label, scope) a VIP is added with."""
-        vip = self._vip_by_address(dev, addr)
-        return (vip.label, vip.scope) if vip is not None else (None, "global")
+                return vip.label, vip.scope
+        return None, "global"
 
     def _routes(self, cfg: VrrpInstanceConfig | None = None) -> list[RouteSpec]:
         cfg = cfg or self.cfg
