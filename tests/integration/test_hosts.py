@@ -58,7 +58,8 @@ def test_two_hosts_boot_with_their_own_identity(host_lab: HostLab, hosts_rootfs:
         res = h.ssh(
             "hostname; cat /etc/machine-id; cat /etc/ssh/ssh_host_ed25519_key.pub; "
             "readlink /proc/1/exe; systemctl is-system-running || "
-            "systemctl list-units --failed --no-legend"
+            "{ systemctl list-units --failed --no-legend; "
+            "journalctl -b --no-pager -n 40 -p warning; }"
         )
         lines = res.stdout.split("\n")
         name, machine_id, hostkey, init, state = lines[:5]
