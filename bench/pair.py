@@ -278,7 +278,8 @@ class Pair:
             status, body = handle.client.get("/v1/status")
             if status != 200:
                 return {}
-            return {str(i["name"]): str(i["state"]) for i in body.get("instances", [])}
+            vrrp = body.get("vrrp") or {}
+            return {str(i["name"]): str(i["state"]) for i in vrrp.get("instances", [])}
         states: dict[str, str] = {}
         for line in handle.process.log_text().splitlines():
             for inst in self.instances:

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,8 +16,8 @@ from prometheus_client.metrics_core import Metric
 from test_api_harness import BAD_CONFIG, BASE_CONFIG, AgentThread, wait_for
 
 from vigil.api.app import CORE_ROUTES, build_app, load_openapi
-from vigil.config import Config, ConfigDiff
-from vigil.subsystem import Subsystem, SubsystemContext
+from vigil.config import SectionInput
+from vigil.subsystem import Subsystem, SubsystemContext, SubsystemSpec
 
 
 @pytest.fixture
@@ -72,15 +73,24 @@ def test_health_503_while_starting() -> None:
         assert at.client.get("/v1/health")[0] == 200
 
 
-def test_status_lists_configured_instances_as_init(running: AgentThread) -> None:
+def test_status_has_the_agent_section(running: AgentThread) -> None:
     status, body = running.client.get("/v1/status")
     assert status == 200
     assert body["agent"]["router_id"] == "unit1"
     assert body["agent"]["phase"] == "running"
     assert body["agent"]["config_source"] == str(running.config_path)
-    names = [i["name"] for i in body["instances"]]
+
+
+def test_status_lists_configured_instances_as_init() -> None:
+    """VRRP built but not started (no root here): its section lists what is configured."""
+    from vigil.subsystems import specs
+
+    with AgentThread(factories=specs(), start_agent=False) as at:
+        status, body = at.client.get("/v1/status")
+    assert status == 200
+    names = [i["name"] for i in body["vrrp"]["instances"]]
     assert names == ["VI_1", "VI_6"]
-    vi1 = body["instances"][0]
+    vi1 = body["vrrp"]["instances"][0]
     assert vi1["state"] == "INIT"
     assert vi1["vrid"] == 51 and vi1["priority"] == 150
     assert vi1["vips"] == [{"address": "10.99.0.100/24", "dev": "eth0", "present": False}]
@@ -110,7 +120,7 @@ def test_metrics(running: AgentThread) -> None:
     assert status == 200
     assert 'vigil_build_info{python="' in text
     assert "vigil_up 1.0" in text
-    assert 'vigil_events_total{kind="agent_started"} 1.0' in text
+    assert 'vigil_events_total{kind="agent_started",subsystem="agent"} 1.0' in text
     assert 'vigil_config_reloads_total{result="success"} 0.0' in text
     assert "vigil_config_last_reload_timestamp_seconds " in text
     assert "process_resident_memory_bytes" in text
@@ -170,7 +180,7 @@ def test_reload_unchanged(running: AgentThread) -> None:
     status, body = running.client.post("/v1/reload")
     assert status == 200
     assert body["changed"] is False
-    assert body["diff"]["unchanged"] == ["VI_1", "VI_6"]
+    assert body["diff"]["vrrp"]["unchanged"] == ["VI_1", "VI_6"]
 
 
 def test_reload_changed_reports_diff_and_event(running: AgentThread) -> None:
@@ -178,8 +188,9 @@ def test_reload_changed_reports_diff_and_event(running: AgentThread) -> None:
     status, body = running.client.post("/v1/reload", {})
     assert status == 200
     assert body["changed"] is True
-    assert body["diff"]["changed"] == ["VI_1"]
-    assert running.client.get("/v1/status")[1]["instances"][0]["priority"] == 120
+    assert body["diff"]["vrrp"]["changed"] == ["VI_1"]
+    config = running.client.get("/v1/config")[1]["config"]
+    assert config["vrrp_instances"][0]["priority"] == 120
     events = running.client.get("/v1/events")[1]
     assert events[-1]["kind"] == "config_reloaded"
     assert "VI_1" in events[-1]["message"]
@@ -236,6 +247,7 @@ def test_events_list_and_since(running: AgentThread) -> None:
     assert body[1] == {
         "seq": 2,
         "time": body[1]["time"],
+        "subsystem": "agent",
         "kind": "test",
         "instance": "VI_1",
         "message": "event 0",
@@ -306,6 +318,58 @@ def test_sse_stream_ends_on_agent_stop() -> None:
 # --------------------------------------------------------------------------- subsystems
 
 
+@dataclass(frozen=True)
+class SampleConfig:
+    things: int = 0
+
+
+@dataclass(frozen=True)
+class SampleDiff:
+    before: int
+    after: int
+
+    @property
+    def empty(self) -> bool:
+        return self.before == self.after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after}
+
+    def summary(self) -> str:
+        return f"things {self.before} -> {self.after}"
+
+
+class SampleSection:
+    """A config section of its own: ``sample: {things: N}``."""
+
+    name = "sample"
+    keys = ("sample",)
+    global_fields: dict[Any, Any] = {}
+
+    def validate(self, inp: SectionInput) -> int:
+        raw = inp.data.get("sample") or {}
+        things = raw.get("things", 0) if isinstance(raw, dict) else None
+        if not isinstance(things, int) or things < 0:
+            inp.error(["sample", "things"], "must be a non-negative integer")
+            return 0
+        return things
+
+    def build(self, inp: SectionInput, validated: int) -> SampleConfig:
+        return SampleConfig(validated)
+
+    def to_dict(self, model: SampleConfig, *, redact: bool = True) -> dict[str, Any]:
+        return {"sample": {"things": model.things}}
+
+    def diff(self, old: SampleConfig, new: SampleConfig) -> SampleDiff:
+        return SampleDiff(old.things, new.things)
+
+    def summary(self, model: SampleConfig) -> tuple[int, str]:
+        return model.things, "sample things"
+
+    def check_cluster(self, models: Any) -> list[Any]:
+        return []
+
+
 class SampleSubsystem:
     """A small real implementation of the Subsystem protocol for these tests."""
 
@@ -315,18 +379,18 @@ class SampleSubsystem:
         self.ctx = ctx
         self.calls: list[str] = []
 
-    async def start(self, config: Config) -> None:
-        self.calls.append(f"start:{len(config.vrrp_instances)}")
-        self.ctx.events.publish("state_change", "VI_1", "INIT -> BACKUP: started")
+    async def start(self, section: SampleConfig) -> None:
+        self.calls.append(f"start:{section.things}")
+        self.ctx.events.publish("state_change", "S_1", "INIT -> READY: started")
 
-    async def apply(self, config: Config, diff: ConfigDiff) -> None:
-        self.calls.append(f"apply:{','.join(diff.changed)}")
+    async def apply(self, section: SampleConfig, diff: SampleDiff) -> None:
+        self.calls.append(f"apply:{diff.summary()}")
 
     async def stop(self) -> None:
         self.calls.append("stop")
 
     def status(self) -> dict[str, Any]:
-        return {"sockets": 1, "instances": [{"name": "VI_1", "state": "BACKUP", "priority": 150}]}
+        return {"sockets": 1, "things": [{"name": "S_1", "state": "READY"}]}
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/v1/sample", self._get), web.get("/v1/sample/boom", self._boom)]
@@ -347,32 +411,36 @@ class SampleSubsystem:
         raise RuntimeError("sample handler bug")
 
 
+SAMPLE = SubsystemSpec(name="sample", section=SampleSection(), factory=SampleSubsystem)
+
+
 def test_subsystem_protocol_is_satisfied() -> None:
-    with AgentThread(factories=[SampleSubsystem]) as at:
+    with AgentThread(factories=[SAMPLE]) as at:
         assert isinstance(at.agent.subsystems[0], Subsystem)
 
 
 def test_subsystem_routes_status_metrics_and_lifecycle() -> None:
-    with AgentThread(factories=[SampleSubsystem]) as at:
+    with AgentThread(BASE_CONFIG + "sample: {things: 2}\n", factories=[SAMPLE]) as at:
         sub = at.agent.subsystems[0]
         assert isinstance(sub, SampleSubsystem)
         status, body = at.client.get("/v1/sample")
         assert status == 200 and body["calls"] == ["start:2"]
         st = at.client.get("/v1/status")[1]
-        assert st["instances"][0] == {"name": "VI_1", "state": "BACKUP", "priority": 150}
-        assert st["instances"][1]["state"] == "INIT"
-        assert st["agent"]["subsystems"] == {"sample": {"sockets": 1}}
+        assert st["sample"] == {"sockets": 1, "things": [{"name": "S_1", "state": "READY"}]}
+        assert st["agent"]["subsystems"] == ["sample"]
+        events = at.client.get("/v1/events")[1]
+        assert [e["subsystem"] for e in events if e["kind"] == "state_change"] == ["sample"]
         assert "vigil_sample_things 7.0" in at.client.get("/metrics")[1]
         assert "/v1/sample" in at.client.get("/v1/openapi.json")[1]["paths"]
         at.config_path.write_text(BASE_CONFIG.replace("priority: 100", "priority: 90"))
         assert at.client.post("/v1/reload")[0] == 200
-        assert sub.calls == ["start:2", "apply:VI_6"]
+        assert sub.calls == ["start:2", "apply:things 2 -> 0"]
         at.run(at.agent.stop())
         assert sub.calls[-1] == "stop"
 
 
 def test_handler_exception_is_json_500_and_agent_survives() -> None:
-    with AgentThread(factories=[SampleSubsystem]) as at:
+    with AgentThread(factories=[SAMPLE]) as at:
         status, body = at.client.get("/v1/sample/boom")
         assert status == 500
         assert "sample handler bug" in body["error"]["message"]
@@ -410,7 +478,7 @@ def test_openapi_documents_exactly_the_served_routes() -> None:
 
 
 def test_openapi_covers_subsystem_routes() -> None:
-    with AgentThread(factories=[SampleSubsystem]) as at:
+    with AgentThread(factories=[SAMPLE]) as at:
         served = _served_operations(at.server.app)
         documented = _documented_operations(at.client.get("/v1/openapi.json")[1])
         assert served == documented
@@ -427,9 +495,9 @@ def test_docs_copy_of_openapi_is_identical() -> None:
 
 def test_openapi_covers_the_subsystems_vigild_runs() -> None:
     """The real subsystems (VRRP...) are built but never started: no socket, no netlink."""
-    from vigil.daemon import build_subsystem_factories
+    from vigil.subsystems import specs
 
-    with AgentThread(factories=build_subsystem_factories(), start_agent=False) as at:
+    with AgentThread(factories=specs(), start_agent=False) as at:
         served = _served_operations(at.server.app)
         documented = _documented_operations(at.client.get("/v1/openapi.json")[1])
         assert served == documented, (

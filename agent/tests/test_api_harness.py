@@ -20,7 +20,8 @@ from vigil.api.server import ApiServer
 from vigil.client import ApiClient
 from vigil.config import load_config
 from vigil.daemon import Agent
-from vigil.subsystem import SubsystemFactory
+from vigil.subsystem import SubsystemFactory, SubsystemSpec
+from vigil.subsystems import sections
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ class AgentThread:
         self,
         config_text: str = BASE_CONFIG,
         *,
-        factories: Sequence[SubsystemFactory] = (),
+        factories: Sequence[SubsystemFactory | SubsystemSpec] = (),
         heartbeat: float = 15.0,
         start_agent: bool = True,
         allowed_uids: Sequence[int] = (),
@@ -87,7 +88,13 @@ class AgentThread:
         self.config_path.write_text(config_text)
         self.socket_path = str(self.dir / "run" / "vigil.sock")
         self.state_dir = self.dir / "state"
-        self.factories = list(factories)
+        # A bare factory becomes a spec without a config section of its own.
+        self.specs = [
+            f
+            if isinstance(f, SubsystemSpec)
+            else SubsystemSpec(name=getattr(f, "name", f"sub{i}"), section=None, factory=f)
+            for i, f in enumerate(factories)
+        ]
         self.heartbeat = heartbeat
         self.start_agent = start_agent
         self.allowed_uids = list(allowed_uids)
@@ -116,14 +123,25 @@ class AgentThread:
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def sections(self) -> list[Any]:
+        """Every registered section, and those of test subsystems that bring their own."""
+        out = sections()
+        known = {s.name for s in out}
+        for spec in self.specs:
+            section = spec.load_section()
+            if section is not None and section.name not in known:
+                out.append(section)
+        return out
+
     async def _setup(self) -> None:
-        config = load_config(str(self.config_path))
+        config = load_config(str(self.config_path), sections=self.sections())
         self.agent = Agent(
             config,
             config_path=str(self.config_path),
             socket_path=self.socket_path,
             state_dir=self.state_dir,
-            factories=self.factories,
+            specs=self.specs,
+            sections=self.sections(),
         )
         self.server = ApiServer(
             self.agent,

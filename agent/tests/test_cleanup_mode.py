@@ -58,7 +58,7 @@ def test_entries_whose_interface_is_gone_are_reported_and_forgotten(tmp_path: Pa
     assert f"(VI_1) already gone: VIP 10.99.0.100/24 on {NO_DEV}" in text
     assert "(VI_1) already gone: route 10.98.0.0/16" in text
     data = json.loads((tmp_path / JOURNAL_NAME).read_text())
-    assert data["instances"] == {}
+    assert data["entries"] == {}
     # A second run finds nothing left.
     code, text = run(tmp_path)
     assert code == 0 and "nothing to clean up" in text
@@ -89,7 +89,7 @@ def test_main_parses_cleanup_without_reading_any_config(tmp_path: Path) -> None:
     write_journal(tmp_path)
     # The default config path does not exist here: --cleanup must not need it.
     assert main(["--cleanup", "--state-dir", str(tmp_path), "--config", "/nonexistent"]) == 0
-    assert json.loads((tmp_path / JOURNAL_NAME).read_text())["instances"] == {}
+    assert json.loads((tmp_path / JOURNAL_NAME).read_text())["entries"] == {}
 
 
 def test_the_console_script_exits_0_and_prints_what_it_did(tmp_path: Path) -> None:

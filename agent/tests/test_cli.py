@@ -25,6 +25,15 @@ def running() -> Iterator[AgentThread]:
         yield at
 
 
+@pytest.fixture
+def vrrp_built() -> Iterator[AgentThread]:
+    """VRRP built but not started (no root here): status shows the configured instances."""
+    from vigil.subsystems import specs
+
+    with AgentThread(factories=specs(), start_agent=False) as at:
+        yield at
+
+
 def ctl(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     rc = main(list(argv), out=out, err=err)
@@ -36,8 +45,8 @@ def test_table_is_aligned_without_trailing_blanks() -> None:
     assert text == "A     LONGER\nx\nyyyy  z\n"
 
 
-def test_status_table(running: AgentThread) -> None:
-    rc, out, err = ctl("--socket", running.socket_path, "status")
+def test_status_table(vrrp_built: AgentThread) -> None:
+    rc, out, err = ctl("--socket", vrrp_built.socket_path, "status")
     assert rc == EXIT_OK, err
     assert "router_id: unit1" in out
     lines = out.splitlines()
@@ -48,13 +57,13 @@ def test_status_table(running: AgentThread) -> None:
     assert any("fd00:99::100/64" in line for line in lines)
 
 
-def test_status_json_is_the_api_body(running: AgentThread) -> None:
-    rc, out, _ = ctl("-s", running.socket_path, "-o", "json", "status")
+def test_status_json_is_the_api_body(vrrp_built: AgentThread) -> None:
+    rc, out, _ = ctl("-s", vrrp_built.socket_path, "-o", "json", "status")
     assert rc == EXIT_OK
     doc = json.loads(out)
-    assert [i["name"] for i in doc["instances"]] == ["VI_1", "VI_6"]
+    assert [i["name"] for i in doc["vrrp"]["instances"]] == ["VI_1", "VI_6"]
     # -o is accepted after the command too
-    rc2, out2, _ = ctl("-s", running.socket_path, "status", "-o", "json")
+    rc2, out2, _ = ctl("-s", vrrp_built.socket_path, "status", "-o", "json")
     assert rc2 == EXIT_OK and json.loads(out2)["agent"]["router_id"] == "unit1"
 
 

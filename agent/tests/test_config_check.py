@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.config import check_command, load_config
+from vigil.subsystems import check_command, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
@@ -35,7 +35,7 @@ def test_valid_json() -> None:
         "valid": True,
         "file": str(path),
         "errors": [],
-        "vrrp_instances": 2,
+        "counts": {"vrrp": 2},
     }
 
 
@@ -94,7 +94,7 @@ def test_demo_pair_matches_the_lab_contract() -> None:
     for config, router_id, priority in ((node1, "node1", 150), (node2, "node2", 100)):
         assert config.globals.router_id == router_id
         assert config.vrrp_sync_groups == () and config.vrrp_scripts == {}
-        v4, v6 = config.instance("VI_4"), config.instance("VI_6")
+        v4, v6 = config.section("vrrp").instance("VI_4"), config.section("vrrp").instance("VI_6")
         assert (v4.interface, v4.vrid, v4.version, v4.advert_interval) == ("eth0", 51, 3, 1.0)
         assert [str(v.address) for v in v4.vips] == ["10.99.0.100/24"]
         assert (v6.interface, v6.vrid, v6.version) == ("eth0", 52, 3)

@@ -6,7 +6,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from vigil.config import Config, check_cluster, load_config, validate_data
+from vigil.config import Config
+from vigil.subsystems import check_cluster, load_config, validate_data
 
 REPO = Path(__file__).resolve().parents[2]
 

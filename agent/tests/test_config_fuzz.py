@@ -7,8 +7,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigil.config import Config, ConfigError, validate_data
+from vigil.config import Config, ConfigError
 from vigil.config.yamlload import load_yaml
+from vigil.subsystems import validate_data
 
 KEYS = [
     "global",

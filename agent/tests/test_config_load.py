@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from vigil.config import ConfigError, Issue, load_config, validate_data
+from vigil.config import ConfigError, Issue
+from vigil.subsystems import load_config, validate_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 
@@ -40,7 +41,7 @@ vrrp_instances:
 
 def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
-    inst = config.instance("VI_1")
+    inst = config.section("vrrp").instance("VI_1")
     assert inst.priority == 100
     assert inst.version == 2
     assert inst.advert_interval == 1.0
@@ -65,7 +66,7 @@ def test_empty_file_is_a_valid_config_without_instances(tmp_path: Path) -> None:
 
 def test_ipv6_instance_is_version_3_and_defaults_to_128(tmp_path: Path) -> None:
     text = MINIMAL.replace("[10.0.0.100]", "['fd00:99::100']")
-    inst = load_config(write(tmp_path, text)).instance("VI_1")
+    inst = load_config(write(tmp_path, text)).section("vrrp").instance("VI_1")
     assert inst.version == 3
     assert inst.family == 6
     assert inst.vips[0].address.network.prefixlen == 128
@@ -76,7 +77,7 @@ def test_inheritance_from_global(tmp_path: Path) -> None:
         "global:\n  vrrp_version: 3\n  v3_checksum_pseudo_header: false\n  notify_timeout: 3\n"
         "  garp: {master_repeat: 2, interval: 0.05}\n" + MINIMAL + "    garp: {master_delay: 1}\n"
     )
-    inst = load_config(write(tmp_path, text)).instance("VI_1")
+    inst = load_config(write(tmp_path, text)).section("vrrp").instance("VI_1")
     assert inst.version == 3
     assert inst.v3_checksum_pseudo_header is False
     assert inst.notify.timeout == 3.0
@@ -96,7 +97,7 @@ def test_address_owner_defaults_to_priority_255() -> None:
             }
         ]
     }
-    assert validate_data(data).instance("VI_1").priority == 255
+    assert validate_data(data).section("vrrp").instance("VI_1").priority == 255
 
 
 def test_vip_mapping_form_and_routes_and_vmac() -> None:
@@ -117,7 +118,7 @@ def test_vip_mapping_form_and_routes_and_vmac() -> None:
             }
         ]
     }
-    inst = validate_data(data).instance("VI_1")
+    inst = validate_data(data).section("vrrp").instance("VI_1")
     vip = inst.vips[0]
     assert (vip.dev, vip.label, vip.scope) == ("eth1", "eth1:a", "site")
     assert inst.use_vmac == "vrrp.7"
@@ -148,7 +149,7 @@ def test_track_shorthands_and_weight_resolution() -> None:
         ],
     }
     config = validate_data(data)
-    track = config.instance("VI_1").track
+    track = config.section("vrrp").instance("VI_1").track
     assert [(i.name, i.weight) for i in track.interfaces] == [("eth1", 0), ("eth2", -20)]
     assert (track.scripts[0].name, track.scripts[0].weight) == ("chk", -30)  # the script's
     assert (track.files[0].weight, track.files[0].weight_reverse) == (-2, True)  # override
@@ -169,14 +170,14 @@ def test_sync_group_model() -> None:
     }
     config = validate_data(data)
     assert config.vrrp_sync_groups[0].members == ("A", "B")
-    group = config.sync_group_of("B")
+    group = config.section("vrrp").sync_group_of("B")
     assert group is not None and group.name == "G"
 
 
 def test_unknown_instance_lookup_names_the_known_ones(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     with pytest.raises(KeyError, match=r"VI_9.*VI_1"):
-        config.instance("VI_9")
+        config.section("vrrp").instance("VI_9")
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ vrrp_instances:
     advert_interval: 3
     virtual_ipaddresses: [10.0.0.1]
 """
-    inst = load_config(write(tmp_path, text)).instance("VI_1")
+    inst = load_config(write(tmp_path, text)).section("vrrp").instance("VI_1")
     assert (inst.interface, inst.advert_interval) == ("eth0", 3.0)  # the explicit key wins
 
 

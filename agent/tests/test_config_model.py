@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigil.config import Config, diff_configs, validate_data
+from vigil.config import Config
+from vigil.subsystems import diff_configs, validate_data
 
 
 def base_config() -> dict[str, Any]:
@@ -157,10 +158,11 @@ def configs_pair() -> tuple[Config, dict[str, Any]]:
 
 def test_diff_of_identical_configs_is_empty() -> None:
     old, new_data = configs_pair()
-    diff = diff_configs(old, validate_data(new_data))
-    assert diff.empty
+    full = diff_configs(old, validate_data(new_data))
+    diff = full.section("vrrp")
+    assert full.empty
     assert diff.unchanged == ("VI_1", "VI_6")
-    assert diff.to_dict()["changed"] == []
+    assert full.to_dict()["vrrp"]["changed"] == []
 
 
 def test_diff_reports_fields_and_vips() -> None:
@@ -173,7 +175,8 @@ def test_diff_reports_fields_and_vips() -> None:
     )
     del new_data["vrrp_instances"][1]
     new_data["vrrp_sync_groups"] = []
-    diff = diff_configs(old, validate_data(new_data))
+    full = diff_configs(old, validate_data(new_data))
+    diff = full.section("vrrp")
     assert diff.added == ("VI_7",)
     assert diff.removed == ("VI_6",)
     assert diff.changed == ("VI_1",)
@@ -182,7 +185,7 @@ def test_diff_reports_fields_and_vips() -> None:
     assert change.fields == ("vips", "priority")
     assert change.vips_added == ("10.0.0.102/24",)
     assert change.vips_removed == ("10.0.0.101/24",)
-    assert diff.sync_groups_changed and not diff.globals_changed
+    assert diff.sync_groups_changed and not full.globals_changed
     as_dict = diff.to_dict()
     json.dumps(as_dict)
     assert as_dict["details"]["VI_1"]["vips_added"] == ["10.0.0.102/24"]
@@ -192,17 +195,17 @@ def test_diff_globals_and_trackers() -> None:
     old, new_data = configs_pair()
     new_data["global"]["log_level"] = "debug"
     new_data["vrrp_scripts"]["chk"]["interval"] = 5
-    diff = diff_configs(old, validate_data(new_data))
-    assert diff.globals_changed
-    assert diff.trackers_changed == ("vrrp_scripts.chk",)
-    assert diff.changed == ()  # no instance field differs
-    assert not diff.empty
+    full = diff_configs(old, validate_data(new_data))
+    assert full.globals_changed
+    assert full.section("track").changed == ("vrrp_scripts.chk",)
+    assert full.section("vrrp").changed == ()  # no instance field differs
+    assert not full.empty
 
 
 def test_diff_inherited_change_shows_on_the_instance() -> None:
     old, new_data = configs_pair()
     new_data["global"]["garp"] = {"master_repeat": 2}
-    diff = diff_configs(old, validate_data(new_data))
+    diff = diff_configs(old, validate_data(new_data)).section("vrrp")
     assert diff.changed == ("VI_1", "VI_6")
     assert diff.details["VI_6"].fields == ("garp",)
     assert diff.details["VI_6"].vips_added == ()
@@ -213,5 +216,5 @@ def test_diff_vip_attribute_change_is_remove_and_add() -> None:
     new_data["vrrp_instances"][1]["virtual_ipaddresses"] = [
         {"address": "fd00::100/64", "dev": "eth1"}
     ]
-    change = diff_configs(old, validate_data(new_data)).details["VI_6"]
+    change = diff_configs(old, validate_data(new_data)).section("vrrp").details["VI_6"]
     assert change.vips_added == change.vips_removed == ("fd00::100/64",)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from vigil.config import ConfigError, Issue, validate_data
+from vigil.config import ConfigError, Issue
+from vigil.subsystems import validate_data
 
 
 def inst(name: str = "VI_1", vrid: int = 51, **extra: Any) -> dict[str, Any]:

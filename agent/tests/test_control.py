@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from test_api_harness import AgentThread
 
-from vigil.cli import EXIT_API_ERROR, EXIT_OK, EXIT_USAGE, _result_line, main
+from vigil.cli import EXIT_API_ERROR, EXIT_OK, EXIT_USAGE, main
+from vigil.vrrp.cli import result_line as _result_line
 from vigil.vrrp.control import (
     CONTROL_FILE,
     HANDOVER_LINGER,
@@ -129,9 +130,9 @@ def test_maintenance_store_survives_a_corrupt_file(tmp_path: Path) -> None:
 @pytest.fixture
 def vrrp_agent() -> Iterator[AgentThread]:
     """The real app with the real VRRP subsystem built but not started (no root needed)."""
-    from vigil.daemon import build_subsystem_factories
+    from vigil.subsystems import specs
 
-    with AgentThread(factories=build_subsystem_factories(), start_agent=False) as at:
+    with AgentThread(factories=specs(), start_agent=False) as at:
         yield at
 
 

@@ -25,8 +25,9 @@ import pytest
 from test_api_harness import BAD_CONFIG, BASE_CONFIG, wait_for
 
 from vigil.client import ApiClient, ApiUnreachable
-from vigil.config import ConfigError, load_config
+from vigil.config import ConfigError
 from vigil.daemon import StateDirError, StateDirLock
+from vigil.subsystems import load_config
 
 # No VRRP instances: safe to run in the host namespace (see the module docstring).
 HOST_CONFIG = """\
@@ -335,7 +336,7 @@ def test_journald_format_without_timestamps(env: Env) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     lines = Path(log_path).read_text().splitlines()
-    assert "<6>agent: started (router_id unit1, 0 VRRP instance(s), config " in "\n".join(lines)
+    assert "<6>agent: started (router_id unit1, 0 VRRP instances, config " in "\n".join(lines)
     assert all(line.startswith("<") for line in lines), lines
     assert not any(line[3:4].isdigit() for line in lines)  # no timestamp after <N>
 

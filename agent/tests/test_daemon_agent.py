@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from test_api_harness import BASE_CONFIG, AgentThread
 
 from vigil.config import Config, ConfigDiff
-from vigil.subsystem import SubsystemContext
+from vigil.subsystem import SubsystemContext, SubsystemSpec
 
 LOG: list[str] = []
 
@@ -87,12 +87,17 @@ def test_stop_runs_in_reverse_order() -> None:
 
 
 def test_apply_failure_is_a_500_and_keeps_the_config() -> None:
-    with AgentThread(factories=[FailsToApply]) as at:
+    spec = SubsystemSpec(
+        name="vrrp",
+        section="vigil.vrrp.config:SECTION",
+        factory=lambda ctx: FailsToApply(ctx, "vrrp"),
+    )
+    with AgentThread(factories=[spec]) as at:
         at.config_path.write_text(BASE_CONFIG.replace("priority: 150", "priority: 110"))
         status, body = at.client.post("/v1/reload")
         assert status == 500
         assert "netlink said no" in body["error"]["message"]
-        assert at.client.get("/v1/status")[1]["instances"][0]["priority"] == 150
+        assert at.client.get("/v1/config")[1]["config"]["vrrp_instances"][0]["priority"] == 150
         assert at.client.get("/v1/events")[1][-1]["kind"] == "reload_failed"
 
 
@@ -113,6 +118,6 @@ def test_broken_subsystem_status_and_metrics_do_not_break_the_api() -> None:
     with AgentThread(factories=[BrokenStatusAndMetrics]) as at:
         status, body = at.client.get("/v1/status")
         assert status == 200
-        assert body["agent"]["subsystems"]["first"] == {"error": "status bug"}
+        assert body["first"] == {"error": "status bug"}
         status, text = at.client.get("/metrics")
         assert status == 200 and "vigil_up 1.0" in text

@@ -19,6 +19,7 @@ def test_seq_starts_at_one_and_increases() -> None:
     assert b.to_dict() == {
         "seq": 2,
         "time": b.time,
+        "subsystem": "agent",
         "kind": "y",
         "instance": "VI_1",
         "message": "b",

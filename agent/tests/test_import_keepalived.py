@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from vigil.config import check_command, validate_data
-from vigil.config.keepalived import (
+from vigil.keepalived import (
     ImportResult,
     Unsupported,
     import_keepalived,
     import_main,
     render_yaml,
 )
+from vigil.subsystems import check_command, validate_data
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keepalived"
 VALID = [

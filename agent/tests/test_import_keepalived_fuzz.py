@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigil.config.keepalived import import_keepalived, render_yaml, validation_errors
-from vigil.config.keepalived_parser import KeepalivedParseError, parse_text
+from vigil.keepalived import import_keepalived, render_yaml, validation_errors
+from vigil.keepalived.parser import KeepalivedParseError, parse_text
 
 WORDS = [
     "global_defs",

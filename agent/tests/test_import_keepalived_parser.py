@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vigil.config.keepalived_parser import (
+from vigil.keepalived.parser import (
     KeepalivedParseError,
     Statement,
     parse_file,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from vigil.config.keepalived import import_keepalived
+from vigil.keepalived import import_keepalived
 
 FIXTURES = Path(__file__).parent / "fixtures" / "keepalived"
 VALID_FOR_2_2_7 = [

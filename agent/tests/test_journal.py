@@ -17,7 +17,7 @@ def entry(n: int) -> JournalEntry:
 
 
 def on_disk(journal: Journal) -> dict[str, object]:
-    return dict(json.loads(journal.path.read_text())["instances"])
+    return dict(json.loads(journal.path.read_text())["entries"])
 
 
 def test_without_an_event_loop_every_change_is_written_at_once(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from vigil.config import NotifyConfig, validate_data
+from vigil.subsystems import validate_data
+from vigil.vrrp.config import NotifyConfig
 from vigil.vrrp.machine import Transition, Trigger, VrrpState
 from vigil.vrrp.notify import (
     GROUP,
@@ -344,7 +345,7 @@ def test_manager_runs_transitions_and_group_changes_and_publishes(tmp_path: Path
     async def main() -> tuple[FakeOwner, NotifyManager]:
         owner = FakeOwner()
         manager = NotifyManager(owner)  # type: ignore[arg-type]
-        manager.configure(config)
+        manager.configure(config.section("vrrp"))
         assert owner.transition_hooks == [manager.on_transition]
         inst = FakeInstance(NotifyConfig(master=bad, generic=gen, timeout=5))
         tr = Transition("VI_1", VrrpState.BACKUP, VrrpState.MASTER, Trigger.MASTER_DOWN, "x", 0)

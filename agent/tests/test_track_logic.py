@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vigil.config import TrackProcessConfig
 from vigil.track.base import Effect, RiseFall, Tracker, TrackerState, file_effect, weight_effect
+from vigil.track.config import TrackProcessConfig
 from vigil.track.file import parse_value
 from vigil.track.interface import InterfaceTracker
 from vigil.track.process import ProcessMatcher, ProcInfo, Quorum, params_match, scan_proc

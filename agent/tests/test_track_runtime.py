@@ -19,13 +19,16 @@ from typing import Any
 
 import pytest
 
-from vigil.config import Config, validate_data
-from vigil.config.model import TrackFileConfig, VrrpScriptConfig
+from vigil.config import Config
 from vigil.net.netlink import LinkEvent
+from vigil.subsystems import validate_data
+from vigil.track.config import TrackFileConfig, VrrpScriptConfig
 from vigil.track.file import FileTracker
-from vigil.track.manager import TrackerManager
+from vigil.track.registry import TrackerRegistry
 from vigil.track.runner import Credentials, run_command, security_problem
 from vigil.track.script import ScriptTracker
+from vigil.track.service import TrackerService, tracker_metrics
+from vigil.vrrp.tracking import InstanceTracking
 
 ME = pwd.getpwuid(os.geteuid()).pw_name
 
@@ -280,6 +283,43 @@ class Host:
 
     async def link_problem(self, ifname: str) -> str | None:
         return self.links.get(ifname, f"interface {ifname} does not exist")
+
+
+class TrackerManager:
+    """The core's tracker service and VRRP's instance tracking, wired as the agent does."""
+
+    def __init__(self, host: Host) -> None:
+        self.registry = TrackerRegistry()
+        self.service = TrackerService(self.registry, host.link_problem)
+        self.tracking = InstanceTracking(host, self.registry)
+
+    @property
+    def trackers(self) -> dict[str, Any]:
+        return self.service.trackers
+
+    async def start(self, config: Config) -> None:
+        self.service.configure(config.section("track"))
+        await self.tracking.start(config.section("vrrp"))
+
+    async def apply(self, config: Config) -> None:
+        await self.service.apply(config.section("track"))
+        await self.tracking.apply(config.section("vrrp"))
+
+    async def stop(self) -> None:
+        await self.tracking.stop()
+        await self.service.stop()
+
+    def attach(self, inst: Any) -> None:
+        self.tracking.attach(inst)
+
+    def link_event(self, ev: LinkEvent) -> None:
+        self.service.link_event(ev)
+
+    def view(self, name: str) -> list[dict[str, Any]]:
+        return self.tracking.view(name)
+
+    def metrics(self) -> Any:
+        return tracker_metrics(self.registry.trackers())
 
 
 def config(path: Path, file_weight: int = 10, router: str = "n1") -> Config:

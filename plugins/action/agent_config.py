@@ -73,7 +73,8 @@ PASSED_THROUGH = (
 
 
 def import_vigil_config() -> ModuleType:
-    """``vigil.config`` from the collection's own ``agent/src``, else an installed ``vigil``.
+    """``vigil.subsystems`` (the agent's config, every section filled in) from the
+    collection's own ``agent/src``, else an installed ``vigil``.
 
     The collection ships the agent's sources next to the plugins; using them keeps the
     controller's schema the one the collection's agent was built with.
@@ -82,10 +83,10 @@ def import_vigil_config() -> ModuleType:
     if (agent_src / "vigil" / "config").is_dir() and str(agent_src) not in sys.path:
         sys.path.insert(0, str(agent_src))
     try:
-        return importlib.import_module("vigil.config")
+        return importlib.import_module("vigil.subsystems")
     except ImportError as exc:
         raise AnsibleActionFail(
-            f"{MODULE} validates with the agent's schema (Python package vigil.config) on the "
+            f"{MODULE} validates with the agent's schema (Python package vigil) on the "
             f"controller and could not import it: {exc}. It is in the collection's agent/src "
             "directory; it needs the packages voluptuous and PyYAML in the Python that runs "
             "Ansible (pip install voluptuous PyYAML)."
@@ -574,12 +575,12 @@ def plan_for(host: str, configs: Mapping[str, Any]) -> dict[str, Any]:
     runs the new config.
     """
     instances: dict[str, Any] = {}
-    mine = configs[host]
-    for inst in mine.vrrp_instances:
+    vrrp = {node: cfg.section("vrrp") for node, cfg in configs.items()}
+    for inst in vrrp[host].vrrp_instances:
         prios = {
-            node: cfg.instance(inst.name).priority
-            for node, cfg in configs.items()
-            if inst.name in cfg.instance_names
+            node: sec.instance(inst.name).priority
+            for node, sec in vrrp.items()
+            if inst.name in sec.instance_names
         }
         top = max(prios.items(), key=lambda item: item[1])[0]
         instances[inst.name] = {
@@ -587,9 +588,9 @@ def plan_for(host: str, configs: Mapping[str, Any]) -> dict[str, Any]:
             "preempt": inst.preempt,
             "priorities": prios,
             "preempts": {
-                node: cfg.instance(inst.name).preempt
-                for node, cfg in configs.items()
-                if inst.name in cfg.instance_names
+                node: sec.instance(inst.name).preempt
+                for node, sec in vrrp.items()
+                if inst.name in sec.instance_names
             },
             "master": top,
         }

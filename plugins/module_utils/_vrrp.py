@@ -12,6 +12,7 @@ so they are tested without an agent; the calls go through ``_api.ApiClient``.
 from __future__ import annotations
 
 import typing as t
+from urllib.parse import quote
 
 from ansible_collections.vigil.ha.plugins.module_utils._api import (
     DEFAULT_SOCKET,
@@ -117,11 +118,11 @@ class AgentConnection:
         body = self.get("/v1/status")
         if not isinstance(body, dict):
             raise VigilError(f"GET /v1/status: unexpected answer {body!r}", response=body)
-        return body.get("agent") or {}, list(body.get("instances") or [])
+        return body.get("agent") or {}, list((body.get("vrrp") or {}).get("instances") or [])
 
     def instance(self, name: str) -> dict[str, t.Any]:
         """One instance's view now (GET /v1/vrrp/instances/NAME)."""
-        return t.cast(dict, self.get(f"/v1/vrrp/instances/{name}"))
+        return t.cast(dict, self.get(f"/v1/vrrp/instances/{quote(name, safe='')}"))
 
     def act(self, path: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
         """POST a verified control action; a refusal or failed verification is a VigilError.

@@ -497,7 +497,7 @@ class Agent:
 
     @property
     def instances(self) -> list[dict[str, t.Any]]:
-        return list((self.status or {}).get("instances") or [])
+        return list(((self.status or {}).get("vrrp") or {}).get("instances") or [])
 
     def config(self) -> dict[str, t.Any]:
         try:
@@ -707,7 +707,7 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         answer = agent.reload(dest)
         agent.wait_for(expected, params["wait_timeout"])
         result["reloaded"] = True
-        reload_diff = answer.get("diff") or {}
+        reload_diff = (answer.get("diff") or {}).get("vrrp") or {}
         result["instances"] = {
             key: list(reload_diff.get(key) or [])
             for key in ("added", "changed", "removed", "unchanged")

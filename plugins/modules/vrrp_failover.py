@@ -174,6 +174,7 @@ observed:
 """
 
 import typing as t
+from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
@@ -242,7 +243,7 @@ def move(
     if action == "handover" and hold is not None:
         body["hold"] = hold
     try:
-        answer = conn.act(f"/v1/vrrp/instances/{name}/{action}", body)
+        answer = conn.act(f"/v1/vrrp/instances/{quote(name, safe='')}/{action}", body)
     except VigilError as exc:
         exc.data.setdefault("instance", name)
         exc.data["instances"] = done

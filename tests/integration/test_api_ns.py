@@ -81,7 +81,7 @@ def test_two_agents_side_by_side_answer_on_their_own_sockets(lab: Lab) -> None:
     assert res.returncode == 0, res.stderr
     status = json.loads(res.stdout)
     assert status["agent"]["router_id"] == "node1"
-    assert [inst["name"] for inst in status["instances"]] == ["VI_4", "VI_6"]
+    assert [inst["name"] for inst in status["vrrp"]["instances"]] == ["VI_4", "VI_6"]
 
 
 NOBODY_CLIENT = r"""
@@ -186,8 +186,8 @@ def test_invalid_reload_keeps_the_running_config_and_a_valid_one_reports_the_dif
     status, body = agent.reload()
     assert status == 200, body
     assert body["changed"] is True
-    assert body["diff"]["changed"] == ["VI_4"]
-    assert "VI_6" in body["diff"]["unchanged"]
+    assert body["diff"]["vrrp"]["changed"] == ["VI_4"]
+    assert "VI_6" in body["diff"]["vrrp"]["unchanged"]
     after = agent.client.get("/v1/config")[1]["config"]
     assert after["vrrp_instances"][0]["priority"] == 120
 
@@ -201,7 +201,7 @@ def test_invalid_reload_keeps_the_running_config_and_a_valid_one_reports_the_dif
                  if e["kind"] == "config_reloaded"],
         what="a config_reloaded event after SIGHUP",
     )  # fmt: skip
-    assert reloaded[0]["data"]["diff"]["changed"] == ["VI_6"]
+    assert reloaded[0]["data"]["diff"]["vrrp"]["changed"] == ["VI_6"]
     assert agent.client.get("/v1/config")[1]["config"]["vrrp_instances"][1]["priority"] == 110
 
 

@@ -8,6 +8,7 @@ must show: a clean stop costs probes, the VIP moved, the daemons used memory.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,23 @@ from bench import cpu, failover, plot
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def _keep_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The benchmarks put their vigil snapshot first on PYTHONPATH (for the daemons they
+    start); in this shared test process that must not outlive the test, or every later
+    test would run that snapshot instead of the tree under test."""
+    if "PYTHONPATH" in os.environ:
+        monkeypatch.setenv("PYTHONPATH", os.environ["PYTHONPATH"])
+    else:
+        monkeypatch.delenv("PYTHONPATH", raising=False)
+
+
 def test_failover_one_row_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "failover.json"
     code = failover.main(
         [
             "--rounds", "1", "--rows", "stop-v3-0.1s-ipv4", "--seed", "7",
-            "--json", str(out), "--workdir", str(tmp_path / "work"),
+            "--json", str(out), "--workdir", str(tmp_path / "work"), "--vigil-rev", "worktree",
         ]
     )  # fmt: skip
     assert code == 0
@@ -53,9 +65,11 @@ def test_failover_one_row_and_plot(tmp_path: Path) -> None:
 
 def test_cpu_tiny_window(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
-    code = cpu.main(
-        ["--instances", "2", "--seconds", "2", "--json", str(out), "--workdir", str(tmp_path)]
-    )
+    argv = [
+        "--instances", "2", "--seconds", "2", "--json", str(out),
+        "--workdir", str(tmp_path), "--vigil-rev", "worktree",
+    ]  # fmt: skip
+    code = cpu.main(argv)
     assert code == 0
     doc = json.loads(out.read_text())
     assert [r["impl"] for r in doc["results"]] == ["keepalived", "vigil"]

@@ -164,7 +164,7 @@ def test_maintenance_moves_the_vip_and_survives_a_restart(lab: Lab) -> None:
     status, metrics = a1.client.get("/metrics")
     assert 'vigil_vrrp_maintenance{instance="VI_4"} 1.0' in metrics
     status, st = a1.client.get("/v1/status")
-    assert all(i["maintenance"] for i in st["instances"])
+    assert all(i["maintenance"] for i in st["vrrp"]["instances"])
 
     # Crash and restart n1 with the same state dir: still in maintenance, still backup.
     lab.kill_group(a1)

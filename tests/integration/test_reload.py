@@ -251,7 +251,7 @@ def test_twenty_reloads_with_unrelated_changes_never_flap(lab: Lab) -> None:
         how = "api" if step % 2 == 0 else "sighup"
         event = reload(lab, a1, how)
         assert event["kind"] == "config_reloaded", (what, how, event)
-        assert "VI_1" not in event["data"]["diff"]["changed"], (what, event["data"]["diff"])
+        assert "VI_1" not in event["data"]["diff"]["vrrp"]["changed"], (what, event["data"]["diff"])
         kinds.append((what, how))
         # Each reload is followed by a few advert intervals so a late advert shows up.
         capture.wait(received_after(time.time() + 2 * INTERVAL), timeout=5)
@@ -295,7 +295,7 @@ def test_vip_list_change_adds_and_removes_only_the_difference(lab: Lab) -> None:
     assert reload(lab, a2, "sighup")["kind"] == "config_reloaded"
     a1.write_config(configs["n1"])
     event = reload(lab, a1, "api")
-    details = event["data"]["diff"]["details"]["VI_1"]
+    details = event["data"]["diff"]["vrrp"]["details"]["VI_1"]
     assert details["vips_added"] == ["10.99.0.102/24"] and details["vips_removed"] == []
     lab.wait_address(n1, "10.99.0.102", timeout=5)
     lab.wait_address(n1, "10.99.0.103", timeout=5)
@@ -314,7 +314,7 @@ def test_vip_list_change_adds_and_removes_only_the_difference(lab: Lab) -> None:
         (a1 if node == "n1" else a2).write_config(cfg)
     assert reload(lab, a2, "api")["kind"] == "config_reloaded"
     event = reload(lab, a1, "sighup")
-    details = event["data"]["diff"]["details"]["VI_1"]
+    details = event["data"]["diff"]["vrrp"]["details"]["VI_1"]
     assert details["vips_removed"] == ["10.99.0.102/24"] and details["vips_added"] == []
     lab.wait_address(n1, "10.99.0.102", present=False, timeout=5)
     probe.wait_received(20)
@@ -387,7 +387,7 @@ def test_removed_instance_sends_priority_zero_then_removes_its_vip(lab: Lab) -> 
     with watch_address(lab, n1, VIP_2) as seen:
         event = reload(lab, a1, "api")
         lab.wait_for(lambda: any(not present for _, present in seen), 5, what="VIP_2 gone from n1")
-    assert event["data"]["diff"]["removed"] == ["VI_2"]
+    assert event["data"]["diff"]["vrrp"]["removed"] == ["VI_2"]
     zero = [t for t, p, _ in vrrp_adverts(capture.read(), N1_ADDR, 52) if p == 0]
     assert zero, "no priority-0 advert for VI_2 from n1"
     gone = next(t for t, present in seen if not present)
@@ -409,13 +409,13 @@ def test_added_instance_starts_backup(lab: Lab) -> None:
     cfg2 = node_config("n2", 100)
     cfg2["vrrp_instances"].append(vrrp_instance("VI_3", 53, 100, ["10.99.0.103"]))
     a2.write_config(cfg2)
-    assert reload(lab, a2, "api")["data"]["diff"]["added"] == ["VI_3"]
+    assert reload(lab, a2, "api")["data"]["diff"]["vrrp"]["added"] == ["VI_3"]
     lab.wait_address(n2, "10.99.0.103", timeout=5)
     seq1 = last_seq(a1)
     cfg1 = node_config("n1", 150)
     cfg1["vrrp_instances"].append(vrrp_instance("VI_3", 53, 150, ["10.99.0.103"]))
     a1.write_config(cfg1)
-    assert reload(lab, a1, "sighup")["data"]["diff"]["added"] == ["VI_3"]
+    assert reload(lab, a1, "sighup")["data"]["diff"]["vrrp"]["added"] == ["VI_3"]
     lab.wait_address(n1, "10.99.0.103", timeout=5)
     lab.wait_address(n2, "10.99.0.103", present=False, timeout=5)
     seen = transitions(a1, seq1, "VI_3")
@@ -434,7 +434,7 @@ def test_changed_identity_recreates_and_priority_change_does_not_flap(lab: Lab) 
     instance_cfg(cfg, "VI_1")["priority"] = 120
     a1.write_config(cfg)
     event = reload(lab, a1, "sighup")
-    assert event["data"]["diff"]["details"]["VI_1"]["fields"] == ["priority"]
+    assert event["data"]["diff"]["vrrp"]["details"]["VI_1"]["fields"] == ["priority"]
     lab.wait_for(lambda: instance(a2, "VI_1")["master_priority"] == 120, 5, what="n2 to see 120")
     assert instance(a1, "VI_1")["effective_priority"] == 120
     prio = [e for e in events(a1, seq1) if e["kind"] == "vrrp_priority"]
@@ -507,7 +507,7 @@ def test_reload_keeps_runtime_override_and_maintenance(lab: Lab) -> None:
     cfg = node_config("n1", 150)
     instance_cfg(cfg, "VI_1")["priority"] = 140
     a1.write_config(cfg)
-    assert reload(lab, a1, "sighup")["data"]["diff"]["changed"] == ["VI_1"]
+    assert reload(lab, a1, "sighup")["data"]["diff"]["vrrp"]["changed"] == ["VI_1"]
     view = instance(a1, "VI_1")
     assert view["priority"] == 140
     assert view["priority_override"] == 200 and view["effective_priority"] == 200, view
@@ -569,7 +569,7 @@ def test_unicast_peer_list_changes_in_place(lab: Lab) -> None:
     seq1, seq2 = last_seq(a1), last_seq(a2)
     a1.write_config(unicast_cfg("n1", 150, ["10.99.0.12", "10.99.0.13"]))
     event = reload(lab, a1, "api")
-    assert event["data"]["diff"]["details"]["VI_1"]["fields"] == ["unicast"]
+    assert event["data"]["diff"]["vrrp"]["details"]["VI_1"]["fields"] == ["unicast"]
     assert instance(a1, "VI_1")["unicast_peers"] == ["10.99.0.12", "10.99.0.13"]
     # n2 keeps hearing n1 after the reload, several adverts in a row.
     base = instance(a2, "VI_1")["counters"]["adverts_received"]

@@ -322,7 +322,7 @@ def test_reload_rebuilds_groups_without_transitions(lab: Lab) -> None:
         a1.write_config(cfg)
         status, body = a1.reload()
         assert status == 200 and body["changed"] is True, body
-        assert body["diff"]["sync_groups_changed"] is True, body
+        assert body["diff"]["vrrp"]["sync_groups_changed"] is True, body
 
     seq = a1.client.get("/v1/events")[1][-1]["seq"]
     # only the group's notify commands change: the group object (and state) stays

@@ -114,14 +114,14 @@ def test_election_api_and_metrics(lab: Lab) -> None:
 
     status, body = a2.client.get("/v1/status")
     assert status == 200
-    states = {i["name"]: i["state"] for i in body["instances"]}
+    states = {i["name"]: i["state"] for i in body["vrrp"]["instances"]}
     assert states == {"VI_4": "BACKUP", "VI_6": "BACKUP"}
 
     out = a1.vigilctl("status", "-o", "json", check=True).stdout
     import json
 
     doc = json.loads(out)
-    for inst in doc["instances"]:
+    for inst in doc["vrrp"]["instances"]:
         for key in (
             "name",
             "state",
@@ -222,7 +222,7 @@ def journal_addresses(agent: Any) -> dict[str, list[list[str]]]:
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
-    return {name: e["addresses"] for name, e in data["instances"].items()}
+    return {name: e["addresses"] for name, e in data["entries"].items()}
 
 
 def test_journal_is_written_before_a_takeover_and_emptied_by_a_stop(lab: Lab) -> None:

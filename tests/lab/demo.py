@@ -117,7 +117,7 @@ def states(agent: AgentHandle) -> dict[str, str]:
         return {}
     if status != 200:
         return {}
-    return {i["name"]: i["state"] for i in body["instances"]}
+    return {i["name"]: i["state"] for i in body["vrrp"]["instances"]}
 
 
 def wait_roles(demo: Demo, master: str, backup: str, timeout: float = 15.0) -> None:

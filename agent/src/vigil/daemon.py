@@ -1,10 +1,10 @@
 """vigild: the agent process.
 
-`Agent` is the core that outlives reloads: it owns the running Config, the EventBus, the
-metrics registry and the subsystems, and it is the only place a config is swapped (start,
-SIGHUP, POST /v1/reload all end in `Agent.reload_from_file()`). `main()` is the
-foreground process: parse arguments, lock the state dir, open the API socket, start the
-subsystems, tell systemd, and wait for signals.
+`main()` is the foreground process: parse arguments, lock the state dir, open the API
+socket, start the :class:`~vigil.agent.Agent` (the core: config, events, metrics, shared
+services and subsystems), tell systemd, and wait for signals. ``--check`` validates a
+config and ``--cleanup`` removes what a crashed agent left in the kernel, both through
+the subsystems listed in :mod:`vigil.subsystems`.
 
 Start-up order matters to operators: the API answers (health 503, ready false) before the
 subsystems start so a stuck start can be inspected; READY=1 goes to systemd only after
@@ -21,26 +21,19 @@ import fcntl
 import logging
 import os
 import signal
-import socket
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import prometheus_client
 
-from vigil import __version__
-from vigil.config import Config, ConfigError, check_command, diff_configs, load_config
-from vigil.events import EventBus
+from vigil import __version__, subsystems
+from vigil.agent import Agent, ReloadResult
+from vigil.config import Config, ConfigError
+from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError
 from vigil.log import LEVELS, set_level, setup_logging
-from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sdnotify import SdNotifier
-from vigil.subsystem import Subsystem, SubsystemContext, SubsystemFactory
-
-if TYPE_CHECKING:
-    from vigil.vrrp.journal import Journal
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -50,7 +43,6 @@ __all__ = [
     "ReloadResult",
     "StateDirError",
     "StateDirLock",
-    "build_subsystem_factories",
     "main",
     "run_cleanup",
 ]
@@ -61,13 +53,6 @@ DEFAULT_CONFIG = "/etc/vigil/vigil.yml"
 DEFAULT_SOCKET = "/run/vigil/vigil.sock"
 DEFAULT_STATE_DIR = "/var/lib/vigil"
 LOCK_NAME = "vigild.lock"
-
-
-def build_subsystem_factories() -> list[SubsystemFactory]:
-    """The subsystems vigild runs: VRRP now; IPVS and BFD plug in here later."""
-    from vigil.vrrp.runtime import factory as vrrp_factory
-
-    return [vrrp_factory]
 
 
 # --------------------------------------------------------------------------- state dir
@@ -131,319 +116,14 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
-# --------------------------------------------------------------------------- agent
-
-
-@dataclass
-class ReloadResult:
-    """Outcome of one reload attempt, as the API and SIGHUP report it."""
-
-    ok: bool
-    changed: bool = False
-    diff: dict[str, Any] = field(default_factory=dict)
-    issues: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    #: HTTP status the API answers with: 200, 422 invalid config, 500 apply failed,
-    #: 503 not running (starting or stopping)
-    code: int = 200
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.ok:
-            return {"changed": self.changed, "diff": self.diff}
-        return {"error": self.error, "issues": self.issues}
-
-
-class Agent:
-    """The running agent: config, events, metrics and subsystems, across reloads."""
-
-    def __init__(
-        self,
-        config: Config,
-        *,
-        config_path: str,
-        socket_path: str,
-        state_dir: Path,
-        factories: Sequence[SubsystemFactory] = (),
-        notifier: SdNotifier | None = None,
-        log_level_fixed: bool = False,
-    ) -> None:
-        self.config = config
-        # router_id names this agent in metrics labels and the subsystems' context, which
-        # are fixed at start: a reload changing it takes effect at the next restart.
-        self._router_id = str(getattr(config.globals, "router_id", "") or socket.gethostname())
-        self.config_path = config_path
-        self.socket_path = socket_path
-        self.state_dir = state_dir
-        self.loaded_at = time.time()
-        self.notifier = notifier or SdNotifier(address="")
-        self.log_level_fixed = log_level_fixed
-        self.phase = "starting"  # starting -> running -> stopping -> stopped
-        self._started_mono = time.monotonic()
-        self._reload_lock = asyncio.Lock()
-        self.events = EventBus()
-        self.metrics = AgentMetrics(router_id=self.router_id)
-        self.events.listeners.append(self.metrics.count_event)
-        ctx = SubsystemContext(
-            events=self.events,
-            registry=self.metrics.registry,
-            state_dir=state_dir,
-            router_id=self.router_id,
-        )
-        self.subsystems: list[Subsystem] = [factory(ctx) for factory in factories]
-        self._running: list[Subsystem] = []
-        self.metrics.add_collector(
-            SubsystemCollector(lambda: [(s.name, s.collect_metrics) for s in self.subsystems])
-        )
-
-    # -- read side (the API uses these) -------------------------------------------
-
-    @property
-    def router_id(self) -> str:
-        return self._router_id
-
-    @property
-    def ready(self) -> bool:
-        return self.phase == "running"
-
-    @property
-    def uptime_s(self) -> float:
-        return round(time.monotonic() - self._started_mono, 3)
-
-    def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ready else self.phase,
-            "live": True,
-            "ready": self.ready,
-            "version": __version__,
-            "router_id": self.router_id,
-            "uptime_s": self.uptime_s,
-            "pid": os.getpid(),
-        }
-
-    def status(self) -> dict[str, Any]:
-        subsystems: dict[str, Any] = {}
-        reported: dict[str, dict[str, Any]] = {}
-        for sub in self.subsystems:
-            try:
-                st = dict(sub.status())
-            except Exception as exc:
-                log.exception("status of subsystem %s failed", sub.name)
-                st = {"error": str(exc)}
-            for inst in st.pop("instances", None) or []:
-                if isinstance(inst, dict) and "name" in inst:
-                    reported[str(inst["name"])] = inst
-            subsystems[sub.name] = st
-        instances = [
-            reported.pop(inst.name) if inst.name in reported else self._placeholder(inst)
-            for inst in self.config.vrrp_instances
-        ]
-        instances.extend(reported.values())  # reported but not configured (e.g. stopping)
-        return {
-            "agent": {
-                "router_id": self.router_id,
-                "version": __version__,
-                "pid": os.getpid(),
-                "phase": self.phase,
-                "ready": self.ready,
-                "uptime_s": self.uptime_s,
-                "config_source": self.config_path,
-                "config_loaded_at": self.loaded_at,
-                "socket": self.socket_path,
-                "state_dir": str(self.state_dir),
-                "last_event_seq": self.events.last_seq,
-                "subsystems": subsystems,
-            },
-            "instances": instances,
-        }
-
-    @staticmethod
-    def _placeholder(inst: Any) -> dict[str, Any]:
-        """An instance no subsystem runs: its configured identity, state INIT.
-
-        Same keys and shapes as the VRRP subsystem's view, so clients need one parser.
-        """
-        dev = inst.use_vmac or inst.interface
-
-        def vip(v: Any) -> dict[str, Any]:
-            return {"address": str(v.address), "dev": v.dev or dev, "present": False}
-
-        return {
-            "name": inst.name,
-            "state": "INIT",
-            "interface": inst.interface,
-            "vrid": inst.vrid,
-            "version": inst.version,
-            "family": inst.family,
-            "priority": inst.priority,
-            "effective_priority": inst.priority,
-            "master_address": None,
-            "vips": [vip(v) for v in inst.vips],
-            "excluded_vips": [vip(v) for v in inst.excluded_vips],
-        }
-
-    def config_view(self) -> dict[str, Any]:
-        return {
-            "source": self.config_path,
-            "loaded_at": self.loaded_at,
-            "config": self.config.to_dict(redact=True),
-        }
-
-    # -- lifecycle ------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start every subsystem in order; if one fails, stop those already started."""
-        self.notifier.status("starting subsystems")
-        for sub in self.subsystems:
-            try:
-                await sub.start(self.config)
-            except Exception:
-                log.exception("agent: subsystem %s failed to start", sub.name)
-                await self._stop_running()
-                self.phase = "stopped"
-                raise
-            self._running.append(sub)
-        self.phase = "running"
-        self.metrics.up.set(1)
-        self.metrics.last_reload.set(self.loaded_at)
-        n = len(self.config.vrrp_instances)
-        self.events.publish(
-            "agent_started",
-            message=f"started (router_id {self.router_id}, {n} VRRP instance(s), "
-            f"config {self.config_path})",
-            router_id=self.router_id,
-            version=__version__,
-            instances=n,
-        )
-
-    async def stop(self) -> None:
-        """Stop subsystems in reverse order; every one gets its chance even if one fails."""
-        if self.phase in ("stopping", "stopped"):
-            return
-        self.phase = "stopping"
-        self.metrics.up.set(0)
-        self.events.publish("agent_stopping", message="stopping")
-        await self._stop_running()
-        self.phase = "stopped"
-        self.events.close()
-
-    async def _stop_running(self) -> None:
-        while self._running:
-            sub = self._running.pop()
-            try:
-                await sub.stop()
-            except Exception:
-                log.exception("agent: subsystem %s failed to stop cleanly", sub.name)
-
-    async def reload(self, new_config: Config) -> ReloadResult:
-        """Apply an already validated config: subsystems get the diff, then we swap."""
-        old = self.config
-        diff = diff_configs(old, new_config)
-        changed = (old != new_config) or not diff.empty
-        if changed:
-            for sub in self._running:
-                await sub.apply(new_config, diff)
-        self.config = new_config
-        self.loaded_at = time.time()
-        self._warn_restart_only(old, new_config)
-        if not self.log_level_fixed:
-            level = str(getattr(new_config.globals, "log_level", "info"))
-            if level in LEVELS:
-                set_level(level)
-        self.metrics.reloads.labels("success").inc()
-        self.metrics.last_reload.set(self.loaded_at)
-        diff_dict = diff.to_dict()
-        self.events.publish(
-            "config_reloaded",
-            message=f"config reloaded ({_diff_summary(diff) if changed else 'no changes'})",
-            changed=changed,
-            diff=diff_dict,
-        )
-        return ReloadResult(ok=True, changed=changed, diff=diff_dict)
-
-    def _warn_restart_only(self, old: Config, new: Config) -> None:
-        for key in ("socket", "state_dir", "router_id"):
-            before = getattr(old.globals, key, None)
-            after = getattr(new.globals, key, None)
-            if before != after:
-                log.warning(
-                    "agent: global.%s changed from %r to %r; it takes effect at the next "
-                    "restart of vigild",
-                    key,
-                    before,
-                    after,
-                )
-
-    async def reload_from_file(self) -> ReloadResult:
-        """Reread the configured file; on any problem keep running the old config.
-
-        Used by SIGHUP and POST /v1/reload. Reloads are serialized.
-        """
-        if self.phase != "running":
-            log.warning("agent: reload refused: the agent is %s", self.phase)
-            return ReloadResult(
-                ok=False,
-                error=f"the agent is {self.phase}; reload when it is ready (GET /v1/health)",
-                code=503,
-            )
-        async with self._reload_lock:
-            self.notifier.reloading(f"reloading {self.config_path}")
-            try:
-                return await self._reload_from_file()
-            finally:
-                self.notifier.ready(self._status_line())
-
-    async def _reload_from_file(self) -> ReloadResult:
-        try:
-            new_config = await asyncio.to_thread(load_config, self.config_path)
-        except ConfigError as exc:
-            issues = [issue.to_dict() for issue in exc.issues]
-            for issue in exc.issues:
-                log.warning("agent: reload: %s", issue)
-            return self._reload_failed(
-                "config is invalid; the running config is unchanged", issues, 422
-            )
-        try:
-            return await self.reload(new_config)
-        except Exception as exc:
-            log.exception("agent: applying the new config failed")
-            return self._reload_failed(
-                f"applying the new config failed: {exc}; see the vigild log", [], 500
-            )
-
-    def _reload_failed(self, message: str, issues: list[dict[str, Any]], code: int) -> ReloadResult:
-        self.metrics.reloads.labels("failure").inc()
-        self.events.publish(
-            "reload_failed",
-            message=f"config reload failed: {message} ({len(issues)} issue(s))",
-            issues=issues,
-        )
-        return ReloadResult(ok=False, issues=issues, error=message, code=code)
-
-    def _status_line(self) -> str:
-        return (
-            f"running: router_id {self.router_id}, "
-            f"{len(self.config.vrrp_instances)} VRRP instance(s)"
-        )
-
-
-def _diff_summary(diff: Any) -> str:
-    parts = []
-    for name in ("added", "removed", "changed"):
-        items = list(getattr(diff, name, ()) or ())
-        if items:
-            parts.append(f"{name}: {', '.join(map(str, items))}")
-    if getattr(diff, "globals_changed", False):
-        parts.append("globals changed")
-    return "; ".join(parts) or "settings changed"
-
-
 # --------------------------------------------------------------------------- process
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vigild",
-        description="vigil agent: VRRP virtual-IP failover with a local state/control API.",
+        description="vigil agent: VRRP virtual-IP failover, IPVS and BFD, with a local "
+        "state/control API.",
     )
     p.add_argument(
         "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
@@ -465,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cleanup",
         action="store_true",
-        help="remove the VIPs and routes the state journal records (what a crashed vigild "
-        "left behind) and exit; for systemd's ExecStopPost (uses --state-dir, default "
-        f"{DEFAULT_STATE_DIR}; the config is not read)",
+        help="remove what the state journal records (the VIPs, routes and other kernel state a "
+        "crashed vigild left behind) and exit; for systemd's ExecStopPost (uses --state-dir, "
+        f"default {DEFAULT_STATE_DIR}; the config is not read)",
     )
     p.add_argument(
         "--format",
@@ -492,8 +172,8 @@ def _uid(text: str) -> int:
 
 
 def run_check(path: str, fmt: str, out: TextIO) -> int:
-    """`vigild --check`: vigil.config.check_command prints the verdict; 0 valid, 1 not."""
-    return int(check_command(path, fmt, out))
+    """`vigild --check`: every section validates; the verdict is printed; 0 valid, 1 not."""
+    return int(subsystems.check_command(path, fmt, out))
 
 
 def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> int:
@@ -503,14 +183,14 @@ def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> in
     has already removed its VIPs (the journal is empty and this is a no-op); after a crash
     (SIGKILL, OOM, a bug) the VIPs would otherwise stay on this node while the peer takes
     over, and two nodes would answer for one address until the agent comes back. The
-    config is deliberately not read: a broken config must not stop the clean-up.
+    config is deliberately not read: a broken config must not stop the clean-up. Each
+    subsystem's clean-up hook runs on its own journal namespace, the same hook the agent
+    runs at start-up.
 
-    The state dir lock is taken first, so a running agent's VIPs are never touched. What
+    The state dir lock is taken first, so a running agent's state is never touched. What
     cannot be removed stays in the journal (the next start or clean-up retries it) and the
     exit status is 1; otherwise 0.
     """
-    from vigil.vrrp.journal import Journal
-
     if not state_dir.is_dir():
         print(f"vigild --cleanup: nothing to clean up: {state_dir} does not exist", file=out)
         return 0
@@ -521,12 +201,19 @@ def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> in
         print(f"vigild --cleanup: refusing: {exc}", file=out)
         return 1
     try:
-        journal = Journal(state_dir)
-        if not journal.load():
-            print(f"vigild --cleanup: nothing to clean up in {journal.path}", file=out)
+        work: list[tuple[Any, JournalNamespace, Any]] = []
+        for spec in subsystems.specs():
+            hook = spec.load_cleanup()
+            if hook is None:
+                continue
+            ns = JournalNamespace(state_dir, spec.name)
+            if ns.load():
+                work.append((spec, ns, hook))
+        if not work:
+            print(f"vigild --cleanup: nothing to clean up in {state_dir}", file=out)
             return 0
         try:
-            return asyncio.run(_cleanup_journal(journal, out, netns))
+            return asyncio.run(_cleanup(work, out, netns))
         except OSError as exc:  # netlink itself unusable (e.g. no such netns)
             print(f"vigild --cleanup: cannot open netlink: {exc}", file=out)
             return 1
@@ -534,49 +221,42 @@ def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> in
         lock.release()
 
 
-async def _cleanup_journal(journal: Journal, out: TextIO, netns: str | None) -> int:
-    """Remove every journalled route, then every address; keep what failed in the journal."""
-    from vigil.net.netlink import Netlink, NetlinkFailure
-    from vigil.vrrp.journal import JournalEntry
+async def _cleanup(
+    work: list[tuple[Any, JournalNamespace, Any]], out: TextIO, netns: str | None
+) -> int:
+    failures = 0
+    for spec, ns, hook in work:
 
-    failed: dict[str, JournalEntry] = {}
-    async with Netlink(netns) as nl:
-        for name, entry in sorted(journal.entries.items()):
-            left = JournalEntry()
-            for route in entry.routes:
-                try:
-                    gone = await nl.del_route(route)
-                    verb = "removed" if gone else "already gone:"
-                    print(f"vigild --cleanup: ({name}) {verb} route {route}", file=out)
-                except NetlinkFailure as exc:
-                    print(f"vigild --cleanup: ({name}) {exc}", file=out)
-                    left.routes.append(route)
-            for dev, addr in entry.addresses:
-                try:
-                    gone = await nl.del_address(dev, addr)
-                    verb = "removed" if gone else "already gone:"
-                    print(f"vigild --cleanup: ({name}) {verb} VIP {addr} on {dev}", file=out)
-                except NetlinkFailure as exc:
-                    print(f"vigild --cleanup: ({name}) {exc}", file=out)
-                    left.addresses.append((dev, addr))
-            if left.addresses or left.routes:
-                failed[name] = left
-    journal.clear()
-    for name, left in failed.items():
-        journal.record(name, left)
-    journal.flush()  # now: the loop ends with this function
-    if failed:
-        print(
-            "vigild --cleanup: some entries could not be removed and stay in "
-            f"{journal.path}; the next start of vigild retries them",
-            file=out,
-        )
-        return 1
-    return 0
+        def emit(kind: str, key: str | None, message: str, data: dict[str, Any]) -> None:
+            print(f"vigild --cleanup: ({key}) {message}", file=out)
+
+        report = CleanupReport(spec.name, emit)
+        await hook(ns, report, netns)
+        failures += report.failures
+        try:
+            ns.flush()  # now: the loop ends with this function
+        except JournalWriteError as exc:
+            print(f"vigild --cleanup: {exc}", file=out)
+            failures += 1
+        if report.failures:
+            print(
+                "vigild --cleanup: some entries could not be removed and stay in "
+                f"{ns.path}; the next start of vigild retries them",
+                file=out,
+            )
+    return 1 if failures else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except subsystems.RegistryError as exc:
+        print(f"vigild: {exc}; check {subsystems.PLUGINS_ENV}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.check:
         return run_check(args.config, args.format, sys.stdout)
     if args.cleanup:
@@ -585,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # *_created series double every counter's output and nobody alerts on them.
     prometheus_client.disable_created_metrics()
     try:
-        config = load_config(args.config)
+        config = subsystems.load_config(args.config)
     except ConfigError as exc:
         log.error("agent: config %s is invalid (%d issue(s)):", args.config, len(exc.issues))
         for issue in exc.issues:
@@ -638,7 +318,6 @@ async def _serve(
         config_path=os.path.abspath(config_path),
         socket_path=socket_path,
         state_dir=state_dir,
-        factories=build_subsystem_factories(),
         notifier=notifier,
         log_level_fixed=log_level_fixed,
     )
@@ -676,7 +355,7 @@ async def _serve(
             log.error("agent: start-up failed: %s", exc)
             rc = 1
         else:
-            notifier.ready(agent._status_line())
+            notifier.ready(agent.status_line())
             interval = notifier.watchdog_interval()
             if interval is not None:
                 log.info("agent: systemd watchdog: pinging every %.3gs", interval)

@@ -18,27 +18,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["OVERFLOW", "Event", "EventBus", "Subscription"]
+__all__ = ["AGENT", "OVERFLOW", "Event", "EventBus", "EventPublisher", "Subscription"]
 
 log = logging.getLogger("vigil.events")
 
 #: kind of the marker that ends a subscription whose consumer fell behind
 OVERFLOW = "overflow"
 
-#: kinds logged at WARNING instead of INFO
-WARNING_KINDS = frozenset(
-    {
-        "reload_failed",
-        "fault",
-        "overflow",
-        "error",
-        "vip_restored",
-        "vip_error",
-        "route_error",
-        "vip_cleanup",
-        "vrrp_rejected",
-    }
-)
+#: the subsystem name of the agent core's own events
+AGENT = "agent"
+
+#: the core's kinds logged at WARNING instead of INFO (subsystems declare their own)
+WARNING_KINDS = frozenset({"reload_failed", "overflow", "error", "degraded"})
 
 
 @dataclass(frozen=True)
@@ -51,11 +42,14 @@ class Event:
     instance: str | None = None
     message: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    #: who published it: "agent" for the core, else the subsystem's name ("vrrp")
+    subsystem: str = AGENT
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
             "time": self.time,
+            "subsystem": self.subsystem,
             "kind": self.kind,
             "instance": self.instance,
             "message": self.message,
@@ -187,9 +181,20 @@ class EventBus:
         return len(self._subscribers)
 
     def publish(
-        self, kind: str, instance: str | None = None, message: str = "", **data: Any
+        self,
+        kind: str,
+        instance: str | None = None,
+        message: str = "",
+        *,
+        subsystem: str = AGENT,
+        warning: bool | None = None,
+        **data: Any,
     ) -> Event:
-        """Record, log and fan out one event; returns it."""
+        """Record, log and fan out one event; returns it.
+
+        ``warning`` logs it at WARNING (default: the core's WARNING_KINDS); subsystems
+        publish through an :class:`EventPublisher`, which sets both for them.
+        """
         self._seq += 1
         event = Event(
             seq=self._seq,
@@ -198,9 +203,12 @@ class EventBus:
             instance=instance,
             message=message,
             data=data,
+            subsystem=subsystem,
         )
         self._buffer.append(event)
-        level = logging.WARNING if kind in WARNING_KINDS else logging.INFO
+        if warning is None:
+            warning = kind in WARNING_KINDS
+        level = logging.WARNING if warning else logging.INFO
         self._log.log(level, "%s", event.log_line())
         for sub in list(self._subscribers):
             if not sub._push(event):
@@ -239,3 +247,31 @@ class EventBus:
         """End every live subscription (shutdown)."""
         for sub in list(self._subscribers):
             sub.close()
+
+
+class EventPublisher:
+    """A subsystem's handle on the bus: every event it publishes carries its name.
+
+    ``warning_kinds`` are its kinds logged at WARNING (a fault, a VIP someone removed).
+    """
+
+    def __init__(self, bus: EventBus, subsystem: str, warning_kinds: frozenset[str]) -> None:
+        self.bus = bus
+        self.subsystem = subsystem
+        self.warning_kinds = warning_kinds
+
+    def publish(
+        self, kind: str, instance: str | None = None, message: str = "", **data: Any
+    ) -> Event:
+        return self.bus.publish(
+            kind,
+            instance,
+            message,
+            subsystem=self.subsystem,
+            warning=kind in self.warning_kinds,
+            **data,
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self.bus.last_seq

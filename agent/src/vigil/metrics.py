@@ -73,13 +73,16 @@ class AgentMetrics:
             registry=self.registry,
         )
         self.events = Counter(
-            "vigil_events", "Events published, by kind", ["kind"], registry=self.registry
+            "vigil_events",
+            "Events published, by kind and the subsystem that published them",
+            ["kind", "subsystem"],
+            registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
 
     def count_event(self, event: Event) -> None:
         """EventBus listener."""
-        self.events.labels(event.kind).inc()
+        self.events.labels(event.kind, event.subsystem).inc()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

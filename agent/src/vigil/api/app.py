@@ -26,7 +26,7 @@ from vigil.events import OVERFLOW, Event
 from vigil.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
-    from vigil.daemon import Agent
+    from vigil.agent import Agent
 
 __all__ = [
     "AGENT_KEY",

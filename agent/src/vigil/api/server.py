@@ -30,7 +30,7 @@ from vigil.api.errors import error_body
 from vigil.api.peercred import is_allowed, peer_credentials
 
 if TYPE_CHECKING:
-    from vigil.daemon import Agent
+    from vigil.agent import Agent
 
 __all__ = ["ApiServer", "JsonErrorRequestHandler", "SocketInUse", "bind_unix_socket"]
 

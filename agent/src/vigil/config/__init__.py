@@ -1,57 +1,36 @@
-"""vigil.config: the one schema of vigil.yml, its loader, model and diff.
+"""vigil.config: the config machinery that knows no protocol.
 
-The daemon validates with it on load and reload, ``vigild --check`` prints its issues,
-and the Ansible action plugin imports it on the controller (``check_files=False``).
+YAML loading with line numbers, the ``global`` mapping, issues with dotted paths, and the
+:class:`ConfigSection` contract by which each part of vigil.yml (the trackers, VRRP, IPVS,
+BFD) validates, builds, diffs and cross-checks itself. Which sections exist is decided in
+one place, :mod:`vigil.subsystems`, which also offers ``load_config`` and friends with
+every section filled in; the daemon, ``vigilctl`` and the Ansible action plugin use those.
 """
 
-from .check import check_command
+from .check import check_command, summary_text
 from .cluster import check_cluster
-from .diff import ConfigDiff, InstanceChange, diff_configs
+from .diff import ConfigDiff, diff_configs
 from .errors import ConfigError, Issue
-from .loader import load_config, validate_data
-from .model import (
-    AuthConfig,
-    Config,
-    GarpConfig,
-    GlobalConfig,
-    NotifyConfig,
-    RouteConfig,
-    SyncGroupConfig,
-    TrackConfig,
-    TrackFileConfig,
-    TrackInterface,
-    TrackProcessConfig,
-    TrackRef,
-    UnicastConfig,
-    VipConfig,
-    VrrpInstanceConfig,
-    VrrpScriptConfig,
-)
+from .loader import build_globals, load_config, validate_data
+from .model import REDACTED, Config, GlobalConfig
+from .section import ConfigSection, SchemaRunner, SectionDiff, SectionInput
 
 __all__ = [
-    "AuthConfig",
+    "REDACTED",
     "Config",
     "ConfigDiff",
     "ConfigError",
-    "GarpConfig",
+    "ConfigSection",
     "GlobalConfig",
-    "InstanceChange",
     "Issue",
-    "NotifyConfig",
-    "RouteConfig",
-    "SyncGroupConfig",
-    "TrackConfig",
-    "TrackFileConfig",
-    "TrackInterface",
-    "TrackProcessConfig",
-    "TrackRef",
-    "UnicastConfig",
-    "VipConfig",
-    "VrrpInstanceConfig",
-    "VrrpScriptConfig",
+    "SchemaRunner",
+    "SectionDiff",
+    "SectionInput",
+    "build_globals",
     "check_cluster",
     "check_command",
     "diff_configs",
     "load_config",
+    "summary_text",
     "validate_data",
 ]

@@ -4,25 +4,51 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from .errors import ConfigError
 from .loader import load_config
+from .model import Config
+from .section import ConfigSection
+
+__all__ = ["check_command", "summary_text"]
+
+
+def _counts(config: Config, counted: Sequence[ConfigSection]) -> dict[str, tuple[int, str]]:
+    return {
+        section.name: section.summary(config.sections[section.name])
+        for section in counted
+        if section.name in config.sections
+    }
+
+
+def summary_text(config: Config, counted: Sequence[ConfigSection]) -> str:
+    """``2 VRRP instances, 3 virtual servers``: what the config runs, section by section."""
+    parts = [f"{n} {what}" for n, what in _counts(config, counted).values() if n]
+    return ", ".join(parts) or "nothing configured"
 
 
 def check_command(
-    path: str, fmt: str = "text", out: TextIO | None = None, *, check_files: bool = True
+    path: str,
+    fmt: str = "text",
+    out: TextIO | None = None,
+    *,
+    sections: Sequence[ConfigSection],
+    counted: Sequence[ConfigSection] = (),
+    check_files: bool = True,
 ) -> int:
-    """Validate ``path``; print ``FILE: OK (N VRRP instances)`` or every issue. 0 ok, 1 not.
+    """Validate ``path``; print ``FILE: OK (2 VRRP instances)`` or every issue. 0 ok, 1 not.
 
-    ``fmt="json"`` prints ``{"valid": ..., "file": ..., "errors": [...]}`` (with
-    ``vrrp_instances`` counted when valid) for tools such as the Ansible collection.
+    ``counted`` are the sections whose size the verdict names (the subsystems').
+    ``fmt="json"`` prints ``{"valid": ..., "file": ..., "errors": [...], "counts": {...}}``
+    for tools such as the Ansible collection.
     """
     stream = out if out is not None else sys.stdout
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown format {fmt!r}; use 'text' or 'json'")
     try:
-        config = load_config(path, check_files=check_files)
+        config = load_config(path, sections=sections, check_files=check_files)
     except ConfigError as exc:
         if fmt == "json":
             payload = {"valid": False, "file": path, "errors": [i.to_dict() for i in exc.issues]}
@@ -31,11 +57,10 @@ def check_command(
             for issue in exc.issues:
                 stream.write(f"{issue}\n")
         return 1
-    count = len(config.vrrp_instances)
     if fmt == "json":
-        payload = {"valid": True, "file": path, "errors": [], "vrrp_instances": count}
+        counts = {name: n for name, (n, _what) in _counts(config, counted).items()}
+        payload = {"valid": True, "file": path, "errors": [], "counts": counts}
         stream.write(json.dumps(payload, indent=2) + "\n")
     else:
-        noun = "VRRP instance" if count == 1 else "VRRP instances"
-        stream.write(f"{path}: OK ({count} {noun})\n")
+        stream.write(f"{path}: OK ({summary_text(config, counted)})\n")
     return 0

@@ -1,174 +1,51 @@
-"""Checks across the configs of the nodes that share VRRP instances (an HA pair or more).
+"""Checks across the configs of the nodes of one HA group (a pair or more).
 
-Each node's config can be valid on its own and the pair still broken: VRIDs that differ,
-an advert interval one node thinks is 1 s and the other 0.1 s, passwords that do not match
-(both nodes become master), unicast peers that point nowhere. The Ansible collection runs
-these checks on the controller before anything ships. Instances are matched by name.
+Each node's config can be valid on its own and the group still broken (VRIDs that differ,
+passwords that do not match, a virtual server on one director only). The core checks what
+is agent-wide (router ids); each section checks its own part. The Ansible collection runs
+these on the controller before anything ships.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from .errors import Issue
-from .model import Config, VrrpInstanceConfig
+from .model import Config
+from .section import ConfigSection
+
+__all__ = ["check_cluster"]
 
 
-def _index(config: Config, name: str) -> int:
-    return config.instance_names.index(name)
-
-
-class _ClusterChecker:
-    def __init__(self, configs: Mapping[str, Config]) -> None:
-        self.configs = dict(configs)
-        self.issues: list[Issue] = []
-
-    def error(self, node: str, path: str, message: str) -> None:
-        self.issues.append(Issue(path, message, file=node))
-
-    def run(self) -> list[Issue]:
-        self._router_ids()
-        names: dict[str, list[str]] = {}
-        for node, config in self.configs.items():
-            for inst in config.vrrp_instances:
-                names.setdefault(inst.name, []).append(node)
-        for name, nodes in names.items():
-            if len(nodes) == 1 and len(self.configs) > 1:
-                node = nodes[0]
-                self.error(
-                    node,
-                    f"vrrp_instances[{_index(self.configs[node], name)}]",
-                    f"instance {name!r} exists only on {node}; add it to the other nodes "
-                    "or remove it",
-                )
-            else:
-                self._instance(name, nodes)
-        self._sync_groups()
-        return self.issues
-
-    def _router_ids(self) -> None:
-        seen: dict[str, str] = {}
-        for node, config in self.configs.items():
-            rid = config.globals.router_id
-            if rid in seen:
-                self.error(
-                    node,
+def _router_ids(configs: Mapping[str, Config]) -> list[Issue]:
+    issues: list[Issue] = []
+    seen: dict[str, str] = {}
+    for node, config in configs.items():
+        rid = config.globals.router_id
+        if rid in seen:
+            issues.append(
+                Issue(
                     "global.router_id",
                     f"router_id {rid!r} is also used by {seen[rid]}; give each node its own",
+                    file=node,
                 )
-            seen.setdefault(rid, node)
-
-    def _instance(self, name: str, nodes: list[str]) -> None:
-        insts = {node: self.configs[node].instance(name) for node in nodes}
-        first_node = nodes[0]
-        first = insts[first_node]
-
-        def same(field: str, show: Callable[[VrrpInstanceConfig], Any], why: str) -> None:
-            for node in nodes[1:]:
-                mine, theirs = show(insts[node]), show(first)
-                if mine != theirs:
-                    self.error(
-                        node,
-                        f"vrrp_instances[{_index(self.configs[node], name)}].{field}",
-                        f"{name}: {field} is {_fmt(mine)} here but {_fmt(theirs)} on "
-                        f"{first_node}; {why}",
-                    )
-
-        same("vrid", lambda i: i.vrid, "all nodes of an instance must use one VRID")
-        same("version", lambda i: i.version, "both sides must speak the same VRRP version")
-        same(
-            "advert_interval",
-            lambda i: i.advert_interval,
-            "a mismatch makes backups misjudge the master as dead or alive",
-        )
-        same(
-            "virtual_ipaddresses",
-            lambda i: sorted(str(v.address) for v in i.vips),
-            "the nodes must advertise the same VIPs",
-        )
-        for node in nodes[1:]:
-            if insts[node].authentication != first.authentication:
-                self.error(
-                    node,
-                    f"vrrp_instances[{_index(self.configs[node], name)}].authentication",
-                    f"{name}: authentication differs from {first_node}'s; use the same "
-                    "password on every node (a mismatch makes every node master)",
-                )
-        if first.version == 3 and first.family == 4:
-            same(
-                "v3_checksum_pseudo_header",
-                lambda i: i.v3_checksum_pseudo_header,
-                "the nodes would drop each other's adverts as bad checksums",
             )
-        same(
-            "unicast",
-            lambda i: i.unicast is not None,
-            "either all nodes use unicast or none does",
-        )
-        owners = [node for node in nodes if insts[node].address_owner]
-        for node in owners[1:]:
-            self.error(
-                node,
-                f"vrrp_instances[{_index(self.configs[node], name)}].address_owner",
-                f"{name}: {owners[0]} is already the address owner; only one node may be",
-            )
-        self._unicast(name, insts)
-
-    def _unicast(self, name: str, insts: dict[str, VrrpInstanceConfig]) -> None:
-        sources = {
-            node: inst.unicast.source
-            for node, inst in insts.items()
-            if inst.unicast is not None and inst.unicast.source is not None
-        }
-        for node, inst in insts.items():
-            if inst.unicast is None:
-                continue
-            path = f"vrrp_instances[{_index(self.configs[node], name)}].unicast.peers"
-            for other, source in sources.items():
-                if other != node and source not in inst.unicast.peers:
-                    self.error(
-                        node,
-                        path,
-                        f"{name}: {other}'s unicast source {source} is not among the peers; "
-                        f"add it or {other} will never hear this node",
-                    )
-
-    def _sync_groups(self) -> None:
-        groups: dict[str, dict[str, tuple[str, ...]]] = {}
-        for node, config in self.configs.items():
-            for group in config.vrrp_sync_groups:
-                groups.setdefault(group.name, {})[node] = tuple(sorted(group.members))
-        for group_name, by_node in groups.items():
-            nodes = list(by_node)
-            for node in nodes[1:]:
-                if by_node[node] != by_node[nodes[0]]:
-                    config = self.configs[node]
-                    index = [g.name for g in config.vrrp_sync_groups].index(group_name)
-                    self.error(
-                        node,
-                        f"vrrp_sync_groups[{index}].members",
-                        f"sync group {group_name!r} has members {list(by_node[node])} here but "
-                        f"{list(by_node[nodes[0]])} on {nodes[0]}; use the same members",
-                    )
+        seen.setdefault(rid, node)
+    return issues
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-def check_cluster(configs: Mapping[str, Config]) -> list[Issue]:
+def check_cluster(configs: Mapping[str, Config], sections: Sequence[ConfigSection]) -> list[Issue]:
     """Issues between the configs of nodes (``{node name: Config}``); empty when they agree.
 
     Each issue's ``file`` is the node it should be fixed on and its ``path`` points into
-    that node's config. Passwords are never shown.
+    that node's config. Secrets are never shown.
     """
-    return _ClusterChecker(configs).run()
+    issues = _router_ids(configs)
+    for section in sections:
+        models = {
+            node: config.sections[section.name]
+            for node, config in configs.items()
+            if section.name in config.sections
+        }
+        issues.extend(section.check_cluster(models))
+    return issues

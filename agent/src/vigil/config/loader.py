@@ -1,188 +1,71 @@
-"""Load and validate a config: YAML -> schema -> semantic checks -> model.
+"""Load and validate a config: YAML -> global -> each section -> model.
 
-Every stage adds to one list of issues so the operator sees all problems at once. Each
-section item is validated on its own, so one broken instance does not hide the VRID clash
-between two others.
+The core checks the file as a whole (a mapping at the top, no unknown keys, the ``global``
+mapping) and hands each section its own keys; every stage adds to one list of issues so
+the operator sees all problems at once. Sections are validated in order and each item on
+its own, so one broken instance does not hide the VRID clash between two others.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import voluptuous as vol
-
-from .build import build_config
+from . import files
 from .errors import ConfigError, Issue, format_path, sort_issues
-from .model import Config
-from .schema import GLOBAL, INSTANCE, SCRIPT, SYNC_GROUP, TOP_LEVEL_KEYS, TRACK_FILE, TRACK_PROCESS
-from .semantic import IndexMaps, Sections, SemanticChecker
-from .validators import did_you_mean, name, show
+from .model import Config, GlobalConfig
+from .schema import global_schema
+from .section import ConfigSection, SchemaRunner, SectionInput
+from .validators import did_you_mean, show
 from .yamlload import load_yaml
 
+__all__ = ["EXTENSION_PREFIX", "build_globals", "load_config", "validate_data"]
 
-def _issues_from(exc: vol.Invalid, prefix: list[Any]) -> list[Issue]:
-    errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
-    return [Issue(format_path([*prefix, *err.path]), err.msg) for err in errors]
-
-
-class _Validator:
-    """Runs the per-section schema, keeping the good items and every error."""
-
-    def __init__(self) -> None:
-        self.issues: list[Issue] = []
-        # (section, item) -> list-index maps of a salvaged item, see _salvage
-        self.index_maps: dict[tuple[Any, ...], IndexMaps] = {}
-
-    def one(
-        self, schema: Callable[[Any], Any], value: Any, path: list[Any], *, salvage: bool = False
-    ) -> Any:
-        """Validate one part; with ``salvage``, return what validates once the bad bits are cut.
-
-        The salvaged result lets the semantic checks still look at the rest of a broken
-        instance (its VRID, its name, its references), so fixing one error does not just
-        reveal the next.
-        """
-        try:
-            return schema(value)
-        except vol.Invalid as exc:
-            self.issues.extend(_issues_from(exc, path))
-            if not salvage:
-                return None
-            errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
-        result, maps = _salvage(schema, value, errors)
-        if result is not None and maps:
-            self.index_maps[tuple(path)] = maps
-        return result
-
-    def items(self, schema: Callable[[Any], Any], value: Any, key: str, what: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.issues.append(Issue(key, f"expected a list of {what}, got {show(value)}"))
-            return []
-        return [self.one(schema, item, [key, i], salvage=True) for i, item in enumerate(value)]
-
-    def named(
-        self, schema: Callable[[Any], Any], value: Any, key: str, what: str
-    ) -> dict[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.issues.append(
-                Issue(key, f"expected a mapping of name -> {what}, got {show(value)}")
-            )
-            return {}
-        out: dict[str, Any] = {}
-        for item_name, item in value.items():
-            if self.one(name, item_name, [key, str(item_name)]) is None:
-                continue
-            out[item_name] = self.one(schema, item, [key, item_name], salvage=True)
-        return out
-
-
-_SALVAGE_ROUNDS = 3
 EXTENSION_PREFIX = "x-"
 
 
-def _prune(data: Any, paths: list[list[Any]], maps: IndexMaps) -> bool:
-    """Delete the element at each path from ``data``, once each, higher list indices first.
-
-    For every list shortened, ``maps`` keeps the original index of each remaining element,
-    so issues about the salvaged data can name the element the user wrote.
-    """
-    unique = {tuple(path): list(path) for path in paths}.values()
-    for path in sorted(
-        unique, key=lambda p: [str(type(x)) + str(x).zfill(12) for x in p], reverse=True
-    ):
-        if not path:
-            return False
-        parent = data
-        try:
-            for part in path[:-1]:
-                parent = parent[part]
-            if isinstance(parent, list):
-                original = maps.setdefault(tuple(path[:-1]), list(range(len(parent))))
-                original.pop(path[-1])
-            del parent[path[-1]]
-        except (KeyError, IndexError, TypeError):
-            return False
-    return True
-
-
-def _salvage(
-    schema: Callable[[Any], Any], value: Any, errors: list[vol.Invalid]
-) -> tuple[Any, IndexMaps]:
-    """Cut the parts named by ``errors`` out of a copy of ``value`` until it validates."""
-    current = copy.deepcopy(value)
-    maps: IndexMaps = {}
-    for _ in range(_SALVAGE_ROUNDS):
-        paths = []
-        for err in errors:
-            path = list(err.path)
-            if isinstance(err, vol.RequiredFieldInvalid):
-                if len(path) < 2:  # the item itself lacks a required key: nothing to check
-                    return None, {}
-                path = path[:-1]  # drop the incomplete optional block instead
-            paths.append(path)
-        if not _prune(current, paths, maps):
-            return None, {}
-        try:
-            return schema(current), maps
-        except vol.Invalid as exc:
-            errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
-    return None, {}
-
-
-def _sections(data: Any, issues: list[Issue]) -> Sections | None:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        issues.append(Issue("", f"the config must be a mapping at the top level, got {show(data)}"))
-        return None
+def _top_level(data: dict[Any, Any], allowed: Sequence[str], issues: list[Issue]) -> None:
     for key in data:
         if isinstance(key, str) and key.startswith(EXTENSION_PREFIX):
             continue  # a place for YAML anchors, ignored like docker compose's x- keys
-        if key not in TOP_LEVEL_KEYS:
-            hint = did_you_mean(str(key), TOP_LEVEL_KEYS) or (
-                "; allowed keys: " + ", ".join(TOP_LEVEL_KEYS) + " (and x-* for YAML anchors)"
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed) or (
+                "; allowed keys: " + ", ".join(allowed) + " (and x-* for YAML anchors)"
             )
             issues.append(Issue(format_path([key]), f"unknown key{hint}"))
-    check = _Validator()
-    glob = check.one(GLOBAL, data.get("global"), ["global"], salvage=True)
-    if glob is None:  # reported; check the rest against the defaults
-        glob = GLOBAL({})
-    raw_instances = data.get("vrrp_instances")
-    sections = Sections(
-        glob=glob,
-        scripts=check.named(SCRIPT, data.get("vrrp_scripts"), "vrrp_scripts", "vrrp_script"),
-        track_files=check.named(TRACK_FILE, data.get("track_files"), "track_files", "track_file"),
-        track_processes=check.named(
-            TRACK_PROCESS, data.get("track_processes"), "track_processes", "track_process"
-        ),
-        instances=check.items(INSTANCE, raw_instances, "vrrp_instances", "VRRP instances"),
-        sync_groups=check.items(
-            SYNC_GROUP, data.get("vrrp_sync_groups"), "vrrp_sync_groups", "sync groups"
-        ),
-        index_maps=check.index_maps,
-        raw_instance_names=[
-            item.get("name") if isinstance(item, dict) else None
-            for item in (raw_instances if isinstance(raw_instances, list) else [])
-        ],
+
+
+def build_globals(glob: dict[str, Any], sections: Sequence[ConfigSection]) -> GlobalConfig:
+    """The GlobalConfig of a validated ``global`` mapping (router_id defaults to the host)."""
+    import socket
+
+    extra = {
+        str(key): glob[str(key)]
+        for section in sections
+        for key in section.global_fields
+        if str(key) in glob
+    }
+    return GlobalConfig(
+        router_id=glob.get("router_id") or socket.gethostname(),
+        log_level=glob["log_level"],
+        socket=glob["socket"],
+        state_dir=glob["state_dir"],
+        script_user=glob["script_user"],
+        script_security=glob["script_security"],
+        notify_timeout=glob["notify_timeout"],
+        extra=extra,
     )
-    issues.extend(check.issues)
-    return sections
 
 
 def validate_data(
     data: Any,
     *,
+    sections: Sequence[ConfigSection],
     source: str | None = None,
     lines: Mapping[str, int] | None = None,
     check_files: bool = True,
 ) -> Config:
-    """Validate an already-parsed config mapping and build the model.
+    """Validate an already-parsed config mapping against ``sections`` and build the model.
 
     ``source`` names the file in issues and on the model; ``lines`` maps dotted paths to
     file lines (from the YAML loader); ``check_files=False`` skips the checks that need
@@ -190,15 +73,50 @@ def validate_data(
     Raises ConfigError with every issue found.
     """
     issues: list[Issue] = []
-    sections = _sections(data, issues)
-    if sections is not None:
-        issues.extend(SemanticChecker(sections, check_files=check_files).run())
-    if issues or sections is None:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        issues.append(Issue("", f"the config must be a mapping at the top level, got {show(data)}"))
+        raise ConfigError([i.located(lines, source) for i in issues])
+    owners: dict[str, str] = {}
+    for section in sections:
+        for key in section.keys:
+            owners[key] = section.name
+    _top_level(data, ["global", *owners], issues)
+    runner = SchemaRunner()
+    schema = global_schema(sections)
+    glob = runner.one(schema, data.get("global"), ["global"], salvage=True)
+    if glob is None:  # reported; check the rest against the defaults
+        glob = schema({})
+    inp = SectionInput(data=data, glob=glob, check_files=check_files, schema=runner)
+    if check_files:
+        problem = files.user_problem(glob.get("script_user", "nobody"))
+        if problem:
+            inp.error(["global", "script_user"], problem)
+    validated: dict[str, Any] = {}
+    for section in sections:
+        validated[section.name] = section.validate(inp)
+        inp.validated[section.name] = validated[section.name]
+    issues.extend(runner.issues)
+    if issues:
         raise ConfigError(sort_issues(i.located(lines, source) for i in issues))
-    return build_config(sections, source)
+    inp.globals_model = build_globals(glob, sections)
+    built: dict[str, Any] = {}
+    for section in sections:
+        built[section.name] = section.build(inp, validated[section.name])
+        inp.built[section.name] = built[section.name]
+    return Config(
+        globals=inp.globals_model,
+        sections=built,
+        source=source,
+        owners=owners,
+        _handlers={section.name: section for section in sections},
+    )
 
 
-def load_config(path: str, *, check_files: bool = True) -> Config:
+def load_config(
+    path: str, *, sections: Sequence[ConfigSection], check_files: bool = True
+) -> Config:
     """Read, validate and model the YAML config at ``path``; ConfigError lists all issues."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -216,7 +134,11 @@ def load_config(path: str, *, check_files: bool = True) -> Config:
         raise ConfigError([i.located(None, path) for i in loaded.issues])
     try:
         config = validate_data(
-            loaded.data, source=path, lines=loaded.lines, check_files=check_files
+            loaded.data,
+            sections=sections,
+            source=path,
+            lines=loaded.lines,
+            check_files=check_files,
         )
     except ConfigError as exc:
         yaml_issues = [i.located(None, path) for i in loaded.issues]

@@ -1,63 +1,26 @@
-"""The validated, normalized config as frozen dataclasses.
+"""The validated config: agent-wide settings plus one model per section.
 
-Everything downstream (daemon, VRRP runtime, trackers, API) reads these objects and never
-the raw YAML: defaults are filled in, values inherited from ``global`` are resolved, and
-addresses are ``ipaddress`` objects. ``to_dict()`` turns a model back into the config-file
-format (JSON-able), so the result validates again and can be shown by the API.
+Everything downstream reads these frozen objects, never the raw YAML. ``Config.sections``
+holds each section's model by section name (``config.section("vrrp")``); each top-level
+key of the file is also an attribute (``config.vrrp_instances``), answered by the section
+that owns it, so code reads like the file it came from. ``to_dict()`` turns the whole back
+into the file format (JSON-able), so the result validates again and the API can show it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import (
-    IPv4Address,
-    IPv4Interface,
-    IPv4Network,
-    IPv6Address,
-    IPv6Interface,
-    IPv6Network,
-)
 from typing import Any
 
-IPAddress = IPv4Address | IPv6Address
-IPInterface = IPv4Interface | IPv6Interface
-IPNetwork = IPv4Network | IPv6Network
+__all__ = ["REDACTED", "Config", "GlobalConfig"]
 
 REDACTED = "<redacted>"
 
 
-def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in data.items() if value is not None}
-
-
-@dataclass(frozen=True)
-class GarpConfig:
-    """Gratuitous ARP / unsolicited NA timing (keepalived's ``garp_*`` settings)."""
-
-    master_delay: float = 5.0
-    master_repeat: int = 5
-    master_refresh: float = 0.0
-    master_refresh_repeat: int = 1
-    interval: float = 0.0
-    lower_prio_delay: float = 5.0
-    lower_prio_repeat: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "master_delay": self.master_delay,
-            "master_repeat": self.master_repeat,
-            "master_refresh": self.master_refresh,
-            "master_refresh_repeat": self.master_refresh_repeat,
-            "interval": self.interval,
-            "lower_prio_delay": self.lower_prio_delay,
-            "lower_prio_repeat": self.lower_prio_repeat,
-        }
-
-
 @dataclass(frozen=True)
 class GlobalConfig:
-    """Agent-wide settings and the defaults instances inherit."""
+    """Agent-wide settings; ``extra`` holds the keys sections add under ``global``."""
 
     router_id: str
     log_level: str = "info"
@@ -66,9 +29,8 @@ class GlobalConfig:
     script_user: str = "nobody"
     script_security: bool = True
     notify_timeout: float = 10.0
-    vrrp_version: int = 2
-    v3_checksum_pseudo_header: bool = True
-    garp: GarpConfig = field(default_factory=GarpConfig)
+    #: section-owned global keys, validated (JSON-able), in schema order
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,303 +41,16 @@ class GlobalConfig:
             "script_user": self.script_user,
             "script_security": self.script_security,
             "notify_timeout": self.notify_timeout,
-            "vrrp_version": self.vrrp_version,
-            "v3_checksum_pseudo_header": self.v3_checksum_pseudo_header,
-            "garp": self.garp.to_dict(),
+            **{key: _plain(value) for key, value in self.extra.items()},
         }
 
 
-@dataclass(frozen=True)
-class VipConfig:
-    """A virtual address; ``dev`` None means the instance's interface (or its VMAC)."""
-
-    address: IPInterface
-    dev: str | None = None
-    label: str | None = None
-    scope: str = "global"
-
-    @property
-    def family(self) -> int:
-        return self.address.version
-
-    def to_dict(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "address": str(self.address),
-                "dev": self.dev,
-                "label": self.label,
-                "scope": self.scope,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class RouteConfig:
-    """A route installed while master (keepalived ``virtual_routes``)."""
-
-    to: IPNetwork
-    via: IPAddress | None = None
-    dev: str | None = None
-    src: IPAddress | None = None
-    metric: int | None = None
-    table: int | None = None
-    scope: str | None = None
-
-    @property
-    def family(self) -> int:
-        return self.to.version
-
-    def to_dict(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "to": str(self.to),
-                "via": None if self.via is None else str(self.via),
-                "dev": self.dev,
-                "src": None if self.src is None else str(self.src),
-                "metric": self.metric,
-                "table": self.table,
-                "scope": self.scope,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class UnicastConfig:
-    """Unicast adverts: ``source`` None means the interface's primary address."""
-
-    peers: tuple[IPAddress, ...]
-    source: IPAddress | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "source": None if self.source is None else str(self.source),
-                "peers": [str(peer) for peer in self.peers],
-            }
-        )
-
-
-@dataclass(frozen=True)
-class AuthConfig:
-    """VRRPv2 simple-text authentication (the only kind RFC 3768 still describes)."""
-
-    password: str
-    type: str = "pass"
-
-    def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        return {"type": self.type, "password": REDACTED if redact else self.password}
-
-
-@dataclass(frozen=True)
-class TrackInterface:
-    """A tracked link: weight 0 = down means FAULT; otherwise see docs/configuration.md."""
-
-    name: str
-    weight: int = 0
-    weight_reverse: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, "weight_reverse": self.weight_reverse}
-
-
-@dataclass(frozen=True)
-class TrackRef:
-    """A reference to a named tracker, with its weight resolved (override or the tracker's)."""
-
-    name: str
-    weight: int
-    weight_reverse: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weight": self.weight, "weight_reverse": self.weight_reverse}
-
-
-@dataclass(frozen=True)
-class TrackConfig:
-    """Everything an instance tracks."""
-
-    interfaces: tuple[TrackInterface, ...] = ()
-    scripts: tuple[TrackRef, ...] = ()
-    files: tuple[TrackRef, ...] = ()
-    processes: tuple[TrackRef, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "interfaces": [item.to_dict() for item in self.interfaces],
-            "scripts": [item.to_dict() for item in self.scripts],
-            "files": [item.to_dict() for item in self.files],
-            "processes": [item.to_dict() for item in self.processes],
-        }
-
-
-@dataclass(frozen=True)
-class NotifyConfig:
-    """Commands run on state changes; ``timeout`` is resolved from ``global.notify_timeout``."""
-
-    master: str | None = None
-    backup: str | None = None
-    fault: str | None = None
-    stop: str | None = None
-    generic: str | None = None
-    timeout: float = 10.0
-
-    def commands(self) -> dict[str, str]:
-        """The configured commands by kind, without the unset ones."""
-        kinds = ("master", "backup", "fault", "stop", "generic")
-        return {kind: getattr(self, kind) for kind in kinds if getattr(self, kind) is not None}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.commands(), "timeout": self.timeout}
-
-
-@dataclass(frozen=True)
-class VrrpInstanceConfig:
-    """One VRRP instance with every default and inherited value resolved."""
-
-    name: str
-    interface: str
-    vrid: int
-    vips: tuple[VipConfig, ...]
-    priority: int = 100
-    address_owner: bool = False
-    version: int = 2
-    advert_interval: float = 1.0
-    preempt: bool = True
-    preempt_delay: float = 0.0
-    unicast: UnicastConfig | None = None
-    authentication: AuthConfig | None = None
-    excluded_vips: tuple[VipConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
-    garp: GarpConfig = field(default_factory=GarpConfig)
-    v3_checksum_pseudo_header: bool = True
-    use_vmac: str | None = None
-    track: TrackConfig = field(default_factory=TrackConfig)
-    notify: NotifyConfig = field(default_factory=NotifyConfig)
-
-    @property
-    def family(self) -> int:
-        """4 or 6: the family of the advertised VIPs (validation makes them all one)."""
-        return self.vips[0].address.version if self.vips else 4
-
-    def to_dict(self, redact: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "interface": self.interface,
-            "vrid": self.vrid,
-            "priority": self.priority,
-            "address_owner": self.address_owner,
-            "version": self.version,
-            "advert_interval": self.advert_interval,
-            "preempt": self.preempt,
-            "preempt_delay": self.preempt_delay,
-            "virtual_ipaddresses": [vip.to_dict() for vip in self.vips],
-            "virtual_ipaddresses_excluded": [vip.to_dict() for vip in self.excluded_vips],
-            "virtual_routes": [route.to_dict() for route in self.routes],
-            "garp": self.garp.to_dict(),
-            "v3_checksum_pseudo_header": self.v3_checksum_pseudo_header,
-            "use_vmac": self.use_vmac if self.use_vmac is not None else False,
-            "track": self.track.to_dict(),
-            "notify": self.notify.to_dict(),
-        }
-        if self.unicast is not None:
-            data["unicast"] = self.unicast.to_dict()
-        if self.authentication is not None:
-            data["authentication"] = self.authentication.to_dict(redact=redact)
-        return data
-
-
-@dataclass(frozen=True)
-class VrrpScriptConfig:
-    """A periodic check script (keepalived ``vrrp_script``)."""
-
-    name: str
-    script: str
-    argv: tuple[str, ...]
-    interval: float = 1.0
-    timeout: float = 1.0
-    rise: int = 1
-    fall: int = 1
-    weight: int = 0
-    weight_reverse: bool = False
-    init_fail: bool = False
-    user: str = "nobody"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "script": self.script,
-            "interval": self.interval,
-            "timeout": self.timeout,
-            "rise": self.rise,
-            "fall": self.fall,
-            "weight": self.weight,
-            "weight_reverse": self.weight_reverse,
-            "init_fail": self.init_fail,
-            "user": self.user,
-        }
-
-
-@dataclass(frozen=True)
-class TrackFileConfig:
-    """A file holding an integer that moves the priority (keepalived ``track_file``)."""
-
-    name: str
-    file: str
-    weight: int = 1
-    weight_reverse: bool = False
-    init_file: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "weight": self.weight,
-            "weight_reverse": self.weight_reverse,
-            "init_file": False if self.init_file is None else self.init_file,
-        }
-
-
-@dataclass(frozen=True)
-class TrackProcessConfig:
-    """A process whose presence is tracked (keepalived ``vrrp_track_process``)."""
-
-    name: str
-    process: str
-    param_match: str = "exact"
-    parameters: str | None = None
-    quorum: int = 1
-    quorum_max: int | None = None
-    weight: int = 0
-    weight_reverse: bool = False
-    delay: float = 0.0
-    terminate_delay: float = 0.0
-    full_command: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return _drop_none(
-            {
-                "process": self.process,
-                "param_match": self.param_match,
-                "parameters": self.parameters,
-                "quorum": self.quorum,
-                "quorum_max": self.quorum_max,
-                "weight": self.weight,
-                "weight_reverse": self.weight_reverse,
-                "delay": self.delay,
-                "terminate_delay": self.terminate_delay,
-                "full_command": self.full_command,
-            }
-        )
-
-
-@dataclass(frozen=True)
-class SyncGroupConfig:
-    """Instances that change state together."""
-
-    name: str
-    members: tuple[str, ...]
-    notify: NotifyConfig = field(default_factory=NotifyConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "members": list(self.members), "notify": self.notify.to_dict()}
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -383,39 +58,38 @@ class Config:
     """A whole validated config file."""
 
     globals: GlobalConfig
-    vrrp_instances: tuple[VrrpInstanceConfig, ...] = ()
-    vrrp_scripts: Mapping[str, VrrpScriptConfig] = field(default_factory=dict)
-    track_files: Mapping[str, TrackFileConfig] = field(default_factory=dict)
-    track_processes: Mapping[str, TrackProcessConfig] = field(default_factory=dict)
-    vrrp_sync_groups: tuple[SyncGroupConfig, ...] = ()
+    #: section name -> that section's model, in validation order
+    sections: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
+    #: top-level key -> the name of the section that owns it
+    owners: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: section name -> the section object (for to_dict); not part of equality
+    _handlers: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    def instance(self, name: str) -> VrrpInstanceConfig:
-        """The instance called ``name``; KeyError names the ones that exist."""
-        for inst in self.vrrp_instances:
-            if inst.name == name:
-                return inst
-        known = ", ".join(inst.name for inst in self.vrrp_instances) or "none"
-        raise KeyError(f"unknown VRRP instance {name!r}; this config has: {known}")
+    def section(self, name: str) -> Any:
+        """The model of section ``name``; KeyError names the sections this config has."""
+        try:
+            return self.sections[name]
+        except KeyError:
+            known = ", ".join(self.sections) or "none"
+            raise KeyError(f"no config section {name!r}; this config has: {known}") from None
 
-    @property
-    def instance_names(self) -> tuple[str, ...]:
-        return tuple(inst.name for inst in self.vrrp_instances)
-
-    def sync_group_of(self, instance: str) -> SyncGroupConfig | None:
-        """The sync group ``instance`` belongs to, if any."""
-        for group in self.vrrp_sync_groups:
-            if instance in group.members:
-                return group
-        return None
+    def __getattr__(self, key: str) -> Any:
+        # Only called for attributes the dataclass does not have: a file key
+        # (config.vrrp_instances) is read from the section that owns it.
+        if key.startswith("_"):
+            raise AttributeError(key)
+        owners = self.__dict__.get("owners") or {}
+        owner = owners.get(key)
+        if owner is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute or config key {key!r}")
+        return getattr(self.__dict__["sections"][owner], key)
 
     def to_dict(self, redact: bool = True) -> dict[str, Any]:
         """The normalized config in file format (validates again when ``redact=False``)."""
-        return {
-            "global": self.globals.to_dict(),
-            "vrrp_scripts": {name: s.to_dict() for name, s in self.vrrp_scripts.items()},
-            "track_files": {name: f.to_dict() for name, f in self.track_files.items()},
-            "track_processes": {name: p.to_dict() for name, p in self.track_processes.items()},
-            "vrrp_instances": [inst.to_dict(redact=redact) for inst in self.vrrp_instances],
-            "vrrp_sync_groups": [group.to_dict() for group in self.vrrp_sync_groups],
-        }
+        out: dict[str, Any] = {"global": self.globals.to_dict()}
+        for name, model in self.sections.items():
+            handler = self._handlers.get(name)
+            if handler is not None:
+                out.update(handler.to_dict(model, redact=redact))
+        return out

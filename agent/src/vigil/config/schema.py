@@ -1,320 +1,43 @@
-"""The voluptuous schema of the vigil config file (docs/configuration.md).
+"""The agent-wide part of the schema: the ``global`` mapping (docs/configuration.md).
 
-This layer checks types, ranges and keys of each part on its own, and normalizes the
-shape (VIP strings -> mappings, track shorthands -> mappings, durations -> floats).
-Checks that need several parts at once (VRID clashes, references, families) live in
-``semantic.py``; values inherited from ``global`` are resolved in ``build.py``.
+Sections add their own keys under ``global`` (VRRP: ``vrrp_version``, ``garp``, ...)
+through ``ConfigSection.global_fields``; :func:`global_schema` merges them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import voluptuous as vol
 
-from .validators import (
-    Struct,
-    boolean,
-    choice,
-    ifname,
-    integer,
-    ip_address,
-    ip_interface,
-    ip_network_or_default,
-    list_of,
-    map_of,
-    name,
-    nullable,
-    required,
-    seconds,
-    show,
-    string,
-)
+from .section import ConfigSection
+from .validators import Struct, boolean, choice, seconds, string
 
-SCOPES = ("global", "site", "link", "host")
+__all__ = ["CORE_GLOBAL_FIELDS", "LOG_LEVELS", "global_schema"]
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-GARP_DEFAULTS: dict[str, Any] = {
-    "master_delay": 5.0,
-    "master_repeat": 5,
-    "master_refresh": 0.0,
-    "master_refresh_repeat": 1,
-    "interval": 0.0,
-    "lower_prio_delay": 5.0,
-    "lower_prio_repeat": 0,
+CORE_GLOBAL_FIELDS: dict[Any, Any] = {
+    vol.Optional("router_id"): string(64),
+    vol.Optional("log_level", default="info"): choice(*LOG_LEVELS),
+    vol.Optional("socket", default="/run/vigil/vigil.sock"): string(),
+    vol.Optional("state_dir", default="/var/lib/vigil"): string(),
+    vol.Optional("script_user", default="nobody"): string(),
+    vol.Optional("script_security", default=True): boolean,
+    vol.Optional("notify_timeout", default=10): seconds(0.01, 3600),
 }
 
-
-def _garp_fields(with_defaults: bool) -> dict[Any, Any]:
-    validators: dict[str, Any] = {
-        "master_delay": seconds(0, 3600),
-        "master_repeat": integer(1, 10000),
-        "master_refresh": seconds(0, 86400),
-        "master_refresh_repeat": integer(1, 10000),
-        "interval": seconds(0, 60),
-        "lower_prio_delay": seconds(0, 3600),
-        "lower_prio_repeat": integer(0, 10000),
-    }
-    if with_defaults:
-        return {vol.Optional(k, default=GARP_DEFAULTS[k]): v for k, v in validators.items()}
-    return {vol.Optional(k): v for k, v in validators.items()}
+CORE_GLOBAL_KEYS = tuple(str(key) for key in CORE_GLOBAL_FIELDS)
 
 
-GARP_GLOBAL = Struct(_garp_fields(with_defaults=True), what="a garp mapping")
-GARP_OVERRIDE = Struct(_garp_fields(with_defaults=False), what="a garp mapping")
-
-GLOBAL = Struct(
-    {
-        vol.Optional("router_id"): string(64),
-        vol.Optional("log_level", default="info"): choice(*LOG_LEVELS),
-        vol.Optional("socket", default="/run/vigil/vigil.sock"): string(),
-        vol.Optional("state_dir", default="/var/lib/vigil"): string(),
-        vol.Optional("script_user", default="nobody"): string(),
-        vol.Optional("script_security", default=True): boolean,
-        vol.Optional("notify_timeout", default=10): seconds(0.01, 3600),
-        vol.Optional("vrrp_version", default=2): choice(2, 3),
-        vol.Optional("v3_checksum_pseudo_header", default=True): boolean,
-        vol.Optional("garp", default=dict): GARP_GLOBAL,
-    },
-    what="a mapping of global settings",
-)
-
-VIP_MAPPING = Struct(
-    {
-        required("address"): ip_interface,
-        vol.Optional("dev", default=None): nullable(ifname),
-        vol.Optional("label", default=None): nullable(string(15)),
-        vol.Optional("scope", default="global"): choice(*SCOPES),
-    },
-    what="a VIP: an address string or a mapping with 'address'",
-)
+def global_schema(sections: Iterable[ConfigSection]) -> Struct:
+    """The ``global`` schema: the core keys, then each section's, in section order."""
+    fields = dict(CORE_GLOBAL_FIELDS)
+    for section in sections:
+        fields.update(section.global_fields)
+    return Struct(fields, what="a mapping of global settings")
 
 
-def vip(value: Any) -> dict[str, Any]:
-    """A VIP written as ``10.0.0.1/24`` or as a mapping; always returns the mapping form."""
-    if isinstance(value, str):
-        return {"address": ip_interface(value), "dev": None, "label": None, "scope": "global"}
-    if isinstance(value, dict):
-        return VIP_MAPPING(value)
-    raise vol.Invalid(
-        f"expected a VIP: an address string like '10.0.0.100/24' or a mapping, got {show(value)}"
-    )
-
-
-ROUTE = Struct(
-    {
-        required("to"): ip_network_or_default,
-        vol.Optional("via", default=None): nullable(ip_address),
-        vol.Optional("dev", default=None): nullable(ifname),
-        vol.Optional("src", default=None): nullable(ip_address),
-        vol.Optional("metric", default=None): nullable(integer(0, 2**32 - 1)),
-        vol.Optional("table", default=None): nullable(integer(1, 2**32 - 1)),
-        vol.Optional("scope", default=None): nullable(choice(*SCOPES)),
-    },
-    what="a route mapping with at least 'to'",
-)
-
-UNICAST = Struct(
-    {
-        vol.Optional("source", default=None): nullable(ip_address),
-        required("peers"): list_of(ip_address, what="a list of peer addresses"),
-    },
-    what="a mapping {source: ADDR, peers: [ADDR, ...]}",
-)
-
-
-def _password(value: Any) -> str:
-    text = string(what="a password string")(value)
-    if len(text) > 8:
-        raise vol.Invalid(
-            f"is {len(text)} characters long; VRRPv2 PASS authentication carries at most 8"
-        )
-    return text
-
-
-AUTHENTICATION = Struct(
-    {
-        vol.Optional("type", default="pass"): choice("pass"),
-        required("password"): _password,
-    },
-    what="a mapping {type: pass, password: STR}",
-)
-
-
-def _track_item(weight: Any, *, default_weight: Any) -> Any:
-    """A track entry: a bare name, or ``{name, weight, weight_reverse}``."""
-    mapping = Struct(
-        {
-            required("name"): name,
-            vol.Optional("weight", default=default_weight): nullable(weight),
-            vol.Optional("weight_reverse", default=None): nullable(boolean),
-        },
-        what="a name or a mapping {name: ..., weight: N}",
-    )
-
-    def check(value: Any) -> dict[str, Any]:
-        if isinstance(value, str):
-            return mapping({"name": value})
-        if isinstance(value, dict):
-            return mapping(value)
-        raise vol.Invalid(
-            f"expected a name or a mapping {{name: ..., weight: N}}, got {show(value)}"
-        )
-
-    return check
-
-
-TRACK_INTERFACE = Struct(
-    {
-        required("name"): ifname,
-        vol.Optional("weight", default=0): integer(-253, 253),
-        vol.Optional("weight_reverse", default=False): boolean,
-    },
-    what="an interface name or a mapping {name: eth1, weight: -20}",
-)
-
-
-def _track_interface(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        return TRACK_INTERFACE({"name": value})
-    if isinstance(value, dict):
-        return TRACK_INTERFACE(value)
-    raise vol.Invalid(f"expected an interface name or a mapping {{name: eth1}}, got {show(value)}")
-
-
-TRACK = Struct(
-    {
-        vol.Optional("interfaces", default=list): list_of(_track_interface),
-        vol.Optional("scripts", default=list): list_of(
-            _track_item(integer(-253, 253), default_weight=None)
-        ),
-        vol.Optional("files", default=list): list_of(
-            _track_item(integer(-254, 254), default_weight=None)
-        ),
-        vol.Optional("processes", default=list): list_of(
-            _track_item(integer(-254, 254), default_weight=None)
-        ),
-    },
-    what="a mapping with interfaces, scripts, files, processes",
-)
-
-NOTIFY = Struct(
-    {
-        vol.Optional("master", default=None): nullable(string(what="a command")),
-        vol.Optional("backup", default=None): nullable(string(what="a command")),
-        vol.Optional("fault", default=None): nullable(string(what="a command")),
-        vol.Optional("stop", default=None): nullable(string(what="a command")),
-        vol.Optional("generic", default=None): nullable(string(what="a command")),
-        vol.Optional("timeout", default=None): nullable(seconds(0.01, 3600)),
-    },
-    what="a mapping of notify commands",
-)
-
-
-def _use_vmac(value: Any) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return ifname(value)
-    raise vol.Invalid(f"expected true, false or a macvlan interface name, got {show(value)}")
-
-
-INSTANCE = Struct(
-    {
-        required("name"): name,
-        required("interface"): ifname,
-        required("vrid"): integer(1, 255),
-        vol.Optional("priority"): integer(1, 255),
-        vol.Optional("address_owner", default=False): boolean,
-        vol.Optional("version"): choice(2, 3),
-        vol.Optional("advert_interval", default=1): seconds(0.01, 255),
-        vol.Optional("preempt", default=True): boolean,
-        vol.Optional("preempt_delay", default=0): seconds(0, 1000),
-        vol.Optional("unicast"): UNICAST,
-        vol.Optional("authentication"): AUTHENTICATION,
-        required("virtual_ipaddresses"): list_of(
-            vip, min_length=1, what="a list of VIPs (address strings or mappings)"
-        ),
-        vol.Optional("virtual_ipaddresses_excluded", default=list): list_of(
-            vip, what="a list of VIPs"
-        ),
-        vol.Optional("virtual_routes", default=list): list_of(ROUTE, what="a list of routes"),
-        vol.Optional("garp", default=dict): GARP_OVERRIDE,
-        vol.Optional("v3_checksum_pseudo_header"): boolean,
-        vol.Optional("use_vmac", default=False): _use_vmac,
-        vol.Optional("track", default=dict): TRACK,
-        vol.Optional("notify", default=dict): NOTIFY,
-    },
-    what="a VRRP instance mapping",
-)
-
-
-SCRIPT = Struct(
-    {
-        required("script"): string(what="a command"),
-        vol.Optional("interval", default=1): seconds(0.01, 86400),
-        vol.Optional("timeout"): seconds(0.01, 86400),
-        vol.Optional("rise", default=1): integer(1, 1000),
-        vol.Optional("fall", default=1): integer(1, 1000),
-        vol.Optional("weight", default=0): integer(-253, 253),
-        vol.Optional("weight_reverse", default=False): boolean,
-        vol.Optional("init_fail", default=False): boolean,
-        vol.Optional("user"): string(what="user or user:group"),
-    },
-    what="a vrrp_script mapping with at least 'script'",
-)
-
-
-def _init_file(value: Any) -> int | None:
-    if value is False or value is None:
-        return None
-    if value is True:
-        return 0
-    return integer(-(2**31), 2**31 - 1)(value)
-
-
-TRACK_FILE = Struct(
-    {
-        required("file"): string(what="a file path"),
-        vol.Optional("weight", default=1): integer(-254, 254),
-        vol.Optional("weight_reverse", default=False): boolean,
-        vol.Optional("init_file", default=False): _init_file,
-    },
-    what="a track_files mapping with at least 'file'",
-)
-
-TRACK_PROCESS = Struct(
-    {
-        required("process"): string(what="a process name"),
-        vol.Optional("param_match", default="exact"): choice("initial", "partial", "exact"),
-        vol.Optional("parameters", default=None): nullable(string(what="parameters")),
-        vol.Optional("quorum", default=1): integer(1, 65535),
-        vol.Optional("quorum_max", default=None): nullable(integer(1, 65535)),
-        vol.Optional("weight", default=0): integer(-254, 254),
-        vol.Optional("weight_reverse", default=False): boolean,
-        vol.Optional("delay", default=0): seconds(0, 3600),
-        vol.Optional("terminate_delay", default=0): seconds(0, 3600),
-        vol.Optional("full_command", default=False): boolean,
-    },
-    what="a track_processes mapping with at least 'process'",
-)
-
-SYNC_GROUP = Struct(
-    {
-        required("name"): name,
-        required("members"): list_of(name, min_length=1, what="a list of instance names"),
-        vol.Optional("notify", default=dict): NOTIFY,
-    },
-    what="a sync group mapping {name: G1, members: [VI_1, VI_2]}",
-)
-
-SECTIONS: dict[str, Any] = {
-    "global": GLOBAL,
-    "vrrp_scripts": map_of(lambda _n, v: SCRIPT(v), what="vrrp_script"),
-    "track_files": map_of(lambda _n, v: TRACK_FILE(v), what="track_file"),
-    "track_processes": map_of(lambda _n, v: TRACK_PROCESS(v), what="track_process"),
-    "vrrp_instances": list_of(INSTANCE, what="a list of VRRP instances"),
-    "vrrp_sync_groups": list_of(SYNC_GROUP, what="a list of sync groups"),
-}
-
-TOP_LEVEL_KEYS = tuple(SECTIONS)
+def section_global_keys(section: ConfigSection) -> tuple[str, ...]:
+    return tuple(str(key) for key in section.global_fields)

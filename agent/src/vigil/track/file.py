@@ -15,8 +15,8 @@ import os
 import re
 from typing import Any
 
-from vigil.config import TrackFileConfig
 from vigil.track.base import Effect, Tracker, TrackerState, file_effect
+from vigil.track.config import TrackFileConfig
 
 POLL_INTERVAL = 1.0
 MAX_READ = 4096

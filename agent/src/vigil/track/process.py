@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vigil.config import TrackProcessConfig
 from vigil.track.base import Tracker, TrackerState
+from vigil.track.config import TrackProcessConfig
 
 log = logging.getLogger("vigil.track")
 

@@ -13,8 +13,8 @@ import contextlib
 import logging
 from typing import Any
 
-from vigil.config import VrrpScriptConfig
 from vigil.track.base import RiseFall, Tracker, TrackerState
+from vigil.track.config import VrrpScriptConfig
 from vigil.track.runner import Credentials, RunResult, run_command
 
 log = logging.getLogger("vigil.track")

@@ -1,46 +1,31 @@
-"""A small on-disk journal of the addresses and routes this agent has put in the kernel.
+"""VRRP's journal: the VIPs and routes each instance may have in the kernel.
 
-Why: a VIP outlives a crashed agent (SIGKILL leaves it on the interface), so a restarted
-agent, or systemd's ExecStopPost, must be able to remove what its predecessor added
-without guessing. The journal records an instance's addresses *before* they are added
-and drops them only *after* they are removed, so it may name an address that is not in
-the kernel (harmless: removal is idempotent) but never misses one that is. The runtime
+The journal itself (one namespace per subsystem, batched atomic writes, "record before
+adding, forget after removing") is :mod:`vigil.journal`; this module gives VRRP's
+namespace its typed entries and is VRRP's clean-up hook: :func:`cleanup` removes what a
+crashed predecessor left, at start-up and for ``vigild --cleanup`` alike. The runtime
 records every VIP and route of an instance when the instance starts (and a reload's new
 ones when it is applied) and drops them when the instance stops or a reload removes them,
 so the failover path, Master_Down to the first GARP/NA, never waits for this file.
-
-Changes are written together: inside a running event loop, ``record`` and ``forget``
-write the file WRITE_DELAY later, once for all the changes made meanwhile (starting or
-stopping 50 instances writes it once, not 50 times). Whoever adds to the kernel calls
-``flush()`` first, which writes at once if anything is pending, so the guarantee above
-holds whatever the delay; the agent flushes again when it stops.
-
-The file is JSON, written atomically (temp file + rename, no fsync: see ``_write``) in the
-state dir::
-
-    {"version": 1, "instances": {"VI_1": {"addresses": [["eth0", "10.0.0.100/24"]],
-                                          "routes": [{"to": ..., ...}]}}}
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
+from vigil.journal import WRITE_DELAY, CleanupReport, JournalNamespace, JournalWriteError
 from vigil.net.netlink import IPInterface, RouteSpec
 
 log = logging.getLogger("vigil.vrrp.journal")
 
-JOURNAL_NAME = "vrrp-journal.json"
-#: How long changes wait to be written together (seconds); ``flush()`` does not wait.
-WRITE_DELAY = 0.05
+__all__ = ["JOURNAL_NAME", "WRITE_DELAY", "Journal", "JournalEntry", "cleanup"]
+
+NAMESPACE = "vrrp"
+JOURNAL_NAME = f"{NAMESPACE}-journal.json"
 
 
 @dataclass
@@ -78,82 +63,103 @@ class JournalEntry:
 
 
 class Journal:
-    """The journal file of one agent (one state dir)."""
+    """VRRP's namespace of the journal, with typed entries (one per instance)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / JOURNAL_NAME
-        self.entries: dict[str, JournalEntry] = {}
-        self._pending = False
-        self._timer: asyncio.TimerHandle | None = None
-        self.writes = 0  # files written, for tests and curiosity
+    def __init__(self, where: Path | JournalNamespace) -> None:
+        self.ns = (
+            where
+            if isinstance(where, JournalNamespace)
+            else JournalNamespace(Path(where), NAMESPACE)
+        )
+        self.entries: dict[str, JournalEntry] = self._parse(self.ns.entries)
+
+    @property
+    def path(self) -> Path:
+        return self.ns.path
+
+    @property
+    def writes(self) -> int:
+        return self.ns.writes
+
+    @property
+    def pending(self) -> bool:
+        return self.ns.pending
+
+    @staticmethod
+    def _parse(raw: dict[str, Any]) -> dict[str, JournalEntry]:
+        entries: dict[str, JournalEntry] = {}
+        for name, data in raw.items():
+            try:
+                entries[name] = JournalEntry.from_dict(data)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.warning("vrrp: ignoring a damaged journal entry for %s: %s", name, exc)
+        return entries
 
     def load(self) -> dict[str, JournalEntry]:
         """Read what a predecessor left; a damaged file is logged and treated as empty."""
-        try:
-            raw = json.loads(self.path.read_text())
-            self.entries = {
-                name: JournalEntry.from_dict(data)
-                for name, data in raw.get("instances", {}).items()
-            }
-        except FileNotFoundError:
-            self.entries = {}
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            log.warning("vrrp: ignoring unreadable journal %s: %s", self.path, exc)
-            self.entries = {}
+        self.entries = self._parse(self.ns.load())
         return self.entries
 
     def record(self, name: str, entry: JournalEntry) -> None:
         self.entries[name] = entry
-        self._changed()
+        self.ns.record(name, entry.to_dict())
 
     def forget(self, name: str) -> None:
-        if self.entries.pop(name, None) is not None:
-            self._changed()
+        self.entries.pop(name, None)
+        self.ns.forget(name)
 
     def clear(self) -> None:
         self.entries = {}
-        self._changed()
+        self.ns.clear()
 
-    @property
-    def pending(self) -> bool:
-        """Changes not written yet."""
-        return self._pending
-
-    def flush(self) -> None:
-        """Write pending changes now (before anything is added to the kernel)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._pending:
-            self._pending = False
-            self._write()
-
-    def _changed(self) -> None:
-        self._pending = True
+    def flush(self) -> bool:
+        """Write pending changes now; False (logged by the journal) if it cannot be written."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()  # no loop (a command-line tool): nothing to batch with
-            return
-        if self._timer is None:
-            self._timer = loop.call_later(WRITE_DELAY, self.flush)
+            self.ns.flush()
+        except JournalWriteError:
+            return False
+        return True
 
-    def _write(self) -> None:
-        self.writes += 1
-        data = {
-            "version": 1,
-            "instances": {name: e.to_dict() for name, e in sorted(self.entries.items())},
-        }
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            # No fsync: the journal guards against a crash of the *process* (a SIGKILLed
-            # agent's VIPs stay in the kernel), which the page cache survives; after a power
-            # loss or kernel crash the VIPs are gone from the kernel anyway. An fsync here
-            # cost 8-17 ms on the event loop before every VIP add (docs/benchmarks.md).
-            with open(tmp, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            log.error("vrrp: cannot write journal %s: %s", self.path, exc)
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+
+async def cleanup(ns: JournalNamespace, report: CleanupReport, netns: str | None = None) -> None:
+    """Remove every journalled route, then every address; keep what failed in the journal.
+
+    VRRP's clean-up hook (``SubsystemSpec.cleanup``): the agent runs it before VRRP starts,
+    and ``vigild --cleanup`` runs it after a crash.
+    """
+    from vigil.net.netlink import Netlink, NetlinkFailure
+
+    journal = Journal(ns)
+    failed: dict[str, JournalEntry] = {}
+    async with Netlink(netns) as nl:
+        for name, entry in sorted(journal.entries.items()):
+            left = JournalEntry()
+            for route in entry.routes:
+                try:
+                    if await nl.del_route(route):
+                        report.removed(name, f"route {route}")
+                    else:
+                        report.already_gone(name, f"route {route}")
+                except (NetlinkFailure, OSError) as exc:
+                    report.failed(name, f"route {route}", str(exc))
+                    left.routes.append(route)
+            for dev, addr in entry.addresses:
+                try:
+                    if await nl.del_address(dev, addr):
+                        report.removed(
+                            name,
+                            f"VIP {addr} on {dev}",
+                            kind="vip_cleanup",
+                            address=str(addr),
+                            dev=dev,
+                        )
+                    else:
+                        report.already_gone(name, f"VIP {addr} on {dev}")
+                except (NetlinkFailure, OSError) as exc:
+                    report.failed(name, f"VIP {addr} on {dev}", str(exc))
+                    left.addresses.append((dev, addr))
+            if left.addresses or left.routes:
+                failed[name] = left
+    journal.clear()
+    for name, left in failed.items():
+        journal.record(name, left)

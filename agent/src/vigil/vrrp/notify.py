@@ -43,7 +43,7 @@ from vigil.config import files
 from vigil.vrrp.machine import Transition, VrrpState
 
 if TYPE_CHECKING:
-    from vigil.config import Config, NotifyConfig
+    from vigil.vrrp.config import NotifyConfig, VrrpConfig
     from vigil.vrrp.runtime import InstanceRuntime, VrrpSubsystem
 
 log = logging.getLogger("vigil.vrrp.notify")
@@ -468,9 +468,13 @@ class NotifyManager:
         self.results: Counter[tuple[str, str, str]] = Counter()
         owner.transition_hooks.append(self.on_transition)
 
-    def configure(self, config: Config) -> None:
-        glob = config.globals
-        self.notify_timeout = glob.notify_timeout
+    def configure(self, config: VrrpConfig) -> None:
+        glob = config
+        self.notify_timeout = max(
+            [10.0]
+            + [inst.notify.timeout for inst in config.vrrp_instances]
+            + [group.notify.timeout for group in config.vrrp_sync_groups]
+        )
         try:
             run_as: RunAs | None = RunAs.resolve(glob.script_user)
         except LookupError as exc:

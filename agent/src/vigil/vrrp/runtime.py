@@ -34,15 +34,14 @@ from vigil.net.netlink import (
     IPInterface,
     LinkEvent,
     Netlink,
+    NetlinkEvent,
     NetlinkFailure,
-    NetlinkMonitor,
     Resync,
     RouteSpec,
 )
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
 from vigil.timerfd import PreciseTimer
-from vigil.track import TrackerManager
 from vigil.vrrp import packet as codec
 from vigil.vrrp.control import ControlManager
 from vigil.vrrp.journal import Journal, JournalEntry
@@ -60,13 +59,14 @@ from vigil.vrrp.machine import (
 )
 from vigil.vrrp.notify import NotifyManager
 from vigil.vrrp.syncgroup import SyncGroupManager
+from vigil.vrrp.tracking import InstanceTracking
 
 if TYPE_CHECKING:
     from aiohttp import web
     from prometheus_client.metrics_core import Metric
 
-    from vigil.config import Config, ConfigDiff, VrrpInstanceConfig
     from vigil.subsystem import SubsystemContext
+    from vigil.vrrp.config import VrrpConfig, VrrpDiff, VrrpInstanceConfig
 
 log = logging.getLogger("vigil.vrrp")
 
@@ -1007,16 +1007,17 @@ class VrrpSubsystem:
     def __init__(self, ctx: SubsystemContext) -> None:
         self.ctx = ctx
         self.instances: dict[str, InstanceRuntime] = {}
-        self.nl = Netlink()
+        self.nl = Netlink(ctx.kernel.netlink.netns)
         self.vmacs = VmacManager(self.nl)
         self.garp = GarpSender()
-        self.journal = Journal(ctx.state_dir)
+        self.journal = Journal(ctx.journal)
+        self.section: VrrpConfig | None = ctx.section
         self.sockets = SocketRegistry(
             on_unknown_vrid=self._on_unknown_vrid, on_status=self._on_socket_status
         )
         self.kernel_addresses: set[tuple[str, IPInterface]] = set()
         self.unknown_vrid: Counter[str] = Counter()
-        self._monitor: NetlinkMonitor | None = None
+        self._unsubscribe_kernel: Callable[[], None] | None = None
         # Called after each transition is published (notify scripts, sync groups, ...).
         self.transition_hooks: list[Callable[[InstanceRuntime, Transition], None]] = []
         # Called after an instance's fault sources changed (sync groups hold members).
@@ -1024,30 +1025,27 @@ class VrrpSubsystem:
         # Notify scripts and sync groups (vigil.vrrp.notify, vigil.vrrp.syncgroup).
         self.notify = NotifyManager(self)
         self.sync_groups = SyncGroupManager(self)
-        # Interface, script, file and process trackers (vigil.track).
-        self.trackers = TrackerManager(self)
+        # What instances track, from the agent's tracker registry (vigil.vrrp.tracking).
+        self.trackers = InstanceTracking(self, ctx.trackers)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
-        self._monitor_task: asyncio.Task[None] | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
         self.ctx.events.publish(kind, instance, message, **data)
 
     # ------------------------------------------------------------ life cycle
 
-    async def start(self, config: Config) -> None:
+    async def start(self, section: VrrpConfig) -> None:
+        self.section = section
         await self.nl.open()
         self.garp.open()
-        await self._cleanup_predecessor()
-        self._monitor = self.nl.events()
-        await self._monitor.start()
+        self._unsubscribe_kernel = self.ctx.kernel.subscribe("vrrp", self._on_event)
         await self._snapshot_addresses()
-        self._monitor_task = asyncio.get_running_loop().create_task(self._watch())
-        self.notify.configure(config)
-        await self.trackers.start(config)
-        for cfg in config.vrrp_instances:
+        self.notify.configure(section)
+        await self.trackers.start(section)
+        for cfg in section.vrrp_instances:
             await self._start_instance(cfg)
-        self.sync_groups.configure(config)
+        self.sync_groups.configure(section)
 
     async def _start_instance(self, cfg: VrrpInstanceConfig) -> None:
         inst = InstanceRuntime(cfg, self)
@@ -1065,19 +1063,15 @@ class VrrpSubsystem:
         self.instances.clear()
         self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor_task
-        if self._monitor is not None:
-            with contextlib.suppress(Exception):
-                await self._monitor.close()
+        if self._unsubscribe_kernel is not None:
+            self._unsubscribe_kernel()
+            self._unsubscribe_kernel = None
         self.sockets.close()
         self.garp.close()
         with contextlib.suppress(Exception):
             await self.nl.close()
 
-    async def apply(self, config: Config, diff: ConfigDiff) -> None:
+    async def apply(self, section: VrrpConfig, diff: VrrpDiff) -> None:
         """Reload: touch only what changed, in an order that never collides on the wire.
 
         Unchanged instances are not looked at (their timers keep running, so no advert is
@@ -1089,8 +1083,9 @@ class VrrpSubsystem:
         BACKUP. Trackers and sync groups reconcile last, against the instances that now
         run.
         """
-        self.notify.configure(config)
-        new = {cfg.name: cfg for cfg in config.vrrp_instances}
+        self.section = section
+        self.notify.configure(section)
+        new = {cfg.name: cfg for cfg in section.vrrp_instances}
         recreate: list[str] = []
         for name in diff.removed:
             inst = self.instances.pop(name, None)
@@ -1118,30 +1113,8 @@ class VrrpSubsystem:
         for name in (*recreate, *diff.added):
             if name not in self.instances:
                 await self._start_instance(new[name])
-        await self.trackers.apply(config)
-        self.sync_groups.apply(config, diff)
-
-    async def _cleanup_predecessor(self) -> None:
-        """Remove what a crashed agent with this state dir left in the kernel."""
-        leftovers = self.journal.load()
-        for name, entry in leftovers.items():
-            for route in entry.routes:
-                with contextlib.suppress(NetlinkFailure, OSError):
-                    await self.nl.del_route(route)
-            for dev, addr in entry.addresses:
-                try:
-                    removed = await self.nl.del_address(dev, addr)
-                except (NetlinkFailure, OSError):
-                    removed = False
-                if removed:
-                    self.publish(
-                        "vip_cleanup",
-                        name,
-                        f"removed VIP {addr} from {dev} left behind by a previous run",
-                        address=str(addr),
-                        dev=dev,
-                    )
-        self.journal.clear()
+        await self.trackers.apply(section)
+        self.sync_groups.apply(section, diff)
 
     # ------------------------------------------------------------ kernel events
 
@@ -1158,29 +1131,15 @@ class VrrpSubsystem:
     async def _snapshot_addresses(self) -> None:
         self.kernel_addresses = {(a.ifname, a.address) for a in await self.nl.addresses()}
 
-    async def _watch(self) -> None:
-        assert self._monitor is not None
-        try:
-            async for ev in self._monitor:
-                try:
-                    await self._on_event(ev)
-                except Exception:
-                    log.exception("vrrp: handling %s failed", ev)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("vrrp: netlink monitor stopped")
-
-    async def _on_event(self, ev: Any) -> None:
+    async def _on_event(self, ev: NetlinkEvent) -> None:
+        """From the agent's shared netlink monitor (vigil.kernel)."""
         if isinstance(ev, Resync):
             self.kernel_addresses = {(a.ifname, a.address) for a in ev.addresses}
             for inst in self.instances.values():
                 inst.link_changed(await self.link_problem(inst.cfg.interface))
-            await self.trackers.resync()
             return
         if isinstance(ev, LinkEvent):
             await self._on_link(ev)
-            self.trackers.link_event(ev)
         elif isinstance(ev, AddrEvent):
             key = (ev.ifname, ev.address)
             if ev.added:
@@ -1254,8 +1213,15 @@ class VrrpSubsystem:
     # ------------------------------------------------------------ API + metrics
 
     def status(self) -> dict[str, Any]:
+        """VRRP's section of /v1/status: every configured instance (INIT if not running)."""
+        running = {name: inst.to_dict() for name, inst in self.instances.items()}
+        configured = self.section.vrrp_instances if self.section is not None else ()
+        instances = [
+            running.pop(cfg.name) if cfg.name in running else placeholder(cfg) for cfg in configured
+        ]
+        instances.extend(running.values())  # running but no longer configured (stopping)
         return {
-            "instances": [inst.to_dict() for inst in self.instances.values()],
+            "instances": instances,
             "unknown_vrid": dict(self.unknown_vrid),
             "sync_groups": self.sync_groups.status(),
         }
@@ -1278,10 +1244,34 @@ class VrrpSubsystem:
 
         return [
             *vrrp_metrics(self),
-            *self.trackers.metrics(),
             *self.sync_groups.metrics(),
             *self.notify.metrics(),
         ]
+
+
+def placeholder(cfg: VrrpInstanceConfig) -> dict[str, Any]:
+    """A configured instance that is not running (yet): its identity, state INIT.
+
+    Same keys and shapes as a running instance's view, so clients need one parser.
+    """
+    dev = cfg.use_vmac or cfg.interface
+
+    def vip(v: Any) -> dict[str, Any]:
+        return {"address": str(v.address), "dev": v.dev or dev, "present": False}
+
+    return {
+        "name": cfg.name,
+        "state": "INIT",
+        "interface": cfg.interface,
+        "vrid": cfg.vrid,
+        "version": cfg.version,
+        "family": cfg.family,
+        "priority": cfg.priority,
+        "effective_priority": cfg.priority,
+        "master_address": None,
+        "vips": [vip(v) for v in cfg.vips],
+        "excluded_vips": [vip(v) for v in cfg.excluded_vips],
+    }
 
 
 def factory(ctx: SubsystemContext) -> VrrpSubsystem:

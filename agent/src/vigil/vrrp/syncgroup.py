@@ -45,7 +45,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from vigil.vrrp.machine import Transition, VrrpState
 
 if TYPE_CHECKING:
-    from vigil.config import Config, ConfigDiff, SyncGroupConfig
+    from vigil.vrrp.config import SyncGroupConfig, VrrpConfig, VrrpDiff
     from vigil.vrrp.runtime import InstanceRuntime, VrrpSubsystem
 
 log = logging.getLogger("vigil.vrrp.sync")
@@ -419,7 +419,7 @@ class SyncGroupManager:
     def _index(self) -> None:
         self.by_member = {m: g for g in self.groups.values() for m in g.members}
 
-    def configure(self, config: Config) -> None:
+    def configure(self, config: VrrpConfig) -> None:
         """Start-up: build every group and bring its members in line."""
         self.configs = {g.name: g for g in config.vrrp_sync_groups}
         self.groups = {name: self._build(cfg) for name, cfg in self.configs.items()}
@@ -427,7 +427,7 @@ class SyncGroupManager:
         for group in self.groups.values():
             group.align()
 
-    def apply(self, config: Config, diff: ConfigDiff) -> None:
+    def apply(self, config: VrrpConfig, diff: VrrpDiff) -> None:
         """Reload: keep unchanged groups, adopt changed ones, release removed ones."""
         if not diff.sync_groups_changed:
             return

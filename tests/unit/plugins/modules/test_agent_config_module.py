@@ -69,7 +69,7 @@ def normalized(text: str) -> dict[str, Any]:
     agent_src = str(Path(__file__).resolve().parents[4] / "agent" / "src")
     if agent_src not in sys.path:
         sys.path.append(agent_src)  # an installed vigil wins; else the collection's sources
-    from vigil.config import validate_data
+    from vigil.subsystems import validate_data
 
     return json.loads(json.dumps(validate_data(yaml.safe_load(text)).to_dict(redact=True)))
 

@@ -1,79 +1,57 @@
-"""Checks that span several parts of a config (and, optionally, the host).
+"""VRRP checks that span several parts of a config (and, optionally, the host).
 
 The schema validates each part alone; here we check what only makes sense together:
 unique names, VRIDs per (interface, family), families of VIPs and peers, references to
 trackers and sync-group members, and the programs the agent would run. Each message names
 the fix. Items that failed the schema are checked in their salvaged form (the broken bits
-cut out, see loader._salvage), and issues name the list indices the user wrote. Trackers
-that failed still count as defined, so a typo there does not cause a second error.
+cut out, see vigil.config.section), and issues name the list indices the user wrote.
+Trackers that failed still count as defined, so a typo there does not cause a second error.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import files, resolve
-from .errors import Issue, format_path
-from .validators import did_you_mean
+from vigil.config.section import SectionInput
+from vigil.config.validators import did_you_mean
+from vigil.track.config import program_problem
+
+from . import resolve
 
 FAMILY = {4: "IPv4", 6: "IPv6"}
 
-# list path inside an item (in salvaged coordinates) -> original index of each element
-IndexMaps = dict[tuple[Any, ...], list[int]]
-
-
-def original_path(path: list[Any], maps: IndexMaps) -> list[Any]:
-    """Translate a path into a salvaged item back to the indices the user wrote."""
-    current: list[Any] = []
-    out: list[Any] = []
-    for part in path:
-        table = maps.get(tuple(current))
-        if isinstance(part, int) and table is not None and 0 <= part < len(table):
-            out.append(table[part])
-        else:
-            out.append(part)
-        current.append(part)
-    return out
-
 
 @dataclass
-class Sections:
-    """Schema-validated sections; a None item failed the schema (already reported)."""
+class Validated:
+    """Schema-validated VRRP items; a None item failed the schema (already reported)."""
 
-    glob: dict[str, Any]
-    scripts: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    track_files: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    track_processes: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     instances: list[dict[str, Any] | None] = field(default_factory=list)
     sync_groups: list[dict[str, Any] | None] = field(default_factory=list)
     raw_instance_names: list[Any] = field(default_factory=list)
-    index_maps: dict[tuple[Any, ...], IndexMaps] = field(default_factory=dict)
+    #: the trackers' section as validated (names defined there, their weights)
+    scripts: dict[str, Any] = field(default_factory=dict)
+    track_files: dict[str, Any] = field(default_factory=dict)
+    track_processes: dict[str, Any] = field(default_factory=dict)
 
 
 class SemanticChecker:
     """Collects cross-part issues for one config."""
 
-    def __init__(self, sections: Sections, *, check_files: bool) -> None:
-        self.s = sections
-        self.check_files = check_files
-        self.issues: list[Issue] = []
-
-    def remap(self, path: list[Any]) -> list[Any]:
-        """The path with the list indices of the user's file (see ``original_path``)."""
-        maps = self.s.index_maps.get(tuple(path[:2]))
-        return [*path[:2], *original_path(path[2:], maps)] if maps else path
+    def __init__(self, inp: SectionInput, validated: Validated) -> None:
+        self.inp = inp
+        self.s = validated
+        self.glob = inp.glob
+        self.check_files = inp.check_files
 
     def where(self, path: list[Any]) -> str:
-        """A remapped path relative to its item, for messages (``peers[1]``)."""
-        return format_path(self.remap(path)[2:])
+        return self.inp.where(path)
 
     def error(self, path: list[Any], message: str) -> None:
-        self.issues.append(Issue(format_path(self.remap(path)), message))
+        self.inp.error(path, message)
 
-    def run(self) -> list[Issue]:
+    def run(self) -> None:
         for index, inst in enumerate(self.s.instances):
             if inst is not None:
                 self._instance(index, inst)
@@ -81,10 +59,8 @@ class SemanticChecker:
         self._vrids()
         self._vmacs()
         self._sync_groups()
-        self._trackers()
         if self.check_files:
             self._host_checks()
-        return self.issues
 
     # -- one instance -------------------------------------------------------------------
 
@@ -92,7 +68,7 @@ class SemanticChecker:
         base: list[Any] = ["vrrp_instances", i]
         family = resolve.vip_family(inst)
         fam = FAMILY[family]
-        version = resolve.version(inst, self.s.glob)
+        version = resolve.version(inst, self.glob)
 
         for j, vip in enumerate(inst["virtual_ipaddresses"]):
             if vip["address"].version != family:
@@ -381,64 +357,10 @@ class SemanticChecker:
                 else:
                     member_of[member] = (g, group["name"])
 
-    def _trackers(self) -> None:
-        for proc_name, proc in self.s.track_processes.items():
-            if proc is None:
-                continue
-            base = ["track_processes", proc_name]
-            if proc["quorum_max"] is not None and proc["quorum_max"] < proc["quorum"]:
-                self.error(
-                    [*base, "quorum_max"],
-                    f"must be at least quorum ({proc['quorum']})",
-                )
-            if not proc["full_command"] and len(proc["process"].encode()) > 15:
-                self.error(
-                    [*base, "process"],
-                    f"{proc['process']!r} is longer than the 15 characters the kernel keeps "
-                    "as a process name; use full_command: true or the first 15 characters",
-                )
-            if proc["parameters"] is not None and proc["full_command"]:
-                self.error(
-                    [*base, "parameters"],
-                    "parameters cannot be combined with full_command: true; put the whole "
-                    "command line in process",
-                )
-        for file_name, tfile in self.s.track_files.items():
-            if tfile is not None and not tfile["file"].startswith("/"):
-                self.error(
-                    ["track_files", file_name, "file"],
-                    f"{tfile['file']!r} must be an absolute path (e.g. /run/vigil/{file_name})",
-                )
-        for script_name, script in self.s.scripts.items():
-            if script is None:
-                continue
-            try:
-                words = files.split_command(script["script"])
-            except ValueError as exc:
-                self.error(
-                    ["vrrp_scripts", script_name, "script"],
-                    f"cannot split the command: {exc}; check its quotes",
-                )
-                continue
-            if not words:
-                self.error(["vrrp_scripts", script_name, "script"], "the command is empty")
-
     # -- the host -----------------------------------------------------------------------
 
     def _host_checks(self) -> None:
-        secure = bool(self.s.glob.get("script_security", True))
-        script_user = self.s.glob.get("script_user", "nobody")
-        problem = files.user_problem(script_user)
-        if problem:
-            self.error(["global", "script_user"], problem)
-        for script_name, script in self.s.scripts.items():
-            if script is None:
-                continue
-            self._program(["vrrp_scripts", script_name, "script"], script["script"], secure)
-            if script.get("user"):
-                problem = files.user_problem(script["user"])
-                if problem:
-                    self.error(["vrrp_scripts", script_name, "user"], problem)
+        secure = bool(self.glob.get("script_security", True))
         for index, inst in self._valid_instances():
             for kind, command in _commands(inst["notify"]):
                 self._program(["vrrp_instances", index, "notify", kind], command, secure)
@@ -449,30 +371,9 @@ class SemanticChecker:
                 self._program(["vrrp_sync_groups", g, "notify", kind], command, secure)
 
     def _program(self, path: list[Any], command: str, secure: bool) -> None:
-        try:
-            words = files.split_command(command)
-        except ValueError as exc:
-            self.error(path, f"cannot split the command: {exc}; check its quotes")
-            return
-        if not words:
-            return
-        program, reason = files.resolve_program(words[0])
-        if program is None:
-            self.error(path, reason or "program not found")
-            return
-        if not secure:
-            return
-        # an interpreter's script (/bin/sh /opt/check.sh) is as dangerous as the program
-        checked = [program, *(w for w in words[1:] if w.startswith("/") and os.path.isfile(w))]
-        for target in checked:
-            why = files.insecure_reason(target)
-            if why:
-                self.error(
-                    path,
-                    f"refusing {target!r}: {why}; make it and its directories root-owned and "
-                    "not group/world-writable (or set global.script_security: false)",
-                )
-                return
+        problem = program_problem(command, secure)
+        if problem:
+            self.error(path, problem)
 
 
 def _commands(notify: dict[str, Any]) -> Iterable[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Turn schema-validated, semantically checked sections into the frozen model.
+"""Turn validated, semantically checked VRRP items into the frozen model.
 
 Only called when no issue was found, so it may assume every reference resolves and every
 value is in range; it resolves what instances inherit from ``global`` and from the
@@ -8,44 +8,24 @@ trackers they name.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from typing import Any
 
-from . import files, resolve
+from . import resolve
 from .model import (
     AuthConfig,
-    Config,
     GarpConfig,
-    GlobalConfig,
     NotifyConfig,
     RouteConfig,
     SyncGroupConfig,
     TrackConfig,
-    TrackFileConfig,
     TrackInterface,
-    TrackProcessConfig,
     TrackRef,
     UnicastConfig,
     VipConfig,
+    VrrpConfig,
     VrrpInstanceConfig,
-    VrrpScriptConfig,
 )
-from .semantic import Sections
-
-
-def build_globals(glob: dict[str, Any]) -> GlobalConfig:
-    return GlobalConfig(
-        router_id=glob.get("router_id") or socket.gethostname(),
-        log_level=glob["log_level"],
-        socket=glob["socket"],
-        state_dir=glob["state_dir"],
-        script_user=glob["script_user"],
-        script_security=glob["script_security"],
-        notify_timeout=glob["notify_timeout"],
-        vrrp_version=glob["vrrp_version"],
-        v3_checksum_pseudo_header=glob["v3_checksum_pseudo_header"],
-        garp=GarpConfig(**glob["garp"]),
-    )
+from .semantic import Validated
 
 
 def _vip(data: dict[str, Any]) -> VipConfig:
@@ -95,9 +75,9 @@ def _refs(items: list[dict[str, Any]], trackers: dict[str, Any]) -> tuple[TrackR
     return tuple(refs)
 
 
-def _instance(inst: dict[str, Any], sections: Sections, glob: GlobalConfig) -> VrrpInstanceConfig:
+def _instance(inst: dict[str, Any], v: Validated, glob: dict[str, Any]) -> VrrpInstanceConfig:
     family = resolve.vip_family(inst)
-    garp = GarpConfig(**{**glob.garp.to_dict(), **inst["garp"]})
+    garp = GarpConfig(**{**glob["garp"], **inst["garp"]})
     unicast = None
     if inst.get("unicast") is not None:
         unicast = UnicastConfig(
@@ -117,7 +97,7 @@ def _instance(inst: dict[str, Any], sections: Sections, glob: GlobalConfig) -> V
         vips=tuple(_vip(v) for v in inst["virtual_ipaddresses"]),
         priority=resolve.priority(inst),
         address_owner=inst["address_owner"],
-        version=resolve.version(inst, sections.glob),
+        version=resolve.version(inst, glob),
         advert_interval=inst["advert_interval"],
         preempt=inst["preempt"],
         preempt_delay=inst["preempt_delay"],
@@ -126,7 +106,7 @@ def _instance(inst: dict[str, Any], sections: Sections, glob: GlobalConfig) -> V
         excluded_vips=tuple(_vip(v) for v in inst["virtual_ipaddresses_excluded"]),
         routes=tuple(_route(r, family) for r in inst["virtual_routes"]),
         garp=garp,
-        v3_checksum_pseudo_header=glob.v3_checksum_pseudo_header
+        v3_checksum_pseudo_header=glob["v3_checksum_pseudo_header"]
         if v3_pseudo is None
         else v3_pseudo,
         use_vmac=resolve.vmac_name(inst),
@@ -135,67 +115,33 @@ def _instance(inst: dict[str, Any], sections: Sections, glob: GlobalConfig) -> V
                 TrackInterface(i["name"], i["weight"], i["weight_reverse"])
                 for i in track["interfaces"]
             ),
-            scripts=_refs(track["scripts"], sections.scripts),
-            files=_refs(track["files"], sections.track_files),
-            processes=_refs(track["processes"], sections.track_processes),
+            scripts=_refs(track["scripts"], v.scripts),
+            files=_refs(track["files"], v.track_files),
+            processes=_refs(track["processes"], v.track_processes),
         ),
-        notify=_notify(inst["notify"], glob.notify_timeout),
+        notify=_notify(inst["notify"], glob["notify_timeout"]),
     )
 
 
-def build_config(sections: Sections, source: str | None) -> Config:
-    """The model of a config that passed every check."""
-    glob = build_globals(sections.glob)
-    scripts = {}
-    for script_name, s in sections.scripts.items():
-        assert s is not None
-        scripts[script_name] = VrrpScriptConfig(
-            name=script_name,
-            script=s["script"],
-            argv=tuple(files.split_command(s["script"])),
-            interval=s["interval"],
-            timeout=s["interval"] if s.get("timeout") is None else s["timeout"],
-            rise=s["rise"],
-            fall=s["fall"],
-            weight=s["weight"],
-            weight_reverse=s["weight_reverse"],
-            init_fail=s["init_fail"],
-            user=s.get("user") or glob.script_user,
-        )
-    track_files = {}
-    for file_name, f in sections.track_files.items():
-        assert f is not None
-        track_files[file_name] = TrackFileConfig(
-            name=file_name,
-            file=f["file"],
-            weight=f["weight"],
-            weight_reverse=f["weight_reverse"],
-            init_file=f["init_file"],
-        )
-    processes = {}
-    for proc_name, p in sections.track_processes.items():
-        assert p is not None
-        processes[proc_name] = TrackProcessConfig(name=proc_name, **p)
+def build_vrrp(v: Validated, glob: dict[str, Any]) -> VrrpConfig:
+    """The model of VRRP's section of a config that passed every check."""
     instances = []
-    for inst in sections.instances:
+    for inst in v.instances:
         assert inst is not None
-        instances.append(_instance(inst, sections, glob))
+        instances.append(_instance(inst, v, glob))
     groups = []
-    for group in sections.sync_groups:
+    for group in v.sync_groups:
         assert group is not None
         groups.append(
             SyncGroupConfig(
                 name=group["name"],
                 members=tuple(group["members"]),
-                notify=_notify(group["notify"], glob.notify_timeout),
+                notify=_notify(group["notify"], glob["notify_timeout"]),
             )
         )
-    return Config(
-        globals=glob,
+    return VrrpConfig(
         vrrp_instances=tuple(instances),
-        vrrp_scripts=scripts,
-        track_files=track_files,
-        track_processes=processes,
         vrrp_sync_groups=tuple(groups),
-        source=source,
+        script_user=glob["script_user"],
+        script_security=glob["script_security"],
     )

@@ -1,7 +1,8 @@
-"""The tracker manager: builds trackers from the config and applies them to instances.
+"""VRRP instances tracking things: trackers' states turned into FAULT or priority.
 
-The VRRP subsystem owns one :class:`TrackerManager`. It creates one tracker per tracked
-thing (however many instances track it), subscribes to it, and on every change:
+Trackers themselves are run and published by others (the core runs interfaces, scripts,
+files and processes; BFD publishes its sessions) in the agent's tracker registry. This
+part of VRRP says which keys its instances want, watches them, and on every change:
 
 1. publishes a ``tracker`` event per tracking instance (so the event stream shows the
    cause before the ``vrrp_priority`` / ``vrrp_transition`` it leads to);
@@ -12,35 +13,30 @@ thing (however many instances track it), subscribes to it, and on every change:
 
 Applying is idempotent: reconciling an instance sets exactly the wanted effects and
 clears the ones no longer wanted, so a reload that keeps a tracker keeps its state and
-causes no priority change at all. Only trackers whose own config changed are replaced.
+causes no priority change at all.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-
 from vigil.track.base import Effect, Tracker
-from vigil.track.file import FileTracker
-from vigil.track.interface import InterfaceTracker, link_problem
-from vigil.track.process import ProcessTracker, ProcScanner
-from vigil.track.script import ScriptTracker
+from vigil.track.registry import TrackerRegistry
 
 if TYPE_CHECKING:
-    from vigil.config import Config, VrrpInstanceConfig
-    from vigil.net.netlink import LinkEvent
+    from vigil.vrrp.config import VrrpConfig, VrrpInstanceConfig
 
 log = logging.getLogger("vigil.track")
 
+#: the registry owner name VRRP wants its keys under
+OWNER = "vrrp"
+
 
 class TrackTarget(Protocol):
-    """What the manager needs of a VRRP instance (vigil.vrrp.runtime.InstanceRuntime)."""
+    """What tracking needs of a VRRP instance (vigil.vrrp.runtime.InstanceRuntime)."""
 
     @property
     def name(self) -> str: ...
@@ -53,14 +49,12 @@ class TrackTarget(Protocol):
 
 
 class TrackHost(Protocol):
-    """What the manager needs of the VRRP subsystem."""
+    """What tracking needs of the VRRP subsystem."""
 
     @property
     def instances(self) -> Mapping[str, Any]: ...
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None: ...
-
-    async def link_problem(self, ifname: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -92,54 +86,37 @@ def bindings_of(inst: VrrpInstanceConfig) -> list[Binding]:
     return out
 
 
-def tracker_specs(config: Config) -> dict[str, Any]:
-    """Each tracked thing's key and the config that defines it (equal spec = keep it)."""
-    specs: dict[str, Any] = {}
-    secure = config.globals.script_security
-    for inst in config.vrrp_instances:
-        for b in bindings_of(inst):
-            if b.key in specs:
-                continue
-            if b.kind == "interface":
-                specs[b.key] = b.name
-            elif b.kind == "script":
-                specs[b.key] = (config.vrrp_scripts[b.name], secure)
-            elif b.kind == "file":
-                specs[b.key] = config.track_files[b.name]
-            else:
-                specs[b.key] = config.track_processes[b.name]
-    return specs
+class InstanceTracking:
+    """Watches the trackers VRRP instances name; maps their states onto instances."""
 
-
-class TrackerManager:
-    """Creates, feeds and stops trackers; maps their states onto instances."""
-
-    def __init__(self, host: TrackHost) -> None:
+    def __init__(self, host: TrackHost, registry: TrackerRegistry) -> None:
         self.host = host
-        self.trackers: dict[str, Tracker] = {}
-        self.specs: dict[str, Any] = {}
+        self.registry = registry
         self.bindings: dict[str, list[Binding]] = {}
         self.applied: dict[str, dict[str, Effect]] = {}
-        self.scanner = ProcScanner()
-        self._unsubscribe: dict[str, Callable[[], None]] = {}
+        self._unwatch: dict[str, Callable[[], None]] = {}
+
+    @property
+    def trackers(self) -> dict[str, Tracker]:
+        """The trackers VRRP instances track, by key (those published now)."""
+        out = {}
+        for key in self._unwatch:
+            tracker = self.registry.get(key)
+            if tracker is not None:
+                out[key] = tracker
+        return out
 
     # ------------------------------------------------------------ life cycle
 
-    async def start(self, config: Config) -> None:
-        """Build and start every tracked thing; states are known when this returns."""
-        self.bindings = {inst.name: bindings_of(inst) for inst in config.vrrp_instances}
-        await self._add(tracker_specs(config))
+    async def start(self, section: VrrpConfig) -> None:
+        """Want every tracked thing; its state is known when this returns."""
+        self._bind(section)
+        await self.registry.want(OWNER, set(self._unwatch))
 
-    async def apply(self, config: Config) -> None:
-        """After a reload: replace changed trackers, keep the rest, reconcile instances."""
-        new_specs = tracker_specs(config)
-        gone = [k for k, spec in self.specs.items() if new_specs.get(k) != spec]
-        for key in gone:
-            await self._remove(key)
-        self.bindings = {inst.name: bindings_of(inst) for inst in config.vrrp_instances}
-        await self._add({k: s for k, s in new_specs.items() if k not in self.trackers})
-        if gone:
-            log.info("track: restarted or removed %s", ", ".join(gone))
+    async def apply(self, section: VrrpConfig) -> None:
+        """After a reload: want the new set of keys, then reconcile every instance."""
+        self._bind(section)
+        await self.registry.want(OWNER, set(self._unwatch))
         for name in list(self.applied):
             if name not in self.bindings:
                 del self.applied[name]
@@ -147,51 +124,27 @@ class TrackerManager:
             self.reconcile(name)
 
     async def stop(self) -> None:
-        """Stop every tracker (kills running check scripts' process groups)."""
-        await asyncio.gather(
-            *(self._remove(key) for key in list(self.trackers)), return_exceptions=True
-        )
-        await self.scanner.stop()
+        for unwatch in self._unwatch.values():
+            unwatch()
+        self._unwatch.clear()
+        await self.registry.release(OWNER)
 
-    async def _add(self, specs: dict[str, Any]) -> None:
-        processes: list[ProcessTracker] = []
-        for key, spec in specs.items():
-            tracker = self._build(key, spec)
-            self.trackers[key] = tracker
-            self.specs[key] = spec
-            self._unsubscribe[key] = tracker.subscribe(self._changed)
-            if isinstance(tracker, InterfaceTracker):
-                tracker.initial(await self.host.link_problem(tracker.name))
-            elif isinstance(tracker, ProcessTracker):
-                processes.append(tracker)
-            else:
-                await tracker.start()
-        await self.scanner.add(processes)
+    def _bind(self, section: VrrpConfig) -> None:
+        self.bindings = {inst.name: bindings_of(inst) for inst in section.vrrp_instances}
+        keys = {b.key for bindings in self.bindings.values() for b in bindings}
+        for key in [k for k in self._unwatch if k not in keys]:
+            self._unwatch.pop(key)()
+        for key in keys - set(self._unwatch):
+            self._unwatch[key] = self.registry.watch(key, self._registry_event)
 
-    def _build(self, key: str, spec: Any) -> Tracker:
-        kind = key.partition(":")[0]
-        if kind == "interface":
-            return InterfaceTracker(spec)
-        if kind == "script":
-            cfg, secure = spec
-            return ScriptTracker(cfg, secure=secure)
-        if kind == "file":
-            return FileTracker(spec)
-        return ProcessTracker(spec)
-
-    async def _remove(self, key: str) -> None:
-        tracker = self.trackers.pop(key, None)
-        self.specs.pop(key, None)
-        unsubscribe = self._unsubscribe.pop(key, None)
-        if unsubscribe is not None:
-            unsubscribe()
-        if tracker is None:
+    def _registry_event(self, key: str, tracker: Tracker | None, what: str) -> None:
+        if what == "changed" and tracker is not None:
+            self._changed(tracker)
             return
-        if isinstance(tracker, ProcessTracker):
-            await self.scanner.remove(tracker.name)
-        else:
-            with contextlib.suppress(Exception):
-                await tracker.stop()
+        # appeared, replaced or gone: bring the instances that track it up to date quietly
+        for name, bindings in self.bindings.items():
+            if any(b.key == key for b in bindings):
+                self.reconcile(name)
 
     # ------------------------------------------------------------ applying to instances
 
@@ -208,7 +161,7 @@ class TrackerManager:
         before = self.applied.setdefault(name, {})
         wanted: dict[str, tuple[Binding, Effect]] = {}
         for b in self.bindings.get(name, []):
-            tracker = self.trackers.get(b.key)
+            tracker = self.registry.get(b.key)
             if tracker is not None:
                 wanted[b.key] = (b, tracker.effect(b.weight, b.reverse))
         for key in [k for k in before if k not in wanted]:
@@ -219,7 +172,8 @@ class TrackerManager:
             self._apply(inst, b, effect)
 
     def _apply(self, inst: TrackTarget, b: Binding, effect: Effect) -> None:
-        tracker = self.trackers[b.key]
+        tracker = self.registry.get(b.key)
+        assert tracker is not None
         self.applied.setdefault(inst.name, {})[b.key] = effect
         inst.set_priority_delta(b.key, effect.delta)
         if effect.fault:
@@ -266,20 +220,6 @@ class TrackerManager:
                 )
                 self._apply(inst, b, effect)
 
-    # ------------------------------------------------------------ link events
-
-    def link_event(self, ev: LinkEvent) -> None:
-        """The subsystem's netlink monitor saw a link change."""
-        tracker = self.trackers.get(f"interface:{ev.ifname}")
-        if isinstance(tracker, InterfaceTracker):
-            tracker.link_changed(link_problem(not ev.removed, ev.up, ev.carrier, ev.ifname))
-
-    async def resync(self) -> None:
-        """After a netlink overflow: ask the kernel for every tracked link again."""
-        for tracker in list(self.trackers.values()):
-            if isinstance(tracker, InterfaceTracker):
-                tracker.link_changed(await self.host.link_problem(tracker.name))
-
     # ------------------------------------------------------------ API + metrics
 
     def view(self, name: str) -> list[dict[str, Any]]:
@@ -287,7 +227,7 @@ class TrackerManager:
         applied = self.applied.get(name, {})
         out = []
         for b in self.bindings.get(name, []):
-            tracker = self.trackers.get(b.key)
+            tracker = self.registry.get(b.key)
             if tracker is None:
                 continue
             effect = applied.get(b.key, Effect())
@@ -301,16 +241,3 @@ class TrackerManager:
                 }
             )
         return out
-
-    def all_views(self) -> list[dict[str, Any]]:
-        return [t.view() for t in self.trackers.values()]
-
-    def metrics(self) -> Iterable[Metric]:
-        up = GaugeMetricFamily(
-            "vigil_tracker_up",
-            "1 while the tracked thing is OK (link up, check passing, quorum met)",
-            labels=["tracker", "kind"],
-        )
-        for tracker in self.trackers.values():
-            up.add_metric([tracker.name, tracker.kind], 1.0 if tracker.ok else 0.0)
-        yield up

@@ -1,0 +1,415 @@
+"""The running agent: config, events, metrics, shared services and subsystems.
+
+`Agent` is the core that outlives reloads and knows no protocol. It owns the running
+Config, the EventBus, the metrics registry and the services every subsystem shares (the
+netlink monitor, the crash journal, the tracker registry and the trackers the core runs),
+builds each subsystem listed in :mod:`vigil.subsystems` with a context of those services,
+and is the only place a config is swapped (start, SIGHUP and POST /v1/reload all end in
+:meth:`Agent.reload_from_file`).
+
+Order matters to operators: the shared services start first; then, for each subsystem in
+its declared order, its crash clean-up runs (what a killed predecessor left in the kernel)
+and it starts with its own section of the config; on stop, subsystems stop in reverse
+order, then the services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vigil import __version__, subsystems
+from vigil.config import Config, ConfigError, diff_configs, load_config
+from vigil.events import EventBus, EventPublisher
+from vigil.journal import CleanupReport, Journal, JournalWriteError
+from vigil.kernel import KernelEvents
+from vigil.log import LEVELS, set_level
+from vigil.metrics import AgentMetrics, SubsystemCollector
+from vigil.sdnotify import SdNotifier
+from vigil.subsystem import Subsystem, SubsystemContext, SubsystemSpec
+from vigil.track.registry import TrackerRegistry
+from vigil.track.service import TrackerService, tracker_metrics
+
+__all__ = ["Agent", "ReloadResult"]
+
+log = logging.getLogger("vigil.daemon")
+
+#: the section of the trackers the core runs (see vigil.track.config)
+TRACK_SECTION = "track"
+
+
+@dataclass
+class ReloadResult:
+    """Outcome of one reload attempt, as the API and SIGHUP report it."""
+
+    ok: bool
+    changed: bool = False
+    diff: dict[str, Any] = field(default_factory=dict)
+    issues: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    #: HTTP status the API answers with: 200, 422 invalid config, 500 apply failed,
+    #: 503 not running (starting or stopping)
+    code: int = 200
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.ok:
+            return {"changed": self.changed, "diff": self.diff}
+        return {"error": self.error, "issues": self.issues}
+
+
+class Agent:
+    """The running agent: config, events, metrics, services and subsystems, across reloads."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str,
+        socket_path: str,
+        state_dir: Path,
+        specs: Sequence[SubsystemSpec] | None = None,
+        sections: Sequence[Any] | None = None,
+        notifier: SdNotifier | None = None,
+        log_level_fixed: bool = False,
+        netns: str | None = None,
+    ) -> None:
+        self.config = config
+        # router_id names this agent in metrics labels and the subsystems' context, which
+        # are fixed at start: a reload changing it takes effect at the next restart.
+        self._router_id = str(getattr(config.globals, "router_id", "") or socket.gethostname())
+        self.config_path = config_path
+        self.socket_path = socket_path
+        self.state_dir = state_dir
+        self.loaded_at = time.time()
+        self.notifier = notifier or SdNotifier(address="")
+        self.log_level_fixed = log_level_fixed
+        self.phase = "starting"  # starting -> running -> stopping -> stopped
+        self._started_mono = time.monotonic()
+        self._reload_lock = asyncio.Lock()
+        self.specs = list(subsystems.specs() if specs is None else specs)
+        self.sections = list(
+            sections
+            if sections is not None
+            else [
+                *(subsystems.resolve(ref) for ref in subsystems.CORE_SECTIONS),
+                *(s for s in (spec.load_section() for spec in self.specs) if s is not None),
+            ]
+        )
+        self.events = EventBus()
+        self.metrics = AgentMetrics(router_id=self.router_id)
+        self.events.listeners.append(self.metrics.count_event)
+        # the services every subsystem shares
+        self.journal = Journal(state_dir)
+        self.kernel = KernelEvents(netns)
+        self.trackers = TrackerRegistry()
+        self.tracker_service = TrackerService(self.trackers, self.kernel.link_problem)
+        self._kernel_unsubscribe = self.kernel.subscribe(
+            "trackers", self.tracker_service.on_kernel_event, order=100
+        )
+        self.subsystems: list[Subsystem] = []
+        self._spec_of: dict[str, SubsystemSpec] = {}
+        for spec in self.specs:
+            sub = spec.load_factory()(self._context(spec))
+            self.subsystems.append(sub)
+            self._spec_of[sub.name] = spec
+        self._running: list[Subsystem] = []
+        self._services_started = False
+        self.metrics.add_collector(
+            SubsystemCollector(
+                lambda: [
+                    ("trackers", lambda: tracker_metrics(self.trackers.trackers())),
+                    *((s.name, s.collect_metrics) for s in self.subsystems),
+                ]
+            )
+        )
+
+    def _context(self, spec: SubsystemSpec) -> SubsystemContext:
+        return SubsystemContext(
+            name=spec.name,
+            events=EventPublisher(self.events, spec.name, spec.warning_kinds),
+            registry=self.metrics.registry,
+            state_dir=self.state_dir,
+            router_id=self.router_id,
+            globals=self.config.globals,
+            journal=self.journal.namespace(spec.name),
+            kernel=self.kernel,
+            trackers=self.trackers,
+            section=self.config.sections.get(spec.name),
+        )
+
+    # -- read side (the API uses these) -------------------------------------------
+
+    @property
+    def router_id(self) -> str:
+        return self._router_id
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "running"
+
+    @property
+    def uptime_s(self) -> float:
+        return round(time.monotonic() - self._started_mono, 3)
+
+    def section(self, name: str, config: Config | None = None) -> Any:
+        """A subsystem's section of the running (or the given) config; None if it has none."""
+        return (config or self.config).sections.get(name)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ready else self.phase,
+            "live": True,
+            "ready": self.ready,
+            "version": __version__,
+            "router_id": self.router_id,
+            "uptime_s": self.uptime_s,
+            "pid": os.getpid(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The agent's own section, then one section per subsystem under its name."""
+        out: dict[str, Any] = {
+            "agent": {
+                "router_id": self.router_id,
+                "version": __version__,
+                "pid": os.getpid(),
+                "phase": self.phase,
+                "ready": self.ready,
+                "uptime_s": self.uptime_s,
+                "config_source": self.config_path,
+                "config_loaded_at": self.loaded_at,
+                "socket": self.socket_path,
+                "state_dir": str(self.state_dir),
+                "last_event_seq": self.events.last_seq,
+                "subsystems": [sub.name for sub in self.subsystems],
+                "trackers": self.tracker_service.views(),
+            }
+        }
+        for sub in self.subsystems:
+            try:
+                out[sub.name] = dict(sub.status())
+            except Exception as exc:
+                log.exception("status of subsystem %s failed", sub.name)
+                out[sub.name] = {"error": str(exc)}
+        return out
+
+    def config_view(self) -> dict[str, Any]:
+        return {
+            "source": self.config_path,
+            "loaded_at": self.loaded_at,
+            "config": self.config.to_dict(redact=True),
+        }
+
+    def summary(self, config: Config | None = None) -> str:
+        """What the config runs: ``2 VRRP instances`` (for log lines and events)."""
+        config = config or self.config
+        parts = []
+        for section in self.sections:
+            if section.name in self._spec_of and section.name in config.sections:
+                count, what = section.summary(config.sections[section.name])
+                parts.append(f"{count} {what}")
+        return ", ".join(parts) or "no subsystems"
+
+    def counts(self, config: Config | None = None) -> dict[str, int]:
+        config = config or self.config
+        return {
+            section.name: section.summary(config.sections[section.name])[0]
+            for section in self.sections
+            if section.name in self._spec_of and section.name in config.sections
+        }
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the services, then every subsystem in order (each after its clean-up).
+
+        If one fails, the ones already started are stopped and the error is raised.
+        """
+        self.notifier.status("starting subsystems")
+        try:
+            await self._start_services()
+            for sub in self.subsystems:
+                await self._cleanup(self._spec_of[sub.name])
+                await sub.start(self.section(sub.name))
+                self._running.append(sub)
+        except Exception:
+            log.exception("agent: start-up failed")
+            await self._stop_running()
+            await self._stop_services()
+            self.phase = "stopped"
+            raise
+        self.phase = "running"
+        self.metrics.up.set(1)
+        self.metrics.last_reload.set(self.loaded_at)
+        self.events.publish(
+            "agent_started",
+            message=f"started (router_id {self.router_id}, {self.summary()}, "
+            f"config {self.config_path})",
+            router_id=self.router_id,
+            version=__version__,
+            counts=self.counts(),
+        )
+
+    async def _start_services(self) -> None:
+        await self.kernel.start()
+        self._services_started = True
+        track = self.section(TRACK_SECTION)
+        if track is not None:
+            self.tracker_service.configure(track)
+
+    async def _stop_services(self) -> None:
+        if not self._services_started:
+            return
+        self._services_started = False
+        try:
+            await self.tracker_service.stop()
+        except Exception:
+            log.exception("agent: stopping the trackers failed")
+        await self.kernel.stop()
+        self.journal.flush()
+
+    async def _cleanup(self, spec: SubsystemSpec) -> None:
+        """Run a subsystem's crash clean-up against its journal namespace."""
+        hook = spec.load_cleanup()
+        if hook is None:
+            return
+        ns = self.journal.namespace(spec.name)
+        if not ns.load():
+            return
+        publisher = EventPublisher(self.events, spec.name, spec.warning_kinds)
+
+        def emit(kind: str, key: str | None, message: str, data: dict[str, Any]) -> None:
+            if kind:
+                publisher.publish(kind, key, message, **data)
+            else:
+                log.info("(%s) %s", key, message)
+
+        report = CleanupReport(spec.name, emit)
+        await hook(ns, report, self.kernel.netlink.netns)
+        try:
+            ns.flush()
+        except JournalWriteError as exc:
+            log.error("agent: %s: %s", spec.name, exc)
+
+    async def stop(self) -> None:
+        """Stop subsystems in reverse order, then the services; each gets its chance."""
+        if self.phase in ("stopping", "stopped"):
+            return
+        self.phase = "stopping"
+        self.metrics.up.set(0)
+        self.events.publish("agent_stopping", message="stopping")
+        await self._stop_running()
+        await self._stop_services()
+        self.phase = "stopped"
+        self.events.close()
+
+    async def _stop_running(self) -> None:
+        while self._running:
+            sub = self._running.pop()
+            try:
+                await sub.stop()
+            except Exception:
+                log.exception("agent: subsystem %s failed to stop cleanly", sub.name)
+
+    async def reload(self, new_config: Config) -> ReloadResult:
+        """Apply an already validated config: each part gets its section's diff, then swap."""
+        old = self.config
+        diff = diff_configs(old, new_config, self.sections)
+        changed = (old != new_config) or not diff.empty
+        if changed:
+            track = self.section(TRACK_SECTION, new_config)
+            if track is not None:
+                await self.tracker_service.apply(track)
+            for sub in self._running:
+                section_diff = diff.section(sub.name)
+                if section_diff is None or section_diff.empty:
+                    continue
+                await sub.apply(self.section(sub.name, new_config), section_diff)
+        self.config = new_config
+        self.loaded_at = time.time()
+        self._warn_restart_only(old, new_config)
+        if not self.log_level_fixed:
+            level = str(getattr(new_config.globals, "log_level", "info"))
+            if level in LEVELS:
+                set_level(level)
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.last_reload.set(self.loaded_at)
+        diff_dict = diff.to_dict()
+        self.events.publish(
+            "config_reloaded",
+            message=f"config reloaded ({diff.summary() if changed else 'no changes'})",
+            changed=changed,
+            diff=diff_dict,
+        )
+        return ReloadResult(ok=True, changed=changed, diff=diff_dict)
+
+    def _warn_restart_only(self, old: Config, new: Config) -> None:
+        for key in ("socket", "state_dir", "router_id"):
+            before = getattr(old.globals, key, None)
+            after = getattr(new.globals, key, None)
+            if before != after:
+                log.warning(
+                    "agent: global.%s changed from %r to %r; it takes effect at the next "
+                    "restart of vigild",
+                    key,
+                    before,
+                    after,
+                )
+
+    async def reload_from_file(self) -> ReloadResult:
+        """Reread the configured file; on any problem keep running the old config.
+
+        Used by SIGHUP and POST /v1/reload. Reloads are serialized.
+        """
+        if self.phase != "running":
+            log.warning("agent: reload refused: the agent is %s", self.phase)
+            return ReloadResult(
+                ok=False,
+                error=f"the agent is {self.phase}; reload when it is ready (GET /v1/health)",
+                code=503,
+            )
+        async with self._reload_lock:
+            self.notifier.reloading(f"reloading {self.config_path}")
+            try:
+                return await self._reload_from_file()
+            finally:
+                self.notifier.ready(self.status_line())
+
+    async def _reload_from_file(self) -> ReloadResult:
+        try:
+            new_config = await asyncio.to_thread(
+                load_config, self.config_path, sections=self.sections
+            )
+        except ConfigError as exc:
+            issues = [issue.to_dict() for issue in exc.issues]
+            for issue in exc.issues:
+                log.warning("agent: reload: %s", issue)
+            return self._reload_failed(
+                "config is invalid; the running config is unchanged", issues, 422
+            )
+        try:
+            return await self.reload(new_config)
+        except Exception as exc:
+            log.exception("agent: applying the new config failed")
+            return self._reload_failed(
+                f"applying the new config failed: {exc}; see the vigild log", [], 500
+            )
+
+    def _reload_failed(self, message: str, issues: list[dict[str, Any]], code: int) -> ReloadResult:
+        self.metrics.reloads.labels("failure").inc()
+        self.events.publish(
+            "reload_failed",
+            message=f"config reload failed: {message} ({len(issues)} issue(s))",
+            issues=issues,
+        )
+        return ReloadResult(ok=False, issues=issues, error=message, code=code)
+
+    def status_line(self) -> str:
+        return f"running: router_id {self.router_id}, {self.summary()}"
