@@ -92,6 +92,7 @@ class _Check:
     server: _Server
     timer: asyncio.TimerHandle | None = None
     task: asyncio.Task[None] | None = None
+    run: Any = None  # a callback-driven run in flight (fast.Run)
     due_at: float = 0.0
 
 
@@ -207,6 +208,7 @@ class CheckEngine:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._pump()
 
     # ------------------------------------------------------------------ building
 
@@ -274,6 +276,10 @@ class CheckEngine:
                 c.timer = None
             if c.task is not None:
                 tasks.append(c.task)
+            if c.run is not None:
+                c.run.cancel()
+                c.run = None
+                self.stats.running -= 1
             for action in c.machine.stop(now, reason):
                 if isinstance(action, Transition):
                     self._emit_transition(action)
@@ -312,23 +318,46 @@ class CheckEngine:
         assert loop is not None
         self.stats.running += 1
         self.stats.max_running = max(self.stats.max_running, self.stats.running)
-        self.stats.max_queue_wait = max(self.stats.max_queue_wait, loop.time() - c.due_at)
+        started = loop.time()
+        self.stats.max_queue_wait = max(self.stats.max_queue_wait, started - c.due_at)
+        make_run = getattr(c.probe, "make_run", None)
+        run = make_run(loop, lambda r: self._finished(c, r, started)) if make_run else None
+        if run is not None:
+            c.run = run
+            run.start()
+            return
         c.task = loop.create_task(self._run(c), name=f"check {c.name}")
 
-    def _release(self) -> None:
-        self.stats.running -= 1
+    def _pump(self) -> None:
         while self._queue and self.stats.running < self.concurrency and not self._stopping:
             c = self._queue.popleft()
             self.stats.queued = len(self._queue)
             if c.machine.running and self._servers.get(c.server.settings.label) is c.server:
                 self._launch(c)
 
+    def _finished(self, c: _Check, result: CheckResult, started: float) -> None:
+        """A callback-driven run ended (never called after its cancel())."""
+        loop = self._loop
+        assert loop is not None
+        c.run = None
+        self.stats.runs += 1
+        self.stats.running -= 1
+        now = loop.time()
+        if c.machine.running:
+            result = CheckResult(
+                result.ok, now - started, result.error, result.weight, result.weight_offset
+            )
+            self._apply(c, c.machine.result(now, result), result)
+            self._arm(c)
+        self._pump()
+
     async def _run(self, c: _Check) -> None:
         try:
             result = await self._run_probe(c)
         finally:
             c.task = None
-            self._release()
+            self.stats.running -= 1
+            self._pump()
         loop = self._loop
         if loop is None or not c.machine.running:
             return  # stopped or removed meanwhile

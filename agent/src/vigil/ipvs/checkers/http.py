@@ -324,6 +324,14 @@ class HttpProbe:
             regex=re.compile(url.regex.encode()) if url.regex else None,
         )
 
+    def make_run(self, loop: asyncio.AbstractEventLoop, done: Callable[[CheckResult], None]) -> Any:
+        """The callback-driven run (:mod:`.fast`) for plain HTTP; None: use :meth:`run`."""
+        if self.check.tls:
+            return None
+        from .fast import FastHttpRun
+
+        return FastHttpRun(loop, self, done)
+
     async def run(self) -> CheckResult:
         for prepared in self.urls:
             result = await self._get(prepared)

@@ -19,7 +19,9 @@ import os
 import random
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .core import CheckResult
 from .dns import DnsQuery, DnsReject, check_response
@@ -151,6 +153,12 @@ class TcpProbe:
             return sock
         close(sock, self.check)
         return CheckResult(ok=True)
+
+    def make_run(self, loop: asyncio.AbstractEventLoop, done: Callable[[CheckResult], None]) -> Any:
+        """The callback-driven run the engine prefers (:mod:`.fast`)."""
+        from .fast import FastTcpRun
+
+        return FastTcpRun(loop, self.check, self.endpoint, done)
 
 
 def _udp_socket(check: NetCheck, endpoint: Endpoint) -> socket.socket | CheckResult:

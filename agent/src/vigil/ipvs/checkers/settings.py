@@ -196,7 +196,8 @@ class NetCheck(CheckBase):
         return out
 
     def budget(self) -> float:
-        return float(self.connect_timeout)
+        # the probe's own timeouts end it first; this is the backstop
+        return float(self.connect_timeout) + 1.0
 
 
 # ---------------------------------------------------------------------------- kinds
