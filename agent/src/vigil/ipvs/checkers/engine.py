@@ -2,7 +2,8 @@
 
 Thin on purpose: the decisions live in :mod:`.core` (when to run, what a result means),
 the I/O in the probes (:mod:`.net`, :mod:`.http`, :mod:`.icmp`, :mod:`.local`). The
-engine wires them: one loop timer per checker armed at the machine's deadline, a bounded
+engine wires them: checkers due within the same ``SLOT`` (5 ms) share one loop timer
+(a thousand checks a second then cost some 200 timers, not a thousand), a bounded
 number of runs in flight (``concurrency``; due runs beyond it wait in a FIFO and start as
 others finish, their timeouts counted from their real start), a hard time limit around
 every run, and callbacks when something changes.
@@ -30,6 +31,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import random
 import socket
 from collections.abc import Callable, Iterable
@@ -61,6 +63,8 @@ log = logging.getLogger("vigil.ipvs.checkers")
 __all__ = ["CheckEngine", "EngineStats", "Probe"]
 
 DEFAULT_CONCURRENCY = 256
+#: deadlines are rounded up to this grid so that checkers due together share a timer
+SLOT = 0.005
 
 
 class Probe(Protocol):
@@ -90,7 +94,7 @@ class _Check:
     machine: CheckMachine
     probe: Probe
     server: _Server
-    timer: asyncio.TimerHandle | None = None
+    slot: float | None = None  # the timer slot this checker waits in
     task: asyncio.Task[None] | None = None
     run: Any = None  # a callback-driven run in flight (fast.Run)
     due_at: float = 0.0
@@ -133,6 +137,7 @@ class CheckEngine:
         self.helo_name = helo_name or socket.gethostname() or "localhost"
         self._servers: dict[str, _Server] = {}
         self._queue: collections.deque[_Check] = collections.deque()
+        self._slots: dict[float, list[_Check]] = {}
         self._tls = TlsContexts()
         self._pingers = Pingers()
         self._files = ThreadPoolExecutor(file_threads, thread_name_prefix="vigil-filecheck")
@@ -271,9 +276,7 @@ class CheckEngine:
         now = self._loop.time() if self._loop is not None else 0.0
         tasks = []
         for c in server.checks:
-            if c.timer is not None:
-                c.timer.cancel()
-                c.timer = None
+            c.slot = None
             if c.task is not None:
                 tasks.append(c.task)
             if c.run is not None:
@@ -289,14 +292,25 @@ class CheckEngine:
 
     def _arm(self, c: _Check) -> None:
         deadline = c.machine.next_deadline()
-        if deadline is None or self._loop is None or self._stopping:
+        loop = self._loop
+        if deadline is None or loop is None or self._stopping:
             return
-        if c.timer is not None:
-            c.timer.cancel()
-        c.timer = self._loop.call_at(deadline, self._due, c)
+        slot = math.ceil(deadline / SLOT) * SLOT
+        c.slot = slot
+        waiting = self._slots.get(slot)
+        if waiting is None:
+            self._slots[slot] = [c]
+            loop.call_at(slot, self._fire, slot)
+        else:
+            waiting.append(c)
+
+    def _fire(self, slot: float) -> None:
+        for c in self._slots.pop(slot, ()):
+            if c.slot == slot:  # not re-armed or halted meanwhile
+                self._due(c)
 
     def _due(self, c: _Check) -> None:
-        c.timer = None
+        c.slot = None
         loop = self._loop
         if loop is None or self._stopping:
             return
@@ -406,6 +420,10 @@ class CheckEngine:
             self._callback(self.on_result, c.name, result)
         if not report or self._servers.get(c.server.settings.label) is not c.server:
             return
+        if reason is None and (
+            result is None or (result.weight is None and result.weight_offset is None)
+        ):
+            return  # no state change and no weight news: the server cannot have changed
         if reason is None and result is not None:
             reason = f"{c.name}: {result.describe()}"
         change = c.server.health.evaluate(loop.time(), reason or c.name)
@@ -413,7 +431,9 @@ class CheckEngine:
             self._emit_change(change)
 
     def _emit_transition(self, t: Transition) -> None:
-        level = logging.DEBUG if "FAILING" in (t.old, t.new) else logging.INFO
+        # UP <-> DOWN at INFO; start, stop and the FAILING steps in between at DEBUG
+        quiet = "FAILING" in (t.old, t.new) or t.old == "INIT" or t.new == "STOPPED"
+        level = logging.DEBUG if quiet else logging.INFO
         log.log(level, "%s", t)
         if self.on_transition is not None:
             self._callback(self.on_transition, t)
