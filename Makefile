@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepalived \
-        frr bird2 nftables shellcheck debootstrap systemd-container openssh-client
+        frr bird2 nftables shellcheck debootstrap systemd-container openssh-client \
+        dnsmasq-base openssl
 SETUP_STAMP := $(VENV)/.stamp-setup
 
 .PHONY: setup debs demo test test-unit test-integration test-hosts lint bench clean-lab help

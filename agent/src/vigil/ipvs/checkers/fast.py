@@ -1,0 +1,243 @@
+"""Callback-style runs for the two checks that dominate a large director: TCP and plain
+HTTP.
+
+A coroutine run costs a Task, a Future per wait, a timeout context and a handful of
+handles; at a thousand checks a second that is most of the engine's CPU. These runs are
+plain objects driven by the loop's reader/writer callbacks and one timer: connect_ex,
+writable -> SO_ERROR, send the request, readable -> parse, done. The result goes to the
+engine's ``done`` callback exactly once; ``cancel()`` closes everything. Same settings,
+same results and error texts as the coroutine probes (which stay for TLS and the other
+kinds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from .core import CheckResult
+from .net import Endpoint, close, fail, open_socket, os_error
+from .settings import NetCheck
+
+__all__ = ["FastHttpRun", "FastTcpRun", "Run"]
+
+Done = Callable[[CheckResult], None]
+OK = CheckResult(ok=True)
+
+
+class Run:
+    """One run: connect with a timeout, then :meth:`connected`; finishes once."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, check: NetCheck, endpoint: Endpoint, done: Done
+    ) -> None:
+        self.loop = loop
+        self.check = check
+        self.endpoint = endpoint
+        self.done = done
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.timer: asyncio.TimerHandle | None = None
+        self.finished = False
+        self.reading = False
+        self.writing = False
+        self._starting = False
+
+    def start(self) -> None:
+        """Begin; an outcome known at once is reported from the loop, not from here, so
+        the engine never recurses through a queue of failing runs."""
+        self._starting = True
+        try:
+            self._start()
+        finally:
+            self._starting = False
+
+    def _start(self) -> None:
+        try:
+            sock = self.sock = open_socket(self.check, self.endpoint.family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self.finish(fail(os_error("socket setup (bindto/bind_port/bind_if/fwmark)", exc)))
+            return
+        self.fd = sock.fileno()
+        err = sock.connect_ex(self.endpoint.sockaddr)
+        if err == 0:
+            self.connected()
+        elif err in (errno.EINPROGRESS, errno.EAGAIN):
+            self.loop.add_writer(self.fd, self._on_connect)
+            self.writing = True
+            timeout = self.check.connect_timeout
+            self.arm(timeout, f"connect timeout after {timeout:g}s")
+        else:
+            self.finish(fail(f"connect: {_lower(os.strerror(err))}"))
+
+    def arm(self, seconds: float, error: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(seconds, self._expired, error)
+
+    def _expired(self, error: str) -> None:
+        self.timer = None
+        self.finish(fail(error))
+
+    def _on_connect(self) -> None:
+        self.loop.remove_writer(self.fd)
+        self.writing = False
+        assert self.sock is not None
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.finish(fail(f"connect: {_lower(os.strerror(err))}"))
+            return
+        self.connected()
+
+    def connected(self) -> None:
+        raise NotImplementedError
+
+    def finish(self, result: CheckResult) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._release()
+        if self._starting:
+            self.loop.call_soon(self.done, result)
+        else:
+            self.done(result)
+
+    def cancel(self) -> None:
+        """Stop without a result (engine stopped, server removed)."""
+        if not self.finished:
+            self.finished = True
+            self._release()
+
+    def _release(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.sock is not None:
+            if self.reading:
+                self.loop.remove_reader(self.fd)
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+            self.reading = self.writing = False
+            close(self.sock, self.check)
+            self.sock = None
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+class FastTcpRun(Run):
+    def connected(self) -> None:
+        self.finish(OK)
+
+
+class FastHttpRun(Run):
+    """Plain HTTP: each URL of the checker in turn, each on its own connection."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        probe: Any,  # http.HttpProbe (its prepared URLs and judge)
+        done: Done,
+        index: int = 0,
+    ) -> None:
+        super().__init__(loop, probe.check, probe.endpoint, self._url_done)
+        self.probe = probe
+        self.final = done
+        self.index = index
+        self.url = probe.urls[index]
+        self.sent = 0
+        self.md5: Any = None
+        self.body: bytearray | None = None
+        self.parser: Any = None
+        self.child: FastHttpRun | None = None
+
+    def connected(self) -> None:
+        from .http import ResponseParser
+
+        p = self.url
+        if p.digest is not None:
+            self.md5 = hashlib.md5(usedforsecurity=False)
+        if p.regex is not None:
+            self.body = bytearray()
+        self.parser = ResponseParser(p.want_body, self.probe.check.max_body, self._on_body)
+        self._send()
+
+    def _on_body(self, chunk: bytes) -> None:
+        if self.md5 is not None:
+            self.md5.update(chunk)
+        if self.body is not None:
+            self.body.extend(chunk)
+
+    def _send(self) -> None:
+        assert self.sock is not None
+        request = self.url.request
+        try:
+            self.sent += self.sock.send(request[self.sent :])
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self.finish(fail(os_error("send request", exc)))
+            return
+        if self.sent < len(request):
+            if not self.writing:
+                self.loop.add_writer(self.fd, self._send)
+                self.writing = True
+            return
+        if self.writing:
+            self.loop.remove_writer(self.fd)
+            self.writing = False
+        timeout = self.probe.read_timeout
+        self.arm(timeout, "")
+        self.loop.add_reader(self.fd, self._on_read)
+        self.reading = True
+
+    def _expired(self, error: str) -> None:
+        if error:
+            super()._expired(error)
+            return
+        self.timer = None
+        got = "no response" if self.parser.status is None else f"status {self.parser.status}"
+        path, timeout = self.url.url.path, self.probe.read_timeout
+        self.finish(fail(f"{path}: read timeout after {timeout:g}s ({got})"))
+
+    def _on_read(self) -> None:
+        assert self.sock is not None
+        parser = self.parser
+        for _ in range(64):
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if parser.status is None:
+                    self.finish(fail(f"{self.url.url.path}: {os_error('read', exc)}"))
+                    return
+                parser.eof()
+                break
+            if not data:
+                parser.eof()
+                break
+            parser.feed(data)
+            if parser.done:
+                break
+        if parser.done:
+            self.finish(self.probe._judge(self.url, parser, self.md5, self.body))
+
+    def _url_done(self, result: CheckResult) -> None:
+        nxt = self.index + 1
+        if not result.ok or nxt >= len(self.probe.urls):
+            self.final(result)
+            return
+        self.child = FastHttpRun(self.loop, self.probe, self.final, nxt)
+        self.child.start()
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.child is not None:
+            self.child.cancel()
