@@ -41,9 +41,11 @@ demo: setup
 	$(VPY) -m tests.lab.demo
 
 # Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
-# systemd-nspawn Ansible hosts), the collection's ansible-test sanity and units, and lint.
+# systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
+# host), the collection's ansible-test sanity and units, and lint.
 test: setup
 	$(VPY) -m pytest -q agent/tests tests/integration
+	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
 	$(MAKE) --no-print-directory lint

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # vigil VM, stage 2: runs as PID 1 in the guest after the initramfs switched to the overlay
 # root (the host's / read-only over virtiofs, a tmpfs on top). Started by stage 1 as
 #   /bin/busybox sh /run/vigil-vm/stage2.sh
@@ -22,6 +23,7 @@ finish() {
     $B poweroff -f
 }
 
+# shellcheck source=/dev/null
 . "$R/params.sh" || { say "cannot read $R/params.sh"; finish; }
 
 debug "stage 2"
@@ -33,6 +35,7 @@ $B hostname vigil-vm
 
 # Modules: IPVS with every scheduler this kernel has, then what the namespace lab needs
 # (the host has these built in). One modprobe for all; the host reads /proc/modules.
+# shellcheck disable=SC2086 # one word per module
 /sbin/modprobe -a -q $MODULES || say "modprobe failed for some of: $MODULES"
 $B cp /proc/modules "$R/modules.txt"
 debug "modules loaded"
