@@ -23,9 +23,10 @@ runs ``python -m tests.lab.vm --setup``):
 
 Every boot gets a run directory ``/tmp/vgl<run>-vm-*`` (the virtiofsd sockets and the
 share). The directory and the process groups of QEMU and both virtiofsd are recorded in the
-lab's run registry before they exist, so ``python -m tests.lab.cleanup`` removes what a
-killed run left; a run that ends in any ordinary way (including SIGTERM, turned into
-KeyboardInterrupt) stops them itself. A copy of the logs stays in ``.lab/vm/last-run/``.
+lab's run registry as soon as they exist (as the lab records its own), so
+``python -m tests.lab.cleanup`` removes what a killed run left; a run that ends in any
+ordinary way (including SIGTERM, turned into KeyboardInterrupt) stops them itself. A copy
+of the logs stays in ``.lab/vm/last-run/``.
 
 Stage 2 binds the cached modules at ``/lib/modules/<version>``, loads ``ip_vs`` with every
 scheduler the kernel has plus what the namespace lab needs (veth, bridge, macvlan,
@@ -44,6 +45,7 @@ import functools
 import hashlib
 import json
 import lzma
+import math
 import os
 import re
 import shlex
@@ -106,6 +108,8 @@ HOST_MARGIN = 60.0
 #: After the exit status appears: time for the guest to reboot before QEMU is killed.
 REBOOT_GRACE = 15.0
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: exit statuses of ``python -m tests.lab.vm`` besides the command's own
+EXIT_TIMED_OUT = 124
 EXIT_VM_FAILED = 125
 
 STAGE1_INIT = r"""#!/bin/busybox sh
@@ -521,7 +525,7 @@ class Vm:
             "KVER": kernel.version,
             "MODDIR": str(kernel.modules),
             "MODULES": " ".join(modules),
-            "GUEST_TIMEOUT": str(int(self.timeout)),
+            "GUEST_TIMEOUT": str(max(1, math.ceil(self.timeout))),
             "DEBUG": "1" if DEBUG else "",
         }
         fstab = [
@@ -668,12 +672,16 @@ class Vm:
                 if timed_out
                 else "ended without an exit status"
             )
+            ready_text = f"ready after {boot:.1f} s" if boot is not None else "never ready"
             raise VmError(
-                f"the VM {what} (ready after {boot}s); logs in {logs}\n"
+                f"the VM {what} ({ready_text}); logs in {logs}\n"
                 f"--- console.log (tail)\n{console}\n--- qemu.log (tail)\n{qemu}"
             )
         code = int(status_text)
-        guest_timeout = command is not None and command >= self.timeout - 1
+        # busybox timeout sends SIGTERM: 143, or 137/124 from a command that maps it.
+        guest_timeout = (
+            code in (124, 137, 143) and command is not None and command >= self.timeout - 1
+        )
         return VmResult(
             returncode=code,
             output=output,
@@ -835,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tests.lab.vm: interrupted ({exc}); the VM is stopped", file=sys.stderr)
         return 130
     print(result.summary(), file=sys.stderr)
-    return result.returncode
+    return EXIT_TIMED_OUT if result.timed_out else result.returncode
 
 
 if __name__ == "__main__":
