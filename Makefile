@@ -5,17 +5,17 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepalived \
         frr bird2 nftables shellcheck debootstrap systemd-container openssh-client \
-        dnsmasq-base openssl
+        dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
 SETUP_STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup debs demo test test-unit test-integration test-hosts lint bench clean-lab help
+.PHONY: setup debs vm-assets test-vm demo test test-unit test-integration test-hosts lint bench clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
 	@echo "make demo    run a two-node vigil lab in network namespaces and show it"
 	@echo "make test    run every test suite (unit, namespace integration, collection)"
 
-setup: debs $(SETUP_STAMP)
+setup: debs $(SETUP_STAMP) vm-assets
 
 debs:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -32,13 +32,20 @@ $(SETUP_STAMP): agent/pyproject.toml requirements-dev.txt
 	$(VPY) -m pip install -q -e 'agent[test]' -r requirements-dev.txt
 	touch $@
 
+# The IPVS VM's kernel (Debian cloud kernel, extracted, never installed) and initramfs,
+# cached in .lab/vm/ (see tests/lab/vm.py).
+vm-assets: debs $(SETUP_STAMP)
+	$(VPY) -m tests.lab.vm --setup
+
 demo: setup
 	$(VPY) -m tests.lab.demo
 
 # Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
-# systemd-nspawn Ansible hosts), the collection's ansible-test sanity and units, and lint.
+# systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
+# host), the collection's ansible-test sanity and units, and lint.
 test: setup
 	$(VPY) -m pytest -q agent/tests tests/integration
+	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
 	$(MAKE) --no-print-directory lint
@@ -49,6 +56,10 @@ test-unit: setup
 
 test-integration: setup
 	$(VPY) -m pytest -q tests/integration
+
+# IPVS on a real kernel: one QEMU boot runs the whole VM suite inside (tests/vm/).
+test-vm: setup
+	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 
 test-hosts: setup
 	$(VPY) -m pytest -q -m hosts tests/integration

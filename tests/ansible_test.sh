@@ -14,8 +14,8 @@
 #
 # What sanity checks: the collection's Ansible content (plugins, roles, playbooks, meta, docs,
 # tests/unit, tests/sanity). The agent's Python project that ships beside it (agent/, bench/,
-# the pytest suites in tests/lab, tests/hosts and tests/integration/*.py) is Python 3.11
-# code with its own lint (ruff, mypy: make lint); it is left out with ansible-test's own
+# the pytest suites in tests/lab, tests/hosts, tests/vm and tests/integration/*.py) is
+# Python 3.11 code with its own lint (ruff, mypy: make lint); it is left out with ansible-test's own
 # --exclude, never with ignore entries (tests/sanity/ignore-*.txt stay empty).
 # SANITY_SCOPE=all includes it too, to see where it stands.
 #
@@ -90,7 +90,7 @@ if [ "$what" = sanity ] || [ "$what" = all ]; then
     install_get_pip_standin
     excludes=()
     if [ "${SANITY_SCOPE:-collection}" != all ]; then
-        for p in agent/ bench/ tests/lab/ tests/hosts/ tests/__init__.py; do
+        for p in agent/ bench/ tests/lab/ tests/hosts/ tests/vm/ tests/__init__.py; do
             [ -e "$p" ] && excludes+=(--exclude "$p")
         done
         while IFS= read -r -d '' f; do

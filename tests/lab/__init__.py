@@ -3,7 +3,7 @@ and peers in them, failure injection and outage measurement. See docs/testing.md
 
 from .lab import Lab, LabError, Link, Node
 from .probe import Outage, Probe, ProbeResult
-from .waiting import WaitTimeout, wait_for
+from .waiting import WaitTimeout, wait_for, wait_for_async
 
 __all__ = [
     "Lab",
@@ -15,4 +15,5 @@ __all__ = [
     "ProbeResult",
     "WaitTimeout",
     "wait_for",
+    "wait_for_async",
 ]

@@ -7,13 +7,14 @@ a timeout says what was awaited and what was seen last.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["WaitTimeout", "wait_for"]
+__all__ = ["WaitTimeout", "wait_for", "wait_for_async"]
 
 
 class WaitTimeout(AssertionError):
@@ -68,4 +69,38 @@ def wait_for(
         if remaining <= 0:
             break
         time.sleep(min(interval, remaining))
+    raise WaitTimeout(what, timeout, last, polls)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 5.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """``wait_for`` for a coroutine predicate (an async test's own event loop keeps running).
+
+    Same rules: an exception counts as "not yet", bounded in time and in polls, and a
+    timeout reports the last value or exception seen.
+    """
+    if timeout <= 0 or interval <= 0:
+        raise ValueError("wait_for_async: timeout and interval must be positive")
+    deadline = time.monotonic() + timeout
+    max_polls = int(timeout / interval) + 2
+    last: object = None
+    polls = 0
+    while polls < max_polls:
+        polls += 1
+        try:
+            value = await predicate()
+        except Exception as exc:
+            last = exc
+        else:
+            if value:
+                return value
+            last = value
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        await asyncio.sleep(min(interval, remaining))
     raise WaitTimeout(what, timeout, last, polls)

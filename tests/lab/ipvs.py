@@ -1,0 +1,182 @@
+"""An IPVS lab for the VM: a director, real servers and a client in namespaces.
+
+One bridge carries three IPv4 subnets, so NAT, direct routing and tunnelling all work in
+the same topology without a second switch (namespaces are slow to build in the VM)::
+
+    client     eth0  10.62.0.10/24  (NAT client: answered through the director)
+                     10.62.2.10/24  (direct client: real servers answer it themselves)
+    director   eth0  10.62.0.1/24, 10.62.1.1/24, VIP 10.62.0.100/24; forwarding on,
+                     ICMP redirects off (real servers and clients share the bridge)
+    rsN        eth0  10.62.1.1N/24, default via 10.62.1.1 (NAT replies go back through
+                     the director); 10.62.2.0/24 on-link (DR/tunnel replies go straight
+                     to the direct client); VIP on lo with arp_ignore=1/arp_announce=2
+                     so only the director answers ARP for it; tunl0, gre0 up and a GUE
+                     port for the tunnel methods.
+
+Every real server runs busybox httpd serving a page with its own name, so a client can
+see which one answered. Requests come from the test process itself, from a thread that
+joined the client's namespace (``tests.lab.capture.in_netns``): no process per request,
+which matters when starting a process takes a fifth of a second.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .capture import in_netns
+from .lab import Lab, Node
+from .procs import ProcessHandle
+from .waiting import wait_for
+
+__all__ = [
+    "CLIENT",
+    "CLIENT_DIRECT",
+    "GUE_PORT",
+    "VIP",
+    "IpvsLab",
+    "build_ipvs_lab",
+    "http_get",
+    "ipvsadm",
+]
+
+VIP = "10.62.0.100"
+CLIENT = "10.62.0.10"
+CLIENT_DIRECT = "10.62.2.10"
+DIRECTOR = "10.62.0.1"
+DIRECTOR_BACK = "10.62.1.1"
+GUE_PORT = 6080
+
+
+@dataclass
+class IpvsLab:
+    lab: Lab
+    client: Node
+    director: Node
+    servers: list[Node]
+    rips: list[str]
+    httpd: list[ProcessHandle] = field(default_factory=list)
+
+    def get(self, host: str = VIP, *, source: str = CLIENT, port: int = 80) -> str:
+        """One HTTP GET from the client (bound to ``source``); the page's text."""
+        return http_get(self.client, host, port=port, source=source)
+
+    def ipvsadm(self, *args: str) -> str:
+        return ipvsadm(self.lab, self.director, *args)
+
+
+def http_get(
+    node: Node, host: str, *, port: int = 80, source: str | None = None, timeout: float = 5.0
+) -> str:
+    """GET / from inside ``node``; returns the body (stripped). Raises OSError on failure."""
+
+    def fetch() -> str:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            if source:
+                sock.bind((source, 0))
+            sock.connect((host, port))
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: vigil\r\n\r\n")
+            chunks = []
+            for _ in range(1000):  # bounded: a page is a few bytes
+                data = sock.recv(4096)
+                if not data:
+                    break
+                chunks.append(data)
+        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.") or b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise OSError(f"GET http://{host}:{port}/: unexpected reply {head[:80]!r}")
+        return body.decode(errors="replace").strip()
+
+    return in_netns(node.ns, fetch)
+
+
+def ipvsadm(lab: Lab, node: Node, *args: str) -> str:
+    """``ipvsadm ARGS`` in ``node``; its stdout."""
+    return lab.run(node, ["ipvsadm", *args], timeout=20).stdout
+
+
+def _batch(lab: Lab, node: Node, commands: list[str]) -> None:
+    """Several ``ip`` commands in one process (``ip -batch``)."""
+    lab.run(node, ["ip", "-batch", "-"], input="\n".join(commands) + "\n", timeout=20)
+
+
+def _answers(node: Node, host: str) -> Callable[[], str]:
+    return lambda: http_get(node, host, timeout=2.0)
+
+
+def build_ipvs_lab(lab: Lab, servers: int = 2) -> IpvsLab:
+    """Build the topology above and start an httpd per real server (waits until each
+    answers from the director)."""
+    if not 1 <= servers <= 8:
+        raise ValueError("build_ipvs_lab: 1..8 real servers")
+    lab.add_switch()
+    client = lab.add_namespace("client")
+    lab.connect(client, "eth0")
+    _batch(lab, client, [f"addr add {CLIENT}/24 dev eth0", f"addr add {CLIENT_DIRECT}/24 dev eth0"])
+    director = lab.add_namespace("director", forwarding=True)
+    lab.connect(director, "eth0")
+    lab.sysctl(
+        director,
+        **{"net.ipv4.conf.all.send_redirects": 0, "net.ipv4.conf.eth0.send_redirects": 0},
+    )
+    _batch(
+        lab,
+        director,
+        [
+            f"addr add {DIRECTOR}/24 dev eth0",
+            f"addr add {DIRECTOR_BACK}/24 dev eth0",
+            f"addr add {VIP}/24 dev eth0",
+        ],
+    )
+    nodes, rips = [], []
+    for n in range(1, servers + 1):
+        rip = f"10.62.1.{10 + n}"
+        rs = lab.add_namespace(f"rs{n}")
+        lab.connect(rs, "eth0")
+        lab.sysctl(
+            rs,
+            **{
+                "net.ipv4.conf.all.arp_ignore": 1,
+                "net.ipv4.conf.all.arp_announce": 2,
+                "net.ipv4.conf.eth0.arp_ignore": 1,
+                "net.ipv4.conf.eth0.arp_announce": 2,
+                "net.ipv4.conf.all.accept_redirects": 0,
+                "net.ipv4.conf.all.rp_filter": 0,
+                "net.ipv4.conf.default.rp_filter": 0,
+            },
+        )
+        _batch(
+            lab,
+            rs,
+            [
+                f"addr add {rip}/24 dev eth0",
+                f"route add default via {DIRECTOR_BACK}",
+                "route add 10.62.2.0/24 dev eth0",
+                f"addr add {VIP}/32 dev lo",
+                "link set tunl0 up",
+                "link set gre0 up",
+                f"fou add port {GUE_PORT} gue",
+            ],
+        )
+        www = lab.node_dir(rs) / "www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text(f"{rs.name}\n")
+        nodes.append(rs)
+        rips.append(rip)
+    ipl = IpvsLab(lab, client, director, nodes, rips)
+    for rs in nodes:
+        www = lab.node_dir(rs) / "www"
+        ipl.httpd.append(
+            lab.spawn(rs, ["busybox", "httpd", "-f", "-p", "80", "-h", str(www)], name="httpd")
+        )
+    for rs, rip in zip(nodes, rips, strict=True):
+        wait_for(
+            _answers(director, rip),
+            timeout=30,
+            interval=0.2,
+            what=f"httpd on {rs.name} ({rip}) answering the director",
+        )
+    return ipl

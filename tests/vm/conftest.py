@@ -1,0 +1,57 @@
+"""VM tests: IPVS on a real kernel, inside the QEMU VM that ``tests.lab.vm`` boots.
+
+Run them with ``python -m tests.lab.vm pytest -q -m vm tests/vm`` (``make test-vm``): one
+boot, one pytest session inside. Every test here is marked ``vm``. Outside the VM each one
+**fails** (never skips) with that command in the message, so a run that forgot the VM is
+never counted as passed. The namespace lab (``lab`` fixture, leak checks) is the same as in
+tests/integration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.lab.pytest_plugin import (
+    lab,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_sessionstart,
+    require_root,
+)
+
+__all__ = [
+    "lab",
+    "pytest_collection_modifyitems",
+    "pytest_runtest_makereport",
+    "pytest_sessionfinish",
+    "pytest_sessionstart",
+]
+
+VM_DIR = Path(__file__).resolve().parent
+NOT_IN_VM = (
+    "tests/vm run only inside the IPVS VM: "
+    "`python -m tests.lab.vm pytest -q -m vm tests/vm` (make test-vm)"
+)
+
+
+def in_vm() -> bool:
+    """This process runs in the VM: tests.lab.vm set VIGIL_VM=1 and the kernel has IPVS."""
+    return os.environ.get("VIGIL_VM") == "1" and Path("/proc/net/ip_vs").exists()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if VM_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.vm)
+
+
+@pytest.fixture(autouse=True)
+def _only_in_the_vm() -> None:
+    """Outside the VM every test here fails with how to run it; nothing is skipped."""
+    if not in_vm():
+        pytest.fail(NOT_IN_VM, pytrace=False)
+    require_root()
