@@ -14,16 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import random
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vigil.bfd.auth import AuthConfig, AuthKey
-from vigil.bfd.packet import AuthType, ControlPacket, Diag, Rejection, RejectReason, State
+from vigil.bfd.packet import (
+    AuthSection,
+    AuthType,
+    ControlPacket,
+    Diag,
+    Rejection,
+    RejectReason,
+    State,
+)
 from vigil.bfd.runtime import BfdEngine, BfdEvent, SessionSnapshot
 from vigil.bfd.spec import SessionSpec, SessionSpecError
 from vigil.bfd.transport import (
@@ -499,3 +511,127 @@ async def test_engine_api_errors() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         a.engine.add_session(spec)
     b.engine.close()
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+class NullTimer:
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.when: float | None = None
+
+    def arm(self, when: float, *, precise: bool = True) -> None:
+        self.when = when
+
+    def cancel(self) -> None:
+        self.when = None
+
+    def close(self) -> None:
+        self.when = None
+
+
+class NullTransport:
+    def __init__(self, on_datagram: Callable[[BfdDatagram], None]) -> None:
+        self.on_datagram = on_datagram
+        self.sent: list[bytes] = []
+
+    def listen(self, family: int, multihop: bool) -> None:
+        pass
+
+    def unlisten(self, family: int, multihop: bool) -> None:
+        pass
+
+    def sender(self, key: SessionKey) -> Any:
+        transport = self
+
+        class _Sender:
+            port = 50000
+
+            def send(self, data: bytes) -> bool:
+                transport.sent.append(data)
+                return True
+
+            def close(self) -> None:
+                pass
+
+        return _Sender()
+
+    def close(self) -> None:
+        pass
+
+
+def fuzz_engine() -> tuple[BfdEngine, list[int]]:
+    clock = itertools.count()
+    engine = BfdEngine(
+        clock=lambda: next(clock) * 0.01,
+        rng=random.Random(5),
+        transport=NullTransport,
+        timer_factory=NullTimer,
+    )
+    engine.add_session(SessionSpec(B4, A4, **FAST))
+    md5 = AuthConfig.single(AuthType.KEYED_MD5, 1, b"k")
+    engine.add_session(SessionSpec(C4, A4, auth=md5, **FAST))
+    engine.add_session(SessionSpec(B4, A4, multihop=True, **FAST))
+    engine.start()
+    return engine, [s.local_discr for s in engine.snapshot()]
+
+
+PEERS = st.sampled_from([A4, B4, C4, ipaddress.ip_address("fd00::2")])
+
+
+@st.composite
+def datagrams(draw: st.DrawFn, discrs: list[int]) -> BfdDatagram:
+    if draw(st.booleans()):
+        data = draw(st.binary(max_size=64))
+    else:
+        state = draw(st.sampled_from(list(State)))
+        your = draw(st.sampled_from([0, *discrs]) | st.integers(0, 2**32 - 1))
+        auth = None
+        if draw(st.booleans()):
+            auth = AuthSection(
+                type=AuthType.KEYED_MD5,
+                key_id=draw(st.integers(0, 2)),
+                sequence=draw(st.integers(0, 2**32 - 1)),
+                data=draw(st.binary(min_size=16, max_size=16)),
+            )
+        data = ControlPacket(
+            state=state,
+            diag=draw(st.integers(0, 31)),
+            detect_mult=draw(st.integers(0, 4)),
+            my_discr=draw(st.integers(0, 3)),
+            your_discr=your,
+            desired_min_tx=draw(st.integers(0, 2**32 - 1)),
+            required_min_rx=draw(st.integers(0, 2**32 - 1)),
+            poll=draw(st.booleans()),
+            final=draw(st.booleans()),
+            demand=draw(st.booleans()),
+            auth=auth,
+        ).pack()
+    src = draw(PEERS)
+    return BfdDatagram(
+        data,
+        src.version,
+        src,
+        draw(st.integers(0, 65535)),
+        draw(st.sampled_from([A4, None])),
+        0,  # no interface: the sessions here are not bound to one
+        draw(st.sampled_from([255, 255, 255, -1, 0, 64, 254])),
+        draw(st.booleans()),
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_receive_path_never_raises_and_accounts_for_every_datagram(data: st.DataObject) -> None:
+    engine, discrs = fuzz_engine()
+    fed = data.draw(st.lists(datagrams(discrs), max_size=40))
+    for datagram in fed:
+        engine._on_datagram(datagram)
+    snaps = engine.snapshot()
+    accounted = sum(engine.unmatched.values())
+    accounted += sum(sum(s.rejects.values()) + s.counters["packets_in"] for s in snaps)
+    assert accounted == len(fed)
+    for snap in snaps:
+        assert snap.auth_failures == sum(
+            n for reason, n in snap.rejects.items() if RejectReason(reason).is_auth
+        )

@@ -562,3 +562,56 @@ def test_two_peers_with_their_own_sessions(lab: Lab) -> None:
     assert a["remote_discr"] != 0 and b["remote_discr"] != 0
     assert a["local_discr"] != b["local_discr"]
     assert agent.stats()["unmatched"] == {}
+
+
+def test_link_down_removing_the_ipv6_address_and_back(lab: Lab) -> None:
+    """An admin link down inside vigil's node takes its IPv6 address away (LAB-NOTES):
+    the session goes down, its socket (bound to that address) fails, and when the link
+    and the address are back the session reopens it and comes up again on its own."""
+    build(lab)
+    agent = BfdAgent(lab, "vg")
+    agent.add(**vigil_session(6))
+    frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(6)]))
+    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    wait_frr(frr, 6, "up")
+    wait_for(lambda: agent.session(ADDR["pr"][6])["detection_time"] == DETECT, timeout=5)
+
+    down_at = time.monotonic()
+    lab.link_down("vg")
+    event = down_event(agent, down_at, timeout=5)
+    assert event["time"] - down_at <= DETECT + MARGIN, event
+    wait_for(lambda: not lab.has_address("vg", ADDR["vg"][6]), timeout=5)
+    wait_frr(frr, 6, "down", timeout=5)
+    wait_for(
+        lambda: agent.session(ADDR["pr"][6])["counters"]["send_failures"] >= 1,
+        timeout=5,
+        what="a failed send while the address is gone",
+    )
+
+    lab.link_up("vg")
+    lab.add_addr("vg", "eth0", f"{ADDR['vg'][6]}/64")
+    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    wait_frr(frr, 6, "up")
+
+
+def test_two_frr_peers_each_with_its_own_session(lab: Lab) -> None:
+    """Two FRR bfdd started together (here they pick the same discriminator, as LAB-NOTES
+    warns; the test does not depend on it): one vigil engine keeps a session with each,
+    told apart by our own discriminators and the peers' addresses, never by theirs."""
+    build(lab)
+    lab.add_namespace("p2")
+    lab.connect("p2", "eth0", ["10.61.0.3/24"])
+    agent = BfdAgent(lab, "vg")
+    agent.add(**vigil_session(4))
+    agent.add(peer="10.61.0.3", local=ADDR["vg"][4], interface="eth0", **FAST)
+    frr1 = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
+    frr2 = lab.start_frr("p2", frr_bfd_conf([FrrBfdPeer(ADDR["vg"][4], "10.61.0.3")]))
+    for peer in (ADDR["pr"][4], "10.61.0.3"):
+        agent.wait_state(peer, "Up", timeout=UP_TIMEOUT)
+    for frr in (frr1, frr2):
+        wait_for(lambda f=frr: frr_bfd_peer(f, ADDR["vg"][4])["status"] == "up", timeout=10)
+    ids = [frr_bfd_peer(f, ADDR["vg"][4])["id"] for f in (frr1, frr2)]
+    sessions = [agent.session(ADDR["pr"][4]), agent.session("10.61.0.3")]
+    assert [s["remote_discr"] for s in sessions] == ids
+    assert sessions[0]["local_discr"] != sessions[1]["local_discr"]
+    assert agent.stats()["unmatched"] == {}

@@ -191,7 +191,8 @@ class Transition:
 
     def __str__(self) -> str:
         line = f"(bfd {self.session}) {self.old} -> {self.new}: {self.reason}"
-        if self.new in (State.DOWN, State.ADMIN_DOWN) and self.diag is not Diag.NONE:
+        down = self.new in (State.DOWN, State.ADMIN_DOWN)
+        if down and self.trigger is not Trigger.ADMIN_UP and self.diag is not Diag.NONE:
             line += f"; diag {int(self.diag)} {self.diag.text}"
         return line
 

@@ -13,7 +13,8 @@ Everything it needs from outside is handed in (constructor injection), so the co
 (monotonic seconds; the loop's clock by default), ``rng`` (discriminators, jitter, source
 ports, initial sequence numbers), ``transport`` (a factory taking the datagram handler;
 the UDP one by default) and ``timer_factory`` (``PreciseTimer`` by default: the detection
-timer runs off a timerfd, so a session goes down on time, not up to a millisecond late).
+timer runs off a timerfd, so a session goes down on time, not up to a millisecond late;
+timers from a factory are armed with deadlines on the engine's clock).
 
 Rejected packets are counted per session and reason when the session is known (TTL,
 authentication), and per reason for the engine when no session could be found (bad
@@ -241,8 +242,9 @@ class BfdEngine:
         return self._clock() if self._clock is not None else self._get_loop().time()
 
     def _loop_time(self, deadline: float) -> float:
-        """A deadline on the engine's clock as ``loop.time()`` for the timers."""
-        if self._clock is None:
+        """A deadline on the engine's clock as the timers take it: ``loop.time()`` for the
+        default PreciseTimer, the engine's own clock for timers from ``timer_factory``."""
+        if self._clock is None or self._timer_factory is not None:
             return deadline
         return self._get_loop().time() + (deadline - self._clock())
 
