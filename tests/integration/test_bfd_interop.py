@@ -13,13 +13,16 @@ command, the scheduler of a shared 2-core machine and the last packet's age).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
+from scapy.utils import wrpcap
 from vigil.bfd.auth import AuthConfig, AuthState
 from vigil.bfd.packet import AuthType, ControlPacket, RejectReason
 
@@ -286,6 +289,9 @@ def test_single_hop_session_refuses_a_routed_peer(lab: Lab) -> None:
 # ---------------------------------------------------------------------- authentication
 
 
+#: Set to a directory to keep BIRD's authenticated packets as pcaps (unit-test vectors).
+VECTORS_ENV = "VIGIL_BFD_WRITE_VECTORS"
+BIRD_SECRET = "s3cret-key"
 BIRD_AUTH = {
     AuthType.SIMPLE_PASSWORD: "simple",
     AuthType.KEYED_MD5: "keyed md5",
@@ -299,16 +305,21 @@ def auth_spec(auth_type: AuthType, keys: list[tuple[int, str]], send: int) -> di
     return {"type": auth_type.name.lower(), "keys": [list(k) for k in keys], "send_key_id": send}
 
 
-def bfd_payloads(capture: Capture, src: str) -> list[bytes]:
-    """UDP payloads to port 3784 from ``src`` among the captured frames."""
+def bfd_frames(capture: Capture, src: str) -> list[Any]:
+    """Captured frames (scapy) carrying BFD to port 3784 from ``src``."""
     out = []
     for frame in capture.read():
         pkt = frame.scapy()
         ip = pkt.getlayer(IP) or pkt.getlayer(IPv6)
         if ip is None or UDP not in pkt or ip.src != src or pkt[UDP].dport != 3784:
             continue
-        out.append(bytes(pkt[UDP].payload))
+        out.append(pkt)
     return out
+
+
+def bfd_payloads(capture: Capture, src: str) -> list[bytes]:
+    """UDP payloads to port 3784 from ``src`` among the captured frames."""
+    return [bytes(pkt[UDP].payload) for pkt in bfd_frames(capture, src)]
 
 
 @pytest.mark.parametrize("auth_type", list(BIRD_AUTH), ids=lambda t: t.name.lower())
@@ -316,7 +327,7 @@ def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
     """Every type BIRD has, both ways; BIRD's own packets, captured on the wire, verify
     with vigil.bfd.auth offline too (and fail with another key)."""
     build(lab)
-    secret = "s3cret-key"
+    secret = BIRD_SECRET
     capture = Capture(lab, "vg")
     agent = BfdAgent(lab, "vg")
     agent.add(**vigil_session(4, auth=auth_spec(auth_type, [(7, secret)], 7)))
@@ -332,8 +343,13 @@ def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
     session = agent.session(ADDR["pr"][4])
     assert session["auth_failures"] == 0 and session["rejects"] == {}
 
-    payloads = bfd_payloads(capture, ADDR["pr"][4])
+    frames = bfd_frames(capture, ADDR["pr"][4])
+    payloads = [bytes(pkt[UDP].payload) for pkt in frames]
     assert payloads, "no BIRD packet captured"
+    if os.environ.get(VECTORS_ENV):
+        # How agent/tests/vectors/bird_bfd_auth_*.pcap were made (key id 7, BIRD_SECRET).
+        out = Path(os.environ[VECTORS_ENV]) / f"bird_bfd_auth_{auth_type.name.lower()}.pcap"
+        wrpcap(str(out), frames[-6:])
     right = AuthState(AuthConfig.single(auth_type, 7, secret), xmit_seq=0)
     wrong = AuthState(AuthConfig.single(auth_type, 7, "other-key"), xmit_seq=0)
     for i, raw in enumerate(payloads[-5:]):
