@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .core import CheckResult
-from .net import Endpoint, close, fail, open_socket, os_error
 from .settings import NetCheck
+from .sockets import Endpoint, close, fail, open_socket, os_error
 
 __all__ = ["FastHttpRun", "FastTcpRun", "Run"]
 
@@ -158,7 +158,7 @@ class FastHttpRun(Run):
         self.child: FastHttpRun | None = None
 
     def connected(self) -> None:
-        from .http import ResponseParser
+        from .httpparse import ResponseParser
 
         p = self.url
         if p.digest is not None:

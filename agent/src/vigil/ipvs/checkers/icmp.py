@@ -22,8 +22,8 @@ import struct
 from dataclasses import dataclass
 
 from .core import CheckResult
-from .net import SO_MARK, fail, os_error
 from .settings import PingCheck, RealServer
+from .sockets import SO_MARK, fail, os_error
 
 __all__ = ["PingProbe", "Pinger", "Pingers", "icmp_checksum"]
 

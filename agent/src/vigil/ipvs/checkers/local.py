@@ -19,8 +19,8 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from .core import CheckResult
-from .net import fail
 from .settings import FileCheck, MiscCheck, RealServer
+from .sockets import fail
 
 if TYPE_CHECKING:
     from vigil.track.runner import Credentials, RunResult
