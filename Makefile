@@ -8,7 +8,7 @@ DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepa
         dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
 SETUP_STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup debs vm-assets test-vm demo test test-unit test-integration test-hosts lint bench clean-lab help
+.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
@@ -76,6 +76,13 @@ lint:
 	$(VENV)/bin/ruff check agent/src agent/tests tests bench plugins
 	$(VENV)/bin/ruff format --check agent/src agent/tests tests bench plugins
 	$(VENV)/bin/mypy --config-file agent/pyproject.toml agent/src
+
+# The collection's stdlib API client is the agent's, after a license header (one source).
+sync-client:
+	{ printf '%s\n' '# Copyright (c) vigil developers' \
+	    '# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)' \
+	    '# SPDX-License-Identifier: GPL-3.0-or-later' ''; \
+	  cat agent/src/vigil/client.py; } > plugins/module_utils/_api.py
 
 clean-lab:
 	$(VPY) -m tests.lab.cleanup

@@ -366,7 +366,7 @@ class SampleSection:
     def summary(self, model: SampleConfig) -> tuple[int, str]:
         return model.things, "sample things"
 
-    def check_cluster(self, models: Any) -> list[Any]:
+    def check_cluster(self, models: Any, context: Any = None) -> list[Any]:
         return []
 
 

@@ -477,33 +477,19 @@ class GroupChecker:
                     self.problems.append(Problem(host, issue.path, issue.message))
         if self.problems:
             return self.problems  # cross-node checks need every node's model
-        for issue in self.vconf.check_cluster(self.configs):
+        # The agent's cross-node checks, one checker for the agent and the collection; what
+        # only the controller knows (each host's interfaces, from facts) goes in the context.
+        context = self.vconf.ClusterContext(
+            networks=self._networks,
+            distinct_priorities=True,
+            fixes={
+                "priority": f"set {self.node_var}.priority or instances.NAME.priority, or "
+                "leave it out to use host order"
+            },
+        )
+        for issue in self.vconf.check_cluster(self.configs, context):
             self.problems.append(Problem(issue.file or "?", issue.path, issue.message))
-        self._priorities()
-        self._vrids_per_segment()
-        self._vips_in_subnet()
         return self.problems
-
-    def _priorities(self) -> None:
-        """Per instance, every node has its own priority, so exactly one is the highest."""
-        seen: dict[str, dict[int, str]] = {}
-        for host, config in self.configs.items():
-            for index, inst in enumerate(config.vrrp_instances):
-                by_prio = seen.setdefault(inst.name, {})
-                other = by_prio.get(inst.priority)
-                if other is not None:
-                    self.problems.append(
-                        Problem(
-                            host,
-                            f"vrrp_instances[{index}].priority",
-                            f"{inst.name} (VRID {inst.vrid}): priority {inst.priority} here "
-                            f"and on {other}; every node of a VRID needs its own priority so "
-                            f"that exactly one is the highest (set {self.node_var}.priority "
-                            "or instances.NAME.priority, or leave it out to use host order)",
-                        )
-                    )
-                else:
-                    by_prio[inst.priority] = host
 
     def _facts(self, host: str) -> FactsView:
         config = self.configs[host]
@@ -514,55 +500,9 @@ class GroupChecker:
         }
         return FactsView(self.hosts[host].facts if host in self.hosts else {}, frozenset(vips))
 
-    def _segment(self, host: str, interface: str, family: int) -> str:
-        """The subnet the interface is on, from facts; its name where facts do not say."""
-        nets = self._facts(host).networks(interface, family)
-        if nets:
-            return str(nets[0].network)
-        return f"interface {interface}"
-
-    def _vrids_per_segment(self) -> None:
-        """A VRID (per family) belongs to one instance on a segment, across all nodes."""
-        owners: dict[tuple[str, int, int], tuple[str, str]] = {}
-        for host, config in self.configs.items():
-            for index, inst in enumerate(config.vrrp_instances):
-                segment = self._segment(host, inst.interface, inst.family)
-                key = (segment, inst.family, inst.vrid)
-                first = owners.setdefault(key, (inst.name, host))
-                if first[0] != inst.name:
-                    self.problems.append(
-                        Problem(
-                            host,
-                            f"vrrp_instances[{index}].vrid",
-                            f"{inst.name}: VRID {inst.vrid} (IPv{inst.family}) is already used "
-                            f"by {first[0]} on {first[1]} on the same segment ({segment}); "
-                            "VRIDs must be unique per segment, pick another",
-                        )
-                    )
-
-    def _vips_in_subnet(self) -> None:
-        """Each advertised VIP on the instance's interface lies in that interface's subnet."""
-        for host, config in self.configs.items():
-            facts = self._facts(host)
-            for index, inst in enumerate(config.vrrp_instances):
-                nets = facts.networks(inst.interface, inst.family)
-                if not nets:
-                    continue  # no facts for it: nothing to compare with
-                for vindex, vip in enumerate(inst.vips):
-                    if vip.dev not in (None, inst.interface):
-                        continue
-                    if any(vip.address.ip in net.network for net in nets):
-                        continue
-                    subnets = ", ".join(str(n.network) for n in nets)
-                    self.problems.append(
-                        Problem(
-                            host,
-                            f"vrrp_instances[{index}].virtual_ipaddresses[{vindex}]",
-                            f"{inst.name}: VIP {vip.address} is outside {inst.interface}'s "
-                            f"subnet ({subnets}, from facts); clients on that link could not "
-                            "reach it: use an address of the subnet or give the VIP its own dev",
-                        )
-                    )
+    def _networks(self, host: str, interface: str, family: int) -> list[Any]:
+        """A host's addresses on an interface, from facts (without the VIPs it may hold)."""
+        return list(self._facts(host).networks(interface, family))
 
 
 # ----------------------------------------------------------------------------- plan

@@ -4,10 +4,11 @@
 
 """Talk to vigild's local API over its Unix socket, with the standard library only.
 
-This is the managed-host twin of ``agent/src/vigil/client.py``: modules run on the target
-with whatever Python it has (3.8 or later, no aiohttp, no vigil package), so the client
-logic lives here a second time. ``tests/unit/plugins/module_utils/test_api_sync.py`` runs
-both against the same real vigild and asserts they answer alike, so they cannot drift.
+One source, two homes: this file is ``vigil.client`` in the agent (``vigilctl`` and the
+test lab use it) and, byte for byte after a license header, the Ansible collection's
+``plugins/module_utils/_api.py``, whose modules run on managed hosts with whatever Python
+they have (3.8 or later, no aiohttp, no vigil package). Edit it here and run
+``make sync-client``; a unit test fails while the two differ.
 
 Example::
 

@@ -365,25 +365,19 @@ import time
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.vigil.ha.plugins.module_utils._agent import (
+    QUERY_TIMEOUT,
+    AgentConnection,
+    VigilError,
+)
 from ansible_collections.vigil.ha.plugins.module_utils._api import (
     DEFAULT_SOCKET,
-    ApiClient,
     ApiUnreachable,
     error_message,
 )
 
 CHECK_TIMEOUT = 60.0
-QUERY_TIMEOUT = 10.0
 POLL_INTERVAL = 0.1
-
-
-class ConfigFailure(Exception):
-    """A failure reported with fail_json: ``msg`` for people, ``data`` as result keys."""
-
-    def __init__(self, msg: str, **data: t.Any) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.data = data
 
 
 def matches(expected: t.Any, running: t.Any) -> bool:
@@ -468,7 +462,9 @@ class Agent:
 
     def __init__(self, socket_path: str, timeout: float | None) -> None:
         self.socket_path = socket_path
-        self.client = ApiClient(socket_path, timeout=timeout or QUERY_TIMEOUT)
+        # The shared connection's client: this module tells "no agent yet" (it then reads
+        # the file) from a failure, so it catches ApiUnreachable itself.
+        self.client = AgentConnection(socket_path, timeout or QUERY_TIMEOUT).client
         self.status: dict[str, t.Any] | None = None
         self.running_config: dict[str, t.Any] | None = None
 
@@ -478,12 +474,12 @@ class Agent:
             code, body = self.client.get("/v1/status")
         except ApiUnreachable as exc:
             if isinstance(exc.__cause__, PermissionError):
-                raise ConfigFailure(
+                raise VigilError(
                     f"{exc.message}; the module must run as root (become: true) to reload the agent"
                 ) from None
             return False  # no agent (or a stale socket of a dead one): it reads the file later
         if code != 200 or not isinstance(body, dict):
-            raise ConfigFailure(
+            raise VigilError(
                 f"the agent at {self.socket_path} answered GET /v1/status with "
                 f"{error_message(code, body)}"
             )
@@ -503,18 +499,18 @@ class Agent:
         try:
             code, body = self.client.get("/v1/config")
         except ApiUnreachable as exc:
-            raise ConfigFailure(exc.message) from None
+            raise VigilError(exc.message) from None
         if code != 200 or not isinstance(body, dict):
-            raise ConfigFailure(f"GET /v1/config: {error_message(code, body)}")
+            raise VigilError(f"GET /v1/config: {error_message(code, body)}")
         return t.cast(dict, body.get("config") or {})
 
     def reload(self, dest: str) -> dict[str, t.Any]:
         try:
             code, body = self.client.post("/v1/reload")
         except ApiUnreachable as exc:
-            raise ConfigFailure(f"{exc.message}; {dest} was written but not reloaded") from None
+            raise VigilError(f"{exc.message}; {dest} was written but not reloaded") from None
         if code != 200 or not isinstance(body, dict):
-            raise ConfigFailure(
+            raise VigilError(
                 f"the agent refused to reload {dest}: {error_message(code, body)}; it keeps "
                 "running its previous config",
                 response=body,
@@ -533,7 +529,7 @@ class Agent:
                 break
             time.sleep(POLL_INTERVAL)
         diff = instance_diff(expected, running)
-        raise ConfigFailure(
+        raise VigilError(
             f"the agent did not run the new config within {timeout:g} s (wait_timeout); "
             f"instances still different: {', '.join(diff['changed'] + diff['added']) or 'none'}"
             "; see the agent's log (journalctl -u vigil)",
@@ -555,7 +551,7 @@ class ConfigFile:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigFailure(f"cannot read {self.dest}: {exc}") from None
+            raise VigilError(f"cannot read {self.dest}: {exc}") from None
 
     def stage(self, content: str, directory: str | None = None) -> str:
         """Write ``content`` to a temporary file next to ``dest``; return its path.
@@ -568,7 +564,7 @@ class ConfigFile:
             os.makedirs(directory, mode=0o755, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vigil.", suffix=".yml.tmp")
         except OSError as exc:
-            raise ConfigFailure(f"cannot write in {directory}: {exc}") from None
+            raise VigilError(f"cannot write in {directory}: {exc}") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(content)
@@ -576,13 +572,13 @@ class ConfigFile:
                 os.fsync(handle.fileno())
         except OSError as exc:
             os.unlink(tmp)
-            raise ConfigFailure(f"cannot write {tmp}: {exc}") from None
+            raise VigilError(f"cannot write {tmp}: {exc}") from None
         return tmp
 
     def validate(self, tmp: str, vigild: str) -> None:
         """``vigild --check --format json`` on the staged file; every issue on failure."""
         if not os.access(vigild, os.X_OK):
-            raise ConfigFailure(
+            raise VigilError(
                 f"vigild_path: {vigild} is not an executable on this host; install the agent "
                 "first (role vigil.ha.ha_pair), point vigild_path at it, or set validate: false"
             )
@@ -595,11 +591,11 @@ class ConfigFile:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ConfigFailure(f"running {vigild} --check failed: {exc}") from None
+            raise VigilError(f"running {vigild} --check failed: {exc}") from None
         try:
             verdict = json.loads(proc.stdout)
         except ValueError:
-            raise ConfigFailure(
+            raise VigilError(
                 f"{vigild} --check gave no JSON verdict (exit {proc.returncode}): "
                 f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
             ) from None
@@ -613,7 +609,7 @@ class ConfigFile:
         for issue in errors:
             where = f"{self.dest}:{issue['line']}" if issue.get("line") else self.dest
             lines.append(f"{where}: {issue.get('path')}: {issue.get('message')}")
-        raise ConfigFailure(
+        raise VigilError(
             f"vigild --check on this host rejected the new config; {self.dest} is unchanged:\n"
             + "\n".join(lines),
             validation_errors=errors,
@@ -633,7 +629,7 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
     params = module.params
     content = params["content"]
     if content is None:
-        raise ConfigFailure(
+        raise VigilError(
             "vigil.ha.agent_config renders the config on the controller: run it as a task "
             "(its action plugin sets content), not with the module alone"
         )
@@ -740,7 +736,7 @@ def main() -> None:
     )
     try:
         result = run(module)
-    except ConfigFailure as exc:
+    except VigilError as exc:
         module.fail_json(msg=exc.msg, **exc.data)
     module.exit_json(**result)
 

@@ -152,12 +152,15 @@ observed:
 import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+from ansible_collections.vigil.ha.plugins.module_utils._agent import (
     AgentConnection,
     VigilError,
+    vigil_argument_spec,
+)
+from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
     maintenance_plan,
     select_instances,
-    vigil_argument_spec,
+    vrrp_status,
 )
 
 
@@ -166,13 +169,13 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
     params = module.params
     enabled = params["state"] == "enabled"
     conn = AgentConnection(params["socket"], params["timeout"], action=True)
-    _agent, instances = conn.status()
+    _agent, instances = vrrp_status(conn)
     selected = select_instances(instances, params["instance"])
     todo = maintenance_plan(selected, enabled)
     messages: dict[str, str] = {}
     if todo and not module.check_mode:
         messages = apply(conn, selected, todo, enabled, params["instance"] is None)
-        _agent, instances = conn.status()
+        _agent, instances = vrrp_status(conn)
     now = {str(i.get("name")): i for i in instances}
     results = []
     for inst in selected:

@@ -174,15 +174,19 @@ observed:
 """
 
 import typing as t
-from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+from ansible_collections.vigil.ha.plugins.module_utils._agent import (
     AgentConnection,
     VigilError,
-    failover_plan,
-    select_instances,
     vigil_argument_spec,
+)
+from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+    failover_plan,
+    instance_path,
+    instance_view,
+    select_instances,
+    vrrp_status,
 )
 
 TARGET_STATE = {"master": "MASTER", "backup": "BACKUP"}
@@ -198,7 +202,7 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
             f"got {params['hold']:g} with state={want}"
         )
     conn = AgentConnection(params["socket"], params["timeout"], action=True)
-    _agent, instances = conn.status()
+    _agent, instances = vrrp_status(conn)
     steps = failover_plan(select_instances(instances, params["instance"]), want)
     changed = any(step["action"] for step in steps)
     results: list[dict[str, t.Any]] = []
@@ -236,14 +240,14 @@ def move(
 ) -> dict[str, t.Any]:
     """One verified takeover or handover; a failure carries what moved before it."""
     # An earlier move (a sync group) may have moved this instance already.
-    current = str(conn.instance(name).get("state"))
+    current = str(instance_view(conn, name).get("state"))
     if current == TARGET_STATE[want]:
         return {"action": "none", "state_after": current, "message": "moved with its group"}
     body: dict[str, t.Any] = {}
     if action == "handover" and hold is not None:
         body["hold"] = hold
     try:
-        answer = conn.act(f"/v1/vrrp/instances/{quote(name, safe='')}/{action}", body)
+        answer = conn.act(instance_path(name, action), body)
     except VigilError as exc:
         exc.data.setdefault("instance", name)
         exc.data["instances"] = done

@@ -166,11 +166,14 @@ instances:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+from ansible_collections.vigil.ha.plugins.module_utils._agent import (
     AgentConnection,
     VigilError,
-    select_instances,
     vigil_argument_spec,
+)
+from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+    select_instances,
+    vrrp_status,
 )
 
 
@@ -180,7 +183,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     try:
         agent_conn = AgentConnection(module.params["socket"], module.params["timeout"])
-        agent, instances = agent_conn.status()
+        agent, instances = vrrp_status(agent_conn)
         selected = select_instances(instances, module.params["instance"])
     except VigilError as exc:
         module.fail_json(msg=exc.msg, **exc.data)

@@ -99,7 +99,7 @@ class ToySection:
     def summary(self, model: ToyConfig) -> tuple[int, str]:
         return len(model.lights), "toy lights"
 
-    def check_cluster(self, models: Mapping[str, ToyConfig]) -> list[Issue]:
+    def check_cluster(self, models: Mapping[str, ToyConfig], context: Any = None) -> list[Issue]:
         return []
 
 

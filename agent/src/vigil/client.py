@@ -1,15 +1,15 @@
-"""A small synchronous client for the vigild API on its Unix socket.
+"""Talk to vigild's local API over its Unix socket, with the standard library only.
 
-It uses the standard library only, on purpose: the Ansible collection's module_utils run on
-managed hosts with the system Python and need the very same logic without aiohttp, and the
-tests of other parts (the namespace lab) drive the agent through it.
+One source, two homes: this file is ``vigil.client`` in the agent (``vigilctl`` and the
+test lab use it) and, byte for byte after a license header, the Ansible collection's
+``plugins/module_utils/_api.py``, whose modules run on managed hosts with whatever Python
+they have (3.8 or later, no aiohttp, no vigil package). Edit it here and run
+``make sync-client``; a unit test fails while the two differ.
 
 Example::
 
     client = ApiClient("/run/vigil/vigil.sock")
     status, body = client.get("/v1/status")
-    for event in client.stream("/v1/events?since=0"):
-        print(event["id"], event["event"], event["data"])
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator
-from typing import Any
+import typing as t
 
 DEFAULT_SOCKET = "/run/vigil/vigil.sock"
 
@@ -43,7 +42,7 @@ class ApiUnreachable(Exception):
 class ApiError(Exception):
     """The agent answered with an error status where a stream was expected."""
 
-    def __init__(self, status: int, body: Any) -> None:
+    def __init__(self, status: int, body: t.Any) -> None:
         super().__init__(error_message(status, body))
         self.status = status
         self.body = body
@@ -53,7 +52,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTPConnection that connects to a Unix stream socket instead of host:port."""
 
     def __init__(self, socket_path: str, timeout: float | None = 5.0) -> None:
-        # The host name only fills the Host header; "localhost" is what curl sends too.
+        # "localhost" only fills the Host header, as curl --unix-socket does.
         super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
 
@@ -68,19 +67,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def error_message(status: int, body: Any) -> str:
-    """Turn an error answer into one line: the agent's message, or the raw text."""
+def error_message(status: int, body: t.Any) -> str:
+    """One line for an error answer: the agent's message (and its issues), or the raw body."""
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
         text = str(err.get("message", ""))
         issues = err.get("issues")
         if isinstance(issues, list) and issues:
-            text += "".join(f"\n  {_issue_text(i)}" for i in issues)
+            text += "".join("\n  " + _issue_text(issue) for issue in issues)
         return f"HTTP {status}: {text}"
     return f"HTTP {status}: {body}"
 
 
-def _issue_text(issue: Any) -> str:
+def _issue_text(issue: t.Any) -> str:
     if not isinstance(issue, dict):
         return str(issue)
     where = ""
@@ -113,7 +112,7 @@ class ApiClient:
         self,
         method: str,
         path: str,
-        body: dict[str, Any] | None,
+        body: dict[str, t.Any] | None,
         accept: str,
         timeout: float | None,
         headers: dict[str, str] | None = None,
@@ -122,7 +121,7 @@ class ApiClient:
         hdrs = {"Accept": accept}
         if headers:
             hdrs.update(headers)
-        payload: bytes | None = None
+        payload = None
         if body is not None:
             payload = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
@@ -134,9 +133,9 @@ class ApiClient:
             raise self._unreachable(exc) from exc
 
     def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> tuple[int, Any]:
-        """Send one request; return (status, decoded JSON, or text if not JSON)."""
+        self, method: str, path: str, body: dict[str, t.Any] | None = None
+    ) -> tuple[int, t.Any]:
+        """Send one request; return (status, decoded JSON, or the text if not JSON)."""
         conn, resp = self._send(method, path, body, "application/json", self.timeout)
         try:
             raw = resp.read()
@@ -153,10 +152,10 @@ class ApiClient:
                 return resp.status, text
         return resp.status, text
 
-    def get(self, path: str) -> tuple[int, Any]:
+    def get(self, path: str) -> tuple[int, t.Any]:
         return self.request("GET", path)
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    def post(self, path: str, body: dict[str, t.Any] | None = None) -> tuple[int, t.Any]:
         return self.request("POST", path, body)
 
     def stream(
@@ -165,21 +164,22 @@ class ApiClient:
         *,
         last_event_id: int | None = None,
         timeout: float | None = 60.0,
-    ) -> Iterator[dict[str, Any]]:
-        """Iterate Server-Sent Events from `path` as {id, event, data} dicts.
+    ) -> t.Iterator[dict[str, t.Any]]:
+        """Iterate Server-Sent Events from ``path`` as {id, event, data} dicts.
 
-        `data` is decoded JSON when it parses, else the text. The read timeout must be
-        longer than the server's heartbeat (15 s); None waits forever. Stops when the
-        server closes the stream. A non-200 answer raises ApiError; a socket failure
-        raises ApiUnreachable.
+        ``data`` is decoded JSON when it parses, else the text. The read timeout must be
+        longer than the server's heartbeat (15 s); None waits forever. A non-200 answer
+        raises ApiError; a socket failure raises ApiUnreachable.
         """
-        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else None
+        headers = None
+        if last_event_id is not None:
+            headers = {"Last-Event-ID": str(last_event_id)}
         conn, resp = self._send("GET", path, None, "text/event-stream", timeout, headers)
         try:
             if resp.status != 200:
                 raw = resp.read().decode("utf-8", errors="replace")
                 try:
-                    body: Any = json.loads(raw)
+                    body: t.Any = json.loads(raw)
                 except ValueError:
                     body = raw
                 raise ApiError(resp.status, body)
@@ -190,9 +190,9 @@ class ApiClient:
             conn.close()
 
 
-def _parse_sse(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
+def _parse_sse(resp: http.client.HTTPResponse) -> t.Iterator[dict[str, t.Any]]:
     """Parse the text/event-stream format (only the fields vigild sends)."""
-    event: dict[str, Any] = {}
+    event: dict[str, t.Any] = {}
     data_lines: list[str] = []
     while True:
         line_b = resp.readline()
@@ -203,7 +203,7 @@ def _parse_sse(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
             if data_lines or event:
                 text = "\n".join(data_lines)
                 try:
-                    data: Any = json.loads(text)
+                    data: t.Any = json.loads(text)
                 except ValueError:
                     data = text
                 yield {
@@ -214,9 +214,10 @@ def _parse_sse(resp: http.client.HTTPResponse) -> Iterator[dict[str, Any]]:
             event, data_lines = {}, []
             continue
         if line.startswith(":"):
-            continue  # comment / heartbeat
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
+            continue  # a comment: the heartbeat
+        field, _sep, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
         if field == "data":
             data_lines.append(value)
         elif field == "id":

@@ -20,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from vigil import config as _config
-from vigil.config import ConfigError, Issue
+from vigil.config import ClusterContext, ConfigError, Issue
 from vigil.subsystem import SubsystemSpec, resolve
 
 __all__ = [
     "BUILTIN",
     "CORE_SECTIONS",
     "PLUGINS_ENV",
+    "ClusterContext",
     "ConfigError",
     "Issue",
     "RegistryError",
@@ -138,8 +139,10 @@ def diff_configs(old: _config.Config, new: _config.Config) -> _config.ConfigDiff
     return _config.diff_configs(old, new, sections())
 
 
-def check_cluster(configs: Mapping[str, _config.Config]) -> list[_config.Issue]:
-    return _config.check_cluster(configs, sections())
+def check_cluster(
+    configs: Mapping[str, _config.Config], context: _config.ClusterContext | None = None
+) -> list[_config.Issue]:
+    return _config.check_cluster(configs, sections(), context)
 
 
 def check_command(

@@ -8,7 +8,7 @@ every section filled in; the daemon, ``vigilctl`` and the Ansible action plugin 
 """
 
 from .check import check_command, summary_text
-from .cluster import check_cluster
+from .cluster import ClusterContext, check_cluster
 from .diff import ConfigDiff, diff_configs
 from .errors import ConfigError, Issue
 from .loader import build_globals, load_config, validate_data
@@ -17,6 +17,7 @@ from .section import ConfigSection, SchemaRunner, SectionDiff, SectionInput
 
 __all__ = [
     "REDACTED",
+    "ClusterContext",
     "Config",
     "ConfigDiff",
     "ConfigError",

@@ -8,13 +8,45 @@ these on the controller before anything ships.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import Issue
 from .model import Config
 from .section import ConfigSection
 
-__all__ = ["check_cluster"]
+__all__ = ["ClusterContext", "check_cluster"]
+
+#: (node, interface, family) -> the interface's addresses on that node (as ip_interface),
+#: without the VIPs it may hold; empty when nothing is known about it
+Networks = Callable[[str, str, int], Sequence[Any]]
+
+
+@dataclass(frozen=True)
+class ClusterContext:
+    """What a caller knows beyond the configs, for the checks that need it.
+
+    ``networks`` tells each node's interface addresses (the Ansible collection reads them
+    from facts): with it, VRIDs are checked per segment and VIPs against their subnet.
+    ``fixes`` words a fix in the caller's terms (``{"priority": "set vigil_node.priority
+    ..."}``) where the default would name a config key the caller does not write.
+    ``distinct_priorities`` makes equal priorities of one instance on two nodes an error:
+    legal VRRP (the higher address wins), but a caller that assigns priorities itself (the
+    collection does, from host order) wants exactly one highest.
+    """
+
+    networks: Networks | None = None
+    fixes: Mapping[str, str] = field(default_factory=dict)
+    distinct_priorities: bool = False
+
+    def fix(self, key: str, default: str) -> str:
+        return self.fixes.get(key, default)
+
+    def nets(self, node: str, interface: str, family: int) -> list[Any]:
+        if self.networks is None:
+            return []
+        return list(self.networks(node, interface, family))
 
 
 def _router_ids(configs: Mapping[str, Config]) -> list[Issue]:
@@ -34,18 +66,23 @@ def _router_ids(configs: Mapping[str, Config]) -> list[Issue]:
     return issues
 
 
-def check_cluster(configs: Mapping[str, Config], sections: Sequence[ConfigSection]) -> list[Issue]:
+def check_cluster(
+    configs: Mapping[str, Config],
+    sections: Sequence[ConfigSection],
+    context: ClusterContext | None = None,
+) -> list[Issue]:
     """Issues between the configs of nodes (``{node name: Config}``); empty when they agree.
 
     Each issue's ``file`` is the node it should be fixed on and its ``path`` points into
     that node's config. Secrets are never shown.
     """
     issues = _router_ids(configs)
+    context = context or ClusterContext()
     for section in sections:
         models = {
             node: config.sections[section.name]
             for node, config in configs.items()
             if section.name in config.sections
         }
-        issues.extend(section.check_cluster(models))
+        issues.extend(section.check_cluster(models, context))
     return issues

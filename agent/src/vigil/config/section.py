@@ -17,7 +17,9 @@ diffs and cross-checks its part:
 - ``diff(old, new)``: what a reload changes, as a :class:`SectionDiff`; a subsystem's
   ``apply`` receives it with the new model.
 - ``summary(model)``: how much it configures (``2 VRRP instances``) for ``vigild --check``.
-- ``check_cluster(models)``: issues between the nodes of one HA group (``{node: model}``).
+- ``check_cluster(models, context)``: issues between the nodes of one HA group
+  (``{node: model}``); ``context`` is a :class:`vigil.config.cluster.ClusterContext`
+  (what the caller knows besides the configs: the nodes' interface addresses).
 
 Sections are validated in order, and a later one sees what earlier ones validated and built
 (``inp.validated`` / ``inp.built``): VRRP instances resolve the trackers they name.
@@ -242,4 +244,4 @@ class ConfigSection(Protocol):
 
     def summary(self, model: Any) -> tuple[int, str]: ...
 
-    def check_cluster(self, models: Mapping[str, Any]) -> list[Issue]: ...
+    def check_cluster(self, models: Mapping[str, Any], context: Any = None) -> list[Issue]: ...

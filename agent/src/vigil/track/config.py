@@ -401,7 +401,9 @@ class TrackersSection:
         count = len(model.vrrp_scripts) + len(model.track_files) + len(model.track_processes)
         return count, "tracker" if count == 1 else "trackers"
 
-    def check_cluster(self, models: Mapping[str, TrackersConfig]) -> list[Issue]:
+    def check_cluster(
+        self, models: Mapping[str, TrackersConfig], context: Any = None
+    ) -> list[Issue]:
         return []
 
 

@@ -4,9 +4,10 @@
 
 """module_utils/_api.py must behave exactly like the agent's own vigil.client.
 
-The collection cannot import the agent package on managed hosts, so the client exists twice.
-These tests drive both against the same real vigild and compare every answer, error and
-message, so a change to one that is not made to the other fails here.
+The collection cannot import the agent package on managed hosts, so it carries a copy
+generated from the agent's (``make sync-client``; agent/tests/test_client_source.py checks
+it byte for byte). These tests drive both against the same real vigild and compare every
+answer, error and message.
 """
 
 from __future__ import annotations

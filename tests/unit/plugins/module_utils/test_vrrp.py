@@ -11,13 +11,15 @@ maintenance, fault_reason, faults); the end-to-end behaviour is in the module te
 from __future__ import annotations
 
 import pytest
-from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
+from ansible_collections.vigil.ha.plugins.module_utils._agent import (
     AgentConnection,
     VigilError,
+    vigil_argument_spec,
+)
+from ansible_collections.vigil.ha.plugins.module_utils._vrrp import (
     failover_plan,
     maintenance_plan,
     select_instances,
-    vigil_argument_spec,
 )
 
 INSTANCES = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from vigil.config.cluster import ClusterContext
 from vigil.config.errors import Issue
 from vigil.config.section import SectionInput
 
@@ -93,8 +94,10 @@ class VrrpSection:
         count = len(model.vrrp_instances)
         return count, "VRRP instance" if count == 1 else "VRRP instances"
 
-    def check_cluster(self, models: Mapping[str, VrrpConfig]) -> list[Issue]:
-        return check_vrrp_cluster(models)
+    def check_cluster(
+        self, models: Mapping[str, VrrpConfig], context: ClusterContext | None = None
+    ) -> list[Issue]:
+        return check_vrrp_cluster(models, context)
 
 
 SECTION = VrrpSection()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vigil.config.cluster import ClusterContext
 from vigil.config.errors import Issue
 
 from .model import VrrpConfig, VrrpInstanceConfig
@@ -21,8 +22,9 @@ def _index(config: VrrpConfig, name: str) -> int:
 
 
 class _ClusterChecker:
-    def __init__(self, configs: Mapping[str, VrrpConfig]) -> None:
+    def __init__(self, configs: Mapping[str, VrrpConfig], context: ClusterContext) -> None:
         self.configs = dict(configs)
+        self.context = context
         self.issues: list[Issue] = []
 
     def error(self, node: str, path: str, message: str) -> None:
@@ -45,6 +47,12 @@ class _ClusterChecker:
             else:
                 self._instance(name, nodes)
         self._sync_groups()
+        if self.context.distinct_priorities:
+            self._priorities()
+        if self.context.networks is not None:
+            # Segments and subnets need to know the nodes' interfaces (facts).
+            self._vrids_per_segment()
+            self._vips_in_subnet()
         return self.issues
 
     def _instance(self, name: str, nodes: list[str]) -> None:
@@ -140,6 +148,74 @@ class _ClusterChecker:
                         f"{list(by_node[nodes[0]])} on {nodes[0]}; use the same members",
                     )
 
+    # -- what needs more than the configs: every node's priority, the segments ------------
+
+    def _priorities(self) -> None:
+        """Per instance, every node has its own priority, so exactly one is the highest."""
+        fix = self.context.fix(
+            "priority", "give each node of the instance its own priority in its config"
+        )
+        seen: dict[str, dict[int, str]] = {}
+        for node, config in self.configs.items():
+            for index, inst in enumerate(config.vrrp_instances):
+                by_prio = seen.setdefault(inst.name, {})
+                other = by_prio.get(inst.priority)
+                if other is not None:
+                    self.error(
+                        node,
+                        f"vrrp_instances[{index}].priority",
+                        f"{inst.name} (VRID {inst.vrid}): priority {inst.priority} here "
+                        f"and on {other}; every node of a VRID needs its own priority so "
+                        f"that exactly one is the highest ({fix})",
+                    )
+                else:
+                    by_prio[inst.priority] = node
+
+    def _segment(self, node: str, interface: str, family: int) -> str:
+        """The subnet the interface is on (when known); its name otherwise."""
+        nets = self.context.nets(node, interface, family)
+        if nets:
+            return str(nets[0].network)
+        return f"interface {interface}"
+
+    def _vrids_per_segment(self) -> None:
+        """A VRID (per family) belongs to one instance on a segment, across all nodes."""
+        owners: dict[tuple[str, int, int], tuple[str, str]] = {}
+        for node, config in self.configs.items():
+            for index, inst in enumerate(config.vrrp_instances):
+                segment = self._segment(node, inst.interface, inst.family)
+                key = (segment, inst.family, inst.vrid)
+                first = owners.setdefault(key, (inst.name, node))
+                if first[0] != inst.name:
+                    self.error(
+                        node,
+                        f"vrrp_instances[{index}].vrid",
+                        f"{inst.name}: VRID {inst.vrid} (IPv{inst.family}) is already used "
+                        f"by {first[0]} on {first[1]} on the same segment ({segment}); "
+                        "VRIDs must be unique per segment, pick another",
+                    )
+
+    def _vips_in_subnet(self) -> None:
+        """Each advertised VIP on the instance's interface lies in that interface's subnet."""
+        for node, config in self.configs.items():
+            for index, inst in enumerate(config.vrrp_instances):
+                nets = self.context.nets(node, inst.interface, inst.family)
+                if not nets:
+                    continue  # nothing known about it: nothing to compare with
+                for vindex, vip in enumerate(inst.vips):
+                    if vip.dev not in (None, inst.interface):
+                        continue
+                    if any(vip.address.ip in net.network for net in nets):
+                        continue
+                    subnets = ", ".join(str(n.network) for n in nets)
+                    self.error(
+                        node,
+                        f"vrrp_instances[{index}].virtual_ipaddresses[{vindex}]",
+                        f"{inst.name}: VIP {vip.address} is outside {inst.interface}'s "
+                        f"subnet ({subnets}, from facts); clients on that link could not "
+                        "reach it: use an address of the subnet or give the VIP its own dev",
+                    )
+
 
 def _fmt(value: Any) -> str:
     if value is None:
@@ -153,10 +229,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def check_vrrp_cluster(configs: Mapping[str, VrrpConfig]) -> list[Issue]:
+def check_vrrp_cluster(
+    configs: Mapping[str, VrrpConfig], context: ClusterContext | None = None
+) -> list[Issue]:
     """Issues between the VRRP sections of nodes (``{node: VrrpConfig}``); empty if they agree.
 
     Each issue's ``file`` is the node it should be fixed on and its ``path`` points into
     that node's config. Passwords are never shown.
     """
-    return _ClusterChecker(configs).run()
+    return _ClusterChecker(configs, context or ClusterContext()).run()
