@@ -58,6 +58,7 @@ from vigil.vrrp.machine import (
     VrrpState,
 )
 from vigil.vrrp.notify import NotifyManager
+from vigil.vrrp.reload import plan_reload
 from vigil.vrrp.syncgroup import SyncGroupManager
 from vigil.vrrp.tracking import InstanceTracking
 
@@ -76,10 +77,6 @@ IPAddress = IPv4Address | IPv6Address
 REJECT_LOG_INTERVAL = 10.0
 # Rejections that are routine (our own adverts seen again): counted, never logged.
 QUIET_REASONS = frozenset({"own"})
-# Changes to an instance that need a new machine and socket rather than an update. Unicast
-# peers and source are not among them: the socket is the same either way (the runtime
-# picks destinations per send and checks peers per advert), so they change in place.
-IDENTITY_FIELDS = ("interface", "vrid", "version", "use_vmac", "family")
 
 
 def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> MachineParams:
@@ -94,10 +91,6 @@ def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> Machi
         address_owner=cfg.address_owner,
         primary_address=primary,
     )
-
-
-def _identity(cfg: VrrpInstanceConfig) -> tuple[Any, ...]:
-    return tuple(getattr(cfg, name) for name in IDENTITY_FIELDS)
 
 
 def _clock_order(actions: Iterable[Any]) -> list[Any]:
@@ -194,6 +187,11 @@ class InstanceRuntime:
         return self.cfg.name
 
     @property
+    def vmac(self) -> VmacSpec | None:
+        """The instance's macvlan (use_vmac), once it started; None without one."""
+        return self._vmac
+
+    @property
     def family(self) -> int:
         return self.cfg.family
 
@@ -218,7 +216,7 @@ class InstanceRuntime:
             self.sock.source_interface = self.cfg.interface
         self.sock.register(self.cfg.vrid, self._on_datagram)
         self._mark_vips_not_sources()
-        await self._refresh_source()
+        await self.refresh_source()
         # Journal the VIPs now, not when they are added: the write (a quarter of a
         # millisecond and more) stays off the path from Master_Down to the first GARP/NA.
         self._record_added(self._owned_addresses(), self._routes())
@@ -389,7 +387,7 @@ class InstanceRuntime:
                 )
                 self._queue(self._add_addresses([(dev, addr)]))
 
-    async def _refresh_source(self) -> None:
+    async def refresh_source(self) -> None:
         """Learn this node's advert source (for ties and own-packet checks)."""
         if self.cfg.unicast is not None and self.cfg.unicast.source is not None:
             source: IPAddress | None = self.cfg.unicast.source
@@ -1072,45 +1070,24 @@ class VrrpSubsystem:
             await self.nl.close()
 
     async def apply(self, section: VrrpConfig, diff: VrrpDiff) -> None:
-        """Reload: touch only what changed, in an order that never collides on the wire.
+        """Reload: touch only what changed, in the order of :func:`plan_reload`.
 
         Unchanged instances are not looked at (their timers keep running, so no advert is
-        missed). Instances that go away -- removed, or re-created because their identity
-        (interface, VRID, version, VMAC, address family) changed -- stop first: a master
-        sends priority 0 and then removes its VIPs, and its VRID is free again before any
-        new instance registers on the same socket (two instances may swap VRIDs in one
-        reload). Then changed instances are updated in place, and new ones start in
-        BACKUP. Trackers and sync groups reconcile last, against the instances that now
-        run.
+        missed); trackers and sync groups reconcile last, against the instances that run.
         """
         self.section = section
         self.notify.configure(section)
         new = {cfg.name: cfg for cfg in section.vrrp_instances}
-        recreate: list[str] = []
-        for name in diff.removed:
+        plan = plan_reload({n: i.cfg for n, i in self.instances.items()}, section, diff)
+        for name, why in plan.stop:
             inst = self.instances.pop(name, None)
             if inst is not None:
-                await inst.stop("removed from the config")
-        for name in diff.changed:
-            inst = self.instances.get(name)
-            if inst is not None and _identity(inst.cfg) != _identity(new[name]):
-                fields = [
-                    f for f in IDENTITY_FIELDS if getattr(inst.cfg, f) != getattr(new[name], f)
-                ]
-                await inst.stop(f"{'/'.join(fields)} changed in the config; instance re-created")
-                del self.instances[name]
-                recreate.append(name)
-        for name in diff.changed:
-            inst = self.instances.get(name)
-            if inst is None:
-                if name not in recreate:
-                    recreate.append(name)
-                continue
-            unicast_changed = inst.cfg.unicast != new[name].unicast
-            inst.update(new[name])
-            if unicast_changed:
-                await inst._refresh_source()
-        for name in (*recreate, *diff.added):
+                await inst.stop(why)
+        for name in plan.update:
+            self.instances[name].update(new[name])
+            if name in plan.refresh_source:
+                await self.instances[name].refresh_source()
+        for name in plan.start:
             if name not in self.instances:
                 await self._start_instance(new[name])
         await self.trackers.apply(section)
@@ -1148,7 +1125,7 @@ class VrrpSubsystem:
                 self.kernel_addresses.discard(key)
             for inst in self.instances.values():
                 if inst.ifname == ev.ifname:
-                    await inst._refresh_source()
+                    await inst.refresh_source()
                 if ev.removed:
                     await inst.address_removed(ev)
 
@@ -1160,11 +1137,11 @@ class VrrpSubsystem:
             self.sockets.link_down(ev.ifname, "removed" if ev.removed else "down")
         for inst in self.instances.values():
             if ev.ifname in (inst.cfg.interface, inst.ifname):
-                if ev.running and inst._vmac is not None and ev.ifname == inst.cfg.interface:
+                if ev.running and inst.vmac is not None and ev.ifname == inst.cfg.interface:
                     with contextlib.suppress(NetlinkFailure, OSError, ValueError):
-                        await self.vmacs.ensure(inst._vmac)
+                        await self.vmacs.ensure(inst.vmac)
                 if inst.ifname == ev.ifname:
-                    await inst._refresh_source()
+                    await inst.refresh_source()
                 problem = None if ev.running else await self.link_problem(inst.cfg.interface)
                 if ev.running and ev.ifname == inst.cfg.interface:
                     problem = await self.link_problem(inst.cfg.interface)
