@@ -20,7 +20,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from vigil.net import sysctl
-from vigil.net.netlink import (
+from vigil.net.model import (
     IFA_F_NODAD,
     IFA_F_SECONDARY,
     IFA_F_TENTATIVE,
@@ -28,13 +28,13 @@ from vigil.net.netlink import (
     IFF_UP,
     AddrEvent,
     LinkEvent,
-    Netlink,
     NetlinkFailure,
-    NetlinkMonitor,
     RouteSpec,
     _addr_from_msg,
     _link_from_msg,
 )
+from vigil.net.monitor import NetlinkMonitor
+from vigil.net.netlink import Netlink
 from vigil.net.vmac import VmacSpec, default_vmac_name, eui64_link_local, vmac_address
 
 
