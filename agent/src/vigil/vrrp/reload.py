@@ -75,12 +75,8 @@ def plan_reload(
             recreate.append(name)
             continue
         if identity(current) != identity(wanted[name]):
-            fields = [
-                f for f in IDENTITY_FIELDS if getattr(current, f) != getattr(wanted[name], f)
-            ]
-            stop.append(
-                (name, f"{'/'.join(fields)} changed in the config; instance re-created")
-            )
+            fields = [f for f in IDENTITY_FIELDS if getattr(current, f) != getattr(wanted[name], f)]
+            stop.append((name, f"{'/'.join(fields)} changed in the config; instance re-created"))
             recreate.append(name)
             continue
         update.append(name)
