@@ -144,7 +144,8 @@ class JournalNamespace:
             # No fsync: the journal guards against a crash of the *process* (a SIGKILLed
             # agent's VIPs stay in the kernel), which the page cache survives; after a power
             # loss or kernel crash the VIPs are gone from the kernel anyway. An fsync here
-            # cost 8-17 ms on the event loop before every VIP add (docs/benchmarks.md).
+            # cost 8-17 ms on the event loop before every VIP add (measured in the failover
+            # benchmark; see the history of docs/benchmarks.md).
             with open(tmp, "w") as fh:
                 json.dump(data, fh, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
