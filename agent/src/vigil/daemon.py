@@ -61,6 +61,8 @@ DEFAULT_CONFIG = "/etc/vigil/vigil.yml"
 DEFAULT_SOCKET = "/run/vigil/vigil.sock"
 DEFAULT_STATE_DIR = "/var/lib/vigil"
 LOCK_NAME = "vigild.lock"
+#: A failed reload logs at most this many of its issues (all of them are in the event).
+MAX_LOGGED_ISSUES = 20
 
 
 def build_subsystem_factories() -> list[SubsystemFactory]:
@@ -397,10 +399,21 @@ class Agent:
             new_config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
             issues = [issue.to_dict() for issue in exc.issues]
-            for issue in exc.issues:
+            for issue in exc.issues[:MAX_LOGGED_ISSUES]:
                 log.warning("agent: reload: %s", issue)
+            if len(exc.issues) > MAX_LOGGED_ISSUES:
+                log.warning(
+                    "agent: reload: ... and %d more issue(s); see vigild --check",
+                    len(exc.issues) - MAX_LOGGED_ISSUES,
+                )
             return self._reload_failed(
                 "config is invalid; the running config is unchanged", issues, 422
+            )
+        except Exception as exc:  # a loader bug: one line, the same failure path
+            log.error("agent: reload: cannot load %s: %r", self.config_path, exc)
+            problem = {"path": "", "message": f"cannot load the config: {exc!r}", "line": None}
+            return self._reload_failed(
+                "config could not be loaded; the running config is unchanged", [problem], 422
             )
         try:
             return await self.reload(new_config)
@@ -593,6 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as exc:
         log.error("agent: cannot read config %s: %s", args.config, exc.strerror or exc)
+        return 1
+    except Exception as exc:  # a loader bug: a clear line and exit 1, not a traceback
+        log.error("agent: cannot load config %s: %r", args.config, exc)
         return 1
     if not args.log_level:
         set_level(str(getattr(config.globals, "log_level", "info")))

@@ -21,6 +21,10 @@ from .semantic import IndexMaps, Sections, SemanticChecker
 from .validators import did_you_mean, name, show
 from .yamlload import load_yaml
 
+#: Largest config file read (bytes). A real one is a few KB to a few hundred; a 50 MB file
+#: took 45 s and 657 MB to check before this limit existed.
+MAX_CONFIG_BYTES = 1 << 20
+
 
 def _issues_from(exc: vol.Invalid, prefix: list[Any]) -> list[Issue]:
     errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
@@ -202,7 +206,7 @@ def load_config(path: str, *, check_files: bool = True) -> Config:
     """Read, validate and model the YAML config at ``path``; ConfigError lists all issues."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [Issue("", f"cannot read the config: {exc.strerror}", file=path)]
@@ -211,6 +215,17 @@ def load_config(path: str, *, check_files: bool = True) -> Config:
         raise ConfigError(
             [Issue("", f"the config is not UTF-8 text: {exc.reason}", file=path)]
         ) from None
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [
+                Issue(
+                    "",
+                    f"the config is larger than {MAX_CONFIG_BYTES // 1024} KiB; a vigil config "
+                    "is a few KiB (is this the right file?)",
+                    file=path,
+                )
+            ]
+        )
     loaded = load_yaml(text)
     if loaded.issues and loaded.data is None:
         raise ConfigError([i.located(None, path) for i in loaded.issues])
