@@ -118,3 +118,44 @@ def test_oversized_config_is_refused_by_reload(lab: Lab) -> None:
     assert status == 422, body
     assert "larger than 1024 KiB" in body["error"]["issues"][0]["message"]
     assert lab.has_address("n1", VIP)
+
+
+def test_empty_config_is_refused_and_stopping_everything_needs_confirmation(lab: Lab) -> None:
+    """Issue 15, defect 4: a truncated vigil.yml passed --check and its reload stopped
+    every instance. Now it is an error unless it says allow_empty_config, and even then a
+    reload that stops every running instance needs --confirm-stop-all."""
+    agent = one(lab)
+    agent.write_config("")  # truncated to nothing
+    check = subprocess.run(
+        [bin_path("vigild"), "--check", "-c", str(agent.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 1, check
+    assert "allow_empty_config" in check.stdout
+    status, body = agent.reload()
+    assert status == 422, body
+    assert "allow_empty_config" in body["error"]["issues"][0]["message"]
+    assert lab.has_address("n1", VIP)
+
+    # Explicitly empty: valid, but the reload would stop VI_1 -> refused without confirming.
+    agent.write_config({"global": {"router_id": "n1", "allow_empty_config": True}})
+    seq = last_seq(agent)
+    status, body = agent.reload()
+    assert status == 409, body
+    assert "VI_1" in body["error"]["message"] and "--confirm-stop-all" in body["error"]["message"]
+    assert reload_failed_after(agent, seq), "a refused reload must publish reload_failed"
+    res = agent.vigilctl("reload")
+    assert res.returncode == 1 and "409" in res.stdout + res.stderr, res
+    seq = last_seq(agent)
+    agent.sighup()  # SIGHUP cannot confirm
+    wait_for(lambda: reload_failed_after(agent, seq), what="reload_failed after SIGHUP")
+    assert lab.has_address("n1", VIP)
+    assert agent.client.get("/v1/status")[1]["instances"][0]["state"] == "MASTER"
+
+    res = agent.vigilctl("reload", "--confirm-stop-all")
+    assert res.returncode == 0, res
+    wait_for(lambda: not lab.has_address("n1", VIP), timeout=5, what="the VIP to go")
+    assert agent.client.get("/v1/status")[1]["instances"] == []

@@ -145,8 +145,8 @@ class ReloadResult:
     diff: dict[str, Any] = field(default_factory=dict)
     issues: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    #: HTTP status the API answers with: 200, 422 invalid config, 500 apply failed,
-    #: 503 not running (starting or stopping)
+    #: HTTP status the API answers with: 200, 409 would stop every instance and was not
+    #: confirmed, 422 invalid config, 500 apply failed, 503 not running (starting or stopping)
     code: int = 200
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,10 +375,13 @@ class Agent:
                     after,
                 )
 
-    async def reload_from_file(self) -> ReloadResult:
+    async def reload_from_file(self, *, confirm_stop_all: bool = False) -> ReloadResult:
         """Reread the configured file; on any problem keep running the old config.
 
-        Used by SIGHUP and POST /v1/reload. Reloads are serialized.
+        Used by SIGHUP and POST /v1/reload. Reloads are serialized. A reload that would
+        stop every running instance (none of them is in the new file) is refused with 409
+        unless ``confirm_stop_all`` (the API's ``confirm_stop_all``, ``vigilctl reload
+        --confirm-stop-all``; SIGHUP cannot confirm).
         """
         if self.phase != "running":
             log.warning("agent: reload refused: the agent is %s", self.phase)
@@ -390,11 +393,11 @@ class Agent:
         async with self._reload_lock:
             self.notifier.reloading(f"reloading {self.config_path}")
             try:
-                return await self._reload_from_file()
+                return await self._reload_from_file(confirm_stop_all)
             finally:
                 self.notifier.ready(self._status_line())
 
-    async def _reload_from_file(self) -> ReloadResult:
+    async def _reload_from_file(self, confirm_stop_all: bool) -> ReloadResult:
         try:
             new_config = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
@@ -415,6 +418,18 @@ class Agent:
             return self._reload_failed(
                 "config could not be loaded; the running config is unchanged", [problem], 422
             )
+        stopped = self._stops_everything(new_config)
+        if stopped and not confirm_stop_all:
+            names = ", ".join(stopped)
+            message = (
+                f"this reload would stop every running instance ({names}) and start none of "
+                "them again; the running config is unchanged. If that is what you want, "
+                "confirm it: vigilctl reload --confirm-stop-all (POST /v1/reload with "
+                '{"confirm_stop_all": true}); SIGHUP cannot confirm'
+            )
+            log.warning("agent: reload refused: %s", message)
+            refusal = {"path": "vrrp_instances", "message": message, "line": None}
+            return self._reload_failed(message, [refusal], 409)
         try:
             return await self.reload(new_config)
         except Exception as exc:
@@ -422,6 +437,12 @@ class Agent:
             return self._reload_failed(
                 f"applying the new config failed: {exc}; see the vigild log", [], 500
             )
+
+    def _stops_everything(self, new: Config) -> list[str]:
+        """Names of the running instances if the new config keeps none of them, else []."""
+        running = [inst.name for inst in self.config.vrrp_instances]
+        keep = {inst.name for inst in new.vrrp_instances}
+        return [] if not running or keep.intersection(running) else running
 
     def _reload_failed(self, message: str, issues: list[dict[str, Any]], code: int) -> ReloadResult:
         self.metrics.reloads.labels("failure").inc()

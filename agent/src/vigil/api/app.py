@@ -180,6 +180,7 @@ async def reload(request: web.Request) -> web.StreamResponse:
     _check_query(request)
     agent = _agent(request)
     raw = await request.read() if request.can_read_body else b""
+    confirm = False
     if raw.strip():
         try:
             body = json.loads(raw)
@@ -187,17 +188,21 @@ async def reload(request: web.Request) -> web.StreamResponse:
             raise BadRequest("body", f"is not valid JSON ({exc}); send {{}} or nothing") from None
         if not isinstance(body, dict):
             raise BadRequest("body", "must be a JSON object (or empty)")
-        for key in body:
-            raise BadRequest(
-                f"body.{key}",
-                "unknown field; reload takes no parameters and always rereads the "
-                f"configured file ({agent.config_path})",
-            )
-    result = await agent.reload_from_file()
+        for key, value in body.items():
+            if key != "confirm_stop_all":
+                raise BadRequest(
+                    f"body.{key}",
+                    "unknown field; reload takes only confirm_stop_all and always rereads "
+                    f"the configured file ({agent.config_path})",
+                )
+            if not isinstance(value, bool):
+                raise BadRequest("body.confirm_stop_all", "must be true or false")
+            confirm = value
+    result = await agent.reload_from_file(confirm_stop_all=confirm)
     if result.ok:
         return json_response(result.to_dict())
-    if result.code == 422:
-        return json_error(422, result.error or "config is invalid", issues=result.issues)
+    if result.code in (409, 422):
+        return json_error(result.code, result.error or "config is invalid", issues=result.issues)
     return json_error(result.code, result.error or "reload failed")
 
 

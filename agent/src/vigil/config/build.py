@@ -45,6 +45,7 @@ def build_globals(glob: dict[str, Any]) -> GlobalConfig:
         vrrp_version=glob["vrrp_version"],
         v3_checksum_pseudo_header=glob["v3_checksum_pseudo_header"],
         garp=GarpConfig(**glob["garp"]),
+        allow_empty_config=glob["allow_empty_config"],
     )
 
 

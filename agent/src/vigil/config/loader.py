@@ -25,6 +25,12 @@ from .yamlload import load_yaml
 #: took 45 s and 657 MB to check before this limit existed.
 MAX_CONFIG_BYTES = 1 << 20
 
+EMPTY_CONFIG_MESSAGE = (
+    "the config runs nothing (no VRRP instances); an empty or truncated file would stop "
+    "every instance on reload. If this node is meant to run none, set "
+    "global.allow_empty_config: true"
+)
+
 
 def _issues_from(exc: vol.Invalid, prefix: list[Any]) -> list[Issue]:
     errors = exc.errors if isinstance(exc, vol.MultipleInvalid) else [exc]
@@ -203,7 +209,11 @@ def validate_data(
 
 
 def load_config(path: str, *, check_files: bool = True) -> Config:
-    """Read, validate and model the YAML config at ``path``; ConfigError lists all issues."""
+    """Read, validate and model the YAML config at ``path``; ConfigError lists all issues.
+
+    A file is also refused when it runs nothing (see EMPTY_CONFIG_MESSAGE) unless it says
+    ``global.allow_empty_config: true``: a truncated file must not pass for an empty one.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(MAX_CONFIG_BYTES + 1)
@@ -238,4 +248,8 @@ def load_config(path: str, *, check_files: bool = True) -> Config:
         raise ConfigError(sort_issues([*yaml_issues, *exc.issues])) from None
     if loaded.issues:
         raise ConfigError(sort_issues(i.located(None, path) for i in loaded.issues))
+    if not config.vrrp_instances and not config.globals.allow_empty_config:
+        raise ConfigError(
+            [Issue("vrrp_instances", EMPTY_CONFIG_MESSAGE).located(loaded.lines, path)]
+        )
     return config

@@ -69,6 +69,8 @@ class GlobalConfig:
     vrrp_version: int = 2
     v3_checksum_pseudo_header: bool = True
     garp: GarpConfig = field(default_factory=GarpConfig)
+    #: A config with no VRRP instances (nothing to run) is an error unless this is true.
+    allow_empty_config: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class GlobalConfig:
             "vrrp_version": self.vrrp_version,
             "v3_checksum_pseudo_header": self.v3_checksum_pseudo_header,
             "garp": self.garp.to_dict(),
+            "allow_empty_config": self.allow_empty_config,
         }
 
 

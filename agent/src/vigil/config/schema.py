@@ -75,6 +75,7 @@ GLOBAL = Struct(
         vol.Optional("vrrp_version", default=2): choice(2, 3),
         vol.Optional("v3_checksum_pseudo_header", default=True): boolean,
         vol.Optional("garp", default=dict): GARP_GLOBAL,
+        vol.Optional("allow_empty_config", default=False): boolean,
     },
     what="a mapping of global settings",
 )
