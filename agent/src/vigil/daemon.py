@@ -34,7 +34,7 @@ import prometheus_client
 from vigil import __version__
 from vigil.config import Config, ConfigError, check_command, diff_configs, load_config
 from vigil.events import EventBus
-from vigil.log import LEVELS, set_level, setup_logging
+from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging
 from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sdnotify import SdNotifier
 from vigil.subsystem import Subsystem, SubsystemContext, SubsystemFactory
@@ -196,6 +196,7 @@ class Agent:
         self.metrics.add_collector(
             SubsystemCollector(lambda: [(s.name, s.collect_metrics) for s in self.subsystems])
         )
+        self.metrics.degraded.set_function(lambda: 1.0 if self.ready and self.problems() else 0.0)
 
     # -- read side (the API uses these) -------------------------------------------
 
@@ -211,9 +212,25 @@ class Agent:
     def uptime_s(self) -> float:
         return round(time.monotonic() - self._started_mono, 3)
 
+    def problems(self) -> list[str]:
+        """Why a running agent cannot fully do its job (subsystems' ``degraded()``)."""
+        out: list[str] = []
+        for sub in self.subsystems:
+            degraded = getattr(sub, "degraded", None)
+            if degraded is None:
+                continue
+            try:
+                out.extend(str(p) for p in degraded())
+            except Exception as exc:
+                out.append(f"{sub.name}: cannot tell its health: {exc}")
+        return out
+
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ready else self.phase,
+        """Liveness and readiness; ``status`` is ``degraded`` (and ``problems`` says why)
+        when a running agent cannot do its job, e.g. a master that cannot send adverts."""
+        problems = self.problems() if self.ready else []
+        body: dict[str, Any] = {
+            "status": ("degraded" if problems else "ok") if self.ready else self.phase,
             "live": True,
             "ready": self.ready,
             "version": __version__,
@@ -221,6 +238,9 @@ class Agent:
             "uptime_s": self.uptime_s,
             "pid": os.getpid(),
         }
+        if problems:
+            body["problems"] = problems
+        return body
 
     def status(self) -> dict[str, Any]:
         subsystems: dict[str, Any] = {}
@@ -688,6 +708,7 @@ async def _serve(
     log.info("agent: API listening on %s", socket_path)
 
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_on_loop_exception)
     stop = asyncio.Event()
     background: set[asyncio.Task[Any]] = set()  # background tasks cancelled at stop
 
@@ -730,6 +751,17 @@ async def _serve(
             loop.remove_signal_handler(sig)
         log.info("agent: stopped")
     return rc
+
+
+_loop_log = RateLimitedLog(log)
+
+
+def _on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own complaints, one line per kind and burst (out of descriptors, asyncio
+    retries accept() every second and would log a traceback each time)."""
+    message = str(context.get("message") or "unhandled error")
+    exc = context.get("exception")
+    _loop_log.error(message, "agent: asyncio: %s: %r", message, exc)
 
 
 async def _watchdog(notifier: SdNotifier, interval: float) -> None:

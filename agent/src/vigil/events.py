@@ -37,6 +37,7 @@ WARNING_KINDS = frozenset(
         "route_error",
         "vip_cleanup",
         "vrrp_rejected",
+        "vrrp_tx_failed",
     }
 )
 

@@ -163,7 +163,7 @@ async def health(request: web.Request) -> web.StreamResponse:
     _check_query(request)
     agent = _agent(request)
     body = agent.health()
-    return json_response(body, status=200 if body["ready"] else 503)
+    return json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
 async def status(request: web.Request) -> web.StreamResponse:

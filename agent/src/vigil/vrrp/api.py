@@ -541,6 +541,7 @@ _COUNTERS = (
     ("released_master", "transitions out of MASTER"),
     ("priority_zero_sent", "priority-0 advertisements sent"),
     ("priority_zero_received", "priority-0 advertisements received"),
+    ("advert_send_failures", "advertisements this master could not send"),
 )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
@@ -28,6 +29,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vigil.log import RateLimitedLog
 from vigil.net.garp import GarpSender
 from vigil.net.netlink import (
     AddrEvent,
@@ -74,6 +76,18 @@ IPAddress = IPv4Address | IPv6Address
 
 # A burst of rejected packets is logged once, then summarised at most this often.
 REJECT_LOG_INTERVAL = 10.0
+# A master whose adverts have failed for this many advert intervals gives up mastership
+# (FAULT "advert"): a backup takes over after 3 intervals and a skew, so the VIPs leave
+# here before they are added there. Failed adverts are retried after RETRY_FRACTION of
+# an interval meanwhile.
+TX_FAILURE_BOUND = 2.0
+TX_RETRY_FRACTION = 0.25
+# After giving up, the instance tries again (to BACKUP) after 1 s, then 2, 4, ... 60 s
+# while the adverts keep failing; a successful advert resets it.
+TX_BACKOFF_FIRST = 1.0
+TX_BACKOFF_MAX = 60.0
+# Link state is also read from the kernel this often, not only from link events.
+LINK_RECONCILE_INTERVAL = 5.0
 # Rejections that are routine (our own adverts seen again): counted, never logged.
 QUIET_REASONS = frozenset({"own"})
 # Changes to an instance that need a new machine and socket rather than an update. Unicast
@@ -104,6 +118,14 @@ def _clock_order(actions: Iterable[Any]) -> list[Any]:
     """Becoming master is on the clock: the advert, the VIPs and the first GARP/NA go out
     before the transition's log line, event and hooks (notify scripts, sync group)."""
     return sorted(actions, key=lambda a: isinstance(a, Transition) and a.new is VrrpState.MASTER)
+
+
+_action_log = RateLimitedLog(log, REJECT_LOG_INTERVAL)
+
+
+def _describe_exception() -> str:
+    exc = sys.exc_info()[1]
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
 
 
 def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
@@ -152,6 +174,40 @@ class _RejectLog:
         )
 
 
+class TxWatch:
+    """A master's advert sends: how long they have been failing, and when to give up.
+
+    Pure (the caller passes ``now``): ``sent(ok, now, interval, error)`` returns True
+    once the failures have lasted TX_FAILURE_BOUND intervals; ``backoff()`` is how long
+    to stay out after giving up (doubling per give-up in a row, reset by a good send).
+    """
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+        self.error: str | None = None
+        self.failures = 0  # failed sends, ever (a metric)
+        self.give_ups = 0  # times mastership was released because of them, ever
+        self._level = 0  # give-ups since the last good send
+
+    def sent(self, ok: bool, now: float, interval: float, error: str | None = None) -> bool:
+        if ok:
+            self.failing_since, self.error, self._level = None, None, 0
+            return False
+        self.failures += 1
+        self.error = error or self.error or "the advert could not be sent"
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since >= TX_FAILURE_BOUND * interval - 1e-9
+
+    def gave_up(self) -> float:
+        """Record a give-up; returns the back-off before trying again (seconds)."""
+        delay = min(TX_BACKOFF_MAX, TX_BACKOFF_FIRST * 2.0**self._level)
+        self._level += 1
+        self.give_ups += 1
+        self.failing_since = None
+        return delay
+
+
 class InstanceRuntime:
     """One VRRP instance: machine + socket + timer + addresses."""
 
@@ -186,6 +242,11 @@ class InstanceRuntime:
         # not master (make-before-break handover / takeover), else None.
         self.vips_kept: str | None = None
         self._keep_vips_once = False
+        # Advert send failures of this master (see TxWatch) and their timers.
+        self.tx = TxWatch()
+        self._tx_retry: asyncio.TimerHandle | None = None
+        self._tx_backoff: asyncio.TimerHandle | None = None
+        self._vips_deferred = False  # became master, VIPs wait for an advert to go out
 
     # ------------------------------------------------------------ set-up / tear-down
 
@@ -232,6 +293,9 @@ class InstanceRuntime:
         """Clean stop: priority 0 if master, then VIPs removed, socket released."""
         self._run(self.machine.stop(self.now(), reason))
         self._cancel_timer()
+        for handle in (self._tx_retry, self._tx_backoff):
+            if handle is not None:
+                handle.cancel()
         for task in list(self._garp_tasks):
             task.cancel()
         await self.drain_ops()
@@ -503,41 +567,70 @@ class InstanceRuntime:
     # ------------------------------------------------------------ actions
 
     def _run(self, actions: list[Any]) -> None:
-        for action in _clock_order(actions) if len(actions) > 1 else actions:
-            if isinstance(action, SendAdvert):
-                self._send_advert(action.priority)
-            elif isinstance(action, Transition):
-                self.owner.transition(self, action)
-                if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
-                    self.withdraw_vips()
-            elif isinstance(action, AddVips):
-                self.vips_kept = None
-                self._add_vips(self._owned_addresses(), self._routes())
-            elif isinstance(action, RemoveVips):
-                if self._keep_vips_once:
-                    self.vips_kept = "handover"
-                else:
-                    self._queue(
-                        self._remove_addresses(
-                            self._owned_addresses(),
-                            self._routes(),
-                            forget=self.machine.state is VrrpState.STOPPED,
-                        )
+        """Carry out the machine's actions in order; the timer is re-armed whatever happens.
+
+        One action failing (a bug, or the process out of descriptors) is logged once per
+        burst and the next ones still run: before issue 15 an exception here skipped the
+        re-arm, and a master stopped advertising for good while keeping its VIPs.
+        """
+        try:
+            for action in _clock_order(actions) if len(actions) > 1 else actions:
+                try:
+                    self._do(action)
+                except Exception:
+                    _action_log.error(
+                        f"{self.name}:{type(action).__name__}",
+                        "(%s) %s failed: %s",
+                        self.name,
+                        type(action).__name__,
+                        _describe_exception(),
                     )
-                for task in list(self._garp_tasks):
-                    task.cancel()
-            elif isinstance(action, SendGratuitous):
-                self._schedule_garp(action.kind)
-            elif isinstance(action, LearnedInterval):
-                self.owner.publish(
-                    "vrrp_interval_learned",
-                    self.name,
-                    f"master advertises every {action.interval:g}s "
-                    f"(was {action.previous:g}s); adopted",
-                    interval=action.interval,
-                    previous=action.previous,
+        finally:
+            self._rearm()
+
+    def _do(self, action: Any) -> None:
+        if isinstance(action, SendAdvert):
+            self._send_advert(action.priority)
+        elif isinstance(action, Transition):
+            if action.new is not VrrpState.MASTER:
+                self._vips_deferred = False
+                self.tx.failing_since = None  # a failure streak belongs to one mastership
+            self.owner.transition(self, action)
+            if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
+                self.withdraw_vips()
+        elif isinstance(action, AddVips):
+            self.vips_kept = None
+            if self.tx.failing_since is not None:
+                # Our advert did not go out: a peer that cannot hear us keeps the VIPs, so
+                # adding them here would make two holders. They follow the first advert
+                # that does go out (_advert_sent); past the bound we give up instead.
+                self._vips_deferred = True
+                return
+            self._add_vips(self._owned_addresses(), self._routes())
+        elif isinstance(action, RemoveVips):
+            if self._keep_vips_once:
+                self.vips_kept = "handover"
+            else:
+                self._queue(
+                    self._remove_addresses(
+                        self._owned_addresses(),
+                        self._routes(),
+                        forget=self.machine.state is VrrpState.STOPPED,
+                    )
                 )
-        self._rearm()
+            for task in list(self._garp_tasks):
+                task.cancel()
+        elif isinstance(action, SendGratuitous):
+            if not self._vips_deferred:
+                self._schedule_garp(action.kind)
+        elif isinstance(action, LearnedInterval):
+            self.owner.publish(
+                "vrrp_interval_learned",
+                self.name,
+                f"master advertises every {action.interval:g}s (was {action.previous:g}s); adopted",
+                interval=action.interval,
+                previous=action.previous,
+            )
 
     def _rearm(self) -> None:
         deadline = self.machine.next_deadline()
@@ -562,7 +655,45 @@ class InstanceRuntime:
         sock = self.sock
         if sock is None:
             return
-        sock.send(self._advert_builder(priority), *self._advert_route())
+        sent = sock.send(self._advert_builder(priority), *self._advert_route())
+        if priority and self.machine.state is VrrpState.MASTER:
+            self._advert_sent(sent > 0, sock)
+
+    def _advert_sent(self, ok: bool, sock: VrrpSocket) -> None:
+        """Count a master's advert; retry a failed one soon, give up past the bound."""
+        error = sock.down_reason or sock.last_tx_error
+        if ok and self.tx.failing_since is not None:
+            log.info("(%s) adverts go out again", self.name)
+        if ok and self._vips_deferred:
+            self._vips_deferred = False
+            self._add_vips(self._owned_addresses(), self._routes())
+            self._schedule_garp(GarpKind.MASTER)
+        interval = self.machine.learned_interval
+        if not self.tx.sent(ok, self.now(), self.cfg.advert_interval, error):
+            if not ok and self._tx_retry is None:
+                self._tx_retry = self.loop.call_later(
+                    TX_RETRY_FRACTION * interval, self._retry_advert
+                )
+            return
+        delay = self.tx.gave_up()
+        reason = (
+            f"cannot send adverts for {TX_FAILURE_BOUND:g} intervals ({self.tx.error}); "
+            f"released mastership, trying again in {delay:g}s"
+        )
+        self.owner.publish("vrrp_tx_failed", self.name, reason, error=self.tx.error, retry_in=delay)
+        self.set_fault("advert", reason)
+        if self._tx_backoff is not None:
+            self._tx_backoff.cancel()
+        self._tx_backoff = self.loop.call_later(delay, self._tx_backoff_over)
+
+    def _retry_advert(self) -> None:
+        self._tx_retry = None
+        if self.machine.state is VrrpState.MASTER and self.tx.failing_since is not None:
+            self._send_advert(self.machine.effective_priority)
+
+    def _tx_backoff_over(self) -> None:
+        self._tx_backoff = None
+        self.clear_fault("advert", "trying adverts again after the back-off")
 
     def _advert_route(self) -> tuple[list[IPAddress] | None, IPAddress | None]:
         """(destinations, source) of adverts: the unicast peers and source, or (None,
@@ -962,6 +1093,7 @@ class InstanceRuntime:
         if last is not None:
             last = {**last, "time": last["time"] + wall}
         counters = dict(m["counters"])
+        counters["advert_send_failures"] = self.tx.failures
         counters["rejected"] = dict(sorted(self.rejects.counts.items()))
         return {
             "name": self.name,
@@ -1029,6 +1161,7 @@ class VrrpSubsystem:
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
         self._monitor_task: asyncio.Task[None] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
         self.ctx.events.publish(kind, instance, message, **data)
@@ -1043,6 +1176,7 @@ class VrrpSubsystem:
         await self._monitor.start()
         await self._snapshot_addresses()
         self._monitor_task = asyncio.get_running_loop().create_task(self._watch())
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_links())
         self.notify.configure(config)
         await self.trackers.start(config)
         for cfg in config.vrrp_instances:
@@ -1065,6 +1199,10 @@ class VrrpSubsystem:
         self.instances.clear()
         self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconcile_task
         if self._monitor_task is not None:
             self._monitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -1155,6 +1293,57 @@ class VrrpSubsystem:
             return f"interface {ifname} has no carrier"
         return None
 
+    async def _reconcile_links(self) -> None:
+        """Every LINK_RECONCILE_INTERVAL, read each instance's link from the kernel.
+
+        Link events are the fast path; this is the one that cannot be missed. An event
+        whose handling failed (before issue 15, out of descriptors during a link-up, which
+        left instances in FAULT "administratively down" with the link up until someone
+        flapped it) is corrected here, and a socket that could not be reopened is retried.
+        """
+        while True:
+            await asyncio.sleep(LINK_RECONCILE_INTERVAL)
+            try:
+                await self.reconcile_links()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _action_log.error(
+                    "reconcile", "vrrp: link reconciliation failed: %s", _describe_exception()
+                )
+
+    async def reconcile_links(self) -> None:
+        """Bring sockets and link faults in line with the kernel's view of the links."""
+        problems: dict[str, str | None] = {}
+        for inst in list(self.instances.values()):
+            for ifname in {inst.cfg.interface, inst.ifname}:
+                if ifname not in problems:
+                    problems[ifname] = await self.link_problem(ifname)
+        for ifname, problem in problems.items():
+            if problem is None:
+                for sock in self.sockets.link_up(ifname):
+                    log.info("vrrp: IPv%d socket on %s reopened (reconciled)", sock.family, ifname)
+        for inst in list(self.instances.values()):
+            problem = problems.get(inst.cfg.interface)
+            if (problem is None) != (inst.link_fault is None):
+                log.info(
+                    "(%s) link state reconciled from the kernel: %s",
+                    inst.name,
+                    problem or f"interface {inst.cfg.interface} is up",
+                )
+                if problem is None:
+                    await inst._refresh_source()
+                inst.link_changed(problem)
+
+    def degraded(self) -> list[str]:
+        """Why this subsystem cannot fully do its job now (the health endpoint shows it)."""
+        out = []
+        for inst in self.instances.values():
+            reason = inst.faults.get("advert")
+            if reason is not None:
+                out.append(f"({inst.name}) {reason}")
+        return out
+
     async def _snapshot_addresses(self) -> None:
         self.kernel_addresses = {(a.ifname, a.address) for a in await self.nl.addresses()}
 
@@ -1199,16 +1388,30 @@ class VrrpSubsystem:
                 log.info("vrrp: %s socket on %s reopened", f"IPv{sock.family}", ev.ifname)
         elif ev.removed or not ev.up:
             self.sockets.link_down(ev.ifname, "removed" if ev.removed else "down")
-        for inst in self.instances.values():
+        for inst in list(self.instances.values()):
             if ev.ifname in (inst.cfg.interface, inst.ifname):
+                # Each step on its own: one failing (out of descriptors, say) must not
+                # keep the instance from learning the link's state.
                 if ev.running and inst._vmac is not None and ev.ifname == inst.cfg.interface:
                     with contextlib.suppress(NetlinkFailure, OSError, ValueError):
                         await self.vmacs.ensure(inst._vmac)
                 if inst.ifname == ev.ifname:
-                    await inst._refresh_source()
-                problem = None if ev.running else await self.link_problem(inst.cfg.interface)
-                if ev.running and ev.ifname == inst.cfg.interface:
-                    problem = await self.link_problem(inst.cfg.interface)
+                    with contextlib.suppress(OSError, NetlinkFailure):
+                        await inst._refresh_source()
+                try:
+                    problem = None if ev.running else await self.link_problem(inst.cfg.interface)
+                    if ev.running and ev.ifname == inst.cfg.interface:
+                        problem = await self.link_problem(inst.cfg.interface)
+                except (OSError, NetlinkFailure) as exc:
+                    _action_log.error(
+                        f"link:{inst.name}",
+                        "(%s) cannot read the state of %s (%s); the periodic link "
+                        "reconciliation retries",
+                        inst.name,
+                        inst.cfg.interface,
+                        exc,
+                    )
+                    continue
                 inst.link_changed(problem)
 
     def _on_unknown_vrid(self, raw: RawReceived, vrid: int | None) -> None:
