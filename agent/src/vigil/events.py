@@ -38,6 +38,7 @@ WARNING_KINDS = frozenset(
         "vip_cleanup",
         "vrrp_rejected",
         "vrrp_tx_failed",
+        "vrrp_stalled",
     }
 )
 

@@ -71,6 +71,11 @@ _TIMER_SLACK = 1e-6
 #: VrrpMachine._next_advert): 250 ms at 1 s, 25 ms at 0.1 s.
 ADVERT_GRID = 0.25
 
+#: A master's advert this many intervals late means it was stalled long enough for a
+#: backup to take over (it waits 3 intervals after the last advert, which went out one
+#: interval before this one was due): the advert is followed by a GARP/NA burst.
+STALL_INTERVALS = 2.0
+
 
 class VrrpState(enum.StrEnum):
     """RFC 5798 states plus FAULT (keepalived) and STOPPED (after a clean shutdown)."""
@@ -136,6 +141,7 @@ class GarpKind(enum.StrEnum):
 
     MASTER = "master"  # became master: garp master_repeat now, again after master_delay
     LOWER_PRIORITY = "lower_priority"  # master heard a lower priority: garp lower_prio_*
+    STALLED = "stalled"  # a master's advert went out so late a backup may have taken over
 
 
 # ---------------------------------------------------------------------------- actions
@@ -160,9 +166,13 @@ class RemoveVips:
 
 @dataclass(frozen=True, slots=True)
 class SendGratuitous:
-    """Announce the VIPs (GARP / unsolicited NA); follows the advert and :class:`AddVips`."""
+    """Announce the VIPs (GARP / unsolicited NA); follows the advert and :class:`AddVips`.
+
+    ``late`` is how late the advert before it was (seconds), for :attr:`GarpKind.STALLED`.
+    """
 
     kind: GarpKind = GarpKind.MASTER
+    late: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,13 +497,38 @@ class VrrpMachine:
         return []
 
     def timer_expired(self, now: float) -> list[Action]:
-        """The runtime's timer for :meth:`next_deadline` fired; early calls do nothing."""
+        """The runtime's timer for :meth:`next_deadline` fired; early calls do nothing.
+
+        A master whose advert is due more than STALL_INTERVALS advert intervals late (the
+        process was stopped or starved) may have been taken over meanwhile: the backup
+        announced the VIPs with its own MAC and steps back on this advert, but clients
+        keep sending to it. So the advert is followed by a :attr:`GarpKind.STALLED`
+        announcement, which takes the clients back at once.
+        """
         if self._deadline is None or now + _TIMER_SLACK < self._deadline:
             return []
         if self._timer is _Timer.ADVERT:
+            late = now - self._deadline
             self._arm(_Timer.ADVERT, self._next_advert(now))
-            return [self._advert(self._effective)]
+            actions: list[Action] = [self._advert(self._effective)]
+            if late > STALL_INTERVALS * self._params.advert_interval:
+                actions.append(SendGratuitous(GarpKind.STALLED, late=late))
+            return actions
         return self._become_master(now, Trigger.MASTER_DOWN, self._down.reason)
+
+    def own_address_received(self, now: float, priority: int) -> list[Action]:
+        """An advert for our VRID carrying our own source address (and otherwise valid).
+
+        We never hear our own adverts (multicast loopback is off), so someone spoofs us
+        or has our address. While MASTER, a priority-0 one would make every backup take
+        over after its Skew_Time: it is answered at once like any priority 0 (RFC 5798
+        6.4.3), so the backups hear a live master first and nothing moves. Anything else
+        changes nothing.
+        """
+        if self._state is not VrrpState.MASTER or priority != PRIORITY_STOP:
+            return []
+        self._arm(_Timer.ADVERT, self._next_advert(now))
+        return [self._advert(self._effective)]
 
     def set_effective_priority(self, now: float, priority: int) -> list[Action]:
         """Trackers / runtime overrides set the priority we advertise and compare with.

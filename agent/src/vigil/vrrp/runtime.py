@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 import time
@@ -86,10 +87,14 @@ TX_RETRY_FRACTION = 0.25
 # while the adverts keep failing; a successful advert resets it.
 TX_BACKOFF_FIRST = 1.0
 TX_BACKOFF_MAX = 60.0
+# After answering a lower priority (or a stall) a master announces its VIPs once more this
+# much later: after the peer that was master for a moment has stepped back (issue 15).
+LOWER_PRIO_SETTLE = 0.05
 # Link state is also read from the kernel this often, not only from link events.
 LINK_RECONCILE_INTERVAL = 5.0
-# Rejections that are routine (our own adverts seen again): counted, never logged.
-QUIET_REASONS = frozenset({"own"})
+# Rejections that are routine: counted, never logged. None since issue 15: our own adverts
+# are never looped back to us, so one "from us" is spoofed or from a node with our address.
+QUIET_REASONS: frozenset[str] = frozenset()
 # Changes to an instance that need a new machine and socket rather than an update. Unicast
 # peers and source are not among them: the socket is the same either way (the runtime
 # picks destinations per send and checks peers per advert), so they change in place.
@@ -366,8 +371,29 @@ class InstanceRuntime:
         if rejection is None:
             self._accepted = (raw.decode_key, result)
             return result
+        if rejection.reason is codec.RejectReason.OWN:
+            self._own_address(result, now)
+            return None
         self.rejects.add(rejection.reason.name.lower(), rejection.detail, now)
         return None if rejection.drop else result
+
+    def _own_address(self, result: codec.Received, now: float) -> None:
+        """An advert "from us": logged once per burst; a valid priority 0 is answered."""
+        pkt = result.packet
+        others = dataclasses.replace(self._expect, own_addresses=frozenset())
+        valid = codec.check_for_instance(result, others)
+        answered = ""
+        if valid is None or not valid.drop:
+            actions = self.machine.own_address_received(now, pkt.priority)
+            if actions:
+                answered = "; answered with our own advert so no backup takes over"
+            self._run(actions)
+        self.rejects.add(
+            "own",
+            f"advert with priority {pkt.priority} from {result.src}, this node's own address: "
+            f"spoofed, or another node has our address{answered}",
+            now,
+        )
 
     def _on_timer(self) -> None:
         self._run(self.machine.timer_expired(self.now()))
@@ -622,7 +648,7 @@ class InstanceRuntime:
                 task.cancel()
         elif isinstance(action, SendGratuitous):
             if not self._vips_deferred:
-                self._schedule_garp(action.kind)
+                self._schedule_garp(action.kind, action.late)
         elif isinstance(action, LearnedInterval):
             self.owner.publish(
                 "vrrp_interval_learned",
@@ -908,14 +934,27 @@ class InstanceRuntime:
 
     # ------------------------------------------------------------ GARP / NA
 
-    def _schedule_garp(self, kind: GarpKind) -> None:
+    def _schedule_garp(self, kind: GarpKind, late: float = 0.0) -> None:
         garp = self.cfg.garp
         addrs = [addr.ip for _, addr in self._owned_addresses()]
+        if kind is GarpKind.STALLED:
+            # Announce as on becoming master: a backup may have drawn the clients away.
+            self.owner.publish(
+                "vrrp_stalled",
+                self.name,
+                f"advert went out {late:.2f}s late (the agent was stopped or starved); "
+                "announcing the VIPs again in case a backup took over meanwhile",
+                late=round(late, 3),
+            )
         if kind is GarpKind.LOWER_PRIORITY:
             # As keepalived: a burst now (the other master may have drawn traffic away),
-            # and another lower_prio_delay later if that is set.
+            # and another lower_prio_delay later if that is set. And one LOWER_PRIO_SETTLE
+            # later: a peer that was master for a moment sends its own GARP/NA a
+            # millisecond or two after its advert, often after our answer's burst; once it
+            # has heard our advert it steps back and sends no more, so this one is last.
             if garp.lower_prio_repeat > 0:
                 self._garp_task(self._garp_burst(addrs, garp.lower_prio_repeat))
+                self._garp_task(self._garp_later(LOWER_PRIO_SETTLE, addrs, garp.lower_prio_repeat))
                 if garp.lower_prio_delay > 0:
                     self._garp_task(
                         self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
@@ -927,6 +966,8 @@ class InstanceRuntime:
         else:
             # The VIPs are being added by the ordered address queue: announce after them.
             self._queue(self._garp_burst(addrs, garp.master_repeat))
+        if kind is GarpKind.STALLED:
+            self._garp_task(self._garp_later(LOWER_PRIO_SETTLE, addrs, garp.master_repeat))
         if garp.master_delay > 0:
             self._garp_task(self._garp_later(garp.master_delay, addrs, garp.master_repeat))
         if garp.master_refresh > 0:
