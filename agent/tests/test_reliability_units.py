@@ -1,12 +1,18 @@
-"""Pure parts of the issue 15 fixes: the advert-failure bound and one-line-per-burst logs."""
+"""Pure parts of the issue 15 fixes: the advert-failure bound, one-line-per-burst logs, a
+journal that says when it cannot write, an all-or-nothing maintenance store."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
 from vigil.log import RateLimitedLog
+from vigil.vrrp.control import MaintenanceStore
+from vigil.vrrp.journal import Journal, JournalEntry
 from vigil.vrrp.runtime import TX_BACKOFF_MAX, TxWatch
 
 pytestmark = pytest.mark.unit
@@ -39,3 +45,37 @@ def test_rate_limited_log_one_line_per_burst(caplog: pytest.LogCaptureFixture) -
     assert [r.getMessage() for r in caplog.records] == ["refused 1", "another kind"]
     limited._flush("k")  # what the timer does when the burst's interval is over
     assert caplog.records[-1].getMessage() == "refused 999 (and 997 more like it within 3600s)"
+
+
+def _full(src: object, dst: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_journal_flush_fails_and_keeps_changes_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", _full)
+        journal.record("VI_1", JournalEntry())  # no event loop: written at once, and fails
+        assert journal.flush() is False
+        assert journal.pending and journal.failures == 2
+        assert journal.error is not None and "No space left" in journal.error
+        assert not list(tmp_path.iterdir()), "no temp file may be left behind"
+        assert journal.flush() is False  # still pending: tried again, not forgotten
+    assert journal.flush() is True
+    assert journal.error is None and not journal.pending
+    assert Journal(tmp_path).load() == {"VI_1": JournalEntry()}
+
+
+def test_maintenance_store_save_is_all_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MaintenanceStore(tmp_path)
+    store.save({"VI_1"})
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", _full)
+        with pytest.raises(OSError):
+            store.save({"VI_1", "VI_2"})
+    assert store.load() == {"VI_1"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vrrp-control.json"]

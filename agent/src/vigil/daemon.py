@@ -37,7 +37,7 @@ from vigil.events import EventBus
 from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging
 from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sdnotify import SdNotifier
-from vigil.subsystem import Subsystem, SubsystemContext, SubsystemFactory
+from vigil.subsystem import StartError, Subsystem, SubsystemContext, SubsystemFactory
 
 if TYPE_CHECKING:
     from vigil.vrrp.journal import Journal
@@ -115,8 +115,15 @@ class StateDirLock:
                     "give each agent its own --state-dir"
                 ) from exc
             raise StateDirError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full or read-only state dir: say so, never a traceback
+            os.close(fd)
+            raise StateDirError(
+                f"cannot write to state dir {self.state_dir}: {exc.strerror}; the agent "
+                "needs it writable (journal, maintenance flags): free space or fix it"
+            ) from exc
         self._fd = fd
 
     def release(self) -> None:
@@ -318,8 +325,11 @@ class Agent:
         for sub in self.subsystems:
             try:
                 await sub.start(self.config)
-            except Exception:
-                log.exception("agent: subsystem %s failed to start", sub.name)
+            except Exception as exc:
+                if isinstance(exc, StartError):
+                    log.error("agent: subsystem %s cannot start: %s", sub.name, exc)
+                else:
+                    log.exception("agent: subsystem %s failed to start", sub.name)
                 await self._stop_running()
                 self.phase = "stopped"
                 raise

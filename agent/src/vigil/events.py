@@ -39,6 +39,7 @@ WARNING_KINDS = frozenset(
         "vrrp_rejected",
         "vrrp_tx_failed",
         "vrrp_stalled",
+        "journal_failed",
     }
 )
 

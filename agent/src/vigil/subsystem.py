@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from vigil.config import Config, ConfigDiff
     from vigil.events import EventBus
 
-__all__ = ["Subsystem", "SubsystemContext", "SubsystemFactory"]
+__all__ = ["StartError", "Subsystem", "SubsystemContext", "SubsystemFactory"]
+
+
+class StartError(Exception):
+    """A subsystem cannot start for a reason an operator fixes (the message says how).
+
+    The agent logs it as one line and exits non-zero, without a traceback.
+    """
 
 
 @dataclass(frozen=True)

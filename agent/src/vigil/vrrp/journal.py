@@ -12,8 +12,11 @@ so the failover path, Master_Down to the first GARP/NA, never waits for this fil
 Changes are written together: inside a running event loop, ``record`` and ``forget``
 write the file WRITE_DELAY later, once for all the changes made meanwhile (starting or
 stopping 50 instances writes it once, not 50 times). Whoever adds to the kernel calls
-``flush()`` first, which writes at once if anything is pending, so the guarantee above
-holds whatever the delay; the agent flushes again when it stops.
+``flush()`` first, which writes at once if anything is pending, and adds nothing unless
+it returns True, so the guarantee above holds whatever the delay; the agent flushes
+again when it stops. A write that fails (full or read-only state dir) leaves the changes
+pending and says why in ``error`` until a later write succeeds: journal first, so a VIP
+the journal could not name is not added (issue 15).
 
 The file is JSON, written atomically (temp file + rename, no fsync: see ``_write``) in the
 state dir::
@@ -34,9 +37,11 @@ from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
+from vigil.log import RateLimitedLog
 from vigil.net.netlink import IPInterface, RouteSpec
 
 log = logging.getLogger("vigil.vrrp.journal")
+_write_log = RateLimitedLog(log)
 
 JOURNAL_NAME = "vrrp-journal.json"
 #: How long changes wait to be written together (seconds); ``flush()`` does not wait.
@@ -86,6 +91,9 @@ class Journal:
         self._pending = False
         self._timer: asyncio.TimerHandle | None = None
         self.writes = 0  # files written, for tests and curiosity
+        self.failures = 0  # writes that failed (a metric)
+        #: why the last write failed, until one succeeds
+        self.error: str | None = None
 
     def load(self) -> dict[str, JournalEntry]:
         """Read what a predecessor left; a damaged file is logged and treated as empty."""
@@ -119,14 +127,25 @@ class Journal:
         """Changes not written yet."""
         return self._pending
 
-    def flush(self) -> None:
-        """Write pending changes now (before anything is added to the kernel)."""
+    def flush(self) -> bool:
+        """Write pending changes now; True when the file holds every change recorded.
+
+        Called before anything is added to the kernel, which must not happen on False.
+        """
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._pending:
-            self._pending = False
-            self._write()
+            self._pending = not self._write()
+        return not self._pending
+
+    def write_now(self) -> bool:
+        """Write the file now whether or not anything changed; True if it was written."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending = not self._write()
+        return not self._pending
 
     def _changed(self) -> None:
         self._pending = True
@@ -138,7 +157,7 @@ class Journal:
         if self._timer is None:
             self._timer = loop.call_later(WRITE_DELAY, self.flush)
 
-    def _write(self) -> None:
+    def _write(self) -> bool:
         self.writes += 1
         data = {
             "version": 1,
@@ -154,6 +173,13 @@ class Journal:
                 json.dump(data, fh, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
         except OSError as exc:
-            log.error("vrrp: cannot write journal %s: %s", self.path, exc)
+            self.failures += 1
+            self.error = f"cannot write {self.path}: {exc.strerror or exc}"
+            _write_log.error("write", "vrrp: journal: %s", self.error)
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            return False
+        if self.error is not None:
+            log.info("vrrp: journal %s written again", self.path)
+            self.error = None
+        return True

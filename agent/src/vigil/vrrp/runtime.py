@@ -44,6 +44,7 @@ from vigil.net.netlink import (
 )
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
+from vigil.subsystem import StartError
 from vigil.timerfd import PreciseTimer
 from vigil.track import TrackerManager
 from vigil.vrrp import packet as codec
@@ -90,6 +91,8 @@ TX_BACKOFF_MAX = 60.0
 # After answering a lower priority (or a stall) a master announces its VIPs once more this
 # much later: after the peer that was master for a moment has stepped back (issue 15).
 LOWER_PRIO_SETTLE = 0.05
+# While an instance is in FAULT because the journal cannot be written, retry this often.
+JOURNAL_RETRY_INTERVAL = 1.0
 # Link state is also read from the kernel this often, not only from link events.
 LINK_RECONCILE_INTERVAL = 5.0
 # Rejections that are routine: counted, never logged. None since issue 15: our own adverts
@@ -252,6 +255,7 @@ class InstanceRuntime:
         self._tx_retry: asyncio.TimerHandle | None = None
         self._tx_backoff: asyncio.TimerHandle | None = None
         self._vips_deferred = False  # became master, VIPs wait for an advert to go out
+        self._journal_blocked = False  # became master, VIPs refused: the journal failed
 
     # ------------------------------------------------------------ set-up / tear-down
 
@@ -620,6 +624,7 @@ class InstanceRuntime:
         elif isinstance(action, Transition):
             if action.new is not VrrpState.MASTER:
                 self._vips_deferred = False
+                self._journal_blocked = False
                 self.tx.failing_since = None  # a failure streak belongs to one mastership
             self.owner.transition(self, action)
             if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
@@ -647,7 +652,7 @@ class InstanceRuntime:
             for task in list(self._garp_tasks):
                 task.cancel()
         elif isinstance(action, SendGratuitous):
-            if not self._vips_deferred:
+            if not (self._vips_deferred or self._journal_blocked):
                 self._schedule_garp(action.kind, action.late)
         elif isinstance(action, LearnedInterval):
             self.owner.publish(
@@ -861,8 +866,36 @@ class InstanceRuntime:
         entry.routes.extend(dict.fromkeys(new_routes))
         journal.record(self.name, entry)
 
+    def _journal_first(self, what: str) -> bool:
+        """Journal first: True once the journal on disk names what is about to be added.
+
+        Else nothing is added: a crash would leave it in the kernel with no record for
+        the successor to clean up. The instance then gives up mastership (FAULT
+        "journal", from the next loop turn so this turn's transition is published first)
+        and the subsystem retries the journal until it can be written.
+        """
+        journal = self.owner.journal
+        if journal.flush():
+            return True
+        reason = (
+            f"cannot record {what} in the state journal ({journal.error}); not adding "
+            "them, released mastership until the journal can be written"
+        )
+        if not self._journal_blocked:
+            self._journal_blocked = True
+            self.owner.publish("journal_failed", self.name, reason, error=journal.error)
+            self.loop.call_soon(self._journal_fault, reason)
+        return False
+
+    def _journal_fault(self, reason: str) -> None:
+        if self.sock is None and self.machine.state is VrrpState.STOPPED:
+            return  # stopped meanwhile
+        self.set_fault("journal", reason)
+        self.owner.journal_retry()
+
     def _add_vips_now(self, addrs: list[tuple[str, IPInterface]]) -> None:
-        self.owner.journal.flush()  # the journal names them before the kernel has them
+        if addrs and not self._journal_first("the VIPs"):
+            return
         nl = self.owner.nl
         for dev, addr in addrs:
             label, scope = self._vip_attributes(dev, addr)
@@ -878,7 +911,8 @@ class InstanceRuntime:
                 )
 
     async def _add_routes(self, routes: list[RouteSpec]) -> None:
-        self.owner.journal.flush()  # the journal names them before the kernel has them
+        if routes and not self._journal_first("the routes"):
+            return
         nl = self.owner.nl
         for route in routes:
             try:
@@ -1203,6 +1237,7 @@ class VrrpSubsystem:
         self.control = ControlManager(self)
         self._monitor_task: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
+        self._journal_timer: asyncio.TimerHandle | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
         self.ctx.events.publish(kind, instance, message, **data)
@@ -1232,6 +1267,8 @@ class VrrpSubsystem:
         self.control.instance_started(inst)
 
     async def stop(self) -> None:
+        if self._journal_timer is not None:
+            self._journal_timer.cancel()
         await self.trackers.stop()
         self.control.close()
         await asyncio.gather(
@@ -1321,6 +1358,13 @@ class VrrpSubsystem:
                         dev=dev,
                     )
         self.journal.clear()
+        if not self.journal.flush():
+            # Journal first: with a journal that cannot be written this node could never
+            # hold a VIP safely. Say so plainly; systemd retries the start.
+            raise StartError(
+                f"the state journal cannot be written ({self.journal.error}); free space "
+                f"in or fix the permissions of {self.journal.path.parent}"
+            )
 
     # ------------------------------------------------------------ kernel events
 
@@ -1380,10 +1424,31 @@ class VrrpSubsystem:
         """Why this subsystem cannot fully do its job now (the health endpoint shows it)."""
         out = []
         for inst in self.instances.values():
-            reason = inst.faults.get("advert")
-            if reason is not None:
-                out.append(f"({inst.name}) {reason}")
+            for source in ("advert", "journal"):
+                reason = inst.faults.get(source)
+                if reason is not None:
+                    out.append(f"({inst.name}) {reason}")
+        if self.journal.error is not None and not out:
+            out.append(f"state journal: {self.journal.error}")
         return out
+
+    def journal_retry(self) -> None:
+        """While an instance is in FAULT "journal", try to write the journal every second;
+        once it can be written, those instances recover (to BACKUP)."""
+        if self._journal_timer is None:
+            loop = asyncio.get_running_loop()
+            self._journal_timer = loop.call_later(JOURNAL_RETRY_INTERVAL, self._journal_retry)
+
+    def _journal_retry(self) -> None:
+        self._journal_timer = None
+        waiting = [i for i in self.instances.values() if "journal" in i.faults]
+        if not waiting:
+            return
+        if not self.journal.write_now():
+            self.journal_retry()
+            return
+        for inst in waiting:
+            inst.clear_fault("journal", "the state journal can be written again")
 
     async def _snapshot_addresses(self) -> None:
         self.kernel_addresses = {(a.ifname, a.address) for a in await self.nl.addresses()}
