@@ -1,12 +1,19 @@
-"""Machine rules added for issue 15 (defect 2): a stalled master re-announces, and a
-priority-0 advert carrying our own address is answered while master. Fake clock only."""
+"""Machine rules added for issue 15: a stalled master re-announces, a priority-0 advert
+carrying our own address is answered while master (defect 2), and immediate answers are
+rate-limited (defect 6). Fake clock only."""
 
 from __future__ import annotations
 
 import pytest
 from test_vrrp_machine import as_master, started
 
-from vigil.vrrp.machine import STALL_INTERVALS, GarpKind, SendAdvert, SendGratuitous
+from vigil.vrrp.machine import (
+    ANSWER_BURST,
+    STALL_INTERVALS,
+    GarpKind,
+    SendAdvert,
+    SendGratuitous,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +43,20 @@ def test_own_address_priority_zero_is_answered_only_while_master() -> None:
     backup = started(0.0)
     assert backup.own_address_received(0.3, 0) == []
     assert backup.next_deadline() == pytest.approx(3 + 156 / 256)  # nothing re-armed
+
+
+def test_answers_to_a_flood_are_rate_limited() -> None:
+    machine = as_master(0.0)
+    answers = [machine.advert_received(0.5 + i * 0.001, "10.0.0.2", 50, 1.0) for i in range(100)]
+    adverts = sum(SendAdvert(100) in a for a in answers)
+    garps = sum(SendGratuitous(GarpKind.LOWER_PRIORITY) in a for a in answers)
+    assert (adverts, garps) == (ANSWER_BURST, 1)
+    assert machine.answers_suppressed == 100 - ANSWER_BURST + 99
+
+
+def test_a_peer_at_its_interval_is_always_answered() -> None:
+    machine = as_master(0.0)
+    for i in range(20):
+        actions = machine.advert_received(0.5 + i * 1.0, "10.0.0.2", 50, 1.0)
+        assert SendAdvert(100) in actions, i
+    assert machine.answers_suppressed == 0

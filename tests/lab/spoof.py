@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -77,10 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         ip = IPv6(src=str(src), dst=str(dst), hlim=255, tc=0xC0, nh=112)
     frame = Ether(dst=_group_mac(dst)) / ip / Raw(payload)
-    for i in range(min(args.count, MAX_COUNT)):
-        sendp(frame, iface=args.iface, verbose=False)
-        if args.gap and i + 1 < args.count:
-            time.sleep(args.gap)
+    sendp(frame, iface=args.iface, count=min(args.count, MAX_COUNT), inter=args.gap, verbose=False)
     return 0
 
 
@@ -96,12 +92,13 @@ def spoof_advert(
     interval: float = 1.0,
     iface: str = "eth0",
     count: int = 1,
+    gap: float = 0.0,
 ) -> None:
     """Send ``count`` adverts claiming to come from ``src`` out of ``node``'s ``iface``."""
     argv = [
         sys.executable, "-m", "tests.lab.spoof", "--iface", iface, "--src", src,
         "--vrid", str(vrid), "--priority", str(priority), "--version", str(version),
-        "--interval", str(interval), "--count", str(count),
+        "--interval", str(interval), "--count", str(count), "--gap", str(gap),
     ]  # fmt: skip
     for vip in vips:
         argv += ["--vip", vip]

@@ -23,6 +23,7 @@ from aiohttp import web
 from vigil.api.errors import BadRequest, json_error, json_response
 from vigil.api.peercred import PeerCred, is_allowed, peer_credentials
 from vigil.events import OVERFLOW, Event
+from vigil.log import RateLimitedLog
 from vigil.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("vigil.api")
+# Refused callers can repeat as fast as they like: one line per uid and burst.
+_refusal_log = RateLimitedLog(log)
 
 DEFAULT_HEARTBEAT = 15.0
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent")
@@ -83,7 +86,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     cred = _peer(request)
     allowed_uids: frozenset[int] = request.app[ALLOWED_KEY]
     if not is_allowed(cred, allowed_uids):
-        log.warning(
+        _refusal_log.warning(
+            f"refused:{cred.uid if cred else '?'}",
             "api: refused %s %s from pid %s uid %s (not root, not in --api-allow-uid)",
             request.method,
             request.path,

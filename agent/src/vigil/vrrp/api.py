@@ -546,6 +546,10 @@ _COUNTERS = (
     ("priority_zero_sent", "priority-0 advertisements sent"),
     ("priority_zero_received", "priority-0 advertisements received"),
     ("advert_send_failures", "advertisements this master could not send"),
+    (
+        "answers_suppressed",
+        "answers to lower-priority or priority-0 adverts left out by the rate limit",
+    ),
 )
 
 

@@ -76,6 +76,13 @@ ADVERT_GRID = 0.25
 #: interval before this one was due): the advert is followed by a GARP/NA burst.
 STALL_INTERVALS = 2.0
 
+#: A master answers lower-priority and priority-0 adverts at once, but at most this many
+#: in a row and then one per advert interval (a token bucket): a real peer sends one per
+#: interval and is always answered; a flood is not reflected onto the group 1:1.
+ANSWER_BURST = 2
+#: ... and it announces its VIPs for a lower priority at most once per this many seconds.
+LOWER_PRIO_GARP_HOLDOFF = 1.0
+
 
 class VrrpState(enum.StrEnum):
     """RFC 5798 states plus FAULT (keepalived) and STOPPED (after a clean shutdown)."""
@@ -368,6 +375,12 @@ class VrrpMachine:
         self._fault_reason: str | None = None
         self._last_transition: Transition | None = None
         self.counters = Counters()
+        # Rate limit of immediate answers (see ANSWER_BURST) and lower-priority GARPs.
+        self._answer_tokens = float(ANSWER_BURST)
+        self._answer_at: float | None = None
+        self._lower_garp_at: float | None = None
+        #: answers (adverts and GARP/NA bursts) left out by the rate limit
+        self.answers_suppressed = 0
 
     # ------------------------------------------------------------------ read side
 
@@ -526,6 +539,8 @@ class VrrpMachine:
         changes nothing.
         """
         if self._state is not VrrpState.MASTER or priority != PRIORITY_STOP:
+            return []
+        if not self._may_answer(now):
             return []
         self._arm(_Timer.ADVERT, self._next_advert(now))
         return [self._advert(self._effective)]
@@ -697,6 +712,8 @@ class VrrpMachine:
         """RFC 5798 6.4.3, plus keepalived's immediate answer to a lower priority."""
         mine = self._effective
         if priority == PRIORITY_STOP:
+            if not self._may_answer(now):
+                return []
             self._arm(_Timer.ADVERT, self._next_advert(now))
             return [self._advert(mine)]
         higher_addr = self._peer_address_higher(src)
@@ -715,7 +732,28 @@ class VrrpMachine:
             return released + actions
         if priority == mine and src == self._params.address:
             return []  # our own address: a reflection or a duplicate address; nothing to win
-        return [self._advert(mine), SendGratuitous(GarpKind.LOWER_PRIORITY)]
+        answer: list[Action] = []
+        if self._may_answer(now):
+            answer.append(self._advert(mine))
+        last = self._lower_garp_at
+        if last is None or now - last >= LOWER_PRIO_GARP_HOLDOFF:
+            self._lower_garp_at = now
+            answer.append(SendGratuitous(GarpKind.LOWER_PRIORITY))
+        else:
+            self.answers_suppressed += 1
+        return answer
+
+    def _may_answer(self, now: float) -> bool:
+        """Take a token for an immediate answer (ANSWER_BURST, refilled one per interval)."""
+        if self._answer_at is not None:
+            refill = max(0.0, now - self._answer_at) / self._params.advert_interval
+            self._answer_tokens = min(float(ANSWER_BURST), self._answer_tokens + refill)
+        self._answer_at = now
+        if self._answer_tokens < 1.0:
+            self.answers_suppressed += 1
+            return False
+        self._answer_tokens -= 1.0
+        return True
 
     @property
     def _preempts(self) -> bool:

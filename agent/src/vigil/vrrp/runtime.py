@@ -153,14 +153,47 @@ def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
 
 
 class _RejectLog:
-    """Counts rejected packets per reason and logs the first of a burst, then summaries."""
+    """Counts rejected packets per reason and logs the first of a burst, then summaries.
 
-    def __init__(self, name: str, publish: Callable[..., Any]) -> None:
+    The summary of a burst ("N more since the last report") comes from a timer when the
+    burst's REJECT_LOG_INTERVAL is over, so a burst that ends is reported too, not only
+    when the next rejected packet arrives (issue 15).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        publish: Callable[..., Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.name = name
         self.counts: Counter[str] = Counter()
         self._publish = publish
+        self._loop = loop
         self._last_logged: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self._last_detail: dict[str, str] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _summary_due(self, reason: str) -> None:
+        self._timers.pop(reason, None)
+        more = self._suppressed.pop(reason, 0)
+        if not more:
+            return
+        self._last_logged[reason] = self._loop.time() if self._loop is not None else 0.0
+        self._publish(
+            "vrrp_rejected",
+            self.name,
+            f"rejected {more} more advert(s) ({reason}) in the last "
+            f"{REJECT_LOG_INTERVAL:g}s; the last: {self._last_detail.get(reason, '')}",
+            reason=reason,
+            suppressed=more,
+        )
 
     def add(self, reason: str, detail: str, now: float) -> None:
         self.counts[reason] += 1
@@ -169,7 +202,15 @@ class _RejectLog:
         last = self._last_logged.get(reason)
         if last is not None and now - last < REJECT_LOG_INTERVAL:
             self._suppressed[reason] += 1
+            self._last_detail[reason] = detail
+            if self._loop is not None and reason not in self._timers:
+                self._timers[reason] = self._loop.call_later(
+                    last + REJECT_LOG_INTERVAL - now, self._summary_due, reason
+                )
             return
+        timer = self._timers.pop(reason, None)
+        if timer is not None:
+            timer.cancel()
         more = self._suppressed.pop(reason, 0)
         suffix = f" ({more} more since the last report)" if more else ""
         self._last_logged[reason] = now
@@ -226,7 +267,7 @@ class InstanceRuntime:
         self.ifname = cfg.use_vmac or cfg.interface  # where adverts and VIPs live
         self.machine = VrrpMachine(_machine_params(cfg, None))
         self.sock: VrrpSocket | None = None
-        self.rejects = _RejectLog(cfg.name, owner.publish)
+        self.rejects = _RejectLog(cfg.name, owner.publish, self.loop)
         # Why this instance must be in FAULT, by source ("link", "script:chk", ...).
         self.faults: dict[str, str] = {}
         # Priority contributions by source (tracker weights); see effective_priority().
@@ -302,6 +343,7 @@ class InstanceRuntime:
         """Clean stop: priority 0 if master, then VIPs removed, socket released."""
         self._run(self.machine.stop(self.now(), reason))
         self._cancel_timer()
+        self.rejects.close()
         for handle in (self._tx_retry, self._tx_backoff):
             if handle is not None:
                 handle.cancel()
@@ -1169,6 +1211,7 @@ class InstanceRuntime:
             last = {**last, "time": last["time"] + wall}
         counters = dict(m["counters"])
         counters["advert_send_failures"] = self.tx.failures
+        counters["answers_suppressed"] = self.machine.answers_suppressed
         counters["rejected"] = dict(sorted(self.rejects.counts.items()))
         return {
             "name": self.name,
