@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
+from test_api_harness import AgentThread, wait_for
 
+from vigil.client import ApiUnreachable
 from vigil.log import RateLimitedLog
 from vigil.vrrp.control import MaintenanceStore
 from vigil.vrrp.journal import Journal, JournalEntry
@@ -79,3 +82,53 @@ def test_maintenance_store_save_is_all_or_nothing(
             store.save({"VI_1", "VI_2"})
     assert store.load() == {"VI_1"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vrrp-control.json"]
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(path)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    for _ in range(1000):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _healthy(at: AgentThread) -> bool:
+    try:
+        return at.client.get("/v1/health")[0] == 200
+    except ApiUnreachable:
+        return False
+
+
+def test_api_connection_limit_evicts_idle_and_refuses_when_all_busy() -> None:
+    with AgentThread(server_options={"max_connections": 2, "idle_timeout": 30}) as at:
+        streams = []
+        for _ in range(2):  # two event streams: busy for as long as they are open
+            s = _connect(at.socket_path)
+            s.sendall(b"GET /v1/events?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200"), "stream did not start"
+            streams.append(s)
+        refused = _connect(at.socket_path)
+        assert b"503" in _read_all(refused).split(b"\r\n", 1)[0]
+        refused.close()
+        streams.pop().close()
+        wait_for(lambda: _healthy(at), what="a slot to free up once a stream closed")
+        idle = _connect(at.socket_path)  # idle: no request yet; the limit is reached
+        assert at.client.get("/v1/health")[0] == 200, "the idle one should make room"
+        assert _read_all(idle) == b"", "the oldest idle connection was closed"
+        for s in streams:
+            s.close()
+
+
+def test_api_idle_connection_is_closed() -> None:
+    with AgentThread(server_options={"idle_timeout": 0.3}) as at:
+        idle = _connect(at.socket_path)
+        assert _read_all(idle) == b""  # closed by the server, well before the 5 s timeout

@@ -127,11 +127,11 @@ class RateLimitedLog:
     def warning(self, key: str, msg: str, *args: Any) -> bool:
         return self.log(logging.WARNING, key, msg, *args)
 
-    def error(self, key: str, msg: str, *args: Any) -> bool:
-        return self.log(logging.ERROR, key, msg, *args)
+    def error(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
+        return self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)
 
-    def log(self, level: int, key: str, msg: str, *args: Any) -> bool:
-        """Log now, or count it; True when it was logged."""
+    def log(self, level: int, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log now (with the traceback if ``exc_info``), or count it; True when logged."""
         now = time.monotonic()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
@@ -142,7 +142,7 @@ class RateLimitedLog:
             return False
         self._flush(key)
         self._last[key] = now
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def _arm(self, key: str, delay: float) -> None:

@@ -117,7 +117,14 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.exception("api: %s %s failed", request.method, request.path)
+        # A client can repeat a request that hits a bug: one traceback per path and burst.
+        _refusal_log.error(
+            f"error:{request.path}",
+            "api: %s %s failed",
+            request.method,
+            request.path,
+            exc_info=True,
+        )
         return json_error(
             500, f"internal error in {request.method} {request.path}: {exc}; see the vigild log"
         )

@@ -70,7 +70,7 @@ def connection_limit(wanted: int = MAX_CONNECTIONS) -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(4, min(wanted, soft // 4))
+    return min(wanted, max(4, soft // 4))
 
 
 class SocketInUse(Exception):
@@ -86,6 +86,7 @@ class JsonErrorRequestHandler(RequestHandler):
     allowed_uids: frozenset[int] = frozenset()
     refused = False  # over the limit: answered 503 and closed, never served
     evicted = False  # closed to make room for a newer connection
+    lost = False  # the peer went away (its handler may still be finishing)
     busy = False  # a request is being handled (an event stream stays busy)
     opened = 0.0
 
@@ -97,7 +98,7 @@ class JsonErrorRequestHandler(RequestHandler):
             live = [
                 h
                 for h in server.connections
-                if isinstance(h, JsonErrorRequestHandler) and not h.evicted
+                if isinstance(h, JsonErrorRequestHandler) and not (h.evicted or h.lost)
             ]
             if len(live) >= limit:
                 idle = [h for h in live if not h.busy]
@@ -126,6 +127,7 @@ class JsonErrorRequestHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         if self.refused:
             return
+        self.lost = True  # its descriptor is closed: it no longer counts against the limit
         super().connection_lost(exc)
 
     async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:

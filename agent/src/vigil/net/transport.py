@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from vigil.log import RateLimitedLog
+
 __all__ = [
     "VRRP_GROUP_V4",
     "VRRP_GROUP_V6",
@@ -62,6 +64,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("vigil.net.transport")
+_handler_log = RateLimitedLog(log)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PayloadBuilder = Callable[[IPAddress, IPAddress], bytes]
@@ -806,7 +809,14 @@ class VrrpSocket:
             if self.on_unknown_vrid is not None:
                 self.on_unknown_vrid(packet, vrid)
         except Exception:
-            log.exception("VRRP handler for VRID %s on %s failed", vrid, self.ifname)
+            # Whoever sends us datagrams could repeat one that hits a bug: once per burst.
+            _handler_log.error(
+                f"{self.ifname}/{vrid}",
+                "VRRP handler for VRID %s on %s failed",
+                vrid,
+                self.ifname,
+                exc_info=True,
+            )
 
 
 class SocketRegistry:

@@ -1431,6 +1431,8 @@ class VrrpSubsystem:
         """
         while True:
             await asyncio.sleep(LINK_RECONCILE_INTERVAL)
+            if self.journal.pending:
+                self.journal.flush()  # a write that failed (full disk) is tried again
             try:
                 await self.reconcile_links()
             except asyncio.CancelledError:
@@ -1503,7 +1505,9 @@ class VrrpSubsystem:
                 try:
                     await self._on_event(ev)
                 except Exception:
-                    log.exception("vrrp: handling %s failed", ev)
+                    _action_log.error(
+                        f"event:{type(ev).__name__}", "vrrp: handling %s failed", ev, exc_info=True
+                    )
         except asyncio.CancelledError:
             raise
         except Exception:
