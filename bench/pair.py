@@ -190,6 +190,7 @@ class Pair:
         instances: Sequence[InstanceSpec],
         *,
         log_level: str = "info",
+        priorities: dict[str, int] | None = None,
     ) -> None:
         if impl not in IMPLS:
             raise ValueError(f"implementation {impl!r}: choose one of {', '.join(IMPLS)}")
@@ -198,6 +199,7 @@ class Pair:
         self.impl = impl
         self.instances = tuple(instances)
         self.log_level = log_level
+        self.priorities = {**PRIORITY, **(priorities or {})}
         self.lab = Lab(workdir)
         self.handles: dict[str, Handle] = {}
         self.conf_text: dict[str, str] = {}
@@ -214,7 +216,7 @@ class Pair:
             node = self.lab.add_namespace(name)
             self.lab.connect(node, addrs=addrs)
         for name in ("n1", "n2"):
-            text = keepalived_conf(name, PRIORITY[name], self.instances)
+            text = keepalived_conf(name, self.priorities[name], self.instances)
             self.conf_text[name] = text
             ka_path = self.lab.node_dir(name) / "keepalived-source.conf"
             ka_path.write_text(text)

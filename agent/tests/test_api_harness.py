@@ -81,6 +81,7 @@ class AgentThread:
         heartbeat: float = 15.0,
         start_agent: bool = True,
         allowed_uids: Sequence[int] = (),
+        server_options: dict[str, Any] | None = None,
     ) -> None:
         # Short path: AF_UNIX paths are limited to 108 bytes.
         self.dir = Path(tempfile.mkdtemp(prefix="vgt", dir="/tmp"))
@@ -98,6 +99,7 @@ class AgentThread:
         self.heartbeat = heartbeat
         self.start_agent = start_agent
         self.allowed_uids = list(allowed_uids)
+        self.server_options = dict(server_options or {})
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.agent: Agent
@@ -148,6 +150,7 @@ class AgentThread:
             self.socket_path,
             heartbeat=self.heartbeat,
             allowed_uids=self.allowed_uids,
+            **self.server_options,
         )
         await self.server.start()
         if self.start_agent:

@@ -34,6 +34,7 @@ HOST_CONFIG = """\
 global:
   router_id: unit1
   log_level: info
+  allow_empty_config: true
 """
 
 

@@ -203,7 +203,9 @@ def pair(lab: Lab, tmp_path: Path) -> Controller:
     for index, name in enumerate(HOSTS, start=1):
         lab.add_namespace(name)
         lab.connect(name, "eth0", addrs=[f"10.99.0.1{index}/24"])
-        agents[name] = lab.start_vigild(name, {"global": {"router_id": name}}, log_level="info")
+        # A host waiting for its first config: explicitly empty (issue 15, defect 4).
+        empty = {"global": {"router_id": name, "allow_empty_config": True}}
+        agents[name] = lab.start_vigild(name, empty, log_level="info")
     return Controller(lab, tmp_path, agents)
 
 

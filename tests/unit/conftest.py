@@ -86,7 +86,7 @@ vrrp_instances:
     advert_interval: 0.1
     virtual_ipaddresses: [10.212.0.100/24]
 """
-EMPTY_CONFIG = "global:\n  router_id: unit0\nvrrp_instances: []\n"
+EMPTY_CONFIG = "global:\n  router_id: unit0\n  allow_empty_config: true\nvrrp_instances: []\n"
 # A safety net: the agent gets SIGTERM when the test process that started it dies.
 # Fixtures stop their agent, but a killed test run skips teardown.
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "TERM", "--"]

@@ -33,7 +33,7 @@ from vigil.kernel import KernelEvents
 from vigil.log import LEVELS, set_level
 from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sdnotify import SdNotifier
-from vigil.subsystem import Subsystem, SubsystemContext, SubsystemSpec
+from vigil.subsystem import StartError, Subsystem, SubsystemContext, SubsystemSpec
 from vigil.track.registry import TrackerRegistry
 from vigil.track.service import TrackerService, tracker_metrics
 
@@ -43,6 +43,8 @@ log = logging.getLogger("vigil.daemon")
 
 #: the section of the trackers the core runs (see vigil.track.config)
 TRACK_SECTION = "track"
+#: A failed reload logs at most this many of its issues (all of them are in the event).
+MAX_LOGGED_ISSUES = 20
 
 
 @dataclass
@@ -54,8 +56,8 @@ class ReloadResult:
     diff: dict[str, Any] = field(default_factory=dict)
     issues: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
-    #: HTTP status the API answers with: 200, 422 invalid config, 500 apply failed,
-    #: 503 not running (starting or stopping)
+    #: HTTP status the API answers with: 200, 409 would stop everything and was not
+    #: confirmed, 422 invalid config, 500 apply failed, 503 not running (starting or stopping)
     code: int = 200
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +123,7 @@ class Agent:
             self._spec_of[sub.name] = spec
         self._running: list[Subsystem] = []
         self._services_started = False
+        self.metrics.degraded.set_function(lambda: 1.0 if self.ready and self.problems() else 0.0)
         self.metrics.add_collector(
             SubsystemCollector(
                 lambda: [
@@ -162,9 +165,25 @@ class Agent:
         """A subsystem's section of the running (or the given) config; None if it has none."""
         return (config or self.config).sections.get(name)
 
+    def problems(self) -> list[str]:
+        """Why a running agent cannot fully do its job (subsystems' ``degraded()``)."""
+        out: list[str] = []
+        for sub in self.subsystems:
+            degraded = getattr(sub, "degraded", None)
+            if degraded is None:
+                continue
+            try:
+                out.extend(str(p) for p in degraded())
+            except Exception as exc:
+                out.append(f"{sub.name}: cannot tell its health: {exc}")
+        return out
+
     def health(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ready else self.phase,
+        """Liveness and readiness; ``status`` is ``degraded`` (and ``problems`` says why)
+        when a running agent cannot do its job, e.g. a master that cannot send adverts."""
+        problems = self.problems() if self.ready else []
+        body: dict[str, Any] = {
+            "status": ("degraded" if problems else "ok") if self.ready else self.phase,
             "live": True,
             "ready": self.ready,
             "version": __version__,
@@ -172,6 +191,9 @@ class Agent:
             "uptime_s": self.uptime_s,
             "pid": os.getpid(),
         }
+        if problems:
+            body["problems"] = problems
+        return body
 
     def status(self) -> dict[str, Any]:
         """The agent's own section, then one section per subsystem under its name."""
@@ -239,8 +261,11 @@ class Agent:
                 await self._cleanup(self._spec_of[sub.name])
                 await sub.start(self.section(sub.name))
                 self._running.append(sub)
-        except Exception:
-            log.exception("agent: start-up failed")
+        except Exception as exc:
+            if isinstance(exc, StartError):
+                log.error("agent: cannot start: %s", exc)
+            else:
+                log.exception("agent: start-up failed")
             await self._stop_running()
             await self._stop_services()
             self.phase = "stopped"
@@ -363,10 +388,13 @@ class Agent:
                     after,
                 )
 
-    async def reload_from_file(self) -> ReloadResult:
+    async def reload_from_file(self, *, confirm_stop_all: bool = False) -> ReloadResult:
         """Reread the configured file; on any problem keep running the old config.
 
-        Used by SIGHUP and POST /v1/reload. Reloads are serialized.
+        Used by SIGHUP and POST /v1/reload. Reloads are serialized. A reload that would
+        stop everything that runs (the new file keeps none of it) is refused with 409
+        unless ``confirm_stop_all`` (the API's ``confirm_stop_all``, ``vigilctl reload
+        --confirm-stop-all``; SIGHUP cannot confirm).
         """
         if self.phase != "running":
             log.warning("agent: reload refused: the agent is %s", self.phase)
@@ -378,22 +406,45 @@ class Agent:
         async with self._reload_lock:
             self.notifier.reloading(f"reloading {self.config_path}")
             try:
-                return await self._reload_from_file()
+                return await self._reload_from_file(confirm_stop_all)
             finally:
                 self.notifier.ready(self.status_line())
 
-    async def _reload_from_file(self) -> ReloadResult:
+    async def _reload_from_file(self, confirm_stop_all: bool) -> ReloadResult:
         try:
             new_config = await asyncio.to_thread(
                 load_config, self.config_path, sections=self.sections
             )
         except ConfigError as exc:
             issues = [issue.to_dict() for issue in exc.issues]
-            for issue in exc.issues:
+            for issue in exc.issues[:MAX_LOGGED_ISSUES]:
                 log.warning("agent: reload: %s", issue)
+            if len(exc.issues) > MAX_LOGGED_ISSUES:
+                log.warning(
+                    "agent: reload: ... and %d more issue(s); see vigild --check",
+                    len(exc.issues) - MAX_LOGGED_ISSUES,
+                )
             return self._reload_failed(
                 "config is invalid; the running config is unchanged", issues, 422
             )
+        except Exception as exc:  # a loader bug: one line, the same failure path
+            log.error("agent: reload: cannot load %s: %r", self.config_path, exc)
+            problem = {"path": "", "message": f"cannot load the config: {exc!r}", "line": None}
+            return self._reload_failed(
+                "config could not be loaded; the running config is unchanged", [problem], 422
+            )
+        stopped = self._stops_everything(new_config)
+        if stopped and not confirm_stop_all:
+            names = ", ".join(name for _, name in stopped)
+            message = (
+                f"this reload would stop everything that runs ({names}) and start none of "
+                "it again; the running config is unchanged. If that is what you want, "
+                "confirm it: vigilctl reload --confirm-stop-all (POST /v1/reload with "
+                '{"confirm_stop_all": true}); SIGHUP cannot confirm'
+            )
+            log.warning("agent: reload refused: %s", message)
+            refusal = {"path": stopped[0][0], "message": message, "line": None}
+            return self._reload_failed(message, [refusal], 409)
         try:
             return await self.reload(new_config)
         except Exception as exc:
@@ -401,6 +452,25 @@ class Agent:
             return self._reload_failed(
                 f"applying the new config failed: {exc}; see the vigild log", [], 500
             )
+
+    def _running_items(self, config: Config) -> list[tuple[str, str]]:
+        """(first key of the section, item name) of everything ``config`` runs."""
+        out: list[tuple[str, str]] = []
+        for section in self.sections:
+            if not getattr(section, "configures_work", True) or section.name not in config.sections:
+                continue
+            items = getattr(section, "items", None)
+            if items is None:
+                continue
+            key = section.keys[0] if section.keys else section.name
+            out.extend((key, str(name)) for name in items(config.sections[section.name]))
+        return out
+
+    def _stops_everything(self, new: Config) -> list[tuple[str, str]]:
+        """What runs now, if the new config keeps none of it; else []."""
+        running = self._running_items(self.config)
+        keep = set(self._running_items(new))
+        return [] if not running or keep.intersection(running) else running
 
     def _reload_failed(self, message: str, issues: list[dict[str, Any]], code: int) -> ReloadResult:
         self.metrics.reloads.labels("failure").inc()

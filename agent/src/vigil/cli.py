@@ -144,7 +144,10 @@ class CoreCtl(Ctl):
         return EXIT_OK
 
     def reload(self, args: argparse.Namespace) -> int:
-        status, body = self.client.post("/v1/reload")
+        confirm = bool(getattr(args, "confirm_stop_all", False))
+        status, body = self.client.post(
+            "/v1/reload", {"confirm_stop_all": True} if confirm else None
+        )
         if status != 200 or not isinstance(body, dict):
             return self._fail(status, body)
         if self.output == "json":
@@ -262,7 +265,13 @@ def build_parser(groups: dict[str, CliGroup]) -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="the agent and every subsystem's state")
     sub.add_parser("health", parents=[common], help="liveness/readiness (exit 1 if not ready)")
     sub.add_parser("config", parents=[common], help="the running config (secrets redacted)")
-    sub.add_parser("reload", parents=[common], help="reread the config file (like SIGHUP)")
+    rl = sub.add_parser("reload", parents=[common], help="reread the config file (like SIGHUP)")
+    rl.add_argument(
+        "--confirm-stop-all",
+        action="store_true",
+        help="allow a reload that stops every running instance (a file that keeps none "
+        "of them); without it such a reload is refused",
+    )
     ev = sub.add_parser("events", parents=[common], help="recent events; --follow to stream")
     ev.add_argument("--since", type=_nonneg, help="only events after this seq")
     ev.add_argument("--follow", "-f", action="store_true", help="keep streaming live events")

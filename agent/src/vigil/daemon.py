@@ -32,7 +32,7 @@ from vigil import __version__, subsystems
 from vigil.agent import Agent, ReloadResult
 from vigil.config import Config, ConfigError
 from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError
-from vigil.log import LEVELS, set_level, setup_logging
+from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging
 from vigil.sdnotify import SdNotifier
 
 __all__ = [
@@ -98,8 +98,15 @@ class StateDirLock:
                     "give each agent its own --state-dir"
                 ) from exc
             raise StateDirError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full or read-only state dir: say so, never a traceback
+            os.close(fd)
+            raise StateDirError(
+                f"cannot write to state dir {self.state_dir}: {exc.strerror}; the agent "
+                "needs it writable (journal, maintenance flags): free space or fix it"
+            ) from exc
         self._fd = fd
 
     def release(self) -> None:
@@ -274,6 +281,9 @@ def _main(args: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("agent: cannot read config %s: %s", args.config, exc.strerror or exc)
         return 1
+    except Exception as exc:  # a loader bug: a clear line and exit 1, not a traceback
+        log.error("agent: cannot load config %s: %r", args.config, exc)
+        return 1
     if not args.log_level:
         set_level(str(getattr(config.globals, "log_level", "info")))
     socket_path = args.socket or getattr(config.globals, "socket", None) or DEFAULT_SOCKET
@@ -330,6 +340,7 @@ async def _serve(
     log.info("agent: API listening on %s", socket_path)
 
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_on_loop_exception)
     stop = asyncio.Event()
     background: set[asyncio.Task[Any]] = set()  # background tasks cancelled at stop
 
@@ -372,6 +383,17 @@ async def _serve(
             loop.remove_signal_handler(sig)
         log.info("agent: stopped")
     return rc
+
+
+_loop_log = RateLimitedLog(log)
+
+
+def _on_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own complaints, one line per kind and burst (out of descriptors, asyncio
+    retries accept() every second and would log a traceback each time)."""
+    message = str(context.get("message") or "unhandled error")
+    exc = context.get("exception")
+    _loop_log.error(message, "agent: asyncio: %s: %r", message, exc)
 
 
 async def _watchdog(notifier: SdNotifier, interval: float) -> None:

@@ -36,7 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vigil.log import RateLimitedLog
+
 log = logging.getLogger("vigil.journal")
+_write_log = RateLimitedLog(log)
 
 __all__ = [
     "WRITE_DELAY",
@@ -70,6 +73,7 @@ class JournalNamespace:
         self._pending = False
         self._timer: asyncio.TimerHandle | None = None
         self.writes = 0  # files written, for tests and curiosity
+        self.failures = 0  # writes that failed (a metric)
         #: the last write failure, or None once a write succeeded again
         self.last_error: str | None = None
         #: called with the error text when a write fails, and with None when it works again
@@ -108,6 +112,11 @@ class JournalNamespace:
         """Changes not written yet."""
         return self._pending
 
+    @property
+    def error(self) -> str | None:
+        """Why the last write failed, until one succeeds."""
+        return self.last_error
+
     def flush(self) -> None:
         """Write pending changes now (before anything is added to the kernel).
 
@@ -121,12 +130,24 @@ class JournalNamespace:
             self._write()
             self._pending = False
 
+    def write_now(self) -> None:
+        """Write the file now whether or not anything changed (JournalWriteError if not)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pending = True
+        self._write()
+        self._pending = False
+
     def _changed(self) -> None:
         self._pending = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self.flush()  # no loop (a command-line tool): nothing to batch with
+            # no loop (a command-line tool): nothing to batch with; a failure is in
+            # ``error`` and the changes stay pending
+            with contextlib.suppress(JournalWriteError):
+                self.flush()
             return
         if self._timer is None:
             self._timer = loop.call_later(WRITE_DELAY, self._flush_later)
@@ -153,8 +174,8 @@ class JournalNamespace:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             message = f"cannot write the journal {self.path}: {exc.strerror or exc}"
-            if self.last_error != message:
-                log.error("journal: %s", message)
+            self.failures += 1
+            _write_log.error("write", "journal: %s", message)
             self.last_error = message
             if self.on_error is not None:
                 self.on_error(message)

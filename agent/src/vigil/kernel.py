@@ -19,9 +19,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from vigil.log import RateLimitedLog
 from vigil.net.netlink import Netlink, NetlinkEvent, NetlinkMonitor
 
 log = logging.getLogger("vigil.kernel")
+# A handler that fails on every event (out of descriptors, say) logs once per burst.
+_handler_log = RateLimitedLog(log)
 
 __all__ = ["KernelEvents", "Subscriber"]
 
@@ -86,7 +89,13 @@ class KernelEvents:
                     except asyncio.CancelledError:
                         raise
                     except Exception:
-                        log.exception("kernel: %s failed handling %s", name, ev)
+                        _handler_log.error(
+                            f"{name}:{type(ev).__name__}",
+                            "kernel: %s failed handling %s",
+                            name,
+                            ev,
+                            exc_info=True,
+                        )
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -8,12 +8,21 @@ subject, e.g. `(VI_1) BACKUP -> MASTER: ...` (see vigil.events).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
-__all__ = ["LEVELS", "JournalFormatter", "parse_level", "setup_logging", "under_journald"]
+__all__ = [
+    "LEVELS",
+    "JournalFormatter",
+    "RateLimitedLog",
+    "parse_level",
+    "setup_logging",
+    "under_journald",
+]
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -95,3 +104,67 @@ def set_level(level: int | str) -> None:
     if isinstance(level, str):
         level = parse_level(level)
     logging.getLogger().setLevel(level)
+
+
+class RateLimitedLog:
+    """One line per burst for messages that someone outside the agent can cause.
+
+    The first message of a key is logged at once; more of the same key within
+    ``interval`` seconds are counted, not logged, and when the interval has passed a
+    summary line says how many were left out (from a timer inside an event loop, so a
+    burst that ends is still reported; otherwise with the next message). A flood of
+    malformed requests or refused connections thus costs two lines per interval, not one
+    per request.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, tuple[int, int, str]] = {}  # key -> (count, level, text)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> bool:
+        return self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
+        return self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)
+
+    def log(self, level: int, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
+        """Log now (with the traceback if ``exc_info``), or count it; True when logged."""
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            count, _, _ = self._suppressed.get(key, (0, level, ""))
+            text = msg % args if args else msg
+            self._suppressed[key] = (count + 1, level, text)
+            self._arm(key, last + self.interval - now)
+            return False
+        self._flush(key)
+        self._last[key] = now
+        self.logger.log(level, msg, *args, exc_info=exc_info)
+        return True
+
+    def _arm(self, key: str, delay: float) -> None:
+        if key in self._timers:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the next message reports the count
+        self._timers[key] = loop.call_later(max(0.0, delay), self._flush, key)
+
+    def _flush(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        count, level, text = self._suppressed.pop(key, (0, logging.INFO, ""))
+        if not count:
+            return
+        self._last[key] = time.monotonic()
+        if count == 1:
+            self.logger.log(level, "%s", text)
+        else:
+            self.logger.log(
+                level, "%s (and %d more like it within %gs)", text, count - 1, self.interval
+            )

@@ -59,6 +59,11 @@ class AgentMetrics:
         self.up = Gauge(
             "vigil_up", "1 while the agent is ready (subsystems started)", registry=self.registry
         )
+        self.degraded = Gauge(
+            "vigil_degraded",
+            "1 while the agent runs but cannot fully do its job (GET /v1/health says why)",
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "vigil_config_reloads",
             "Config reloads by result (success, failure)",

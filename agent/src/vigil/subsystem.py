@@ -32,12 +32,20 @@ if TYPE_CHECKING:
     from vigil.track.registry import TrackerRegistry
 
 __all__ = [
+    "StartError",
     "Subsystem",
     "SubsystemContext",
     "SubsystemFactory",
     "SubsystemSpec",
     "resolve",
 ]
+
+
+class StartError(Exception):
+    """A subsystem cannot start for a reason an operator fixes (the message says how).
+
+    The agent logs it as one line and exits non-zero, without a traceback.
+    """
 
 
 def resolve(ref: str) -> Any:

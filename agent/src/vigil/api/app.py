@@ -23,6 +23,7 @@ from aiohttp import web
 from vigil.api.errors import BadRequest, json_error, json_response
 from vigil.api.peercred import PeerCred, is_allowed, peer_credentials
 from vigil.events import OVERFLOW, Event
+from vigil.log import RateLimitedLog
 from vigil.metrics import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("vigil.api")
+# Refused callers can repeat as fast as they like: one line per uid and burst.
+_refusal_log = RateLimitedLog(log)
 
 DEFAULT_HEARTBEAT = 15.0
 AGENT_KEY: web.AppKey[Agent] = web.AppKey("agent")
@@ -83,7 +86,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     cred = _peer(request)
     allowed_uids: frozenset[int] = request.app[ALLOWED_KEY]
     if not is_allowed(cred, allowed_uids):
-        log.warning(
+        _refusal_log.warning(
+            f"refused:{cred.uid if cred else '?'}",
             "api: refused %s %s from pid %s uid %s (not root, not in --api-allow-uid)",
             request.method,
             request.path,
@@ -113,7 +117,14 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
-        log.exception("api: %s %s failed", request.method, request.path)
+        # A client can repeat a request that hits a bug: one traceback per path and burst.
+        _refusal_log.error(
+            f"error:{request.path}",
+            "api: %s %s failed",
+            request.method,
+            request.path,
+            exc_info=True,
+        )
         return json_error(
             500, f"internal error in {request.method} {request.path}: {exc}; see the vigild log"
         )
@@ -163,7 +174,7 @@ async def health(request: web.Request) -> web.StreamResponse:
     _check_query(request)
     agent = _agent(request)
     body = agent.health()
-    return json_response(body, status=200 if body["ready"] else 503)
+    return json_response(body, status=200 if body["status"] == "ok" else 503)
 
 
 async def status(request: web.Request) -> web.StreamResponse:
@@ -180,6 +191,7 @@ async def reload(request: web.Request) -> web.StreamResponse:
     _check_query(request)
     agent = _agent(request)
     raw = await request.read() if request.can_read_body else b""
+    confirm = False
     if raw.strip():
         try:
             body = json.loads(raw)
@@ -187,17 +199,21 @@ async def reload(request: web.Request) -> web.StreamResponse:
             raise BadRequest("body", f"is not valid JSON ({exc}); send {{}} or nothing") from None
         if not isinstance(body, dict):
             raise BadRequest("body", "must be a JSON object (or empty)")
-        for key in body:
-            raise BadRequest(
-                f"body.{key}",
-                "unknown field; reload takes no parameters and always rereads the "
-                f"configured file ({agent.config_path})",
-            )
-    result = await agent.reload_from_file()
+        for key, value in body.items():
+            if key != "confirm_stop_all":
+                raise BadRequest(
+                    f"body.{key}",
+                    "unknown field; reload takes only confirm_stop_all and always rereads "
+                    f"the configured file ({agent.config_path})",
+                )
+            if not isinstance(value, bool):
+                raise BadRequest("body.confirm_stop_all", "must be true or false")
+            confirm = value
+    result = await agent.reload_from_file(confirm_stop_all=confirm)
     if result.ok:
         return json_response(result.to_dict())
-    if result.code == 422:
-        return json_error(422, result.error or "config is invalid", issues=result.issues)
+    if result.code in (409, 422):
+        return json_error(result.code, result.error or "config is invalid", issues=result.issues)
     return json_error(result.code, result.error or "reload failed")
 
 

@@ -1,25 +1,33 @@
 """Serving the API app on a Unix socket, safely.
 
-Three things aiohttp does not do for us: (1) create the socket with mode 0600 from the
+Four things aiohttp does not do for us: (1) create the socket with mode 0600 from the
 first instant (bind under a tight umask), refuse to steal a socket a live agent still
 serves, and clear a stale one left by a crash; (2) answer malformed HTTP with a JSON 400
 instead of aiohttp's plain-text page; (3) remove the socket on stop only if it is still
-ours (another agent may have replaced it).
+ours (another agent may have replaced it); (4) bound what clients can hold: at most
+``max_connections`` connections at once (never more than a quarter of the open-files
+limit, so a flood of API connections cannot take the descriptors the VRRP sockets and
+netlink need), an idle connection is closed after IDLE_TIMEOUT, and at the limit the
+oldest idle connection makes room for the new one (only when every connection is busy
+is the new one refused with a 503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
 import logging
 import os
+import resource
 import socket
 import stat
+import time
 from collections.abc import Collection
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -28,6 +36,7 @@ from aiohttp.web_request import BaseRequest
 from vigil.api.app import DEFAULT_HEARTBEAT, allowed_refusal, build_app
 from vigil.api.errors import error_body
 from vigil.api.peercred import is_allowed, peer_credentials
+from vigil.log import RateLimitedLog
 
 if TYPE_CHECKING:
     from vigil.agent import Agent
@@ -36,15 +45,97 @@ __all__ = ["ApiServer", "JsonErrorRequestHandler", "SocketInUse", "bind_unix_soc
 
 log = logging.getLogger("vigil.api")
 
+#: Most API connections open at once (see connection_limit()).
+MAX_CONNECTIONS = 64
+#: An API connection without a request in progress (a fresh one, one between requests, or
+#: one still sending its request head) is closed after this many seconds.
+IDLE_TIMEOUT = 10.0
+#: What an over-limit connection gets before it is closed.
+_REFUSAL_BODY = (
+    json.dumps(
+        error_body(503, "too many API connections are busy; retry in a moment (see the vigild log)")
+    )
+    + "\n"
+).encode()
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n"
+) + _REFUSAL_BODY
+# Lines a client can cause (malformed requests, connection floods): one per burst.
+_client_log = RateLimitedLog(log)
+
+
+def connection_limit(wanted: int = MAX_CONNECTIONS) -> int:
+    """``wanted``, but at most a quarter of this process's open-files soft limit."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return min(wanted, max(4, soft // 4))
+
 
 class SocketInUse(Exception):
     """Another live process serves the socket path we were asked to use."""
 
 
 class JsonErrorRequestHandler(RequestHandler):
-    """aiohttp's per-connection protocol, answering parser errors with JSON bodies."""
+    """aiohttp's per-connection protocol, answering parser errors with JSON bodies.
+
+    It also enforces the server's connection limit (see the module docstring).
+    """
 
     allowed_uids: frozenset[int] = frozenset()
+    refused = False  # over the limit: answered 503 and closed, never served
+    evicted = False  # closed to make room for a newer connection
+    lost = False  # the peer went away (its handler may still be finishing)
+    busy = False  # a request is being handled (an event stream stays busy)
+    opened = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.opened = time.monotonic()
+        server = self._manager
+        limit = int(getattr(server, "max_connections", 0))
+        if limit and server is not None:
+            live = [
+                h
+                for h in server.connections
+                if isinstance(h, JsonErrorRequestHandler) and not (h.evicted or h.lost)
+            ]
+            if len(live) >= limit:
+                idle = [h for h in live if not h.busy]
+                if idle:
+                    victim = min(idle, key=lambda h: h.opened)
+                    victim.evicted = True
+                    victim.force_close()
+                    _client_log.warning(
+                        "evict",
+                        "api: %d connections open (the limit); closing the oldest idle one",
+                        limit,
+                    )
+                else:
+                    self.refused = True
+                    _client_log.warning(
+                        "refuse",
+                        "api: %d connections open and busy (the limit); refusing new ones",
+                        limit,
+                    )
+                    with contextlib.suppress(Exception):
+                        cast(asyncio.Transport, transport).write(_REFUSAL)
+                    transport.close()
+                    return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.refused:
+            return
+        self.lost = True  # its descriptor is closed: it no longer counts against the limit
+        super().connection_lost(exc)
+
+    async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        self.busy = True
+        try:
+            return await super()._handle_request(*args, **kwargs)
+        finally:
+            self.busy = False
 
     def handle_error(
         self,
@@ -65,7 +156,12 @@ class JsonErrorRequestHandler(RequestHandler):
         else:
             reason = message or (str(exc) if exc else HTTPStatus(status).phrase)
             text = f"malformed HTTP request: {reason.strip()}"
-            log.warning("api: malformed request from pid %s: %s", cred.pid if cred else "?", reason)
+            _client_log.warning(
+                "malformed",
+                "api: malformed request from pid %s: %s",
+                cred.pid if cred else "?",
+                reason,
+            )
         body = json.dumps(error_body(status, text)) + "\n"
         resp = web.Response(status=status, text=body, content_type="application/json")
         resp.force_close()
@@ -76,6 +172,7 @@ class _JsonErrorServer(web.Server):
     """web.Server whose connections use JsonErrorRequestHandler."""
 
     allowed_uids: frozenset[int] = frozenset()
+    max_connections: int = 0
 
     def __call__(self) -> RequestHandler:
         handler = JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -86,9 +183,16 @@ class _JsonErrorServer(web.Server):
 class _ApiRunner(web.AppRunner):
     """AppRunner that builds a _JsonErrorServer (same state, different protocol class)."""
 
-    def __init__(self, app: web.Application, allowed_uids: frozenset[int], **kw: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        allowed_uids: frozenset[int],
+        max_connections: int = 0,
+        **kw: Any,
+    ) -> None:
         super().__init__(app, **kw)
         self._allowed = allowed_uids
+        self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -96,6 +200,7 @@ class _ApiRunner(web.AppRunner):
         # only changes which protocol __call__ builds.
         server.__class__ = _JsonErrorServer
         server.allowed_uids = self._allowed  # type: ignore[attr-defined]
+        server.max_connections = self._max_connections  # type: ignore[attr-defined]
         return server
 
 
@@ -163,8 +268,14 @@ class ApiServer:
         allowed_uids: Collection[int] = (),
         heartbeat: float = DEFAULT_HEARTBEAT,
         shutdown_timeout: float = 3.0,
+        max_connections: int | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.agent = agent
+        self.max_connections = connection_limit(
+            MAX_CONNECTIONS if max_connections is None else max_connections
+        )
+        self.idle_timeout = idle_timeout
         self.socket_path = socket_path
         self.allowed_uids = frozenset(allowed_uids)
         self.app = build_app(agent, allowed_uids=self.allowed_uids, heartbeat=heartbeat)
@@ -179,8 +290,10 @@ class ApiServer:
         runner = _ApiRunner(
             self.app,
             self.allowed_uids,
+            self.max_connections,
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
+            keepalive_timeout=self.idle_timeout,
         )
         try:
             await runner.setup()

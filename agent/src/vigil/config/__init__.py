@@ -11,7 +11,7 @@ from .check import check_command, summary_text
 from .cluster import ClusterContext, check_cluster
 from .diff import ConfigDiff, diff_configs
 from .errors import ConfigError, Issue
-from .loader import build_globals, load_config, validate_data
+from .loader import build_globals, load_config, runs_nothing, validate_data
 from .model import REDACTED, Config, GlobalConfig
 from .section import ConfigSection, SchemaRunner, SectionDiff, SectionInput
 
@@ -32,6 +32,7 @@ __all__ = [
     "check_command",
     "diff_configs",
     "load_config",
+    "runs_nothing",
     "summary_text",
     "validate_data",
 ]

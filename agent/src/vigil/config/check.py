@@ -57,6 +57,15 @@ def check_command(
             for issue in exc.issues:
                 stream.write(f"{issue}\n")
         return 1
+    except Exception as exc:  # a loader bug: say so plainly, never a traceback
+        message = f"cannot check the config: {exc!r}"
+        if fmt == "json":
+            error = {"path": "", "message": message, "line": None, "file": path}
+            payload = {"valid": False, "file": path, "errors": [error]}
+            stream.write(json.dumps(payload, indent=2) + "\n")
+        else:
+            stream.write(f"{path}: {message}\n")
+        return 1
     if fmt == "json":
         counts = {name: n for name, (n, _what) in _counts(config, counted).items()}
         payload = {"valid": True, "file": path, "errors": [], "counts": counts}

@@ -19,9 +19,34 @@ from .section import ConfigSection, SchemaRunner, SectionInput
 from .validators import did_you_mean, show
 from .yamlload import load_yaml
 
-__all__ = ["EXTENSION_PREFIX", "build_globals", "load_config", "validate_data"]
+__all__ = [
+    "EMPTY_CONFIG_MESSAGE",
+    "EXTENSION_PREFIX",
+    "MAX_CONFIG_BYTES",
+    "build_globals",
+    "load_config",
+    "runs_nothing",
+    "validate_data",
+]
 
 EXTENSION_PREFIX = "x-"
+
+#: Largest config file read (bytes). A real one is a few KB to a few hundred; a 50 MB file
+#: took 45 s and 657 MB to check before this limit existed.
+MAX_CONFIG_BYTES = 1 << 20
+
+EMPTY_CONFIG_MESSAGE = (
+    "the config runs nothing ({what}); an empty or truncated file would stop everything "
+    "on reload. If this node is meant to run nothing, set global.allow_empty_config: true"
+)
+
+
+def runs_nothing(config: Config, sections: Sequence[ConfigSection]) -> bool:
+    """No section that runs something (a subsystem's) configures anything."""
+    work = [s for s in sections if getattr(s, "configures_work", True)]
+    return all(
+        s.summary(config.sections[s.name])[0] == 0 for s in work if s.name in config.sections
+    )
 
 
 def _top_level(data: dict[Any, Any], allowed: Sequence[str], issues: list[Issue]) -> None:
@@ -53,6 +78,7 @@ def build_globals(glob: dict[str, Any], sections: Sequence[ConfigSection]) -> Gl
         script_user=glob["script_user"],
         script_security=glob["script_security"],
         notify_timeout=glob["notify_timeout"],
+        allow_empty_config=glob["allow_empty_config"],
         extra=extra,
     )
 
@@ -117,10 +143,14 @@ def validate_data(
 def load_config(
     path: str, *, sections: Sequence[ConfigSection], check_files: bool = True
 ) -> Config:
-    """Read, validate and model the YAML config at ``path``; ConfigError lists all issues."""
+    """Read, validate and model the YAML config at ``path``; ConfigError lists all issues.
+
+    A file is also refused when it runs nothing (see EMPTY_CONFIG_MESSAGE) unless it says
+    ``global.allow_empty_config: true``: a truncated file must not pass for an empty one.
+    """
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [Issue("", f"cannot read the config: {exc.strerror}", file=path)]
@@ -129,6 +159,17 @@ def load_config(
         raise ConfigError(
             [Issue("", f"the config is not UTF-8 text: {exc.reason}", file=path)]
         ) from None
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode()) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [
+                Issue(
+                    "",
+                    f"the config is larger than {MAX_CONFIG_BYTES // 1024} KiB; a vigil config "
+                    "is a few KiB (is this the right file?)",
+                    file=path,
+                )
+            ]
+        )
     loaded = load_yaml(text)
     if loaded.issues and loaded.data is None:
         raise ConfigError([i.located(None, path) for i in loaded.issues])
@@ -145,4 +186,11 @@ def load_config(
         raise ConfigError(sort_issues([*yaml_issues, *exc.issues])) from None
     if loaded.issues:
         raise ConfigError(sort_issues(i.located(None, path) for i in loaded.issues))
+    if not config.globals.allow_empty_config and runs_nothing(config, sections):
+        work = [s for s in sections if getattr(s, "configures_work", True)]
+        what = ", ".join(f"no {s.summary(config.sections[s.name])[1]}" for s in work) or "-"
+        key = work[0].keys[0] if work and work[0].keys else ""
+        raise ConfigError(
+            [Issue(key, EMPTY_CONFIG_MESSAGE.format(what=what)).located(loaded.lines, path)]
+        )
     return config

@@ -29,6 +29,8 @@ class GlobalConfig:
     script_user: str = "nobody"
     script_security: bool = True
     notify_timeout: float = 10.0
+    #: a config that runs nothing (no subsystem configures anything) is an error unless set
+    allow_empty_config: bool = False
     #: section-owned global keys, validated (JSON-able), in schema order
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -41,6 +43,7 @@ class GlobalConfig:
             "script_user": self.script_user,
             "script_security": self.script_security,
             "notify_timeout": self.notify_timeout,
+            "allow_empty_config": self.allow_empty_config,
             **{key: _plain(value) for key, value in self.extra.items()},
         }
 

@@ -26,6 +26,7 @@ CORE_GLOBAL_FIELDS: dict[Any, Any] = {
     vol.Optional("script_user", default="nobody"): string(),
     vol.Optional("script_security", default=True): boolean,
     vol.Optional("notify_timeout", default=10): seconds(0.01, 3600),
+    vol.Optional("allow_empty_config", default=False): boolean,
 }
 
 CORE_GLOBAL_KEYS = tuple(str(key) for key in CORE_GLOBAL_FIELDS)

@@ -5,6 +5,12 @@ the composed node tree, build the data with the safe constructor, and then walk 
 together to record the line of every mapping key and sequence item under its dotted path
 (``vrrp_instances[1].vrid``). Duplicate keys, which YAML would silently let the last one
 win, are reported as issues instead.
+
+Hostile or broken input gets a clear issue, never a traceback: nesting deeper than
+MAX_DEPTH levels is refused while the document is composed (PyYAML composes recursively,
+and 600 levels would hit Python's recursion limit), and so is a document whose aliases
+expand to more than MAX_NODES nodes (a "billion laughs" would make every later stage walk
+the expansion).
 """
 
 from __future__ import annotations
@@ -16,14 +22,44 @@ import yaml
 
 from .errors import Issue, format_path
 
+#: Deepest nesting of mappings and lists a config may have (a real one needs about 6).
+MAX_DEPTH = 50
+#: Most nodes a config may have once aliases are expanded (a real one has a few thousand).
+MAX_NODES = 200_000
+
+
+class _TooComplex(Exception):
+    """The document is nested too deeply or expands to too many nodes."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
 
 class _LineLoader(yaml.SafeLoader):
-    """Safe loader that notes duplicate keys per mapping node instead of overwriting."""
+    """Safe loader that notes duplicate keys per mapping node instead of overwriting,
+    and refuses nesting deeper than MAX_DEPTH before Python's recursion limit is near."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         # id(mapping node) -> [(key, line of the repeat, line of the first)]
         self.duplicates: dict[int, list[tuple[Any, int, int]]] = {}
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooComplex(
+                    f"the config is nested more than {MAX_DEPTH} levels deep; "
+                    "a vigil config needs fewer than 10",
+                    mark.line + 1,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -94,6 +130,34 @@ def _walk(
             _walk(loader, item, child, out, seen)
 
 
+def _expanded_size(root: yaml.Node) -> int:
+    """Nodes in the document with every alias expanded; stops counting past MAX_NODES."""
+    sizes: dict[int, int] = {}
+    # Iterative post-order walk: the depth is capped already, but aliases form a DAG that
+    # a naive count would walk once per path.
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    for _ in range(4 * MAX_NODES):
+        if not stack:
+            break
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                children += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done or not children:
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes.get(id(c), 1) for c in children))
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    else:
+        return MAX_NODES + 1
+    return sizes.get(id(root), MAX_NODES + 1)
+
+
 def load_yaml(text: str) -> LoadedYaml:
     """Parse one YAML document; syntax errors come back as an issue with their line."""
     loader = _LineLoader(text)
@@ -101,6 +165,12 @@ def load_yaml(text: str) -> LoadedYaml:
         node = loader.get_single_node()
         if node is None:
             return LoadedYaml(data=None)
+        if _expanded_size(node) > MAX_NODES:
+            raise _TooComplex(
+                f"the config expands to more than {MAX_NODES} values (YAML aliases "
+                "repeating aliases?); write it out plainly",
+                None,
+            )
         data = loader.construct_document(node)
         out = LoadedYaml(data=data)
         _walk(loader, node, [], out, set())
@@ -119,5 +189,9 @@ def load_yaml(text: str) -> LoadedYaml:
         return LoadedYaml(data=None, issues=[Issue("", message, line)])
     except yaml.YAMLError as exc:
         return LoadedYaml(data=None, issues=[Issue("", f"YAML error: {exc}")])
+    except _TooComplex as exc:
+        return LoadedYaml(data=None, issues=[Issue("", exc.message, exc.line)])
+    except RecursionError:  # a backstop: MAX_DEPTH keeps the composer far from the limit
+        return LoadedYaml(data=None, issues=[Issue("", "the config is nested too deeply to read")])
     finally:
         loader.dispose()

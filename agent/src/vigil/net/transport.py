@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from vigil.log import RateLimitedLog
+
 __all__ = [
     "VRRP_GROUP_V4",
     "VRRP_GROUP_V6",
@@ -62,6 +64,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("vigil.net.transport")
+_handler_log = RateLimitedLog(log)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 PayloadBuilder = Callable[[IPAddress, IPAddress], bytes]
@@ -184,6 +187,7 @@ class SocketStats:
     tx_packets: int = 0
     tx_errors: int = 0
     down_events: int = 0
+    source_lookup_errors: int = 0
 
 
 ReceiveHandler = Callable[[RawReceived], None]
@@ -191,30 +195,46 @@ UnknownVridHandler = Callable[[RawReceived, int | None], None]
 StatusHandler = Callable[["VrrpSocket", bool, str], None]
 
 
-def interface_primary_ipv4(ifname: str) -> ipaddress.IPv4Address | None:
+# Errors that mean "no descriptor or memory to spare now", not "no such address": a
+# lookup failing with one of them keeps what it knew (see VrrpSocket.default_source).
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def _ifreq_ioctl(ifname: str, request_code: int, fd: int | None) -> bytes | None:
+    """An SIOCGIF* ioctl on ``fd`` (an AF_INET socket), or on a short-lived probe socket.
+
+    None when the kernel says no (no such interface, no address). Raises OSError only
+    when the probe socket cannot be opened (out of descriptors): a caller on the advert
+    path passes the descriptor it already has and never gets here.
+    """
+    request = struct.pack("16s16x", ifname.encode()[:15])
+    if fd is not None and fd >= 0:
+        try:
+            return bytes(fcntl.ioctl(fd, request_code, request))
+        except OSError:
+            return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            return bytes(fcntl.ioctl(probe.fileno(), request_code, request))
+        except OSError:
+            return None
+
+
+def interface_primary_ipv4(ifname: str, fd: int | None = None) -> ipaddress.IPv4Address | None:
     """The interface's primary IPv4 address (the one keepalived sends from), or None.
 
     SIOCGIFADDR returns the first address whose label is the interface name, which is the
-    primary of the first subnet configured, and costs a single syscall.
+    primary of the first subnet configured, and costs a single syscall. ``fd`` is an
+    AF_INET socket to ask through (else one is opened for the question).
     """
-    request = struct.pack("16s16x", ifname.encode()[:15])
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            reply = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)
-        except OSError:
-            return None
-    return ipaddress.IPv4Address(reply[20:24])
+    reply = _ifreq_ioctl(ifname, SIOCGIFADDR, fd)
+    return None if reply is None else ipaddress.IPv4Address(reply[20:24])
 
 
-def interface_flags(ifname: str) -> int:
+def interface_flags(ifname: str, fd: int | None = None) -> int:
     """The interface's flags (IFF_UP, ...) from SIOCGIFFLAGS; 0 if it does not exist."""
-    request = struct.pack("16s16x", ifname.encode()[:15])
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            reply = fcntl.ioctl(probe.fileno(), SIOCGIFFLAGS, request)
-        except OSError:
-            return 0
-    return int(struct.unpack_from("=H", reply, 16)[0])
+    reply = _ifreq_ioctl(ifname, SIOCGIFFLAGS, fd)
+    return 0 if reply is None else int(struct.unpack_from("=H", reply, 16)[0])
 
 
 def interface_link_local(
@@ -232,7 +252,9 @@ def interface_link_local(
     try:
         with open("/proc/net/if_inet6", encoding="ascii") as table:
             lines = table.read().splitlines()
-    except OSError:
+    except OSError as exc:
+        if exc.errno in RESOURCE_ERRNOS:
+            raise  # "cannot look now", not "no address": the caller keeps what it knew
         return None
     for line in lines:
         fields = line.split()
@@ -330,6 +352,11 @@ class VrrpSocket:
     @property
     def up(self) -> bool:
         return self._sock is not None
+
+    @property
+    def last_tx_error(self) -> str | None:
+        """The last send failure logged, until a send succeeds."""
+        return self._last_tx_error
 
     @property
     def group(self) -> IPAddress:
@@ -500,19 +527,38 @@ class VrrpSocket:
         """Primary IPv4 address or usable link-local IPv6 address of ``source_interface``.
 
         Cached for SOURCE_CACHE_SECONDS so a busy sender does not re-read it for every
-        advert, and refreshed at once after a send fails because of it.
+        advert, and refreshed at once after a send fails because of it. The refresh opens
+        no socket (IPv4 asks through this socket's own descriptor) and never raises: when
+        the process is out of descriptors or memory (the IPv6 table is a file to open) the
+        address known before stays in use and the lookup is tried again a period later.
+        Never raises.
         """
         now = time.monotonic()
         if now - self._source.read_at >= SOURCE_CACHE_SECONDS:
-            if self.family == 4:
-                self._source.address = interface_primary_ipv4(self.source_interface)
-            else:
-                self._source.address = interface_link_local(
-                    self.source_interface,
-                    {a for a in self.not_sources if isinstance(a, ipaddress.IPv6Address)},
+            try:
+                if self.family == 4:
+                    self._source.address = interface_primary_ipv4(
+                        self.source_interface, self._inet_fd()
+                    )
+                else:
+                    self._source.address = interface_link_local(
+                        self.source_interface,
+                        {a for a in self.not_sources if isinstance(a, ipaddress.IPv6Address)},
+                    )
+            except OSError as exc:
+                self.stats.source_lookup_errors += 1
+                self._log_tx_error(
+                    f"cannot look up the VRRP source address on {self.source_interface}: "
+                    f"{exc.strerror}; keeping {self._source.address}"
                 )
             self._source.read_at = now
         return self._source.address
+
+    def _inet_fd(self) -> int | None:
+        """This socket's descriptor if it is an AF_INET one (for SIOCGIF* ioctls)."""
+        if self.family == 4 and self._sock is not None:
+            return self._sock.fileno()
+        return None
 
     def refresh_source(self) -> None:
         """Forget the cached default source (the runtime calls this on address events)."""
@@ -580,7 +626,11 @@ class VrrpSocket:
             return f"interface {self.ifname} does not exist"
         if self.ifindex and ifindex != self.ifindex:
             return f"interface {self.ifname} was re-created (index {ifindex})"
-        if not interface_flags(self.ifname) & IFF_UP:
+        try:
+            flags = interface_flags(self.ifname, self._inet_fd())
+        except OSError:
+            return None  # out of descriptors: cannot tell, so do not call the link down
+        if not flags & IFF_UP:
             return f"interface {self.ifname} is down"
         return None
 
@@ -759,7 +809,14 @@ class VrrpSocket:
             if self.on_unknown_vrid is not None:
                 self.on_unknown_vrid(packet, vrid)
         except Exception:
-            log.exception("VRRP handler for VRID %s on %s failed", vrid, self.ifname)
+            # Whoever sends us datagrams could repeat one that hits a bug: once per burst.
+            _handler_log.error(
+                f"{self.ifname}/{vrid}",
+                "VRRP handler for VRID %s on %s failed",
+                vrid,
+                self.ifname,
+                exc_info=True,
+            )
 
 
 class SocketRegistry:

@@ -264,6 +264,8 @@ class TrackersSection:
 
     name = "track"
     keys = ("vrrp_scripts", "track_files", "track_processes")
+    #: trackers alone run nothing: a config of only trackers still "runs nothing"
+    configures_work = False
     global_fields: Mapping[Any, Any] = {}
 
     def validate(self, inp: SectionInput) -> _Validated:

@@ -21,6 +21,9 @@ SPEC = SubsystemSpec(
             "vip_cleanup",
             "vrrp_rejected",
             "cleanup_failed",
+            "vrrp_tx_failed",
+            "vrrp_stalled",
+            "journal_failed",
         }
     ),
 )

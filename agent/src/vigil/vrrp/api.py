@@ -389,6 +389,10 @@ VRRP_OPENAPI_PATHS: dict[str, Any] = {
                     },
                 },
                 **_CONTROL_ERRORS,
+                "503": {
+                    "description": "the flag could not be persisted in the state dir (full "
+                    "or read-only); nothing was changed"
+                },
             },
         }
     },
@@ -541,6 +545,11 @@ _COUNTERS = (
     ("released_master", "transitions out of MASTER"),
     ("priority_zero_sent", "priority-0 advertisements sent"),
     ("priority_zero_received", "priority-0 advertisements received"),
+    ("advert_send_failures", "advertisements this master could not send"),
+    (
+        "answers_suppressed",
+        "answers to lower-priority or priority-0 adverts left out by the rate limit",
+    ),
 )
 
 
@@ -600,5 +609,14 @@ def vrrp_metrics(sub: VrrpSubsystem) -> Iterator[Metric]:
     )
     for key, count in sub.unknown_vrid.items():
         unknown.add_metric([key], count)
+    journal_failures = CounterMetricFamily(
+        "vigil_vrrp_journal_write_failures",
+        "state journal writes that failed (full or read-only state dir)",
+    )
+    journal_failures.add_metric([], sub.journal.failures)
+    journal_ok = GaugeMetricFamily(
+        "vigil_vrrp_journal_ok", "1 if the last state journal write succeeded"
+    )
+    journal_ok.add_metric([], 0.0 if sub.journal.error else 1.0)
     yield from (state, prio, eff, master_prio, interval, vip, maint)
-    yield from (*counters.values(), rejected, unknown)
+    yield from (*counters.values(), rejected, unknown, journal_failures, journal_ok)

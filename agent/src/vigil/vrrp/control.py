@@ -202,14 +202,24 @@ class MaintenanceStore:
         return {str(n) for n in names}
 
     def save(self, names: set[str]) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Replace the file with ``names``, all or nothing.
+
+        Raises OSError when it cannot (full or read-only state dir); the file then still
+        holds the previous set and no temp file is left behind.
+        """
         tmp = self.path.with_suffix(".tmp")
         body = json.dumps({"version": 1, "maintenance": sorted(names)}, indent=1) + "\n"
-        with open(tmp, "w") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
 
 
 # ---------------------------------------------------------------------------- results
@@ -361,6 +371,21 @@ class ControlManager:
             yield
         finally:
             self._busy.pop(inst.name, None)
+
+    def _persist(self, inst: InstanceRuntime, names: set[str]) -> None:
+        """Save the maintenance set before acting on it; on failure nothing changes."""
+        try:
+            self.store.save(names)
+        except OSError as exc:
+            message = (
+                f"cannot persist the maintenance flag in {self.store.path} "
+                f"({exc.strerror or exc}); nothing was changed"
+            )
+            self._event(inst, "maintenance", message, ok=False, error=str(exc.strerror or exc))
+            raise ControlError(
+                503, f"{inst.name}: {message}", instance=inst.name, observed=snapshot(inst, self)
+            ) from None
+        self.maintenance = names
 
     def _event(self, inst: InstanceRuntime, action: str, message: str, **data: Any) -> None:
         self.sub.publish("control", inst.name, message, action=action, **data)
@@ -812,7 +837,8 @@ class ControlManager:
             "elapsed_s": round(time.monotonic() - t0, 4),
         }
         if errors:
-            status = 504 if all(e.status == 504 for e in errors) else 409
+            statuses = {e.status for e in errors}
+            status = statuses.pop() if len(statuses) == 1 else 409
             raise ControlError(
                 status,
                 "; ".join(e.message for e in errors),
@@ -824,8 +850,7 @@ class ControlManager:
         async with self._exclusive(inst, "maintenance"):
             t0 = inst.now()
             before = snapshot(inst, self)
-            self.maintenance.add(inst.name)
-            self.store.save(self.maintenance)
+            self._persist(inst, self.maintenance | {inst.name})
             self._cancel_expiry(inst.name)
             self._arm_hold_timer(inst, None)
             self._apply_priority(inst)
@@ -877,8 +902,7 @@ class ControlManager:
             t0 = inst.now()
             before = snapshot(inst, self)
             was = inst.name in self.maintenance
-            self.maintenance.discard(inst.name)
-            self.store.save(self.maintenance)
+            self._persist(inst, self.maintenance - {inst.name})
             self._arm_hold_timer(inst, None)
             self._apply_priority(inst)
             inst.release_hold()

@@ -85,6 +85,16 @@ class Journal:
     def pending(self) -> bool:
         return self.ns.pending
 
+    @property
+    def failures(self) -> int:
+        """Writes that failed (a metric)."""
+        return self.ns.failures
+
+    @property
+    def error(self) -> str | None:
+        """Why the last write failed, until one succeeds."""
+        return self.ns.error
+
     @staticmethod
     def _parse(raw: dict[str, Any]) -> dict[str, JournalEntry]:
         entries: dict[str, JournalEntry] = {}
@@ -94,6 +104,11 @@ class Journal:
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("vrrp: ignoring a damaged journal entry for %s: %s", name, exc)
         return entries
+
+    def adopt(self) -> None:
+        """Take the namespace's entries as they are now (after the agent's clean-up ran on
+        them: what could not be removed stays, and later records add to it)."""
+        self.entries = self._parse(dict(self.ns.entries))
 
     def load(self) -> dict[str, JournalEntry]:
         """Read what a predecessor left; a damaged file is logged and treated as empty."""
@@ -113,9 +128,22 @@ class Journal:
         self.ns.clear()
 
     def flush(self) -> bool:
-        """Write pending changes now; False (logged by the journal) if it cannot be written."""
+        """Write pending changes now; True when the file holds every change recorded.
+
+        Called before anything is added to the kernel, which must not happen on False
+        (journal first: a VIP the journal could not name is not added). A failed write
+        keeps its changes pending and says why in ``error`` until a write succeeds.
+        """
         try:
             self.ns.flush()
+        except JournalWriteError:
+            return False
+        return True
+
+    def write_now(self) -> bool:
+        """Write the file now whether or not anything changed; True if it was written."""
+        try:
+            self.ns.write_now()
         except JournalWriteError:
             return False
         return True

@@ -508,7 +508,8 @@ class VrrpImporter(ImporterPart):
 
     def _garp_defaults(self) -> None:
         """keepalived's lower-priority GARP burst defaults to the master burst (5 after 5 s);
-        vigil's defaults to none, so carry keepalived's effective values over."""
+        vigil's is a fixed 5 and 5 s, so carry keepalived's effective values over (they
+        follow a changed master burst there)."""
         if not self.instances:
             return
         garp = self.conv.globals.setdefault("garp", {})

@@ -71,6 +71,18 @@ _TIMER_SLACK = 1e-6
 #: VrrpMachine._next_advert): 250 ms at 1 s, 25 ms at 0.1 s.
 ADVERT_GRID = 0.25
 
+#: A master's advert this many intervals late means it was stalled long enough for a
+#: backup to take over (it waits 3 intervals after the last advert, which went out one
+#: interval before this one was due): the advert is followed by a GARP/NA burst.
+STALL_INTERVALS = 2.0
+
+#: A master answers lower-priority and priority-0 adverts at once, but at most this many
+#: in a row and then one per advert interval (a token bucket): a real peer sends one per
+#: interval and is always answered; a flood is not reflected onto the group 1:1.
+ANSWER_BURST = 2
+#: ... and it announces its VIPs for a lower priority at most once per this many seconds.
+LOWER_PRIO_GARP_HOLDOFF = 1.0
+
 
 class VrrpState(enum.StrEnum):
     """RFC 5798 states plus FAULT (keepalived) and STOPPED (after a clean shutdown)."""
@@ -136,6 +148,7 @@ class GarpKind(enum.StrEnum):
 
     MASTER = "master"  # became master: garp master_repeat now, again after master_delay
     LOWER_PRIORITY = "lower_priority"  # master heard a lower priority: garp lower_prio_*
+    STALLED = "stalled"  # a master's advert went out so late a backup may have taken over
 
 
 # ---------------------------------------------------------------------------- actions
@@ -160,9 +173,13 @@ class RemoveVips:
 
 @dataclass(frozen=True, slots=True)
 class SendGratuitous:
-    """Announce the VIPs (GARP / unsolicited NA); follows the advert and :class:`AddVips`."""
+    """Announce the VIPs (GARP / unsolicited NA); follows the advert and :class:`AddVips`.
+
+    ``late`` is how late the advert before it was (seconds), for :attr:`GarpKind.STALLED`.
+    """
 
     kind: GarpKind = GarpKind.MASTER
+    late: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,6 +375,12 @@ class VrrpMachine:
         self._fault_reason: str | None = None
         self._last_transition: Transition | None = None
         self.counters = Counters()
+        # Rate limit of immediate answers (see ANSWER_BURST) and lower-priority GARPs.
+        self._answer_tokens = float(ANSWER_BURST)
+        self._answer_at: float | None = None
+        self._lower_garp_at: float | None = None
+        #: answers (adverts and GARP/NA bursts) left out by the rate limit
+        self.answers_suppressed = 0
 
     # ------------------------------------------------------------------ read side
 
@@ -487,13 +510,40 @@ class VrrpMachine:
         return []
 
     def timer_expired(self, now: float) -> list[Action]:
-        """The runtime's timer for :meth:`next_deadline` fired; early calls do nothing."""
+        """The runtime's timer for :meth:`next_deadline` fired; early calls do nothing.
+
+        A master whose advert is due more than STALL_INTERVALS advert intervals late (the
+        process was stopped or starved) may have been taken over meanwhile: the backup
+        announced the VIPs with its own MAC and steps back on this advert, but clients
+        keep sending to it. So the advert is followed by a :attr:`GarpKind.STALLED`
+        announcement, which takes the clients back at once.
+        """
         if self._deadline is None or now + _TIMER_SLACK < self._deadline:
             return []
         if self._timer is _Timer.ADVERT:
+            late = now - self._deadline
             self._arm(_Timer.ADVERT, self._next_advert(now))
-            return [self._advert(self._effective)]
+            actions: list[Action] = [self._advert(self._effective)]
+            if late > STALL_INTERVALS * self._params.advert_interval:
+                actions.append(SendGratuitous(GarpKind.STALLED, late=late))
+            return actions
         return self._become_master(now, Trigger.MASTER_DOWN, self._down.reason)
+
+    def own_address_received(self, now: float, priority: int) -> list[Action]:
+        """An advert for our VRID carrying our own source address (and otherwise valid).
+
+        We never hear our own adverts (multicast loopback is off), so someone spoofs us
+        or has our address. While MASTER, a priority-0 one would make every backup take
+        over after its Skew_Time: it is answered at once like any priority 0 (RFC 5798
+        6.4.3), so the backups hear a live master first and nothing moves. Anything else
+        changes nothing.
+        """
+        if self._state is not VrrpState.MASTER or priority != PRIORITY_STOP:
+            return []
+        if not self._may_answer(now):
+            return []
+        self._arm(_Timer.ADVERT, self._next_advert(now))
+        return [self._advert(self._effective)]
 
     def set_effective_priority(self, now: float, priority: int) -> list[Action]:
         """Trackers / runtime overrides set the priority we advertise and compare with.
@@ -662,6 +712,8 @@ class VrrpMachine:
         """RFC 5798 6.4.3, plus keepalived's immediate answer to a lower priority."""
         mine = self._effective
         if priority == PRIORITY_STOP:
+            if not self._may_answer(now):
+                return []
             self._arm(_Timer.ADVERT, self._next_advert(now))
             return [self._advert(mine)]
         higher_addr = self._peer_address_higher(src)
@@ -680,7 +732,28 @@ class VrrpMachine:
             return released + actions
         if priority == mine and src == self._params.address:
             return []  # our own address: a reflection or a duplicate address; nothing to win
-        return [self._advert(mine), SendGratuitous(GarpKind.LOWER_PRIORITY)]
+        answer: list[Action] = []
+        if self._may_answer(now):
+            answer.append(self._advert(mine))
+        last = self._lower_garp_at
+        if last is None or now - last >= LOWER_PRIO_GARP_HOLDOFF:
+            self._lower_garp_at = now
+            answer.append(SendGratuitous(GarpKind.LOWER_PRIORITY))
+        else:
+            self.answers_suppressed += 1
+        return answer
+
+    def _may_answer(self, now: float) -> bool:
+        """Take a token for an immediate answer (ANSWER_BURST, refilled one per interval)."""
+        if self._answer_at is not None:
+            refill = max(0.0, now - self._answer_at) / self._params.advert_interval
+            self._answer_tokens = min(float(ANSWER_BURST), self._answer_tokens + refill)
+        self._answer_at = now
+        if self._answer_tokens < 1.0:
+            self.answers_suppressed += 1
+            return False
+        self._answer_tokens -= 1.0
+        return True
 
     @property
     def _preempts(self) -> bool:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
@@ -28,6 +30,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vigil.log import RateLimitedLog
 from vigil.net.garp import GarpSender
 from vigil.net.netlink import (
     AddrEvent,
@@ -41,6 +44,7 @@ from vigil.net.netlink import (
 )
 from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.net.vmac import VmacManager, VmacSpec
+from vigil.subsystem import StartError
 from vigil.timerfd import PreciseTimer
 from vigil.vrrp import packet as codec
 from vigil.vrrp.control import ControlManager
@@ -75,8 +79,26 @@ IPAddress = IPv4Address | IPv6Address
 
 # A burst of rejected packets is logged once, then summarised at most this often.
 REJECT_LOG_INTERVAL = 10.0
-# Rejections that are routine (our own adverts seen again): counted, never logged.
-QUIET_REASONS = frozenset({"own"})
+# A master whose adverts have failed for this many advert intervals gives up mastership
+# (FAULT "advert"): a backup takes over after 3 intervals and a skew, so the VIPs leave
+# here before they are added there. Failed adverts are retried after RETRY_FRACTION of
+# an interval meanwhile.
+TX_FAILURE_BOUND = 2.0
+TX_RETRY_FRACTION = 0.25
+# After giving up, the instance tries again (to BACKUP) after 1 s, then 2, 4, ... 60 s
+# while the adverts keep failing; a successful advert resets it.
+TX_BACKOFF_FIRST = 1.0
+TX_BACKOFF_MAX = 60.0
+# After answering a lower priority (or a stall) a master announces its VIPs once more this
+# much later: after the peer that was master for a moment has stepped back (issue 15).
+LOWER_PRIO_SETTLE = 0.05
+# While an instance is in FAULT because the journal cannot be written, retry this often.
+JOURNAL_RETRY_INTERVAL = 1.0
+# Link state is also read from the kernel this often, not only from link events.
+LINK_RECONCILE_INTERVAL = 5.0
+# Rejections that are routine: counted, never logged. None since issue 15: our own adverts
+# are never looped back to us, so one "from us" is spoofed or from a node with our address.
+QUIET_REASONS: frozenset[str] = frozenset()
 
 
 def _machine_params(cfg: VrrpInstanceConfig, primary: IPAddress | None) -> MachineParams:
@@ -99,6 +121,14 @@ def _clock_order(actions: Iterable[Any]) -> list[Any]:
     return sorted(actions, key=lambda a: isinstance(a, Transition) and a.new is VrrpState.MASTER)
 
 
+_action_log = RateLimitedLog(log, REJECT_LOG_INTERVAL)
+
+
+def _describe_exception() -> str:
+    exc = sys.exc_info()[1]
+    return f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+
+
 def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
     """Read (and with ``value`` set) net.ipv4.conf.DEV.promote_secondaries of our netns.
 
@@ -116,14 +146,47 @@ def _promote_secondaries(dev: str, value: str | None = None) -> str | None:
 
 
 class _RejectLog:
-    """Counts rejected packets per reason and logs the first of a burst, then summaries."""
+    """Counts rejected packets per reason and logs the first of a burst, then summaries.
 
-    def __init__(self, name: str, publish: Callable[..., Any]) -> None:
+    The summary of a burst ("N more since the last report") comes from a timer when the
+    burst's REJECT_LOG_INTERVAL is over, so a burst that ends is reported too, not only
+    when the next rejected packet arrives (issue 15).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        publish: Callable[..., Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.name = name
         self.counts: Counter[str] = Counter()
         self._publish = publish
+        self._loop = loop
         self._last_logged: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        self._last_detail: dict[str, str] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+
+    def _summary_due(self, reason: str) -> None:
+        self._timers.pop(reason, None)
+        more = self._suppressed.pop(reason, 0)
+        if not more:
+            return
+        self._last_logged[reason] = self._loop.time() if self._loop is not None else 0.0
+        self._publish(
+            "vrrp_rejected",
+            self.name,
+            f"rejected {more} more advert(s) ({reason}) in the last "
+            f"{REJECT_LOG_INTERVAL:g}s; the last: {self._last_detail.get(reason, '')}",
+            reason=reason,
+            suppressed=more,
+        )
 
     def add(self, reason: str, detail: str, now: float) -> None:
         self.counts[reason] += 1
@@ -132,7 +195,15 @@ class _RejectLog:
         last = self._last_logged.get(reason)
         if last is not None and now - last < REJECT_LOG_INTERVAL:
             self._suppressed[reason] += 1
+            self._last_detail[reason] = detail
+            if self._loop is not None and reason not in self._timers:
+                self._timers[reason] = self._loop.call_later(
+                    last + REJECT_LOG_INTERVAL - now, self._summary_due, reason
+                )
             return
+        timer = self._timers.pop(reason, None)
+        if timer is not None:
+            timer.cancel()
         more = self._suppressed.pop(reason, 0)
         suffix = f" ({more} more since the last report)" if more else ""
         self._last_logged[reason] = now
@@ -145,6 +216,40 @@ class _RejectLog:
         )
 
 
+class TxWatch:
+    """A master's advert sends: how long they have been failing, and when to give up.
+
+    Pure (the caller passes ``now``): ``sent(ok, now, interval, error)`` returns True
+    once the failures have lasted TX_FAILURE_BOUND intervals; ``backoff()`` is how long
+    to stay out after giving up (doubling per give-up in a row, reset by a good send).
+    """
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None
+        self.error: str | None = None
+        self.failures = 0  # failed sends, ever (a metric)
+        self.give_ups = 0  # times mastership was released because of them, ever
+        self._level = 0  # give-ups since the last good send
+
+    def sent(self, ok: bool, now: float, interval: float, error: str | None = None) -> bool:
+        if ok:
+            self.failing_since, self.error, self._level = None, None, 0
+            return False
+        self.failures += 1
+        self.error = error or self.error or "the advert could not be sent"
+        if self.failing_since is None:
+            self.failing_since = now
+        return now - self.failing_since >= TX_FAILURE_BOUND * interval - 1e-9
+
+    def gave_up(self) -> float:
+        """Record a give-up; returns the back-off before trying again (seconds)."""
+        delay = min(TX_BACKOFF_MAX, TX_BACKOFF_FIRST * 2.0**self._level)
+        self._level += 1
+        self.give_ups += 1
+        self.failing_since = None
+        return delay
+
+
 class InstanceRuntime:
     """One VRRP instance: machine + socket + timer + addresses."""
 
@@ -155,7 +260,7 @@ class InstanceRuntime:
         self.ifname = cfg.use_vmac or cfg.interface  # where adverts and VIPs live
         self.machine = VrrpMachine(_machine_params(cfg, None))
         self.sock: VrrpSocket | None = None
-        self.rejects = _RejectLog(cfg.name, owner.publish)
+        self.rejects = _RejectLog(cfg.name, owner.publish, self.loop)
         # Why this instance must be in FAULT, by source ("link", "script:chk", ...).
         self.faults: dict[str, str] = {}
         # Priority contributions by source (tracker weights); see effective_priority().
@@ -179,6 +284,12 @@ class InstanceRuntime:
         # not master (make-before-break handover / takeover), else None.
         self.vips_kept: str | None = None
         self._keep_vips_once = False
+        # Advert send failures of this master (see TxWatch) and their timers.
+        self.tx = TxWatch()
+        self._tx_retry: asyncio.TimerHandle | None = None
+        self._tx_backoff: asyncio.TimerHandle | None = None
+        self._vips_deferred = False  # became master, VIPs wait for an advert to go out
+        self._journal_blocked = False  # became master, VIPs refused: the journal failed
 
     # ------------------------------------------------------------ set-up / tear-down
 
@@ -230,6 +341,10 @@ class InstanceRuntime:
         """Clean stop: priority 0 if master, then VIPs removed, socket released."""
         self._run(self.machine.stop(self.now(), reason))
         self._cancel_timer()
+        self.rejects.close()
+        for handle in (self._tx_retry, self._tx_backoff):
+            if handle is not None:
+                handle.cancel()
         for task in list(self._garp_tasks):
             task.cancel()
         await self.drain_ops()
@@ -300,8 +415,29 @@ class InstanceRuntime:
         if rejection is None:
             self._accepted = (raw.decode_key, result)
             return result
+        if rejection.reason is codec.RejectReason.OWN:
+            self._own_address(result, now)
+            return None
         self.rejects.add(rejection.reason.name.lower(), rejection.detail, now)
         return None if rejection.drop else result
+
+    def _own_address(self, result: codec.Received, now: float) -> None:
+        """An advert "from us": logged once per burst; a valid priority 0 is answered."""
+        pkt = result.packet
+        others = dataclasses.replace(self._expect, own_addresses=frozenset())
+        valid = codec.check_for_instance(result, others)
+        answered = ""
+        if valid is None or not valid.drop:
+            actions = self.machine.own_address_received(now, pkt.priority)
+            if actions:
+                answered = "; answered with our own advert so no backup takes over"
+            self._run(actions)
+        self.rejects.add(
+            "own",
+            f"advert with priority {pkt.priority} from {result.src}, this node's own address: "
+            f"spoofed, or another node has our address{answered}",
+            now,
+        )
 
     def _on_timer(self) -> None:
         self._run(self.machine.timer_expired(self.now()))
@@ -501,41 +637,71 @@ class InstanceRuntime:
     # ------------------------------------------------------------ actions
 
     def _run(self, actions: list[Any]) -> None:
-        for action in _clock_order(actions) if len(actions) > 1 else actions:
-            if isinstance(action, SendAdvert):
-                self._send_advert(action.priority)
-            elif isinstance(action, Transition):
-                self.owner.transition(self, action)
-                if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
-                    self.withdraw_vips()
-            elif isinstance(action, AddVips):
-                self.vips_kept = None
-                self._add_vips(self._owned_addresses(), self._routes())
-            elif isinstance(action, RemoveVips):
-                if self._keep_vips_once:
-                    self.vips_kept = "handover"
-                else:
-                    self._queue(
-                        self._remove_addresses(
-                            self._owned_addresses(),
-                            self._routes(),
-                            forget=self.machine.state is VrrpState.STOPPED,
-                        )
+        """Carry out the machine's actions in order; the timer is re-armed whatever happens.
+
+        One action failing (a bug, or the process out of descriptors) is logged once per
+        burst and the next ones still run: before issue 15 an exception here skipped the
+        re-arm, and a master stopped advertising for good while keeping its VIPs.
+        """
+        try:
+            for action in _clock_order(actions) if len(actions) > 1 else actions:
+                try:
+                    self._do(action)
+                except Exception:
+                    _action_log.error(
+                        f"{self.name}:{type(action).__name__}",
+                        "(%s) %s failed: %s",
+                        self.name,
+                        type(action).__name__,
+                        _describe_exception(),
                     )
-                for task in list(self._garp_tasks):
-                    task.cancel()
-            elif isinstance(action, SendGratuitous):
-                self._schedule_garp(action.kind)
-            elif isinstance(action, LearnedInterval):
-                self.owner.publish(
-                    "vrrp_interval_learned",
-                    self.name,
-                    f"master advertises every {action.interval:g}s "
-                    f"(was {action.previous:g}s); adopted",
-                    interval=action.interval,
-                    previous=action.previous,
+        finally:
+            self._rearm()
+
+    def _do(self, action: Any) -> None:
+        if isinstance(action, SendAdvert):
+            self._send_advert(action.priority)
+        elif isinstance(action, Transition):
+            if action.new is not VrrpState.MASTER:
+                self._vips_deferred = False
+                self._journal_blocked = False
+                self.tx.failing_since = None  # a failure streak belongs to one mastership
+            self.owner.transition(self, action)
+            if self.vips_kept and action.new in (VrrpState.FAULT, VrrpState.STOPPED):
+                self.withdraw_vips()
+        elif isinstance(action, AddVips):
+            self.vips_kept = None
+            if self.tx.failing_since is not None:
+                # Our advert did not go out: a peer that cannot hear us keeps the VIPs, so
+                # adding them here would make two holders. They follow the first advert
+                # that does go out (_advert_sent); past the bound we give up instead.
+                self._vips_deferred = True
+                return
+            self._add_vips(self._owned_addresses(), self._routes())
+        elif isinstance(action, RemoveVips):
+            if self._keep_vips_once:
+                self.vips_kept = "handover"
+            else:
+                self._queue(
+                    self._remove_addresses(
+                        self._owned_addresses(),
+                        self._routes(),
+                        forget=self.machine.state is VrrpState.STOPPED,
+                    )
                 )
-        self._rearm()
+            for task in list(self._garp_tasks):
+                task.cancel()
+        elif isinstance(action, SendGratuitous):
+            if not (self._vips_deferred or self._journal_blocked):
+                self._schedule_garp(action.kind, action.late)
+        elif isinstance(action, LearnedInterval):
+            self.owner.publish(
+                "vrrp_interval_learned",
+                self.name,
+                f"master advertises every {action.interval:g}s (was {action.previous:g}s); adopted",
+                interval=action.interval,
+                previous=action.previous,
+            )
 
     def _rearm(self) -> None:
         deadline = self.machine.next_deadline()
@@ -560,7 +726,45 @@ class InstanceRuntime:
         sock = self.sock
         if sock is None:
             return
-        sock.send(self._advert_builder(priority), *self._advert_route())
+        sent = sock.send(self._advert_builder(priority), *self._advert_route())
+        if priority and self.machine.state is VrrpState.MASTER:
+            self._advert_sent(sent > 0, sock)
+
+    def _advert_sent(self, ok: bool, sock: VrrpSocket) -> None:
+        """Count a master's advert; retry a failed one soon, give up past the bound."""
+        error = sock.down_reason or sock.last_tx_error
+        if ok and self.tx.failing_since is not None:
+            log.info("(%s) adverts go out again", self.name)
+        if ok and self._vips_deferred:
+            self._vips_deferred = False
+            self._add_vips(self._owned_addresses(), self._routes())
+            self._schedule_garp(GarpKind.MASTER)
+        interval = self.machine.learned_interval
+        if not self.tx.sent(ok, self.now(), self.cfg.advert_interval, error):
+            if not ok and self._tx_retry is None:
+                self._tx_retry = self.loop.call_later(
+                    TX_RETRY_FRACTION * interval, self._retry_advert
+                )
+            return
+        delay = self.tx.gave_up()
+        reason = (
+            f"cannot send adverts for {TX_FAILURE_BOUND:g} intervals ({self.tx.error}); "
+            f"released mastership, trying again in {delay:g}s"
+        )
+        self.owner.publish("vrrp_tx_failed", self.name, reason, error=self.tx.error, retry_in=delay)
+        self.set_fault("advert", reason)
+        if self._tx_backoff is not None:
+            self._tx_backoff.cancel()
+        self._tx_backoff = self.loop.call_later(delay, self._tx_backoff_over)
+
+    def _retry_advert(self) -> None:
+        self._tx_retry = None
+        if self.machine.state is VrrpState.MASTER and self.tx.failing_since is not None:
+            self._send_advert(self.machine.effective_priority)
+
+    def _tx_backoff_over(self) -> None:
+        self._tx_backoff = None
+        self.clear_fault("advert", "trying adverts again after the back-off")
 
     def _advert_route(self) -> tuple[list[IPAddress] | None, IPAddress | None]:
         """(destinations, source) of adverts: the unicast peers and source, or (None,
@@ -702,8 +906,36 @@ class InstanceRuntime:
         entry.routes.extend(dict.fromkeys(new_routes))
         journal.record(self.name, entry)
 
+    def _journal_first(self, what: str) -> bool:
+        """Journal first: True once the journal on disk names what is about to be added.
+
+        Else nothing is added: a crash would leave it in the kernel with no record for
+        the successor to clean up. The instance then gives up mastership (FAULT
+        "journal", from the next loop turn so this turn's transition is published first)
+        and the subsystem retries the journal until it can be written.
+        """
+        journal = self.owner.journal
+        if journal.flush():
+            return True
+        reason = (
+            f"cannot record {what} in the state journal ({journal.error}); not adding "
+            "them, released mastership until the journal can be written"
+        )
+        if not self._journal_blocked:
+            self._journal_blocked = True
+            self.owner.publish("journal_failed", self.name, reason, error=journal.error)
+            self.loop.call_soon(self._journal_fault, reason)
+        return False
+
+    def _journal_fault(self, reason: str) -> None:
+        if self.sock is None and self.machine.state is VrrpState.STOPPED:
+            return  # stopped meanwhile
+        self.set_fault("journal", reason)
+        self.owner.journal_retry()
+
     def _add_vips_now(self, addrs: list[tuple[str, IPInterface]]) -> None:
-        self.owner.journal.flush()  # the journal names them before the kernel has them
+        if addrs and not self._journal_first("the VIPs"):
+            return
         nl = self.owner.nl
         for dev, addr in addrs:
             label, scope = self._vip_attributes(dev, addr)
@@ -719,7 +951,8 @@ class InstanceRuntime:
                 )
 
     async def _add_routes(self, routes: list[RouteSpec]) -> None:
-        self.owner.journal.flush()  # the journal names them before the kernel has them
+        if routes and not self._journal_first("the routes"):
+            return
         nl = self.owner.nl
         for route in routes:
             try:
@@ -775,14 +1008,27 @@ class InstanceRuntime:
 
     # ------------------------------------------------------------ GARP / NA
 
-    def _schedule_garp(self, kind: GarpKind) -> None:
+    def _schedule_garp(self, kind: GarpKind, late: float = 0.0) -> None:
         garp = self.cfg.garp
         addrs = [addr.ip for _, addr in self._owned_addresses()]
+        if kind is GarpKind.STALLED:
+            # Announce as on becoming master: a backup may have drawn the clients away.
+            self.owner.publish(
+                "vrrp_stalled",
+                self.name,
+                f"advert went out {late:.2f}s late (the agent was stopped or starved); "
+                "announcing the VIPs again in case a backup took over meanwhile",
+                late=round(late, 3),
+            )
         if kind is GarpKind.LOWER_PRIORITY:
             # As keepalived: a burst now (the other master may have drawn traffic away),
-            # and another lower_prio_delay later if that is set.
+            # and another lower_prio_delay later if that is set. And one LOWER_PRIO_SETTLE
+            # later: a peer that was master for a moment sends its own GARP/NA a
+            # millisecond or two after its advert, often after our answer's burst; once it
+            # has heard our advert it steps back and sends no more, so this one is last.
             if garp.lower_prio_repeat > 0:
                 self._garp_task(self._garp_burst(addrs, garp.lower_prio_repeat))
+                self._garp_task(self._garp_later(LOWER_PRIO_SETTLE, addrs, garp.lower_prio_repeat))
                 if garp.lower_prio_delay > 0:
                     self._garp_task(
                         self._garp_later(garp.lower_prio_delay, addrs, garp.lower_prio_repeat)
@@ -794,6 +1040,8 @@ class InstanceRuntime:
         else:
             # The VIPs are being added by the ordered address queue: announce after them.
             self._queue(self._garp_burst(addrs, garp.master_repeat))
+        if kind is GarpKind.STALLED:
+            self._garp_task(self._garp_later(LOWER_PRIO_SETTLE, addrs, garp.master_repeat))
         if garp.master_delay > 0:
             self._garp_task(self._garp_later(garp.master_delay, addrs, garp.master_repeat))
         if garp.master_refresh > 0:
@@ -960,6 +1208,8 @@ class InstanceRuntime:
         if last is not None:
             last = {**last, "time": last["time"] + wall}
         counters = dict(m["counters"])
+        counters["advert_send_failures"] = self.tx.failures
+        counters["answers_suppressed"] = self.machine.answers_suppressed
         counters["rejected"] = dict(sorted(self.rejects.counts.items()))
         return {
             "name": self.name,
@@ -1027,6 +1277,8 @@ class VrrpSubsystem:
         self.trackers = InstanceTracking(self, ctx.trackers)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._journal_timer: asyncio.TimerHandle | None = None
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
         self.ctx.events.publish(kind, instance, message, **data)
@@ -1035,10 +1287,19 @@ class VrrpSubsystem:
 
     async def start(self, section: VrrpConfig) -> None:
         self.section = section
+        # Journal first: with a journal that cannot be written this node could never hold
+        # a VIP safely. Say so plainly (one line, exit 1); systemd retries the start.
+        self.journal.adopt()
+        if not self.journal.write_now():
+            raise StartError(
+                f"the state journal cannot be written ({self.journal.error}); free space "
+                f"in or fix the permissions of {self.journal.path.parent}"
+            )
         await self.nl.open()
         self.garp.open()
         self._unsubscribe_kernel = self.ctx.kernel.subscribe("vrrp", self._on_event)
         await self._snapshot_addresses()
+        self._reconcile_task = asyncio.get_running_loop().create_task(self._reconcile_links())
         self.notify.configure(section)
         await self.trackers.start(section)
         for cfg in section.vrrp_instances:
@@ -1053,6 +1314,8 @@ class VrrpSubsystem:
         self.control.instance_started(inst)
 
     async def stop(self) -> None:
+        if self._journal_timer is not None:
+            self._journal_timer.cancel()
         await self.trackers.stop()
         self.control.close()
         await asyncio.gather(
@@ -1061,6 +1324,10 @@ class VrrpSubsystem:
         self.instances.clear()
         self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconcile_task
         if self._unsubscribe_kernel is not None:
             self._unsubscribe_kernel()
             self._unsubscribe_kernel = None
@@ -1105,6 +1372,80 @@ class VrrpSubsystem:
             return f"interface {ifname} has no carrier"
         return None
 
+    async def _reconcile_links(self) -> None:
+        """Every LINK_RECONCILE_INTERVAL, read each instance's link from the kernel.
+
+        Link events are the fast path; this is the one that cannot be missed. An event
+        whose handling failed (before issue 15, out of descriptors during a link-up, which
+        left instances in FAULT "administratively down" with the link up until someone
+        flapped it) is corrected here, and a socket that could not be reopened is retried.
+        """
+        while True:
+            await asyncio.sleep(LINK_RECONCILE_INTERVAL)
+            if self.journal.pending:
+                self.journal.flush()  # a write that failed (full disk) is tried again
+            try:
+                await self.reconcile_links()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _action_log.error(
+                    "reconcile", "vrrp: link reconciliation failed: %s", _describe_exception()
+                )
+
+    async def reconcile_links(self) -> None:
+        """Bring sockets and link faults in line with the kernel's view of the links."""
+        problems: dict[str, str | None] = {}
+        for inst in list(self.instances.values()):
+            for ifname in {inst.cfg.interface, inst.ifname}:
+                if ifname not in problems:
+                    problems[ifname] = await self.link_problem(ifname)
+        for ifname, problem in problems.items():
+            if problem is None:
+                for sock in self.sockets.link_up(ifname):
+                    log.info("vrrp: IPv%d socket on %s reopened (reconciled)", sock.family, ifname)
+        for inst in list(self.instances.values()):
+            problem = problems.get(inst.cfg.interface)
+            if (problem is None) != (inst.link_fault is None):
+                log.info(
+                    "(%s) link state reconciled from the kernel: %s",
+                    inst.name,
+                    problem or f"interface {inst.cfg.interface} is up",
+                )
+                if problem is None:
+                    await inst.refresh_source()
+                inst.link_changed(problem)
+
+    def degraded(self) -> list[str]:
+        """Why this subsystem cannot fully do its job now (the health endpoint shows it)."""
+        out = []
+        for inst in self.instances.values():
+            for source in ("advert", "journal"):
+                reason = inst.faults.get(source)
+                if reason is not None:
+                    out.append(f"({inst.name}) {reason}")
+        if self.journal.error is not None and not out:
+            out.append(f"state journal: {self.journal.error}")
+        return out
+
+    def journal_retry(self) -> None:
+        """While an instance is in FAULT "journal", try to write the journal every second;
+        once it can be written, those instances recover (to BACKUP)."""
+        if self._journal_timer is None:
+            loop = asyncio.get_running_loop()
+            self._journal_timer = loop.call_later(JOURNAL_RETRY_INTERVAL, self._journal_retry)
+
+    def _journal_retry(self) -> None:
+        self._journal_timer = None
+        waiting = [i for i in self.instances.values() if "journal" in i.faults]
+        if not waiting:
+            return
+        if not self.journal.write_now():
+            self.journal_retry()
+            return
+        for inst in waiting:
+            inst.clear_fault("journal", "the state journal can be written again")
+
     async def _snapshot_addresses(self) -> None:
         self.kernel_addresses = {(a.ifname, a.address) for a in await self.nl.addresses()}
 
@@ -1135,16 +1476,30 @@ class VrrpSubsystem:
                 log.info("vrrp: %s socket on %s reopened", f"IPv{sock.family}", ev.ifname)
         elif ev.removed or not ev.up:
             self.sockets.link_down(ev.ifname, "removed" if ev.removed else "down")
-        for inst in self.instances.values():
+        for inst in list(self.instances.values()):
             if ev.ifname in (inst.cfg.interface, inst.ifname):
+                # Each step on its own: one failing (out of descriptors, say) must not
+                # keep the instance from learning the link's state.
                 if ev.running and inst.vmac is not None and ev.ifname == inst.cfg.interface:
                     with contextlib.suppress(NetlinkFailure, OSError, ValueError):
                         await self.vmacs.ensure(inst.vmac)
                 if inst.ifname == ev.ifname:
-                    await inst.refresh_source()
-                problem = None if ev.running else await self.link_problem(inst.cfg.interface)
-                if ev.running and ev.ifname == inst.cfg.interface:
-                    problem = await self.link_problem(inst.cfg.interface)
+                    with contextlib.suppress(OSError, NetlinkFailure):
+                        await inst.refresh_source()
+                try:
+                    problem = None if ev.running else await self.link_problem(inst.cfg.interface)
+                    if ev.running and ev.ifname == inst.cfg.interface:
+                        problem = await self.link_problem(inst.cfg.interface)
+                except (OSError, NetlinkFailure) as exc:
+                    _action_log.error(
+                        f"link:{inst.name}",
+                        "(%s) cannot read the state of %s (%s); the periodic link "
+                        "reconciliation retries",
+                        inst.name,
+                        inst.cfg.interface,
+                        exc,
+                    )
+                    continue
                 inst.link_changed(problem)
 
     def _on_unknown_vrid(self, raw: RawReceived, vrid: int | None) -> None:

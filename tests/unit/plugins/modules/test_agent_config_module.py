@@ -58,8 +58,8 @@ needs_vigild = pytest.mark.skipif(
     VIGILD is None, reason="the vigil agent is not installed in this Python environment"
 )
 
-CONFIG_A = "global:\n  log_level: info\n  router_id: t1\n"
-CONFIG_B = "global:\n  log_level: debug\n  router_id: t1\n"
+CONFIG_A = "global:\n  log_level: info\n  router_id: t1\n  allow_empty_config: true\n"
+CONFIG_B = "global:\n  log_level: debug\n  router_id: t1\n  allow_empty_config: true\n"
 
 
 def normalized(text: str) -> dict[str, Any]:

@@ -90,6 +90,10 @@ class VrrpSection:
     def diff(self, old: VrrpConfig, new: VrrpConfig) -> VrrpDiff:
         return diff_vrrp(old, new)
 
+    def items(self, model: VrrpConfig) -> list[str]:
+        """The names of what it runs (a reload that keeps none of them must be confirmed)."""
+        return list(model.instance_names)
+
     def summary(self, model: VrrpConfig) -> tuple[int, str]:
         count = len(model.vrrp_instances)
         return count, "VRRP instance" if count == 1 else "VRRP instances"

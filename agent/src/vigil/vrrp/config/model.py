@@ -40,7 +40,7 @@ class GarpConfig:
     master_refresh_repeat: int = 1
     interval: float = 0.0
     lower_prio_delay: float = 5.0
-    lower_prio_repeat: int = 0
+    lower_prio_repeat: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         return {

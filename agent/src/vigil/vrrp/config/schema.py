@@ -39,7 +39,7 @@ GARP_DEFAULTS: dict[str, Any] = {
     "master_refresh_repeat": 1,
     "interval": 0.0,
     "lower_prio_delay": 5.0,
-    "lower_prio_repeat": 0,
+    "lower_prio_repeat": 5,
 }
 
 
