@@ -15,11 +15,10 @@ from test_api_harness import AgentThread
 
 from vigil.cli import EXIT_API_ERROR, EXIT_OK, EXIT_USAGE, main
 from vigil.vrrp.cli import result_line as _result_line
-from vigil.vrrp.control import (
-    CONTROL_FILE,
+from vigil.vrrp.control import CONTROL_FILE, MaintenanceStore
+from vigil.vrrp.policy import (
     HANDOVER_LINGER,
     HandoverWatch,
-    MaintenanceStore,
     Outcome,
     default_handover_timeout,
     parse_duration,
@@ -80,6 +79,20 @@ def test_watch_sees_a_new_master_even_at_the_deadline() -> None:
     """A late advert still completes the handover rather than rolling back over it."""
     w = HandoverWatch(started=0.0, timeout=1.0, linger=0.2)
     assert w.observe(1.05, "BACKUP", "10.0.0.2", 100) is Outcome.LINGER
+
+
+def test_watch_says_when_it_next_changes_without_a_new_observation() -> None:
+    """With a fake clock: waiting ends at the timeout, lingering at the linger's end, and
+    observing at exactly that time gives the next outcome (what control wakes up for)."""
+    w = HandoverWatch(started=10.0, timeout=3.0, linger=0.2)
+    assert w.next_deadline() == 13.0
+    assert w.observe(12.999, "BACKUP", None, None) is Outcome.WAITING
+    assert w.observe(w.next_deadline(), "BACKUP", None, None) is Outcome.TIMEOUT
+    w = HandoverWatch(started=10.0, timeout=3.0, linger=0.2)
+    assert w.observe(10.5, "BACKUP", "10.0.0.2", 100) is Outcome.LINGER
+    assert w.next_deadline() == pytest.approx(10.7)
+    assert w.observe(10.69, "BACKUP", "10.0.0.2", 100) is Outcome.LINGER
+    assert w.observe(w.next_deadline(), "BACKUP", "10.0.0.2", 100) is Outcome.DONE
 
 
 def test_watch_reports_our_own_takeover_and_faults() -> None:

@@ -15,8 +15,8 @@ from test_api_harness import AgentThread, wait_for
 from vigil.client import ApiUnreachable
 from vigil.log import RateLimitedLog
 from vigil.vrrp.control import MaintenanceStore
+from vigil.vrrp.instance import TX_BACKOFF_MAX, TxWatch
 from vigil.vrrp.journal import Journal, JournalEntry
-from vigil.vrrp.runtime import TX_BACKOFF_MAX, TxWatch
 
 pytestmark = pytest.mark.unit
 

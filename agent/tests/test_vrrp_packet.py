@@ -18,7 +18,6 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.vrrp import VRRPv3
 from scapy.utils import rdpcap
 
-from vigil.net.transport import RawReceived
 from vigil.vrrp.checksum import internet_checksum, ones_complement_sum
 from vigil.vrrp.packet import (
     ChecksumMode,
@@ -38,6 +37,7 @@ from vigil.vrrp.packet import (
     interval_to_wire,
     pass_auth_data,
 )
+from vigil.vrrp.transport import RawReceived
 
 VECTORS = Path(__file__).parent / "vectors"
 GROUP4 = IPv4Address("224.0.0.18")

@@ -96,3 +96,17 @@ def test_a_cancelled_waiter_leaves_nothing_behind() -> None:
         assert pulse.waiting == 0
 
     asyncio.run(main())
+
+
+def test_next_returns_true_on_a_pulse_and_false_at_its_timeout() -> None:
+    async def main() -> None:
+        pulse = Pulse()
+        task = asyncio.create_task(pulse.next(60.0))
+        assert await until(lambda: pulse.waiting == 1)
+        pulse.fire()
+        assert await asyncio.wait_for(task, 1.0) is True
+        assert await pulse.next(0.01) is False
+        assert await pulse.next(0) is False
+        assert pulse.waiting == 0
+
+    asyncio.run(main())

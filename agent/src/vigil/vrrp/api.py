@@ -11,8 +11,9 @@ from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigil.api.errors import BadRequest, json_error, json_response
-from vigil.vrrp.control import MAX_DURATION, MAX_TIMEOUT, ControlError
+from vigil.vrrp.control import MAX_TIMEOUT, ControlError
 from vigil.vrrp.machine import VrrpState
+from vigil.vrrp.policy import MAX_DURATION
 
 if TYPE_CHECKING:
     from vigil.vrrp.runtime import VrrpSubsystem

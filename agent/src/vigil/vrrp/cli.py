@@ -139,7 +139,7 @@ def cmd_garp(ctl: Ctl, args: argparse.Namespace) -> int:
 
 
 def _duration(text: str) -> float:
-    from vigil.vrrp.control import parse_duration
+    from vigil.vrrp.policy import parse_duration
 
     try:
         return parse_duration(text, "duration")

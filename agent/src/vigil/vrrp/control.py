@@ -38,36 +38,94 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import math
 import os
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vigil.vrrp.machine import PRIORITY_MAX_BACKUP, PRIORITY_MIN, VrrpState
+from vigil.vrrp.policy import (
+    HANDOVER_LINGER,
+    HandoverWatch,
+    Outcome,
+    default_handover_timeout,
+    parse_duration,
+    takeover_priority,
+)
 
 if TYPE_CHECKING:
-    from vigil.vrrp.runtime import InstanceRuntime, VrrpSubsystem
+    from vigil.subsystem import SubsystemContext
+    from vigil.vrrp.config import VrrpInstanceConfig
+    from vigil.vrrp.machine import VrrpMachine
+    from vigil.vrrp.watch import Pulse
 
 log = logging.getLogger("vigil.vrrp.control")
+
+
+class Controlled(Protocol):
+    """What control needs of an instance (vigil.vrrp.instance.Controlled): its
+    machine to read, the verbs it offers, and its pulse to wait on; nothing else."""
+
+    cfg: VrrpInstanceConfig
+    machine: VrrpMachine
+    loop: asyncio.AbstractEventLoop
+    pulse: Pulse
+    faults: dict[str, str]
+    priority_override: int | None
+    vips_kept: str | None
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def source_address(self) -> Any: ...
+
+    def now(self) -> float: ...
+
+    def wanted_priority(self) -> int: ...
+
+    def set_priority_override(self, value: int | None) -> None: ...
+
+    def vip_presence(self) -> list[tuple[str, bool]]: ...
+
+    def force_backup(self, reason: str, *, hold_until: float | None, keep_vips: bool) -> None: ...
+
+    def force_master(self, reason: str) -> None: ...
+
+    def release_hold(self) -> None: ...
+
+    def withdraw_vips(self) -> None: ...
+
+    async def claim_vips(self, reason: str) -> int: ...
+
+    async def announce_now(self) -> int: ...
+
+    async def drain_ops(self) -> None: ...
+
+
+class ControlHost(Protocol):
+    """What control needs of the VRRP subsystem (vigil.vrrp.runtime.VrrpSubsystem)."""
+
+    ctx: SubsystemContext
+
+    @property
+    def instances(self) -> Mapping[str, Any]: ...
+
+    def instance(self, name: str) -> Any: ...
+
+    def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None: ...
+
 
 CONTROL_FILE = "vrrp-control.json"
 # Priority advertised in maintenance: any peer outranks it.
 MAINTENANCE_PRIORITY = PRIORITY_MIN
-# After the new master's first advert, keep the VIPs this long so its GARP/NA reach the
-# clients before we stop answering (make-before-break).
-HANDOVER_LINGER = 0.2
-# How often a verification looks at the observed state.
-POLL_INTERVAL = 0.01
-# Bounds for caller-given timeouts and durations (seconds).
+# Bounds for caller-given timeouts (seconds).
 MAX_TIMEOUT = 300.0
-MAX_DURATION = 366 * 86400.0
 
 __all__ = [
     "CONTROL_FILE",
@@ -81,104 +139,6 @@ __all__ = [
     "default_handover_timeout",
     "parse_duration",
 ]
-
-
-# ---------------------------------------------------------------------------- pure parts
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(text: str | float | int, what: str = "duration") -> float:
-    """``90``, ``90s``, ``1.5m``, ``2h``, ``500ms`` -> seconds (> 0, at most a year)."""
-    if isinstance(text, bool):
-        raise ValueError(f"{what}: must be a duration like 30s, 5m or 1h, got {text!r}")
-    if isinstance(text, int | float):
-        value = float(text)
-    else:
-        m = _DURATION.match(text)
-        if m is None:
-            raise ValueError(
-                f"{what}: {text!r} is not a duration; use seconds or a number with "
-                "ms, s, m, h or d (e.g. 30s, 5m, 1h)"
-            )
-        value = float(m.group(1)) * _UNIT[m.group(2)]
-    if not math.isfinite(value) or value <= 0 or value > MAX_DURATION:
-        raise ValueError(f"{what}: must be more than 0 and at most 366 days, got {text!r}")
-    return value
-
-
-def default_handover_timeout(interval: float) -> float:
-    """Long enough for any peer to take over after our priority 0 (its skew time is
-    under one advert interval) plus its first advert and the linger."""
-    return round(2 * interval + 1.0 + HANDOVER_LINGER, 3)
-
-
-class Outcome(enum.StrEnum):
-    """Where a make-before-break release stands (see :class:`HandoverWatch`)."""
-
-    WAITING = "waiting"  # no new master yet
-    LINGER = "linger"  # new master seen; keeping the VIPs a moment longer
-    DONE = "done"  # remove the VIPs now: the new master has them
-    RETOOK = "retook"  # we became MASTER again ourselves (no peer: our own timer)
-    LEFT = "left"  # we went to FAULT/STOPPED meanwhile
-    TIMEOUT = "timeout"  # nobody took over in time: roll back
-
-
-@dataclass
-class HandoverWatch:
-    """Decides, from observed state only, when a released master may drop its VIPs.
-
-    Pure: the caller feeds it what the machine shows (state, the master it believes in)
-    at times of its choosing. A new master counts as seen when, in BACKUP, the machine
-    names a master with a priority above 0 that is not ourselves.
-    """
-
-    started: float
-    timeout: float
-    own_address: str | None = None
-    linger: float = HANDOVER_LINGER
-    seen_at: float | None = None
-    new_master: str | None = None
-    new_priority: int | None = None
-
-    def observe(
-        self, now: float, state: str, master_address: str | None, master_priority: int | None
-    ) -> Outcome:
-        if state == VrrpState.MASTER:
-            return Outcome.RETOOK
-        if state != VrrpState.BACKUP:
-            return Outcome.LEFT
-        if (
-            self.seen_at is None
-            and master_address is not None
-            and master_address != self.own_address
-            and master_priority
-        ):
-            self.seen_at = now
-            self.new_master, self.new_priority = master_address, master_priority
-        if self.seen_at is not None:
-            return Outcome.DONE if now >= self.seen_at + self.linger else Outcome.LINGER
-        if now >= self.started + self.timeout:
-            return Outcome.TIMEOUT
-        return Outcome.WAITING
-
-
-def takeover_priority(wanted: int, master_priority: int | None) -> int | None:
-    """The override a takeover needs: None if ``wanted`` already outranks the master.
-
-    Raises ValueError when no backup priority can outrank it (254 or the owner's 255).
-    """
-    if master_priority is None or wanted > master_priority:
-        return None
-    if master_priority >= PRIORITY_MAX_BACKUP:
-        raise ValueError(
-            f"the master advertises priority {master_priority}; a backup can advertise at "
-            f"most {PRIORITY_MAX_BACKUP} (255 is the address owner's), so it cannot be "
-            "outranked: lower the master's priority or hand over from the master instead"
-        )
-    return master_priority + 1
 
 
 class MaintenanceStore:
@@ -260,7 +220,7 @@ class ControlResult:
         }
 
 
-def snapshot(inst: InstanceRuntime, control: ControlManager) -> dict[str, Any]:
+def snapshot(inst: Controlled, control: ControlManager) -> dict[str, Any]:
     """The observed state an action reports before and after itself."""
     m = inst.machine
     hold = m.preempt_hold_until
@@ -275,7 +235,7 @@ def snapshot(inst: InstanceRuntime, control: ControlManager) -> dict[str, Any]:
     }
 
 
-def vip_presence(inst: InstanceRuntime) -> list[tuple[str, bool]]:
+def vip_presence(inst: Controlled) -> list[tuple[str, bool]]:
     """Each VIP (and excluded VIP) and whether it is in the kernel now."""
     return inst.vip_presence()
 
@@ -286,7 +246,7 @@ def vip_presence(inst: InstanceRuntime) -> list[tuple[str, bool]]:
 class ControlManager:
     """Runtime control for one VRRP subsystem; the API routes call its coroutines."""
 
-    def __init__(self, sub: VrrpSubsystem) -> None:
+    def __init__(self, sub: ControlHost) -> None:
         self.sub = sub
         self.store = MaintenanceStore(sub.ctx.state_dir)
         self.maintenance: set[str] = self.store.load()
@@ -297,7 +257,7 @@ class ControlManager:
 
     # ------------------------------------------------------------------ wiring
 
-    def instance_started(self, inst: InstanceRuntime) -> None:
+    def instance_started(self, inst: Controlled) -> None:
         """Re-apply maintenance (persisted) and a priority override to a (re)started instance."""
         self._apply_priority(inst)
         if inst.name in self.maintenance:
@@ -318,7 +278,7 @@ class ControlManager:
             handle.cancel()
         self._hold_timers.clear()
 
-    def instance_view(self, inst: InstanceRuntime) -> dict[str, Any]:
+    def instance_view(self, inst: Controlled) -> dict[str, Any]:
         """Keys merged into the instance's API view."""
         expiry = self._expiry.get(inst.name)
         hold = inst.machine.preempt_hold_until
@@ -339,7 +299,7 @@ class ControlManager:
             },
         }
 
-    def _apply_priority(self, inst: InstanceRuntime) -> None:
+    def _apply_priority(self, inst: Controlled) -> None:
         if inst.name in self.maintenance:
             value: int | None = MAINTENANCE_PRIORITY
         else:
@@ -347,7 +307,7 @@ class ControlManager:
         if inst.priority_override != value:
             inst.set_priority_override(value)
 
-    def _instance(self, name: str) -> InstanceRuntime:
+    def _instance(self, name: str) -> Controlled:
         inst = self.sub.instance(name)
         if inst is None:
             have = ", ".join(sorted(self.sub.instances)) or "none"
@@ -357,7 +317,7 @@ class ControlManager:
         return inst
 
     @contextlib.asynccontextmanager
-    async def _exclusive(self, inst: InstanceRuntime, action: str) -> AsyncIterator[None]:
+    async def _exclusive(self, inst: Controlled, action: str) -> AsyncIterator[None]:
         busy = self._busy.get(inst.name)
         if busy is not None:
             raise ControlError(
@@ -372,7 +332,7 @@ class ControlManager:
         finally:
             self._busy.pop(inst.name, None)
 
-    def _persist(self, inst: InstanceRuntime, names: set[str]) -> None:
+    def _persist(self, inst: Controlled, names: set[str]) -> None:
         """Save the maintenance set before acting on it; on failure nothing changes."""
         try:
             self.store.save(names)
@@ -387,23 +347,16 @@ class ControlManager:
             ) from None
         self.maintenance = names
 
-    def _event(self, inst: InstanceRuntime, action: str, message: str, **data: Any) -> None:
+    def _event(self, inst: Controlled, action: str, message: str, **data: Any) -> None:
         self.sub.publish("control", inst.name, message, action=action, **data)
 
-    async def _wait(self, inst: InstanceRuntime, check: Callable[[], bool], timeout: float) -> bool:
-        """Poll ``check`` until true or ``timeout``; bounded in time and iterations."""
-        deadline = inst.now() + timeout
-        for _ in range(int(timeout / POLL_INTERVAL) + 2):
-            if check():
-                return True
-            if inst.now() >= deadline:
-                break
-            await asyncio.sleep(POLL_INTERVAL)
-        return check()
+    async def _wait(self, inst: Controlled, check: Callable[[], bool], timeout: float) -> bool:
+        """Until ``check`` holds or ``timeout``: woken by the instance's changes, no polling."""
+        return await inst.pulse.wait_until(check, timeout, clock=inst.now)
 
     def _fail(
         self,
-        inst: InstanceRuntime,
+        inst: Controlled,
         action: str,
         status: int,
         message: str,
@@ -605,7 +558,7 @@ class ControlManager:
             ).to_dict()
 
     async def _release(
-        self, inst: InstanceRuntime, reason: str, timeout: float, hold_until: float
+        self, inst: Controlled, reason: str, timeout: float, hold_until: float
     ) -> tuple[Outcome, HandoverWatch]:
         """Priority 0 with the VIPs kept; drop them once a new master advertised."""
         own = inst.source_address
@@ -613,17 +566,24 @@ class ControlManager:
         inst.force_backup(reason, hold_until=hold_until, keep_vips=True)
         deadline = inst.now() + timeout + HANDOVER_LINGER + 1.0
         outcome = Outcome.WAITING
-        for _ in range(int((timeout + HANDOVER_LINGER + 1.0) / POLL_INTERVAL) + 2):
+
+        def observe() -> Outcome:
             m = inst.machine
-            outcome = watch.observe(
+            return watch.observe(
                 inst.now(),
                 str(m.state),
                 None if m.master_address is None else str(m.master_address),
                 m.master_priority,
             )
+
+        # Observed on every change of the instance (an advert, a transition) and at the
+        # watch's own deadlines (the linger's end, the timeout): never on a fixed poll.
+        while True:
+            outcome = observe()
             if outcome not in (Outcome.WAITING, Outcome.LINGER) or inst.now() > deadline:
                 break
-            await asyncio.sleep(POLL_INTERVAL)
+            wake = min(watch.next_deadline(), deadline + 0.001) - inst.now()
+            await inst.pulse.next(max(wake, 0.0))
         if outcome is Outcome.DONE:
             inst.withdraw_vips()
             await inst.drain_ops()
@@ -632,7 +592,7 @@ class ControlManager:
 
     async def _roll_back(
         self,
-        inst: InstanceRuntime,
+        inst: Controlled,
         action: str,
         outcome: Outcome,
         timeout: float,
@@ -687,7 +647,7 @@ class ControlManager:
             rolled_back=True,
         )
 
-    def _arm_hold_timer(self, inst: InstanceRuntime, hold: float | None) -> None:
+    def _arm_hold_timer(self, inst: Controlled, hold: float | None) -> None:
         old = self._hold_timers.pop(inst.name, None)
         if old is not None:
             old.cancel()
@@ -710,7 +670,7 @@ class ControlManager:
             return await self._takeover(inst, "takeover", timeout, override=True)
 
     async def _takeover(
-        self, inst: InstanceRuntime, action: str, timeout: float | None, *, override: bool
+        self, inst: Controlled, action: str, timeout: float | None, *, override: bool
     ) -> dict[str, Any]:
         t0 = inst.now()
         before = snapshot(inst, self)
@@ -846,7 +806,7 @@ class ControlManager:
             )
         return body
 
-    async def _maintenance_on(self, inst: InstanceRuntime, timeout: float | None) -> dict[str, Any]:
+    async def _maintenance_on(self, inst: Controlled, timeout: float | None) -> dict[str, Any]:
         async with self._exclusive(inst, "maintenance"):
             t0 = inst.now()
             before = snapshot(inst, self)
@@ -895,9 +855,7 @@ class ControlManager:
                 "maintenance", inst.name, msg, before, after, elapsed, extra
             ).to_dict()
 
-    async def _maintenance_off(
-        self, inst: InstanceRuntime, timeout: float | None
-    ) -> dict[str, Any]:
+    async def _maintenance_off(self, inst: Controlled, timeout: float | None) -> dict[str, Any]:
         async with self._exclusive(inst, "maintenance"):
             t0 = inst.now()
             before = snapshot(inst, self)

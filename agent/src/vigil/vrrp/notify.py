@@ -44,7 +44,8 @@ from vigil.vrrp.machine import Transition, VrrpState
 
 if TYPE_CHECKING:
     from vigil.vrrp.config import NotifyConfig, VrrpConfig
-    from vigil.vrrp.runtime import InstanceRuntime, VrrpSubsystem
+    from vigil.vrrp.instance import InstanceRuntime
+    from vigil.vrrp.runtime import VrrpSubsystem
 
 log = logging.getLogger("vigil.vrrp.notify")
 

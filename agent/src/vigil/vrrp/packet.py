@@ -381,7 +381,7 @@ def _as_address(value: IPAddress | str) -> IPAddress:
 
 
 class RawDatagram(Protocol):
-    """What a raw socket read yields (``vigil.net.transport.RawReceived`` has this shape).
+    """What a raw socket read yields (``vigil.vrrp.transport.RawReceived`` has this shape).
 
     ``data`` is the whole IPv4 datagram, or the VRRP message alone for IPv6; ``ttl`` is
     the TTL / hop limit from ancillary data, negative when the kernel gave none.

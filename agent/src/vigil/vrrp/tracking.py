@@ -36,7 +36,7 @@ OWNER = "vrrp"
 
 
 class TrackTarget(Protocol):
-    """What tracking needs of a VRRP instance (vigil.vrrp.runtime.InstanceRuntime)."""
+    """What tracking needs of a VRRP instance (vigil.vrrp.instance.InstanceRuntime)."""
 
     @property
     def name(self) -> str: ...

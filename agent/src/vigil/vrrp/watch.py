@@ -39,6 +39,22 @@ class Pulse:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    async def next(self, timeout: float) -> bool:
+        """Wait for the next pulse: True when one came, False when ``timeout`` passed."""
+        if timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(fut)
+        return True
+
     async def wait_until(
         self,
         check: Callable[[], bool],

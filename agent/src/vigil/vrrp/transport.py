@@ -63,7 +63,7 @@ __all__ = [
     "interface_primary_ipv4",
 ]
 
-log = logging.getLogger("vigil.net.transport")
+log = logging.getLogger("vigil.vrrp.transport")
 _handler_log = RateLimitedLog(log)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
