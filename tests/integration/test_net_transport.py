@@ -1,4 +1,4 @@
-"""vigil.net.transport in real namespaces: what goes on the wire, what comes back, and flaps.
+"""vigil.vrrp.transport in real namespaces: what goes on the wire, what comes back, and flaps.
 
 The transport runs in node ``a`` inside its own process (the driver), as vigild would;
 peers ``b`` and ``c`` are plain sockets owned by the test, and the wire is watched with
@@ -17,8 +17,8 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
-from vigil.net.transport import RawReceived
 from vigil.vrrp.packet import Received, decode_raw
+from vigil.vrrp.transport import RawReceived
 
 from tests.integration.test_net_transport_wire import (
     DriverProcess,

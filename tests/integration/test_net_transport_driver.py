@@ -1,4 +1,4 @@
-"""Runs vigil.net.transport inside a namespace for the transport tests (no tests here).
+"""Runs vigil.vrrp.transport inside a namespace for the transport tests (no tests here).
 
 Started as ``ip netns exec NS python test_net_transport_driver.py``: it reads one JSON
 command per line on stdin and writes one JSON line per reply or event on stdout, so the
@@ -22,8 +22,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from vigil.net.transport import RawReceived, SocketRegistry, VrrpSocket
 from vigil.vrrp.packet import build_advert
+from vigil.vrrp.transport import RawReceived, SocketRegistry, VrrpSocket
 
 
 def emit(message: dict[str, Any]) -> None:

@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scapy.layers.l2 import Ether
     from scapy.packet import Raw
     from scapy.sendrecv import sendp
-    from vigil.net.transport import VRRP_GROUP_V4, VRRP_GROUP_V6
     from vigil.vrrp import packet as codec
+    from vigil.vrrp.transport import VRRP_GROUP_V4, VRRP_GROUP_V6
 
     src = ipaddress.ip_address(args.src)
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address = (
