@@ -38,7 +38,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal, TypeAlias
@@ -849,14 +849,20 @@ class IpvsKernel:
 
     # -- services and destinations
 
-    async def services(self) -> list[ServiceState]:
-        """Every service with its destinations and counters (1 + one per service requests)."""
+    async def services(self, only: Collection[ServiceKey] | None = None) -> list[ServiceState]:
+        """Every service with its destinations and counters (1 + one per service requests).
+
+        With ``only``, just those services (if present): still one service dump, but
+        destinations are dumped for those alone, so other tools' services cost nothing.
+        """
         out: list[ServiceState] = []
         for msg in await self._request(
             IPVS_CMD_GET_SERVICE, None, op="list", target="IPVS services", kind="service",
             dump=True,
         ):  # fmt: skip
             service, counters = parse_service(msg.get_attr("IPVS_CMD_ATTR_SERVICE"))
+            if only is not None and service.key not in only:
+                continue
             dests = await self.destinations(service.key)
             out.append(ServiceState(service, tuple(dests), counters))
         return out

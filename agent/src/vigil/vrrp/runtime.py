@@ -58,6 +58,7 @@ from vigil.vrrp.machine import (
     VrrpState,
 )
 from vigil.vrrp.notify import NotifyManager
+from vigil.vrrp.state_tracker import StatePublisher
 from vigil.vrrp.syncgroup import SyncGroupManager
 from vigil.vrrp.tracking import InstanceTracking
 
@@ -1029,6 +1030,8 @@ class VrrpSubsystem:
         self.trackers = InstanceTracking(self, ctx.trackers)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
+        # Each instance's state as tracker vrrp:<name>, for other subsystems (IPVS).
+        self.state_trackers = StatePublisher(self, ctx.trackers)
 
     def publish(self, kind: str, instance: str | None, message: str, **data: Any) -> None:
         self.ctx.events.publish(kind, instance, message, **data)
@@ -1061,6 +1064,7 @@ class VrrpSubsystem:
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
         )
         self.instances.clear()
+        self.state_trackers.close()
         self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
         if self._unsubscribe_kernel is not None:
