@@ -860,12 +860,12 @@ class IpvsSubsystem:
         want = self.wanted_daemons()
         if not check and want == self.daemons:
             return
+        reason = self._daemon_reason()  # now: the state the daemons follow may change
         try:
             running: dict[str, SyncDaemon] = {d.state: d for d in await self.kernel.sync_daemons()}
         except IpvsError as exc:
             self._report_failure("list the sync daemons", str(exc))
             return
-        reason = self._daemon_reason()
         for state in list(self.daemons):
             if state not in want:
                 await self._stop_daemon(state, reason)
@@ -882,7 +882,7 @@ class IpvsSubsystem:
                 self.stats["drift_corrections"] += 1
                 self.publish(
                     "drift_corrected",
-                    None,
+                    "sync_daemon",
                     f"the {state} sync daemon was stopped by someone else; starting it again",
                     findings=[f"{state} sync daemon missing"],
                 )
@@ -897,7 +897,7 @@ class IpvsSubsystem:
             self.daemons[state] = daemon
             self.publish(
                 "sync_daemon",
-                None,
+                "sync_daemon",
                 f"{daemon} started: {reason}",
                 state=state,
                 running=True,
@@ -937,7 +937,11 @@ class IpvsSubsystem:
         if daemon is not None or force:
             what = str(daemon) if daemon is not None else f"{state} sync daemon"
             self.publish(
-                "sync_daemon", None, f"{what} stopped: {reason}", state=state, running=False
+                "sync_daemon",
+                "sync_daemon",
+                f"{what} stopped: {reason}",
+                state=state,
+                running=False,
             )
 
     # ------------------------------------------------------------------ control helpers
