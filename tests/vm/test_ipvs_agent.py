@@ -248,6 +248,7 @@ def test_nat_dr_and_tunnel_traffic_reaches_every_backend_by_the_scheduler(pair: 
     assert all(a != b for a, b in itertools.pairwise(got)), got
     assert sorted(set(pages(ha, DR, 4, source=CLIENT_DIRECT))) == ["rs1", "rs2"]
     assert sorted(set(pages(ha, TUN, 6, source=CLIENT_DIRECT))) == ["rs1", "rs2", "rs3"]
+
     # the agent's view of the same traffic: kernel counters per real server (the kernel
     # folds them in every 2 s, with its rate estimator)
     def counted() -> bool:
@@ -327,7 +328,9 @@ def test_quorum_loss_switches_to_the_sorry_server_and_back(pair: Pair) -> None:
 
 def test_a_drained_backend_gets_no_new_connections_while_its_own_finish(pair: Pair) -> None:
     ha = pair.ha
+    pair.d1.client.timeout = 60
     held = hold(ha, NAT)
+    path = None
     try:
         busy = wait_for(
             lambda: next((d for d, v in table(ha)[f"TCP {NAT}:80"].items() if v[2] == 1), None),
@@ -335,28 +338,32 @@ def test_a_drained_backend_gets_no_new_connections_while_its_own_finish(pair: Pa
             what="the held connection in IPVS",
         )
         name = {"10.62.1.11:80": "rs1", "10.62.1.12:80": "rs2", "10.62.1.13:80": "rs3"}[busy]
-        res = pair.d1.vigilctl("drain", "web_nat", busy, timeout=60)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "drained: weight 0 in IPVS" in res.stdout
+        path = f"/v1/ipvs/virtual_servers/web_nat/real_servers/{busy}"
+        status, body = pair.d1.client.post(f"{path}/drain")
+        assert status == 200, body
+        assert body["message"] == "drained: weight 0 in IPVS"
+        assert body["after"]["ipvs_weight"] == 0 and body["after"]["active_connections"] == 1
         assert table(ha)[f"TCP {NAT}:80"][busy][1] == 0  # in IPVS, weight 0
         got = pages(ha, NAT, 6)
         assert name not in got and len(set(got)) == 2, got
-        # still held: --wait gives up at the timeout and says so (exit 1)
+        # still held: --wait gives up at the timeout and says so (vigilctl: exit 1)
         res = pair.d1.vigilctl("drain", "web_nat", busy, "--wait", "--timeout", "2", timeout=60)
         assert res.returncode == 1, res.stdout + res.stderr
         assert "1 active connection(s) still open after 2s" in res.stdout
         assert "timeout" in res.stderr
         # the established connection finishes normally, on the drained server
         assert finish(held) == name
-        res = pair.d1.vigilctl("drain", "web_nat", busy, "--wait", "--timeout", "30", timeout=90)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert "no active connection left" in res.stdout
+        status, body = pair.d1.client.post(f"{path}/drain", {"wait": True, "timeout": 30})
+        assert status == 200, body
+        assert body["wait"]["outcome"] == "drained", body
+        assert "no active connection left" in body["message"]
         control = json.loads((pair.d1.state_dir / "ipvs-control.json").read_text())
         assert control["drained"] == {"web_nat": [busy]}
     finally:
         held.close()
-        res = pair.d1.vigilctl("enable", "web_nat", busy, timeout=60)
-    assert res.returncode == 0 and "drain lifted: weight 1 in IPVS" in res.stdout, res.stdout
+        if path is not None:
+            status, body = pair.d1.client.post(f"{path}/enable")
+    assert status == 200 and body["message"] == "drain lifted: weight 1 in IPVS", body
     assert table(ha)[f"TCP {NAT}:80"][busy][1] == 1
     assert sorted(set(pages(ha, NAT, 6))) == ["rs1", "rs2", "rs3"]
 
@@ -411,8 +418,9 @@ def test_reload_adding_a_real_server_is_one_request_and_disturbs_nothing(pair: P
 
 def test_the_sync_daemon_switches_on_every_transition(pair: Pair) -> None:
     ha = pair.ha
-    res = pair.d1.vigilctl("handover", "VI_1", timeout=60)
-    assert res.returncode == 0, res.stdout + res.stderr
+    pair.d1.client.timeout = 60
+    status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/handover")
+    assert status == 200, body
     try:
         assert wait_for(lambda: vrrp_state(pair.d2) == "MASTER", timeout=15, what="d2 MASTER")
         wait_for(
@@ -424,8 +432,8 @@ def test_the_sync_daemon_switches_on_every_transition(pair: Pair) -> None:
         view = pair.d2.client.get("/v1/ipvs/virtual_servers/web_nat")[1]
         assert view["ha_suspend"]["suspended"] is False
     finally:
-        res = pair.d1.vigilctl("takeover", "VI_1", timeout=60)
-        assert res.returncode == 0, res.stdout + res.stderr
+        status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/takeover")
+        assert status == 200, body
     wait_for(
         lambda: daemons(ha, 0) == {"master"} and daemons(ha, 1) == {"backup"},
         timeout=10,

@@ -768,9 +768,9 @@ class IpvsSubsystem:
         for key in [k for k in self.owned if k not in observed and k not in wanted]:
             self._forget_service(key)
         self.table = dict(observed)
-        await self._apply(plan(wanted, observed, owned=set(self.owned) | set(self.table)))
         self._synced_once = True
-        self._resync = False
+        self._resync = False  # an op below that finds the table changed again sets it
+        await self._apply(plan(wanted, observed, owned=set(self.owned) | set(self.table)))
 
     async def _apply(self, ops: list[Op]) -> None:
         skip: set[ServiceKey] = set()
