@@ -177,6 +177,8 @@ class IpvsSubsystem:
         self._worker: asyncio.Task[None] | None = None
         self._watches: dict[str, Callable[[], None]] = {}
         self._stopping = False
+        #: while servers report their first state together, the quorum waits for all
+        self._batch = False
         adopt_at_startup(ctx.journal, self._journal_keys(self.section))
 
     # ------------------------------------------------------------------ helpers
@@ -218,7 +220,11 @@ class IpvsSubsystem:
             if not vs.suspended:
                 for rs in vs.servers.values():
                     await self.engine.add_server(self._real_server(vs.cfg, rs.cfg))
-        await self.engine.start()
+        self._batch = True
+        try:
+            await self.engine.start()
+        finally:
+            self._batch = False
         for vs in self.vs.values():
             self._update_quorum(vs)
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="ipvs worker")
@@ -310,8 +316,13 @@ class IpvsSubsystem:
                 vs = self._add_vs(new[name])
                 self._initial_suspension(vs)
                 if not vs.suspended:
-                    for rs in vs.servers.values():
-                        await self.engine.add_server(self._real_server(vs.cfg, rs.cfg))
+                    self._batch = True
+                    try:
+                        for rs in vs.servers.values():
+                            await self.engine.add_server(self._real_server(vs.cfg, rs.cfg))
+                    finally:
+                        self._batch = False
+                self._update_quorum(vs)
                 self._dirty.add(name)
             self._watch_vrrp()
             if old.ipvs_sync_daemon != section.ipvs_sync_daemon:
@@ -459,7 +470,8 @@ class IpvsSubsystem:
                 was_weight=change.was_weight,
                 **data,
             )
-        self._update_quorum(vs)
+        if not self._batch:
+            self._update_quorum(vs)
         self.mark(vs.name)
 
     def _job(
