@@ -22,6 +22,7 @@ from vigil.keepalived.convert import (
     ImporterPart,
     boolean,
     integer,
+    ordered,
     seconds,
 )
 from vigil.keepalived.keywords import EMAIL, UNKNOWN
@@ -84,6 +85,20 @@ GLOBAL_REASONS = {
 }
 
 
+#: readable key order of an imported virtual server and real server
+VS_ORDER = (
+    "name", "address", "port", "protocol", "fwmark", "family", "group", "scheduler",
+    "scheduler_flags", "one_packet", "forwarding", "tunnel", "persistence", "delay_loop",
+    "retry", "delay_before_retry", "warmup", "connect_timeout", "virtualhost", "alpha",
+    "omega", "inhibit_on_failure", "ha_suspend", "quorum", "hysteresis", "quorum_up",
+    "quorum_down", "sorry_server", "real_servers",
+)  # fmt: skip
+RS_ORDER = (
+    "address", "port", "weight", "forwarding", "tunnel", "inhibit_on_failure",
+    "upper_threshold", "lower_threshold", "notify_up", "notify_down", "checks",
+)  # fmt: skip
+
+
 class IpvsImporter(ImporterPart):
     """Converts keepalived's LVS blocks into IPVS's section of vigil.yml."""
 
@@ -133,9 +148,15 @@ class IpvsImporter(ImporterPart):
         if self.groups:
             config["virtual_server_groups"] = self.groups
         if self.servers:
-            config["virtual_servers"] = self.servers
+            config["virtual_servers"] = [self._ordered(vs) for vs in self.servers]
         if self.sync is not None:
             config["ipvs_sync_daemon"] = self.sync
+
+    @staticmethod
+    def _ordered(vs: dict[str, Any]) -> dict[str, Any]:
+        out = ordered(vs, VS_ORDER)
+        out["real_servers"] = [ordered(rs, RS_ORDER) for rs in vs.get("real_servers", [])]
+        return out
 
     # -- lvs_sync_daemon -----------------------------------------------------------
 
