@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 VIP = "10.63.0.100"
 UP, REFUSED = "10.63.0.11", "10.63.0.12"
+NODES = ("director1", "director2")
 
 
 def build(lab: Lab, tmp_path: Path) -> ProcessHandle:
@@ -236,7 +237,7 @@ def test_vigild_check_validates_the_section(tmp_path: Path) -> None:
 def test_shipped_example_passes_vigild_check() -> None:
     """examples/ipvs/ as shipped (docs/ipvs.md's worked example), both directors and the
     pair check the collection runs."""
-    for node in ("director1", "director2"):
+    for node in NODES:
         path = REPO / "examples" / "ipvs" / f"{node}.yml"
         out = subprocess.run(
             [sys.executable, "-m", "vigil.daemon", "--check", "--config", str(path)],
@@ -247,4 +248,8 @@ def test_shipped_example_passes_vigild_check() -> None:
             env={**os.environ},
         )
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "2 VRRP instances, 2 virtual servers" in out.stdout
+        assert "1 VRRP instance, 2 virtual servers" in out.stdout
+    from vigil.subsystems import check_cluster, load_config
+
+    pair = {n: load_config(str(REPO / "examples" / "ipvs" / f"{n}.yml")) for n in NODES}
+    assert check_cluster(pair) == []
