@@ -74,22 +74,35 @@ def _check_views(sub: IpvsSubsystem, rs: RsState) -> list[dict[str, Any]]:
     return out
 
 
-def rs_view(sub: IpvsSubsystem, vs: VsState, rs: RsState) -> dict[str, Any]:
+def _by_destination(sub: IpvsSubsystem, vs: VsState) -> tuple[dict[Any, list[Any]], ...]:
+    """What is programmed and what the kernel showed, per destination, over vs's services
+    (built once per virtual server, so a view of N real servers costs O(N))."""
+    programmed: dict[Any, list[Any]] = {}
+    observed: dict[Any, list[Any]] = {}
+    for key in vs.keys:
+        entry = sub.table.get(key)
+        if entry is not None:
+            for dkey, dest in entry.destinations.items():
+                programmed.setdefault(dkey, []).append(dest)
+        st = sub.observed.get(key)
+        if st is not None:
+            for d in st.destinations:
+                observed.setdefault((d.destination.addr, d.destination.port), []).append(d)
+    return programmed, observed
+
+
+def rs_view(
+    sub: IpvsSubsystem,
+    vs: VsState,
+    rs: RsState,
+    found: tuple[dict[Any, list[Any]], ...] | None = None,
+) -> dict[str, Any]:
     cfg = rs.cfg
     dkey = (cfg.address, cfg.port)
-    programmed = [
-        entry.destinations[dkey]
-        for key in vs.keys
-        if (entry := sub.table.get(key)) is not None and dkey in entry.destinations
-    ]
-    observed = [
-        d
-        for key in vs.keys
-        if (st := sub.observed.get(key)) is not None
-        for d in st.destinations
-        if (d.destination.addr, d.destination.port) == dkey
-    ]
-    totals, rates = _counters([d.counters for d in observed])
+    by_programmed, by_observed = found if found is not None else _by_destination(sub, vs)
+    programmed = by_programmed.get(dkey, [])
+    observed = by_observed.get(dkey, [])
+    totals, rates = _counters([d.counters for d in observed]) if observed else ({}, {})
     checks = _check_views(sub, rs)
     failing = [c for c in checks if c["ok"] is False]
     latencies = [c["latency_s"] for c in checks if c["latency_s"] is not None]
@@ -132,8 +145,9 @@ def rs_view(sub: IpvsSubsystem, vs: VsState, rs: RsState) -> dict[str, Any]:
 def vs_view(sub: IpvsSubsystem, vs: VsState) -> dict[str, Any]:
     cfg = vs.cfg
     keys = vs.keys
+    found = _by_destination(sub, vs)
     observed = [st for key in keys if (st := sub.observed.get(key)) is not None]
-    totals, rates = _counters([st.counters for st in observed])
+    totals, rates = _counters([st.counters for st in observed]) if observed else ({}, {})
     sorry = cfg.sorry_server
     sorry_view = None
     if sorry is not None:
@@ -170,7 +184,7 @@ def vs_view(sub: IpvsSubsystem, vs: VsState) -> dict[str, Any]:
         "delay_loop": cfg.delay_loop,
         "counters": totals if observed else None,
         "rates": rates if observed else None,
-        "real_servers": [rs_view(sub, vs, rs) for rs in vs.servers.values()],
+        "real_servers": [rs_view(sub, vs, rs, found) for rs in vs.servers.values()],
     }
 
 

@@ -123,6 +123,9 @@ class VsState:
     servers: dict[str, RsState] = field(default_factory=dict)
     suspended: bool = False
     want_suspended: bool = False
+    #: the last desired entries and what they were computed from (views, quorum, config)
+    cache: tuple[Any, dict[ServiceKey, Entry]] | None = None
+    _keys: tuple[Any, list[ServiceKey]] | None = None
 
     @property
     def name(self) -> str:
@@ -130,7 +133,10 @@ class VsState:
 
     @property
     def keys(self) -> list[ServiceKey]:
-        return [service_key(ep) for ep in self.cfg.services]
+        """Its IPVS services (computed once per config: parsing addresses is not free)."""
+        if self._keys is None or self._keys[0] is not self.cfg.services:
+            self._keys = (self.cfg.services, [service_key(ep) for ep in self.cfg.services])
+        return self._keys[1]
 
 
 class IpvsSubsystem:
@@ -727,16 +733,27 @@ class IpvsSubsystem:
         self._resync = True
         return True
 
+    def _desired(self, vs: VsState) -> dict[ServiceKey, Entry]:
+        """The virtual server's desired entries, recomputed only when their inputs change
+        (a drift check of a thousand services then costs a dump and a comparison)."""
+        views = self.views(vs)
+        basis = (vs.cfg, vs.quorum.up, tuple(views.items()))
+        if vs.cache is not None and vs.cache[0] == basis:
+            return vs.cache[1]
+        entries = desired_entries(vs.cfg, views, vs.quorum.up)
+        vs.cache = (basis, entries)
+        return entries
+
     def _plan_vs(self, vs: VsState) -> list[Op]:
         ops: list[Op] = []
-        for key, want in desired_entries(vs.cfg, self.views(vs), vs.quorum.up).items():
+        for key, want in self._desired(vs).items():
             ops += plan_entry(want, self.table.get(key))
         return ops
 
     def desired(self) -> dict[ServiceKey, Entry]:
         out: dict[ServiceKey, Entry] = {}
         for vs in self.vs.values():
-            out.update(desired_entries(vs.cfg, self.views(vs), vs.quorum.up))
+            out.update(self._desired(vs))
         return out
 
     async def _full_check(self) -> None:
@@ -785,12 +802,10 @@ class IpvsSubsystem:
         await self._apply(plan(wanted, observed, owned=set(self.owned) | set(self.table)))
 
     async def _apply(self, ops: list[Op]) -> None:
-        skip: set[ServiceKey] = set()
+        adds = [op.key for op in ops if op.kind is OpKind.ADD_SERVICE]
+        skip: set[ServiceKey] = set(self._journal_services(adds)) if adds else set()
         for op in ops:
             if op.key in skip:
-                continue
-            if op.kind is OpKind.ADD_SERVICE and not self._journal_service(op.key):
-                skip.add(op.key)
                 continue
             try:
                 await self._send(op)
@@ -809,18 +824,23 @@ class IpvsSubsystem:
             if op.kind is OpKind.DELETE_SERVICE:
                 self._forget_service(op.key)
 
-    def _journal_service(self, key: ServiceKey) -> bool:
-        ep = self.owned.get(key)
-        if ep is None:
-            return False
-        vs_name = next((vs.name for vs in self.vs.values() if key in vs.keys), "")
-        self.ctx.journal.record(service_key_text(ep), service_entry(ep, vs_name))
+    def _journal_services(self, keys: list[ServiceKey]) -> list[ServiceKey]:
+        """Journal every service about to be added, in one write (a thousand services at
+        start are one write, not a thousand); the ones that must not be added."""
+        names = {key: vs.name for vs in self.vs.values() for key in vs.keys}
+        refused = []
+        for key in keys:
+            ep = self.owned.get(key)
+            if ep is None:
+                refused.append(key)
+                continue
+            self.ctx.journal.record(service_key_text(ep), service_entry(ep, names.get(key, "")))
         try:
             self.ctx.journal.flush()  # journal first, then the kernel
         except JournalWriteError as exc:
-            self._report_failure(f"add service {key}", f"not added: {exc}")
-            return False
-        return True
+            self._report_failure(f"add {len(keys)} service(s)", f"not added: {exc}")
+            return keys
+        return refused
 
     def _forget_service(self, key: ServiceKey) -> None:
         ep = self.owned.get(key)
