@@ -32,8 +32,8 @@ from tests.lab.waiting import wait_for
 
 NAT, DR, TUN = HA_VIPS["nat"], HA_VIPS["dr"], HA_VIPS["tun"]
 DELAY_LOOP, RETRY, DELAY_BEFORE_RETRY = 1.0, 1, 0.5
-#: what the VM's slowness (TCG, 15-20x) adds to any deadline below
-SLACK = 2.0
+#: what the VM's slowness (TCG, 15-20x, a shared host) may add to a deadline vigil keeps
+SLACK = 2.5
 FAST = {
     "delay_loop": DELAY_LOOP,
     "retry": RETRY,
@@ -115,10 +115,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         ha = build_ha_lab(lab)
         d1 = lab.start_vigild(ha.directors[0], director_config(1), wait=False, log_level="info")
         d2 = lab.start_vigild(ha.directors[1], director_config(2), wait=False, log_level="info")
-        d1.wait_ready(timeout=120)
-        d2.wait_ready(timeout=120)
+        d1.wait_ready(timeout=240)
+        d2.wait_ready(timeout=240)
         p = Pair(ha, d1, d2)
-        wait_for(lambda: vrrp_state(d1) == "MASTER", timeout=20, what="d1 MASTER")
+        wait_for(lambda: vrrp_state(d1) == "MASTER", timeout=60, what="d1 MASTER")
         yield p
     finally:
         lab.close()
@@ -165,6 +165,29 @@ def events(agent: AgentHandle, kind: str, since: int = 0) -> list[dict[str, Any]
     status, body = agent.client.get(f"/v1/events?since={since}")
     assert status == 200, body
     return [e for e in body if e["kind"] == kind]
+
+
+def wait_event(
+    agent: AgentHandle,
+    kind: str,
+    since: int,
+    instance: str | None = None,
+    real_server: str | None = None,
+) -> dict[str, Any]:
+    """The first event of ``kind`` after ``since`` (for that virtual / real server); asked
+    of the agent's API, which costs no process start in the VM."""
+
+    def find() -> dict[str, Any] | None:
+        for e in events(agent, kind, since):
+            if instance is not None and e["instance"] != instance:
+                continue
+            if real_server is not None and e["data"].get("real_server") != real_server:
+                continue
+            return e
+        return None
+
+    found: dict[str, Any] = wait_for(find, timeout=30, interval=0.1, what=f"a {kind} event")
+    return found
 
 
 def last_seq(agent: AgentHandle) -> int:
@@ -218,7 +241,7 @@ def test_both_directors_program_the_same_table_and_follow_vrrp(pair: Pair) -> No
         t = table(ha, director)
         return t if set(t) == want and all(t.values()) else None
 
-    t1 = wait_for(lambda: full(0), timeout=20, what="d1's table")
+    t1 = wait_for(lambda: full(0), timeout=30, what="d1's table")
     assert {d: v[0] for d, v in t1[f"TCP {NAT}:80"].items()} == {
         "10.62.1.11:80": "Masq",
         "10.62.1.12:80": "Masq",
@@ -227,11 +250,11 @@ def test_both_directors_program_the_same_table_and_follow_vrrp(pair: Pair) -> No
     assert {v[0] for v in t1[f"TCP {DR}:80"].values()} == {"Route"}
     assert {v[0] for v in t1[f"TCP {TUN}:80"].values()} == {"Tunnel"}
     # the backup serves nothing now but holds the same services, ready to take over
-    t2 = wait_for(lambda: full(1), timeout=20, what="d2's table")
+    t2 = wait_for(lambda: full(1), timeout=30, what="d2's table")
     assert t2[f"TCP {DR}:80"].keys() == t1[f"TCP {DR}:80"].keys()
     # the sync daemon follows VI_1: master daemon on the master, backup on the backup
-    assert wait_for(lambda: daemons(ha, 0) == {"master"}, timeout=10, what="d1: master daemon")
-    assert wait_for(lambda: daemons(ha, 1) == {"backup"}, timeout=10, what="d2: backup daemon")
+    assert wait_for(lambda: daemons(ha, 0) == {"master"}, timeout=30, what="d1: master daemon")
+    assert wait_for(lambda: daemons(ha, 1) == {"backup"}, timeout=30, what="d2: backup daemon")
     # ha_suspend: the backup does not check web_nat's servers
     view = pair.d2.client.get("/v1/ipvs/virtual_servers/web_nat")[1]
     assert view["ha_suspend"] == {"instance": "VI_1", "vrrp_state": "BACKUP", "suspended": True}
@@ -255,40 +278,29 @@ def test_nat_dr_and_tunnel_traffic_reaches_every_backend_by_the_scheduler(pair: 
         view = pair.d1.client.get("/v1/ipvs/virtual_servers/web_nat")[1]
         return all(r["counters"]["conns"] >= 2 for r in view["real_servers"])
 
-    wait_for(counted, timeout=10, interval=0.5, what="2 connections counted per real server")
+    wait_for(counted, timeout=30, interval=0.5, what="2 connections counted per real server")
 
 
 def test_a_killed_backend_leaves_the_pool_in_time_and_comes_back(pair: Pair) -> None:
     ha = pair.ha
     rs2 = ha.servers[1]
     since = last_seq(pair.d1)
-    t0 = time.monotonic()
+    t0 = time.time()
     ha.kill_httpd(rs2)
     try:
-        wait_for(
-            lambda: not in_pool(ha, NAT, "10.62.1.12"),
-            timeout=DELAY_LOOP * (RETRY + 1) + SLACK + 5,
-            interval=0.1,
-            what="rs2 out of web_nat",
-        )
-        elapsed = time.monotonic() - t0
-        assert elapsed <= DELAY_LOOP * (RETRY + 1) + SLACK, elapsed
+        down = wait_event(pair.d1, "real_server_down", since, "web_nat", "10.62.1.12:80")
+        # vigil's own clock says when it took the server out: the test's polling (a
+        # process per ipvsadm, slow in the VM) does not count
+        assert down["time"] - t0 <= DELAY_LOOP * (RETRY + 1) + SLACK, down
+        wait_for(lambda: not in_pool(ha, NAT, "10.62.1.12"), timeout=30, what="rs2 out")
         got = pages(ha, NAT, 6)  # every request after that succeeds, none on rs2
         assert sorted(set(got)) == ["rs1", "rs3"], got
-        (down,) = [
-            e for e in events(pair.d1, "real_server_down", since) if e["instance"] == "web_nat"
-        ]
-        assert down["data"]["real_server"] == "10.62.1.12:80"
     finally:
         ha.start_httpd(rs2)
-    t1 = time.monotonic()
-    wait_for(
-        lambda: in_pool(ha, NAT, "10.62.1.12"),
-        timeout=DELAY_LOOP + SLACK + 5,
-        interval=0.1,
-        what="rs2 back in web_nat",
-    )
-    assert time.monotonic() - t1 <= DELAY_LOOP + SLACK + 1
+    t1 = time.time()
+    up = wait_event(pair.d1, "real_server_up", since, "web_nat", "10.62.1.12:80")
+    assert up["time"] - t1 <= DELAY_LOOP + SLACK, up
+    wait_for(lambda: in_pool(ha, NAT, "10.62.1.12"), timeout=30, what="rs2 back in web_nat")
     assert sorted(set(pages(ha, NAT, 6))) == ["rs1", "rs2", "rs3"]
 
 
@@ -298,32 +310,32 @@ def test_quorum_loss_switches_to_the_sorry_server_and_back(pair: Pair) -> None:
     ha.kill_httpd(ha.servers[0])
     ha.kill_httpd(ha.servers[1])
     try:
+        lost = wait_event(pair.d1, "quorum_lost", since, "web_nat")
+        assert "live weight 1 < quorum 2" in lost["message"]
+        assert "sorry server 10.62.1.99:80 takes over" in lost["message"]
         wait_for(
             lambda: list(table(ha).get(f"TCP {NAT}:80", {})) == [f"{SORRY}:80"],
-            timeout=DELAY_LOOP * (RETRY + 1) + SLACK + 5,
+            timeout=30,
             interval=0.2,
             what="only the sorry server in web_nat",
         )
         assert set(pages(ha, NAT, 3)) == {"sorry"}
-        (lost,) = [e for e in events(pair.d1, "quorum_lost", since) if e["instance"] == "web_nat"]
-        assert "live weight 1 < quorum 2" in lost["message"]
-        assert "sorry server 10.62.1.99:80 takes over" in lost["message"]
         view = pair.d1.client.get("/v1/ipvs/virtual_servers/web_nat")[1]
         assert view["quorum"]["state"] == "DOWN" and view["sorry_server"]["active"] is True
     finally:
         ha.start_httpd(ha.servers[0])
         ha.start_httpd(ha.servers[1])
+    wait_event(pair.d1, "quorum_gained", since, "web_nat")
     wait_for(
         lambda: (
             sorted(table(ha).get(f"TCP {NAT}:80", {}))
             == ["10.62.1.11:80", "10.62.1.12:80", "10.62.1.13:80"]
         ),
-        timeout=DELAY_LOOP + SLACK + 5,
+        timeout=30,
         interval=0.2,
         what="the real servers back, the sorry server gone",
     )
     assert "sorry" not in pages(ha, NAT, 6)
-    assert [e for e in events(pair.d1, "quorum_gained", since) if e["instance"] == "web_nat"]
 
 
 def test_a_drained_backend_gets_no_new_connections_while_its_own_finish(pair: Pair) -> None:
@@ -334,7 +346,7 @@ def test_a_drained_backend_gets_no_new_connections_while_its_own_finish(pair: Pa
     try:
         busy = wait_for(
             lambda: next((d for d, v in table(ha)[f"TCP {NAT}:80"].items() if v[2] == 1), None),
-            timeout=10,
+            timeout=30,
             what="the held connection in IPVS",
         )
         name = {"10.62.1.11:80": "rs1", "10.62.1.12:80": "rs2", "10.62.1.13:80": "rs3"}[busy]
@@ -373,27 +385,24 @@ def test_ipvsadm_clear_and_edits_are_undone_within_one_delay_loop(pair: Pair) ->
     before = shape(table(ha))
     since = last_seq(pair.d1)
     ha.ipvsadm(0, "-C")
-    t0 = time.monotonic()
-    wait_for(
-        lambda: shape(table(ha)) == before,
-        timeout=DELAY_LOOP + SLACK + 5,
-        interval=0.1,
-        what="the table restored",
-    )
-    assert time.monotonic() - t0 <= DELAY_LOOP + SLACK
-    (drift,) = events(pair.d1, "drift_corrected", since)
+    cleared = time.time()  # the table was cleared before ipvsadm returned
+    drift = wait_event(pair.d1, "drift_corrected", since)
+    assert drift["time"] - cleared <= DELAY_LOOP + SLACK, drift
     assert drift["message"].startswith("the IPVS table was changed by someone else; correcting")
     assert f"add service tcp {NAT}:80: missing" in drift["data"]["findings"]
+    wait_for(lambda: shape(table(ha)) == before, timeout=30, interval=0.2, what="table back")
     since = last_seq(pair.d1)
     ha.ipvsadm(0, "-e", "-t", f"{NAT}:80", "-r", "10.62.1.11:80", "-m", "-w", "7")
+    edited = time.time()
+    drift = wait_event(pair.d1, "drift_corrected", since)
+    assert drift["time"] - edited <= DELAY_LOOP + SLACK, drift
+    assert "weight 7, want 1" in drift["message"]
     wait_for(
         lambda: table(ha)[f"TCP {NAT}:80"]["10.62.1.11:80"][1] == 1,
-        timeout=DELAY_LOOP + SLACK + 5,
-        interval=0.1,
+        timeout=30,
+        interval=0.2,
         what="rs1's weight back to 1",
     )
-    (drift,) = events(pair.d1, "drift_corrected", since)
-    assert "weight 7, want 1" in drift["message"]
 
 
 def test_reload_adding_a_real_server_is_one_request_and_disturbs_nothing(pair: Pair) -> None:
@@ -422,10 +431,10 @@ def test_the_sync_daemon_switches_on_every_transition(pair: Pair) -> None:
     status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/handover")
     assert status == 200, body
     try:
-        assert wait_for(lambda: vrrp_state(pair.d2) == "MASTER", timeout=15, what="d2 MASTER")
+        assert wait_for(lambda: vrrp_state(pair.d2) == "MASTER", timeout=30, what="d2 MASTER")
         wait_for(
             lambda: daemons(ha, 1) == {"master"} and daemons(ha, 0) == {"backup"},
-            timeout=10,
+            timeout=30,
             what="daemons swapped",
         )
         # d2 now checks web_nat (it holds the VIP), d1 suspended its checks
@@ -436,7 +445,7 @@ def test_the_sync_daemon_switches_on_every_transition(pair: Pair) -> None:
         assert status == 200, body
     wait_for(
         lambda: daemons(ha, 0) == {"master"} and daemons(ha, 1) == {"backup"},
-        timeout=10,
+        timeout=30,
         what="daemons back",
     )
     assert sorted(set(pages(ha, NAT, 6))) == ["rs1", "rs2", "rs3"]
