@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
+import pwd
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -581,3 +583,51 @@ async def test_metrics_cover_servers_checks_and_the_kernel(harness: Any) -> None
         ("10.62.1.11:80", 1.0),
         ("10.62.1.12:80", 1.0),
     }
+
+
+async def test_a_file_check_moves_the_weight(harness: Any, files: Path) -> None:
+    sec = section(files)
+    vs = sec.virtual_servers[0].to_dict()
+    vs["real_servers"][0]["checks"] = [
+        {"type": "file", "path": str(files / "w11"), "weight": 2, "delay_loop": 0.02}
+    ]
+    (files / "w11").write_text("0\n")
+    model = validate_data({"virtual_servers": [vs]}, check_files=False).section("ipvs")
+    h = await harness(model)
+    assert h.kernel.weights()["10.62.1.11:80"] == 1
+    (files / "w11").write_text("3\n")
+    await h.until(lambda: h.kernel.weights()["10.62.1.11:80"] == 7, "weight 1 + 3 x 2")
+    (ev,) = h.events("real_server_weight")
+    assert ev.data["was_weight"] == 1 and ev.data["weight"] == 7
+    view = h.sub.status()["virtual_servers"][0]["real_servers"][0]
+    assert (view["configured_weight"], view["effective_weight"], view["ipvs_weight"]) == (1, 7, 7)
+
+
+async def test_notify_commands_and_omega(harness: Any, files: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    script = tmp_path / "note.sh"
+    script.write_text(f'#!/bin/sh\necho "$VIGIL_EVENT $VIGIL_REAL_SERVER" >> {notes}\n')
+    script.chmod(0o755)
+    vs = section(files).virtual_servers[0].to_dict()
+    vs.update(omega=True, quorum_down=str(script), quorum_up=str(script))
+    for rs in vs["real_servers"]:
+        rs.update(notify_down=str(script), notify_up=str(script))
+    model = validate_data(
+        {
+            "global": {
+                "script_user": pwd.getpwuid(os.geteuid()).pw_name,
+                "script_security": False,
+            },
+            "virtual_servers": [vs],
+        },
+        check_files=False,
+    ).section("ipvs")
+    h = await harness(model)
+    h.health(12, up=False)
+    await h.until(lambda: notes.exists() and "down 10.62.1.12:80" in notes.read_text(), "down")
+    h.health(12, up=True)
+    await h.until(lambda: "up 10.62.1.12:80" in notes.read_text(), "notify_up")
+    await h.sub.stop()  # omega: the down notifiers that apply run at shutdown
+    lines = notes.read_text().splitlines()
+    assert lines[-3:] == ["down 10.62.1.11:80", "down 10.62.1.12:80", "quorum_down "]
+    assert all(e.data["ok"] for e in h.events("notify"))

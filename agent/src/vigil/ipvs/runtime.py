@@ -256,6 +256,8 @@ class IpvsSubsystem:
                 log.warning("ipvs: ignoring damaged journal entry %s: %s", key, exc)
 
     async def stop(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
         if self._worker is not None:
             self._worker.cancel()
