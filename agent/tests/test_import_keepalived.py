@@ -143,7 +143,7 @@ def test_render_is_deterministic_and_lists_what_was_left_out() -> None:
     first = render_yaml(imported("lvs_director.conf"))
     assert first == render_yaml(imported("lvs_director.conf"))
     assert "# Not carried over:" in first
-    assert "virtual_server: not carried over (not imported yet: IPVS support" in first
+    assert "lvs_flush: not carried over (vigil never flushes the whole table" in first
 
 
 def test_multi_interface_fields() -> None:
@@ -268,19 +268,15 @@ def test_split_config_reports_unsupported_inside_included_files() -> None:
     assert len(result.files) == 4
 
 
-def test_virtual_server_blocks_reported_once_per_block() -> None:
-    path = fixture("lvs_director.conf")
+def test_virtual_server_blocks_are_converted() -> None:
+    """The IPVS part of the import (its details: agent/tests/test_ipvs_keepalived.py)."""
     result = imported("lvs_director.conf")
-    blocks = [u for u in result.unsupported if u.keyword == "virtual_server"]
-    assert [u.line for u in blocks] == [
-        line_of(path, "virtual_server 10.70.0.10 80 {"),
-        line_of(path, "virtual_server 10.70.0.10 443 {"),
+    assert [(vs["address"], vs["port"]) for vs in result.config["virtual_servers"]] == [
+        ("10.70.0.10", 80),
+        ("10.70.0.10", 443),
     ]
-    assert all(
-        u.reason == "not imported yet: IPVS support comes in a later release" for u in blocks
-    )
-    # nothing from inside the blocks (real_server, lb_algo...) is listed separately
-    assert {u.keyword for u in result.unsupported} == {"virtual_server", "lvs_sync_daemon"}
+    assert result.config["ipvs_sync_daemon"] == {"interface": "eth0", "instance": "VI_LVS"}
+    assert {u.keyword for u in result.unsupported} == {"lvs_flush"}
     assert instance(result, "VI_LVS")["vrid"] == 101
 
 
@@ -318,9 +314,9 @@ def test_json_format() -> None:
     assert doc["config"]["vrrp_instances"][0]["name"] == "VI_LVS"
     assert doc["unsupported"][0] == {
         "file": fixture("lvs_director.conf"),
-        "line": 4,
-        "keyword": "lvs_sync_daemon",
-        "reason": "not imported yet: IPVS support comes in a later release",
+        "line": 5,
+        "keyword": "lvs_flush",
+        "reason": "vigil never flushes the whole table; it removes what it added (journal)",
     }
     code, out, _ = run_main(fixture("invalid_priority.conf"), fmt="json")
     assert code == 1
@@ -528,7 +524,7 @@ def test_vigilctl_import_keepalived_runs_the_importer() -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(["import-keepalived", fixture("lvs_director.conf")], out, err) == 0
     assert yaml.safe_load(out.getvalue()) == imported("lvs_director.conf").config
-    assert "virtual_server: not carried over" in err.getvalue()
+    assert "lvs_flush: not carried over" in err.getvalue()
     out, err = io.StringIO(), io.StringIO()
     assert main(["import-keepalived", fixture("invalid_priority.conf")], out, err) == 1
 

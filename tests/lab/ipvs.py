@@ -180,3 +180,119 @@ def build_ipvs_lab(lab: Lab, servers: int = 2) -> IpvsLab:
             what=f"httpd on {rs.name} ({rip}) answering the director",
         )
     return ipl
+
+
+# ---------------------------------------------------------------------------- HA pair
+
+#: the HA lab's VIPs: one per forwarding method, plus the real servers' gateway
+HA_VIPS = {"nat": "10.62.0.100", "dr": "10.62.0.101", "tun": "10.62.0.102"}
+HA_GATEWAY = "10.62.1.254"
+SORRY = "10.62.1.99"
+
+
+@dataclass
+class HaLab:
+    """Two directors (VRRP + IPVS by vigild, started by the test), real servers, a sorry
+    server and a client, on one bridge (see :func:`build_ha_lab`)."""
+
+    lab: Lab
+    client: Node
+    directors: list[Node]
+    servers: list[Node]
+    rips: list[str]
+    sorry: Node
+    httpd: dict[str, ProcessHandle] = field(default_factory=dict)
+
+    def get(self, host: str, *, source: str = CLIENT, timeout: float = 5.0) -> str:
+        return http_get(self.client, host, source=source, timeout=timeout)
+
+    def ipvsadm(self, director: int, *args: str) -> str:
+        return ipvsadm(self.lab, self.directors[director], *args)
+
+    def start_httpd(self, node: Node) -> ProcessHandle:
+        www = self.lab.node_dir(node) / "www"
+        handle = self.lab.spawn(
+            node, ["busybox", "httpd", "-f", "-p", "80", "-h", str(www)], name="httpd"
+        )
+        self.httpd[node.name] = handle
+        return handle
+
+    def kill_httpd(self, node: Node) -> None:
+        import signal
+
+        handle = self.httpd.pop(node.name)
+        self.lab.kill_group(handle, signal.SIGKILL)
+
+
+def build_ha_lab(lab: Lab, servers: int = 3) -> HaLab:
+    """An LVS director pair on one bridge, every address in 10.62.0.0/16::
+
+        client     10.62.0.10/24 (NAT client), 10.62.2.10/24 (direct client: DR, tunnel)
+        dN         10.62.0.N/24, 10.62.1.N/24; forwarding on, redirects off; the VIPs
+                   (10.62.0.100-102 and the real servers' gateway 10.62.1.254) are
+                   VRRP's to add
+        rsN        10.62.1.1N/24, default via the gateway VIP (NAT replies go back through
+                   the master director), 10.62.2.0/24 on-link; VIPs on lo with
+                   arp_ignore/arp_announce (DR), tunl0 up (ipip); busybox httpd
+        sorry      10.62.1.99/24, the sorry server (httpd), default via the gateway VIP
+
+    Each web server's page is its node name ("rs1", "sorry")."""
+    lab.add_switch()
+    client = lab.add_namespace("client")
+    lab.connect(client, "eth0")
+    _batch(lab, client, [f"addr add {CLIENT}/24 dev eth0", f"addr add {CLIENT_DIRECT}/24 dev eth0"])
+    directors = []
+    for n in (1, 2):
+        d = lab.add_namespace(f"d{n}", forwarding=True)
+        lab.connect(d, "eth0")
+        lab.sysctl(
+            d, **{"net.ipv4.conf.all.send_redirects": 0, "net.ipv4.conf.eth0.send_redirects": 0}
+        )
+        _batch(lab, d, [f"addr add 10.62.0.{n}/24 dev eth0", f"addr add 10.62.1.{n}/24 dev eth0"])
+        directors.append(d)
+    nodes, rips = [], []
+    for n in range(1, servers + 2):
+        last = n == servers + 1
+        name = "sorry" if last else f"rs{n}"
+        rip = SORRY if last else f"10.62.1.{10 + n}"
+        rs = lab.add_namespace(name)
+        lab.connect(rs, "eth0")
+        lab.sysctl(
+            rs,
+            **{
+                "net.ipv4.conf.all.arp_ignore": 1,
+                "net.ipv4.conf.all.arp_announce": 2,
+                "net.ipv4.conf.eth0.arp_ignore": 1,
+                "net.ipv4.conf.eth0.arp_announce": 2,
+                "net.ipv4.conf.all.accept_redirects": 0,
+                "net.ipv4.conf.all.rp_filter": 0,
+                "net.ipv4.conf.default.rp_filter": 0,
+            },
+        )
+        _batch(
+            lab,
+            rs,
+            [
+                f"addr add {rip}/24 dev eth0",
+                f"route add default via {HA_GATEWAY}",
+                "route add 10.62.2.0/24 dev eth0",
+                *(f"addr add {vip}/32 dev lo" for vip in HA_VIPS.values()),
+                "link set tunl0 up",
+            ],
+        )
+        www = lab.node_dir(rs) / "www"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text(f"{name}\n")
+        nodes.append(rs)
+        rips.append(rip)
+    ha = HaLab(lab, client, directors, nodes[:-1], rips[:-1], nodes[-1])
+    for node in nodes:
+        ha.start_httpd(node)
+    for node, rip in zip(nodes, [*rips], strict=True):
+        wait_for(
+            _answers(directors[0], rip),
+            timeout=30,
+            interval=0.2,
+            what=f"httpd on {node.name} ({rip}) answering d1",
+        )
+    return ha

@@ -38,7 +38,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any, Literal, TypeAlias
@@ -237,13 +237,17 @@ class ServiceKey:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol {self.protocol!r}: must be one of {sorted(PROTOCOLS)}")
         _check_range("port", self.port, 0, _U16)
-        addr = ipaddress.ip_address(self.addr)
-        object.__setattr__(self, "addr", addr)
+        addr = self.addr
+        if not isinstance(addr, IPv4Address | IPv6Address):
+            addr = ipaddress.ip_address(addr)
+            object.__setattr__(self, "addr", addr)
         object.__setattr__(self, "family", _family_of(addr))
 
     @classmethod
     def inet(cls, protocol: Protocol, addr: IPAddress | str, port: int) -> ServiceKey:
-        return cls(protocol=protocol, addr=ipaddress.ip_address(addr), port=port)
+        if not isinstance(addr, IPv4Address | IPv6Address):
+            addr = ipaddress.ip_address(addr)
+        return cls(protocol=protocol, addr=addr, port=port)
 
     @classmethod
     def mark(cls, fwmark: int, family: Literal[4, 6] = 4) -> ServiceKey:
@@ -321,7 +325,8 @@ class Destination:
     lower_threshold: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "addr", ipaddress.ip_address(self.addr))
+        if not isinstance(self.addr, IPv4Address | IPv6Address):  # parsing costs: skip it
+            object.__setattr__(self, "addr", ipaddress.ip_address(self.addr))
         _check_range("port", self.port, 0, _U16)
         _check_range("weight", self.weight, 0, _S32_MAX)
         _check_range("upper_threshold", self.upper_threshold, 0, _U32)
@@ -849,14 +854,20 @@ class IpvsKernel:
 
     # -- services and destinations
 
-    async def services(self) -> list[ServiceState]:
-        """Every service with its destinations and counters (1 + one per service requests)."""
+    async def services(self, only: Collection[ServiceKey] | None = None) -> list[ServiceState]:
+        """Every service with its destinations and counters (1 + one per service requests).
+
+        With ``only``, just those services (if present): still one service dump, but
+        destinations are dumped for those alone, so other tools' services cost nothing.
+        """
         out: list[ServiceState] = []
         for msg in await self._request(
             IPVS_CMD_GET_SERVICE, None, op="list", target="IPVS services", kind="service",
             dump=True,
         ):  # fmt: skip
             service, counters = parse_service(msg.get_attr("IPVS_CMD_ATTR_SERVICE"))
+            if only is not None and service.key not in only:
+                continue
             dests = await self.destinations(service.key)
             out.append(ServiceState(service, tuple(dests), counters))
         return out

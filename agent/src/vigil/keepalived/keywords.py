@@ -1,13 +1,12 @@
 """keepalived keywords the importer recognises, and why each unsupported one is left out.
 
 Kept apart from the converter so the tables read as a reference: one place to look up
-what happens to a keepalived keyword, and one place to extend when vigil grows (IPVS and
-BFD blocks will move from "later" to converted).
+what happens to a keepalived keyword, and one place to extend when vigil grows (BFD blocks
+will move from "later" to converted, as IPVS's did: vigil.ipvs.keepalived).
 """
 
 from __future__ import annotations
 
-IPVS_LATER = "not imported yet: IPVS support comes in a later release"
 BFD_LATER = "not imported yet: BFD support comes in a later release"
 EMAIL = "vigil sends no email; run a notify script (or watch the event API) instead"
 NO_EQUIVALENT = "keepalived daemon setting with no vigil equivalent"
@@ -67,9 +66,8 @@ NOTIFY_KEYS = {
 }
 
 # Top-level blocks reported once per block: later releases will import them.
+# (virtual_server, virtual_server_group and SSL are IPVS's: vigil.ipvs.keepalived.)
 LATER_BLOCKS = {
-    "virtual_server": IPVS_LATER,
-    "virtual_server_group": IPVS_LATER,
     "bfd_instance": BFD_LATER,
 }
 
@@ -82,7 +80,7 @@ TOP_UNSUPPORTED = {
     "interface_up_down_delays": "interface debounce delays are not supported",
     "track_group": "static track groups are not supported",
     "net_namespace": "run vigild inside the namespace instead (ip netns exec)",
-    "net_namespace_ipvs": IPVS_LATER,
+    "net_namespace_ipvs": "run vigild inside the namespace instead (ip netns exec)",
     "namespace_with_ipsets": NO_EQUIVALENT,
     "instance": NO_EQUIVALENT,
     "use_pid_dir": NO_EQUIVALENT,
@@ -131,12 +129,8 @@ GLOBAL_PREFIX_REASONS = (
     ("notification_email", EMAIL),
     ("no_email", EMAIL),
     ("no_checker_emails", EMAIL),
-    ("lvs_", IPVS_LATER),
-    ("checker_", IPVS_LATER),
-    ("nftables_ipvs", IPVS_LATER),
     ("bfd_", BFD_LATER),
     ("vrrp_netlink_", NO_EQUIVALENT),
-    ("lvs_netlink_", IPVS_LATER),
     ("process_", NO_EQUIVALENT),
     ("vrrp_rx_bufs", NO_EQUIVALENT),
     ("vrrp_no_swap", NO_EQUIVALENT),
@@ -153,7 +147,6 @@ GLOBAL_PREFIX_REASONS = (
     ("random_seed", NO_EQUIVALENT),
     ("data_use_instance", NO_EQUIVALENT),
     ("log_unknown_vrids", NO_EQUIVALENT),
-    ("rs_init_notifies", IPVS_LATER),
     ("fifo_write_vrrp_states_on_reload", NO_EQUIVALENT),
     ("disable_local_igmp", NO_EQUIVALENT),
     ("default_interface", "static addresses are not managed by vigil"),
@@ -179,7 +172,8 @@ INSTANCE_REASONS = {
     "notify_master_rx_lower_pri": "not supported; watch the event API instead",
     "notify_deleted": "not supported; watch the event API instead",
     "notify_priority_changes": "priority changes are events on vigil's API",
-    "lvs_sync_daemon_interface": IPVS_LATER,
+    "lvs_sync_daemon_interface": "use global_defs lvs_sync_daemon IF INSTANCE (imported as "
+    "ipvs_sync_daemon)",
     "virtual_rules": "policy routing rules are not supported",
     "promote_secondaries": "set net.ipv4.conf.IF.promote_secondaries with sysctl instead",
     "vmac_xmit_base": "adverts go out on the macvlan when use_vmac is set",

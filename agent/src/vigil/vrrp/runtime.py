@@ -39,6 +39,7 @@ from vigil.vrrp.machine import (
 )
 from vigil.vrrp.notify import NotifyManager
 from vigil.vrrp.reload import plan_reload
+from vigil.vrrp.state_tracker import StatePublisher
 from vigil.vrrp.syncgroup import SyncGroupManager
 from vigil.vrrp.tracking import InstanceTracking
 from vigil.vrrp.transport import RawReceived, SocketRegistry, VrrpSocket
@@ -91,6 +92,8 @@ class VrrpSubsystem:
         self.trackers = InstanceTracking(self, ctx.trackers)
         # Maintenance, priority overrides, handover/takeover (vigil.vrrp.control).
         self.control = ControlManager(self)
+        # Each instance's state as tracker vrrp:<name>, for other subsystems (IPVS).
+        self.state_trackers = StatePublisher(self, ctx.trackers)
         self._reconcile_task: asyncio.Task[None] | None = None
         self._journal_timer: asyncio.TimerHandle | None = None
 
@@ -136,6 +139,7 @@ class VrrpSubsystem:
             *(inst.stop() for inst in self.instances.values()), return_exceptions=True
         )
         self.instances.clear()
+        self.state_trackers.close()
         self.journal.flush()  # the instances' stops emptied it
         await self.notify.close()
         if self._reconcile_task is not None:

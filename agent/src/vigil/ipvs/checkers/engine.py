@@ -215,6 +215,19 @@ class CheckEngine:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._pump()
 
+    def reconfigure(self, name: str, weight: int, inhibit_on_failure: bool) -> None:
+        """A reload changed a server's configured weight or inhibit_on_failure, not its
+        checks: keep its checkers (and their state) running, report the new result."""
+        server = self._servers.get(name)
+        if server is None:
+            raise KeyError(f"no real server {name!r}")
+        server.health.base_weight = weight
+        server.health.inhibit_on_failure = inhibit_on_failure
+        if self._started and self._loop is not None:
+            change = server.health.evaluate(self._loop.time(), "configuration changed")
+            if change is not None:
+                self._emit_change(change)
+
     # ------------------------------------------------------------------ building
 
     def _build(self, server: RealServer) -> _Server:

@@ -1,0 +1,633 @@
+"""The IPVS subsystem with a fake kernel (no root, no IPVS): what it sends, and when.
+
+:class:`FakeKernel` stands in for :class:`vigil.ipvs.kernel.IpvsKernel` (same coroutines,
+same errors, a table in memory), because this host's kernel has no IPVS; the real one is
+exercised in tests/vm. Real servers are health-checked with FILE checks on files of the
+test's (weight 0: the file holding 0 is up, anything else down), so a test flips a real
+server's health by writing a file, with no network at all. Every wait is on an observed
+condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import pwd
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from vigil.events import EventBus, EventPublisher
+from vigil.ipvs import SPEC
+from vigil.ipvs.config import IpvsConfig
+from vigil.ipvs.journal import cleanup
+from vigil.ipvs.kernel import (
+    Destination,
+    DestinationState,
+    IpvsError,
+    Service,
+    ServiceKey,
+    ServiceState,
+    SyncDaemon,
+)
+from vigil.ipvs.runtime import IpvsSubsystem
+from vigil.journal import CleanupReport, JournalNamespace
+from vigil.subsystem import SubsystemContext
+from vigil.subsystems import diff_configs, validate_data
+from vigil.track.base import Tracker, TrackerState
+from vigil.track.registry import TrackerRegistry
+
+VIP = "10.62.0.100"
+WEB = ServiceKey.inet("tcp", VIP, 80)
+
+
+# ---------------------------------------------------------------------------- the fake
+
+
+def _err(op: str, target: str, code: int) -> IpvsError:
+    return IpvsError(op, target, code, errno.errorcode.get(code, str(code)))
+
+
+@dataclass
+class FakeKernel:
+    """IpvsKernel's coroutines over an in-memory table; ``log`` lists every write."""
+
+    netns: str | None = None
+    available: bool = True
+    services_: dict[ServiceKey, Service] = field(default_factory=dict)
+    dests: dict[ServiceKey, dict[tuple[Any, int], Destination]] = field(default_factory=dict)
+    daemons: dict[str, SyncDaemon] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    requests: int = 0
+    on_write: Callable[[str], None] | None = None
+
+    async def open(self) -> None:
+        if not self.available:
+            raise IpvsError(
+                "open", "IPVS generic netlink", errno.ENOENT, "this kernel has no IPVS (fake)"
+            )
+
+    async def close(self) -> None:
+        return None
+
+    def _write(self, what: str) -> None:
+        self.requests += 1
+        self.log.append(what)
+        if self.on_write is not None:
+            self.on_write(what)
+
+    async def services(self, only: Any = None) -> list[ServiceState]:
+        self.requests += 1
+        out = []
+        for key, svc in self.services_.items():
+            if only is not None and key not in only:
+                continue
+            self.requests += 1
+            dests = tuple(DestinationState(d) for d in self.dests[key].values())
+            out.append(ServiceState(svc, dests))
+        return out
+
+    async def destinations(self, key: ServiceKey) -> list[DestinationState]:
+        self.requests += 1
+        if key not in self.services_:
+            raise _err("list destinations of", str(key), errno.ESRCH)
+        return [
+            DestinationState(d, active_conns=1 if d.weight == 0 else 0)
+            for d in self.dests[key].values()
+        ]
+
+    async def add_service(self, svc: Service) -> None:
+        self._write(f"add_service {svc.key}")
+        if svc.key in self.services_:
+            raise _err("add service", str(svc.key), errno.EEXIST)
+        self.services_[svc.key] = svc
+        self.dests[svc.key] = {}
+
+    async def set_service(self, svc: Service) -> None:
+        self._write(f"set_service {svc.key}")
+        if svc.key not in self.services_:
+            raise _err("change service", str(svc.key), errno.ESRCH)
+        self.services_[svc.key] = svc
+
+    async def delete_service(self, key: ServiceKey) -> None:
+        self._write(f"delete_service {key}")
+        if key not in self.services_:
+            raise _err("delete service", str(key), errno.ESRCH)
+        del self.services_[key]
+        del self.dests[key]
+
+    async def add_destination(self, key: ServiceKey, dest: Destination) -> None:
+        self._write(f"add_destination {dest} w{dest.weight}")
+        if key not in self.services_:
+            raise _err("add destination", str(dest), errno.ESRCH)
+        if (dest.addr, dest.port) in self.dests[key]:
+            raise _err("add destination", str(dest), errno.EEXIST)
+        self.dests[key][(dest.addr, dest.port)] = dest
+
+    async def set_destination(self, key: ServiceKey, dest: Destination) -> None:
+        self._write(f"set_destination {dest} w{dest.weight}")
+        if key not in self.services_ or (dest.addr, dest.port) not in self.dests[key]:
+            raise _err("change destination", str(dest), errno.ENOENT)
+        self.dests[key][(dest.addr, dest.port)] = dest
+
+    async def delete_destination(self, key: ServiceKey, addr: Any, port: int) -> None:
+        self._write(f"delete_destination {addr}:{port}")
+        dests = self.dests.get(key, {})
+        if (addr, port) not in dests:
+            raise _err("delete destination", f"{addr}:{port}", errno.ENOENT)
+        del dests[(addr, port)]
+
+    async def sync_daemons(self) -> list[SyncDaemon]:
+        self.requests += 1
+        return list(self.daemons.values())
+
+    async def start_sync_daemon(self, daemon: SyncDaemon) -> None:
+        self._write(f"start_daemon {daemon.state}")
+        if daemon.state in self.daemons:
+            raise _err("start", str(daemon), errno.EEXIST)
+        self.daemons[daemon.state] = daemon
+
+    async def stop_sync_daemon(self, state: str) -> None:
+        self._write(f"stop_daemon {state}")
+        if self.daemons.pop(state, None) is None:
+            raise _err("stop", state, errno.ESRCH)
+
+    def weights(self, key: ServiceKey = WEB) -> dict[str, int]:
+        return {str(d): d.weight for d in self.dests.get(key, {}).values()}
+
+
+class VrrpState(Tracker):
+    """Stands in for VRRP's tracker ``vrrp:<instance>`` (OK while MASTER)."""
+
+    kind = "vrrp"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, TrackerState.FAILED)
+        self.state_word = "BACKUP"
+
+    def go(self, word: str) -> None:
+        self.state_word = word
+        self._set_state(TrackerState.OK if word == "MASTER" else TrackerState.FAILED, word)
+
+    def details(self) -> dict[str, Any]:
+        return {"vrrp_state": self.state_word}
+
+
+# ---------------------------------------------------------------------------- harness
+
+
+@dataclass
+class Harness:
+    sub: IpvsSubsystem
+    kernel: FakeKernel
+    bus: EventBus
+    files: Path
+    state_dir: Path
+    trackers: TrackerRegistry
+
+    def health(self, octet: int, up: bool) -> None:
+        (self.files / f"rs{octet}").write_text("0\n" if up else "1\n")
+
+    def events(self, kind: str) -> list[Any]:
+        return [e for e in self.bus.since(0) if e.kind == kind]
+
+    async def until(self, cond: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(int(timeout / 0.01) + 2):
+            value = cond()
+            if value:
+                return value
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"timed out waiting for {what}; kernel: {self.kernel.weights()}")
+
+
+def section(files: Path, *, servers: tuple[int, ...] = (11, 12), **extra: Any) -> IpvsConfig:
+    vs: dict[str, Any] = {
+        "name": "web",
+        "address": VIP,
+        "port": 80,
+        "scheduler": "rr",
+        "delay_loop": 0.05,
+        "real_servers": [
+            {
+                "address": f"10.62.1.{o}",
+                "checks": [{"type": "file", "path": str(files / f"rs{o}"), "weight": 0,
+                            "delay_loop": 0.02}],
+            }
+            for o in servers
+        ],
+    }  # fmt: skip
+    top = {k: v for k, v in extra.items() if k in ("ipvs_sync_daemon",)}
+    vs.update({k: v for k, v in extra.items() if k not in top})
+    vrrp = {"name": "VI_1", "interface": "eth0", "vrid": 1, "virtual_ipaddresses": [f"{VIP}/24"]}
+    data: dict[str, Any] = {"vrrp_instances": [vrrp], "virtual_servers": [vs], **top}
+    model: IpvsConfig = validate_data(data, check_files=False).section("ipvs")
+    return model
+
+
+def context(state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any) -> Any:
+    @dataclass
+    class Netlink:
+        netns: str | None = None
+
+    @dataclass
+    class Kernel:
+        netlink: Netlink = field(default_factory=Netlink)
+
+    ns = JournalNamespace(state_dir, "ipvs")
+    ns.load()
+    return SubsystemContext(
+        name="ipvs",
+        events=EventPublisher(bus, "ipvs", SPEC.warning_kinds),
+        registry=CollectorRegistry(),
+        state_dir=state_dir,
+        router_id="t",
+        globals=None,  # type: ignore[arg-type]
+        journal=ns,
+        kernel=Kernel(),  # type: ignore[arg-type]
+        trackers=trackers,
+        section=sec,
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """The health files of rs11..rs13 (0: up)."""
+    path = tmp_path / "health"
+    path.mkdir()
+    for o in (11, 12, 13):
+        (path / f"rs{o}").write_text("0\n")
+    return path
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, files: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Harness] = []
+
+    async def make(
+        sec: IpvsConfig | None = None,
+        kernel: FakeKernel | None = None,
+        *,
+        start: bool = True,
+        trackers: TrackerRegistry | None = None,
+    ) -> Harness:
+        sec = sec or section(files)
+        state_dir = tmp_path / "state"
+        state_dir.mkdir(exist_ok=True)
+        bus = EventBus()
+        trackers = trackers or TrackerRegistry()
+        sub = IpvsSubsystem(context(state_dir, bus, trackers, sec))
+        fake = kernel or FakeKernel()
+        sub.kernel = fake  # type: ignore[assignment]
+        h = Harness(sub, fake, bus, files, state_dir, trackers)
+        made.append(h)
+        if start:
+            await sub.start(sec)
+        return h
+
+    yield make
+    for h in made:
+        await h.sub.stop()
+
+
+def journal(state_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((state_dir / "ipvs-journal.json").read_text())["entries"])
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+async def test_start_programs_the_table_journal_first(harness: Any, tmp_path: Path) -> None:
+    seen: list[bool] = []
+    fake = FakeKernel()
+
+    def on_write(what: str) -> None:
+        if what.startswith("add_service"):
+            path = tmp_path / "state" / "ipvs-journal.json"
+            seen.append(path.exists() and "service:tcp|10.62.0.100|80" in path.read_text())
+
+    fake.on_write = on_write
+    h = await harness(kernel=fake)
+    assert seen == [True], "the journal names the service before it is added"
+    assert h.kernel.log == [
+        f"add_service {WEB}",
+        "add_destination 10.62.1.11:80 w1",
+        "add_destination 10.62.1.12:80 w1",
+    ]
+    status = h.sub.status()
+    assert status["kernel"]["available"] is True
+    (vs,) = status["virtual_servers"]
+    assert vs["in_ipvs"] is True and vs["quorum"]["state"] == "UP"
+    assert [r["ipvs_weight"] for r in vs["real_servers"]] == [1, 1]
+
+
+async def test_a_dead_server_is_one_delete_and_comes_back_with_one_add(harness: Any) -> None:
+    h = await harness()
+    h.kernel.log.clear()
+    h.health(12, up=False)
+    await h.until(lambda: "10.62.1.12:80" not in h.kernel.weights(), "rs12 removed")
+    assert h.kernel.log == ["delete_destination 10.62.1.12:80"]
+    (down,) = h.events("real_server_down")
+    assert down.instance == "web" and down.data["real_server"] == "10.62.1.12:80"
+    h.health(12, up=True)
+    await h.until(lambda: "10.62.1.12:80" in h.kernel.weights(), "rs12 back")
+    assert h.kernel.log == ["delete_destination 10.62.1.12:80", "add_destination 10.62.1.12:80 w1"]
+    assert h.events("real_server_up")
+
+
+async def test_drift_is_corrected_and_reported(harness: Any) -> None:
+    h = await harness()
+    h.kernel.services_.clear()  # ipvsadm -C
+    h.kernel.dests.clear()
+    await h.until(lambda: len(h.kernel.weights()) == 2, "table restored")
+    (drift,) = await h.until(lambda: h.events("drift_corrected"), "drift event")
+    assert f"add service {WEB}: missing" in drift.data["findings"]
+    h.kernel.dests[WEB][(next(iter(h.kernel.dests[WEB])))] = Destination(
+        addr=next(iter(h.kernel.dests[WEB]))[0], port=80, weight=9
+    )
+    await h.until(lambda: set(h.kernel.weights().values()) == {1}, "weight restored")
+    assert "weight 9, want 1" in h.events("drift_corrected")[-1].message
+
+
+async def test_adoption_keeps_the_service_and_corrects_it_in_place(
+    harness: Any, tmp_path: Path
+) -> None:
+    """What a previous run left (journalled) is adopted: set, not delete + add."""
+    fake = FakeKernel()
+    fake.services_[WEB] = Service(WEB, "wlc")
+    fake.dests[WEB] = {
+        (d.addr, d.port): d
+        for d in (
+            Destination(addr="10.62.1.11", port=80, weight=5),  # type: ignore[arg-type]
+            Destination(addr="10.62.1.99", port=80, weight=1),  # type: ignore[arg-type]
+        )
+    }
+    other = ServiceKey.inet("tcp", "10.9.9.9", 22)  # someone else's: never touched
+    fake.services_[other] = Service(other, "rr")
+    fake.dests[other] = {}
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "ipvs-journal.json").write_text(
+        json.dumps(
+            {
+                "version": 2,
+                "entries": {
+                    "service:tcp|10.62.0.100|80": {
+                        "kind": "service",
+                        "vs": "web",
+                        "service": {"protocol": "tcp", "address": VIP, "port": 80},
+                    }
+                },
+            }
+        )
+    )
+    h = await harness(kernel=fake)
+    assert h.kernel.log == [
+        f"set_service {WEB}",
+        "add_destination 10.62.1.12:80 w1",
+        "set_destination 10.62.1.11:80 w1",
+        "delete_destination 10.62.1.99:80",
+    ]
+    assert other in h.kernel.services_
+    (adopted,) = h.events("ipvs_adopted")
+    assert adopted.data["services"] == [str(WEB)]
+
+
+async def test_the_startup_cleanup_removes_only_what_the_config_no_longer_wants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vigil.ipvs.kernel as kernel_module
+    from vigil.ipvs import journal as ipvs_journal
+
+    state = tmp_path / "state"
+    state.mkdir()
+    ns = JournalNamespace(state, "ipvs")
+    for port in (80, 8080):
+        service = {"protocol": "tcp", "address": VIP, "port": port}
+        ns.record(f"service:tcp|{VIP}|{port}", {"kind": "service", "vs": "x", "service": service})
+    ns.record("sync:master", {"kind": "sync_daemon", "state": "master", "interface": "eth0"})
+    ns.flush()
+    fake = FakeKernel()
+    old = ServiceKey.inet("tcp", VIP, 8080)
+    for key in (WEB, old):
+        fake.services_[key] = Service(key, "rr")
+        fake.dests[key] = {}
+    fake.daemons["master"] = SyncDaemon("master", "eth0")
+    lines: list[str] = []
+    report = CleanupReport("ipvs", lambda kind, key, msg, data: lines.append(f"({key}) {msg}"))
+    ipvs_journal.adopt_at_startup(ns, [f"service:tcp|{VIP}|80"])
+    monkeypatch.setattr(kernel_module, "IpvsKernel", lambda netns=None: fake)
+    await cleanup(ns, report, None)
+    assert lines == [
+        "(service:tcp|10.62.0.100|8080) removed service tcp 10.62.0.100:8080 (x)",
+        "(sync:master) removed master sync daemon on eth0",
+    ]
+    assert list(fake.services_) == [WEB] and fake.daemons == {}
+    assert list(ns.entries) == [f"service:tcp|{VIP}|80"]
+
+
+async def test_quorum_loss_brings_the_sorry_server_and_publishes_the_tracker(
+    harness: Any, files: Path
+) -> None:
+    trackers = TrackerRegistry()
+    h = await harness(section(files, quorum=2, sorry_server="10.62.1.99"), trackers=trackers)
+    tracker = trackers.get("ipvs_quorum:web")
+    assert tracker is not None and tracker.ok
+    h.health(11, up=False)
+    await h.until(lambda: h.kernel.weights() == {"10.62.1.99:80": 1}, "sorry server only")
+    assert not tracker.ok
+    (lost,) = h.events("quorum_lost")
+    assert "sorry server 10.62.1.99:80 takes over" in lost.message
+    h.health(11, up=True)
+    await h.until(lambda: "10.62.1.99:80" not in h.kernel.weights(), "sorry server gone")
+    assert tracker.ok and h.events("quorum_gained")
+    assert h.kernel.weights() == {"10.62.1.11:80": 1, "10.62.1.12:80": 1}
+
+
+async def test_the_sync_daemon_follows_the_vrrp_instance(harness: Any, files: Path) -> None:
+    trackers = TrackerRegistry()
+    vrrp = VrrpState("VI_1")
+    trackers.publish(vrrp)
+    sec = section(files, ipvs_sync_daemon={"interface": "eth0", "instance": "VI_1", "syncid": 7})
+    h = await harness(sec, trackers=trackers)
+    assert set(h.kernel.daemons) == {"backup"}
+    vrrp.go("MASTER")
+    await h.until(lambda: set(h.kernel.daemons) == {"master"}, "master daemon")
+    assert h.kernel.log[-2:] == ["stop_daemon backup", "start_daemon master"]
+    assert h.kernel.daemons["master"].syncid == 7
+    vrrp.go("FAULT")
+    await h.until(lambda: set(h.kernel.daemons) == {"backup"}, "backup daemon")
+    assert [e.message.split(":")[0] for e in h.events("sync_daemon")][-2:] == [
+        "master sync daemon on eth0 (syncid 7) stopped",
+        "backup sync daemon on eth0 (syncid 7) started",
+    ]
+    assert set(journal(h.state_dir)) >= {"sync:backup"}
+
+
+async def test_ha_suspend_holds_the_pool_and_resumes_checks_on_master(
+    harness: Any, files: Path
+) -> None:
+    trackers = TrackerRegistry()
+    vrrp = VrrpState("VI_1")
+    trackers.publish(vrrp)
+    h = await harness(section(files, ha_suspend="VI_1"), trackers=trackers)
+    assert h.sub.engine is not None and h.sub.engine.servers() == []
+    assert h.kernel.weights() == {"10.62.1.11:80": 1, "10.62.1.12:80": 1}  # assumed alive
+    h.health(12, up=False)  # not checked while suspended: the pool is held
+    vrrp.go("MASTER")
+    await h.until(lambda: h.sub.engine is not None and h.sub.engine.servers(), "checks resumed")
+    await h.until(lambda: "10.62.1.12:80" not in h.kernel.weights(), "rs12 seen down")
+    assert [e.data["suspended"] for e in h.events("ha_suspend")] == [True, False]
+
+
+async def test_reload_touches_only_what_changed(harness: Any) -> None:
+    h = await harness()
+    old_cfg = validate_data(
+        {"virtual_servers": [h.sub.section.virtual_servers[0].to_dict()]}, check_files=False
+    )
+    new_sec = section(h.files, servers=(11, 12, 13))
+    new_cfg = validate_data(
+        {"virtual_servers": [new_sec.virtual_servers[0].to_dict()]}, check_files=False
+    )
+    diff = diff_configs(old_cfg, new_cfg).section("ipvs")
+    assert diff is not None
+    h.kernel.log.clear()
+    await h.sub.apply(new_cfg.section("ipvs"), diff)
+    assert h.kernel.log == ["add_destination 10.62.1.13:80 w1"]
+    # the virtual server goes: its service (and only it) is deleted and forgotten
+    empty = validate_data({}, check_files=False)
+    await h.sub.apply(empty.section("ipvs"), diff_configs(new_cfg, empty).section("ipvs"))
+    assert h.kernel.log[-1] == f"delete_service {WEB}"
+    assert h.sub.ctx.journal.entries == {}
+    assert h.sub.status()["virtual_servers"] == []
+
+
+async def test_drain_and_enable_are_verified_and_persisted(harness: Any) -> None:
+    h = await harness()
+    result = await h.sub.control.drain("web", "10.62.1.11")
+    assert result["message"] == "drained: weight 0 in IPVS"
+    assert result["after"]["ipvs_weight"] == 0 and result["after"]["drained"] is True
+    assert h.kernel.weights()["10.62.1.11:80"] == 0
+    stored = json.loads((h.state_dir / "ipvs-control.json").read_text())
+    assert stored == {"version": 1, "drained": {"web": ["10.62.1.11:80"]}}
+    # --wait: the fake reports one active connection while the weight is 0
+    waited = await h.sub.control.drain("web", "10.62.1.11:80", wait=True, timeout=0.6)
+    assert waited["wait"]["outcome"] == "timeout" and waited["wait"]["active_connections"] == 1
+    assert "1 active connection(s) still open after 0.6s" in waited["message"]
+    assert h.events("real_server_drained")[0].data["real_server"] == "10.62.1.11:80"
+    result = await h.sub.control.enable("web", "10.62.1.11:80")
+    assert result["message"] == "drain lifted: weight 1 in IPVS"
+    assert h.kernel.weights()["10.62.1.11:80"] == 1
+    assert json.loads((h.state_dir / "ipvs-control.json").read_text())["drained"] == {}
+
+
+async def test_drain_persists_across_a_restart(harness: Any) -> None:
+    h = await harness()
+    await h.sub.control.drain("web", "10.62.1.12:80")
+    await h.sub.stop()
+    h2 = await harness(kernel=FakeKernel())
+    assert h2.kernel.weights() == {"10.62.1.11:80": 1, "10.62.1.12:80": 0}
+
+
+async def test_without_ipvs_the_checks_run_and_actions_say_why(harness: Any) -> None:
+    from vigil.ipvs.control import ControlError
+
+    h = await harness(kernel=FakeKernel(available=False))
+    status = h.sub.status()
+    assert status["kernel"]["available"] is False
+    assert "no IPVS" in status["kernel"]["error"]
+    (ev,) = h.events("ipvs_unavailable")
+    assert "IPVS is not available" in ev.message
+    with pytest.raises(ControlError) as info:
+        await h.sub.control.drain("web", "10.62.1.11:80")
+    assert info.value.status == 503 and "no IPVS" in info.value.message
+    with pytest.raises(ControlError) as info:
+        await h.sub.control.drain("nope", "10.62.1.11:80")
+    assert info.value.status == 404 and "this config has: web" in info.value.message
+    h.health(12, up=False)
+    await h.until(
+        lambda: h.sub.real_server_state("web", "10.62.1.12:80") == "DOWN", "checks still run"
+    )
+
+
+async def test_stop_removes_what_it_added_and_empties_the_journal(harness: Any) -> None:
+    h = await harness()
+    await h.sub.stop()
+    assert h.kernel.services_ == {}
+    assert journal(h.state_dir) == {}
+
+
+async def test_metrics_cover_servers_checks_and_the_kernel(harness: Any) -> None:
+    h = await harness()
+    names = {m.name for m in h.sub.collect_metrics()}
+    assert {
+        "vigil_ipvs_real_server_up",
+        "vigil_ipvs_real_server_weight",
+        "vigil_ipvs_check_latency_seconds",
+        "vigil_ipvs_quorum_up",
+        "vigil_ipvs_kernel_available",
+        "vigil_ipvs_drift_corrections",
+        "vigil_ipvs_sync_daemon_running",
+    } <= names
+    up = next(m for m in h.sub.collect_metrics() if m.name == "vigil_ipvs_real_server_up")
+    assert {(s.labels["real_server"], s.value) for s in up.samples} == {
+        ("10.62.1.11:80", 1.0),
+        ("10.62.1.12:80", 1.0),
+    }
+
+
+async def test_a_file_check_moves_the_weight(harness: Any, files: Path) -> None:
+    sec = section(files)
+    vs = sec.virtual_servers[0].to_dict()
+    vs["real_servers"][0]["checks"] = [
+        {"type": "file", "path": str(files / "w11"), "weight": 2, "delay_loop": 0.02}
+    ]
+    (files / "w11").write_text("0\n")
+    model = validate_data({"virtual_servers": [vs]}, check_files=False).section("ipvs")
+    h = await harness(model)
+    assert h.kernel.weights()["10.62.1.11:80"] == 1
+    (files / "w11").write_text("3\n")
+    await h.until(lambda: h.kernel.weights()["10.62.1.11:80"] == 7, "weight 1 + 3 x 2")
+    (ev,) = h.events("real_server_weight")
+    assert ev.data["was_weight"] == 1 and ev.data["weight"] == 7
+    view = h.sub.status()["virtual_servers"][0]["real_servers"][0]
+    assert (view["configured_weight"], view["effective_weight"], view["ipvs_weight"]) == (1, 7, 7)
+
+
+async def test_notify_commands_and_omega(harness: Any, files: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    script = tmp_path / "note.sh"
+    script.write_text(f'#!/bin/sh\necho "$VIGIL_EVENT $VIGIL_REAL_SERVER" >> {notes}\n')
+    script.chmod(0o755)
+    vs = section(files).virtual_servers[0].to_dict()
+    vs.update(omega=True, quorum_down=str(script), quorum_up=str(script))
+    for rs in vs["real_servers"]:
+        rs.update(notify_down=str(script), notify_up=str(script))
+    model = validate_data(
+        {
+            "global": {
+                "script_user": pwd.getpwuid(os.geteuid()).pw_name,
+                "script_security": False,
+            },
+            "virtual_servers": [vs],
+        },
+        check_files=False,
+    ).section("ipvs")
+    h = await harness(model)
+    h.health(12, up=False)
+    await h.until(lambda: notes.exists() and "down 10.62.1.12:80" in notes.read_text(), "down")
+    h.health(12, up=True)
+    await h.until(lambda: "up 10.62.1.12:80" in notes.read_text(), "notify_up")
+    await h.sub.stop()  # omega: the down notifiers that apply run at shutdown
+    lines = notes.read_text().splitlines()
+    assert lines[-3:] == ["down 10.62.1.11:80", "down 10.62.1.12:80", "quorum_down "]
+    assert all(e.data["ok"] for e in h.events("notify"))
