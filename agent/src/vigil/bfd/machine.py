@@ -190,7 +190,11 @@ class Transition:
     time: float
 
     def __str__(self) -> str:
-        line = f"(bfd {self.session}) {self.old} -> {self.new}: {self.reason}"
+        return f"(bfd {self.session}) {self.describe()}"
+
+    def describe(self) -> str:
+        """The log line without the session: ``Up -> Down: ...; diag 1 ...``."""
+        line = f"{self.old} -> {self.new}: {self.reason}"
         down = self.new in (State.DOWN, State.ADMIN_DOWN)
         if down and self.trigger is not Trigger.ADMIN_UP and self.diag is not Diag.NONE:
             line += f"; diag {int(self.diag)} {self.diag.text}"

@@ -216,8 +216,10 @@ class BfdEngine:
         transport: TransportFactory | None = None,
         timer_factory: TimerFactory | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        log_transitions: bool = True,
     ) -> None:
         self._on_state_change = on_state_change
+        self._log_transitions = log_transitions
         self._clock = clock
         self._rng = rng or random.Random()
         self._loop = loop
@@ -547,10 +549,11 @@ class BfdEngine:
             session.send_failures += 1
 
     def _report(self, session: _Session, transition: Transition) -> None:
-        level = logging.WARNING if transition.new is not State.UP else logging.INFO
-        if transition.old is State.DOWN and transition.new is State.INIT:
-            level = logging.INFO
-        log.log(level, "%s", transition)
+        if self._log_transitions:
+            level = logging.WARNING if transition.new is not State.UP else logging.INFO
+            if transition.old is State.DOWN and transition.new is State.INIT:
+                level = logging.INFO
+            log.log(level, "%s", transition)
         if self._on_state_change is None:
             return
         try:
