@@ -12,6 +12,7 @@ SPEC = SubsystemSpec(
     section="vigil.bfd.config:SECTION",
     factory="vigil.bfd.subsystem:factory",
     cli="vigil.bfd.cli:GROUP",
+    keepalived="vigil.bfd.keepalived:BfdImporter",
 )
 
 __all__ = ["SPEC"]

@@ -1,14 +1,14 @@
 """keepalived keywords the importer recognises, and why each unsupported one is left out.
 
 Kept apart from the converter so the tables read as a reference: one place to look up
-what happens to a keepalived keyword, and one place to extend when vigil grows (IPVS and
-BFD blocks will move from "later" to converted).
+what happens to a keepalived keyword, and one place to extend when vigil grows (IPVS
+blocks will move from "later" to converted, as BFD's did).
 """
 
 from __future__ import annotations
 
 IPVS_LATER = "not imported yet: IPVS support comes in a later release"
-BFD_LATER = "not imported yet: BFD support comes in a later release"
+BFD_PROCESS = "BFD runs in vigild's event loop, not in a process of its own: no process settings"
 EMAIL = "vigil sends no email; run a notify script (or watch the event API) instead"
 NO_EQUIVALENT = "keepalived daemon setting with no vigil equivalent"
 UNKNOWN = "not a keepalived keyword the importer knows"
@@ -42,6 +42,7 @@ TOP_ORDER = (
     "vrrp_scripts",
     "track_files",
     "track_processes",
+    "bfd",
     "vrrp_instances",
     "vrrp_sync_groups",
 )
@@ -70,7 +71,6 @@ NOTIFY_KEYS = {
 LATER_BLOCKS = {
     "virtual_server": IPVS_LATER,
     "virtual_server_group": IPVS_LATER,
-    "bfd_instance": BFD_LATER,
 }
 
 TOP_UNSUPPORTED = {
@@ -134,7 +134,7 @@ GLOBAL_PREFIX_REASONS = (
     ("lvs_", IPVS_LATER),
     ("checker_", IPVS_LATER),
     ("nftables_ipvs", IPVS_LATER),
-    ("bfd_", BFD_LATER),
+    ("bfd_", BFD_PROCESS),
     ("vrrp_netlink_", NO_EQUIVALENT),
     ("lvs_netlink_", IPVS_LATER),
     ("process_", NO_EQUIVALENT),
@@ -166,7 +166,7 @@ INSTANCE_REASONS = {
     "mcast_src_ip": "adverts use the interface's primary address (or unicast.source)",
     "mcast_dst_ip": "vigil uses the standard multicast group",
     "dont_track_primary": "vigil always tracks the instance's interface",
-    "track_bfd": BFD_LATER,
+    "track_bfd": "not imported yet: VRRP's track.bfd comes with the next change",
     "track_src_ip": "not supported",
     "check_unicast_src": "vigil checks the source of unicast adverts against the peers",
     "unicast_fault_no_peer": "vigil refuses unicast without peers at validation",
@@ -202,7 +202,7 @@ GROUP_REASONS = {
     "track_script": "sync group tracking is not supported; track in each member instance",
     "track_file": "sync group tracking is not supported; track in each member instance",
     "track_process": "sync group tracking is not supported; track in each member instance",
-    "track_bfd": BFD_LATER,
+    "track_bfd": "sync group tracking is not supported; track in each member instance",
     "smtp_alert": EMAIL,
     "global_tracking": "deprecated in keepalived; track in each member instance",
     "sync_group_tracking_weight": "noted; member weights are imported as written",
