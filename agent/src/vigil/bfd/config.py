@@ -500,7 +500,7 @@ class BfdSection:
         count = len(model.sessions)
         return count, "BFD session" if count == 1 else "BFD sessions"
 
-    def check_cluster(self, models: Mapping[str, BfdConfig]) -> list[Issue]:
+    def check_cluster(self, models: Mapping[str, BfdConfig], context: Any = None) -> list[Issue]:
         return check_bfd_cluster(models)
 
 
