@@ -166,7 +166,6 @@ INSTANCE_REASONS = {
     "mcast_src_ip": "adverts use the interface's primary address (or unicast.source)",
     "mcast_dst_ip": "vigil uses the standard multicast group",
     "dont_track_primary": "vigil always tracks the instance's interface",
-    "track_bfd": "not imported yet: VRRP's track.bfd comes with the next change",
     "track_src_ip": "not supported",
     "check_unicast_src": "vigil checks the source of unicast adverts against the peers",
     "unicast_fault_no_peer": "vigil refuses unicast without peers at validation",
