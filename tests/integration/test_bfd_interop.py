@@ -672,3 +672,56 @@ def test_removing_a_session_by_reload_tells_the_peer(lab: Lab) -> None:
     assert diff["bfd"]["removed"] == ["pr"]
     wait_frr(frr, 4, "down", timeout=2)
     assert frr_bfd_peer(frr, ADDR["vg"][4])["remote-diagnostic"] == "administratively down"
+
+
+def test_many_fast_sessions_between_two_vigild(lab: Lab) -> None:
+    """8 sessions at 20 ms x 3 between two vigild: each engine expects 400 packets a
+    second and reads datagrams on its timer instead of waking for each (with the
+    kernel's arrival times). All stay Up; a cut takes every one Down within the
+    detection time; they come back."""
+    lab.add_switch()
+    count = 8
+    for node, net in (("vg", 1), ("pr", 2)):
+        lab.add_namespace(node)
+        lab.connect(node, "eth0", [f"10.64.{net}.{i}/16" for i in range(1, count + 1)])
+
+    def sessions(me: int, other: int) -> list[dict[str, Any]]:
+        fast = {"min_tx": 0.02, "min_rx": 0.02, "multiplier": 3}
+        return [
+            {"name": f"s{i}", "peer": f"10.64.{other}.{i}", "local": f"10.64.{me}.{i}", **fast}
+            for i in range(1, count + 1)
+        ]
+
+    ours = VigilBfd(lab, "vg", sessions(1, 2))
+    theirs = VigilBfd(lab, "pr", sessions(2, 1))
+    for vigil in (ours, theirs):
+        wait_for(
+            lambda v=vigil: (
+                all(s["state"] == "Up" for s in v.sessions())
+                and all(s["detection_time"] == pytest.approx(0.06) for s in v.sessions())
+            ),
+            timeout=UP_TIMEOUT,
+            what="8 sessions Up at 20 ms",
+        )
+    status = ours.agent.client.get("/v1/status")[1]["bfd"]["engine"]
+    assert status["polling"] is True, status
+    start = time.monotonic()
+    before = sum(s["counters"]["packets_in"] for s in ours.sessions())
+    wait_for(
+        lambda: sum(s["counters"]["packets_in"] for s in ours.sessions()) >= before + 800,
+        timeout=10,
+        what="800 more packets",
+    )
+    no_flap_since(ours, start)
+    no_flap_since(theirs, start)
+    cut_at = time.monotonic()
+    cut_bfd(lab, "pr")
+    wait_for(lambda: all(s["state"] == "Down" for s in ours.sessions()), timeout=5, what="all Down")
+    downs = [e for e in ours.transitions(cut_at) if e["new"] == "Down"]
+    assert len(downs) == count
+    for event in downs:
+        assert event["diag"] == 1 and event["monotonic"] - cut_at <= 0.06 + MARGIN, event
+    heal_bfd(lab, "pr")
+    wait_for(
+        lambda: all(s["state"] == "Up" for s in ours.sessions()), timeout=UP_TIMEOUT, what="Up"
+    )

@@ -415,10 +415,11 @@ class BfdSubsystem:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"sessions": self.views()}
-        if self.engine is not None:
-            out["unmatched"] = self.engine.stats()["unmatched"]
-        else:
-            out["unmatched"] = {}
+        stats = self.engine.stats() if self.engine is not None else {}
+        out["unmatched"] = stats.get("unmatched", {})
+        # how the engine runs: timer wake-ups, datagrams taken by the short path for
+        # repeats, and whether it reads datagrams on its timer (many sessions)
+        out["engine"] = {k: stats.get(k) for k in ("wakeups", "repeats", "polling")}
         return out
 
     def routes(self) -> list[web.RouteDef]:
