@@ -20,8 +20,9 @@ Parts:
     group over ``--cpu-seconds`` (bench.cpu's method: the scheduler's nanosecond count
     of every thread); 100 % = one core.
 (c) **stability**: 20 sessions at 20 ms x 3 for ``--stability-minutes`` with
-    ``--hogs`` CPU-bound processes (a busy loop each, default one, as the issue asks) for
-    the cores; the three implementations run at the same time (three labs), and each
+    ``--hogs`` CPU-bound processes (a busy loop each; default one, as the issue asks)
+    competing for the cores; the three implementations run at the same time (three
+    labs), and each
     one's session Downs in that window are counted from its own records (vigil: the
     sessions' down_transitions; FRR: ``show bfd peers counters``; BIRD: its debug log's
     "changed state" lines).
