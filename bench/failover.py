@@ -247,15 +247,17 @@ def run_round(
     *,
     log_level: str = "info",
     trace: bool = False,
+    pair_factory: Callable[..., Pair] = Pair,
 ) -> dict[str, Any]:
     """One measurement: fresh lab, converge, probe, inject at a random phase, measure.
 
     With ``trace`` a capture on the bridge adds a packet timeline (bench.trace).
+    ``pair_factory`` builds the pair (bench.bfd's adds BFD to vigil's config).
     """
     spec = row.spec()
     vip = spec.vip_address
     started = time.monotonic()
-    pair = Pair(workdir, impl, [spec], log_level=log_level)
+    pair = pair_factory(workdir, impl, [spec], log_level=log_level)
     try:
         pair.start_all()
         pair.wait_converged(_converge_timeout(row))

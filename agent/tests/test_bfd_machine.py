@@ -940,3 +940,101 @@ def test_delay_variation_beyond_the_jitter_slack_flaps_detect_mult_1() -> None:
         sim.act(i, lambda m, now: m.set_timers(now, required_min_rx=10 * MS))
     sim.run_until(sim.now + 2.0)
     assert any(t.trigger is Trigger.DETECTION_TIMEOUT for n in sim.nodes for t in n.log)
+
+
+# --------------------------------------------------------------------------- cost paths
+
+
+class TestSendGrid:
+    """tx_grid: periodic packets on a grid of a fraction of the interval (see the docstring)."""
+
+    @staticmethod
+    def intervals(machine: BfdMachine, fire: Callable[[float], Any], count: int) -> list[float]:
+        """Fire the transmit timer ``count`` times, 0.3 ms late (a loop's lateness)."""
+        sends = []
+        for _ in range(count):
+            deadline = machine.tx_deadline
+            assert deadline is not None
+            step = 0.0125
+            assert abs(deadline / step - round(deadline / step)) < 1e-6, deadline
+            fire(deadline + 0.0003)
+            sends.append(deadline)
+        return [round((b - a) * 1000, 4) for a, b in itertools.pairwise(sends)]
+
+    def test_periods_are_grid_points_in_the_window_picked_at_random(self) -> None:
+        import random
+
+        machine, clock = up(tx_grid=0.25, rng=random.Random(5).random)
+        clock.rx(remote(State.UP, desired_min_tx=50 * MS))
+        gaps = self.intervals(machine, lambda t: machine.tx_timer_expired(t), 200)
+        assert set(gaps[1:]) == {37.5, 50.0}  # 75 % or 100 % of 50 ms, never outside
+        share = gaps.count(37.5) / len(gaps)
+        assert 0.3 < share < 0.7
+
+    def test_the_steady_state_path_sends_the_same_as_the_full_one(self) -> None:
+        import random
+
+        one, c1 = up(tx_grid=0.25, rng=random.Random(9).random)
+        two, c2 = up(tx_grid=0.25, rng=random.Random(9).random)
+        for clock in (c1, c2):
+            clock.rx(remote(State.UP, desired_min_tx=50 * MS))
+        fast: list[ControlPacket] = []
+        full: list[ControlPacket] = []
+
+        def periodic(t: float) -> None:
+            packet = one.periodic(t)
+            assert packet is not None
+            fast.append(packet)
+
+        g1 = self.intervals(one, periodic, 50)
+        g2 = self.intervals(two, lambda t: full.extend(sent(two.tx_timer_expired(t))), 50)
+        assert g1 == g2 and fast == full
+        assert one.counters.packets_out == two.counters.packets_out
+        assert fast[0] is fast[-1]  # the same packet object: built once, sent 50 times
+
+    def test_a_received_packet_keeps_the_period_on_the_grid(self) -> None:
+        """The full receive path recomputes the deadline (6.8.3): still a grid point."""
+        import random
+
+        machine, _clock = up(tx_grid=0.25, rng=random.Random(3).random)
+
+        def fire(t: float) -> None:
+            machine.tx_timer_expired(t)
+            machine.packet_received(t + 0.001, remote(State.UP, desired_min_tx=50 * MS))
+
+        assert set(self.intervals(machine, fire, 100)[1:]) == {37.5, 50.0}
+
+    def test_no_grid_point_in_the_window_falls_back_to_plain_jitter(self) -> None:
+        machine, clock = up(tx_grid=0.25, detect_mult=1, rng=fixed(0.5))
+        clock.rx(remote(State.UP, desired_min_tx=50 * MS))
+        base = 0.0001  # off the grid: [base + 37.5 ms, base + 45 ms] holds no 12.5 ms point
+        machine._tx_jitter = 0.825  # what rng 0.5 draws with Detect Mult 1
+        assert machine._tx_due(base, 50 * MS) == pytest.approx(base + 0.04125)
+
+    def test_the_grid_is_bounded(self) -> None:
+        with pytest.raises(MachineParamsError, match=r"tx_grid: must be from 0 to 0\.25"):
+            make_params(tx_grid=0.3)
+
+
+class TestRepeats:
+    """packet_repeated: the steady state's short path (the runtime compares the bytes)."""
+
+    def test_only_in_the_steady_state(self) -> None:
+        machine, clock = up()
+        assert machine.packet_repeated(1.0) == []  # up() ended with a plain Up packet
+        clock.rx(remote(State.UP))
+        deadline = machine.detect_deadline
+        assert machine.packet_repeated(1.5, arrived=1.49) == []
+        assert machine.detect_deadline == pytest.approx(1.49 + 3.0)
+        assert machine.detect_deadline != deadline and machine.counters.packets_in == 6
+        clock.rx(remote(State.UP, poll=True))  # answered with F: not a repeatable packet
+        assert machine.packet_repeated(2.0) is None
+        clock.rx(remote(State.UP))
+        machine.set_timers(2.1, desired_min_tx=20 * MS)  # a Poll of ours runs
+        assert machine.packet_repeated(2.2) is None
+
+    def test_arrival_time_starts_the_detection_time(self) -> None:
+        machine, clock = up()
+        clock.now = 10.0
+        machine.packet_received(10.0, remote(State.UP), arrived=9.98)
+        assert machine.last_rx == 9.98 and machine.detect_deadline == pytest.approx(12.98)

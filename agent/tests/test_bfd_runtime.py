@@ -166,7 +166,9 @@ class TestAncillaryData:
             ],
             ("10.0.0.2", 49999),
         )
-        assert got == BfdDatagram(b"x", 4, B4, 49999, A4, 7, 255, False)
+        assert got is not None
+        assert got._replace(raw=None) == BfdDatagram(b"x", 4, B4, 49999, A4, 7, 255, False)
+        assert got.raw is not None and got.raw[0] == ("10.0.0.2", 49999)  # for the short path
 
     def test_ipv6_hop_limit_and_link_local_source(self) -> None:
         dst = ipaddress.ip_address("fe80::1")
@@ -243,8 +245,11 @@ class Wire:
         target = self.hosts.get(key.peer)
         if not self.up or target is None or (key.family, key.multihop) not in target.listening:
             return
-        datagram = BfdDatagram(data, key.family, src, port, key.peer, 0, self.ttl, key.multihop)
-        self.loop.call_later(self.delay, target.on_datagram, datagram)
+        raw = ((str(src), port), [(0, 2, bytes([self.ttl]))])  # as a socket would give it
+        datagram = BfdDatagram(
+            data, key.family, src, port, key.peer, 0, self.ttl, key.multihop, raw
+        )
+        self.loop.call_later(self.delay, target.deliver, datagram)
 
 
 class FakeSender:
@@ -271,6 +276,16 @@ class FakeTransport:
         self.listening: set[tuple[int, bool]] = set()
         self.ports = iter(range(49152, 65536))
         wire.hosts[address] = self
+
+    def deliver(self, datagram: BfdDatagram) -> None:
+        """As UdpTransport does: the engine's short path for repeats first, if it has one."""
+        engine = getattr(self.on_datagram, "__self__", None)
+        on_raw = getattr(engine, "_on_raw", None)
+        if on_raw is not None and datagram.raw is not None:
+            address, ancdata = datagram.raw
+            if on_raw(datagram.data, ancdata, address, datagram.multihop, None):
+                return
+        self.on_datagram(datagram)
 
     def listen(self, family: int, multihop: bool) -> None:
         self.listening.add((family, multihop))
@@ -635,3 +650,136 @@ def test_the_receive_path_never_raises_and_accounts_for_every_datagram(data: st.
         assert snap.auth_failures == sum(
             n for reason, n in snap.rejects.items() if RejectReason(reason).is_auth
         )
+
+
+# --------------------------------------------------------------------------- cost paths
+
+
+class PollingTransport(FakeTransport):
+    """A FakeTransport that, like UdpTransport, can stop delivering on arrival: datagrams
+    then wait (with their arrival time) until the engine drains them."""
+
+    def __init__(self, wire: Wire, address: ipaddress.IPv4Address, on_datagram: Callable):
+        super().__init__(wire, address, on_datagram)
+        self.polling = False
+        self.waiting: list[BfdDatagram] = []
+        self.drains = 0
+
+    def deliver(self, datagram: BfdDatagram) -> None:
+        if self.polling:
+            self.waiting.append(datagram._replace(arrived=self.wire.loop.time()))
+            return
+        super().deliver(datagram)
+
+    def set_polling(self, polling: bool) -> None:
+        self.polling = polling
+        if not polling:
+            self.drain()
+
+    def drain(self) -> None:
+        self.drains += 1
+        waiting, self.waiting = self.waiting, []
+        for datagram in waiting:
+            super().deliver(datagram)
+
+
+async def many_sessions(count: int, transport: type[FakeTransport] = PollingTransport):
+    """Two engines with ``count`` sessions between them at 20 ms x 3."""
+    wire = Wire(asyncio.get_running_loop())
+    engines = []
+    for mine, peer_net, seed in (("10.0.1.", "10.0.2.", 1), ("10.0.2.", "10.0.1.", 2)):
+        transports: list[FakeTransport] = []
+
+        def factory(cb: Callable, m: str = mine, ts: list[FakeTransport] = transports):
+            ts.append(transport(wire, ipaddress.ip_address(m + "1"), cb))
+            for i in range(2, count + 1):  # every local address leads to this transport
+                wire.hosts[ipaddress.ip_address(f"{m}{i}")] = ts[0]
+            return ts[0]
+
+        engine = BfdEngine(rng=random.Random(seed), transport=factory)
+        for i in range(1, count + 1):
+            engine.add_session(SessionSpec(f"{peer_net}{i}", f"{mine}{i}", **FAST))  # type: ignore[arg-type]
+        engines.append((engine, transports))
+    for engine, _ in engines:
+        engine.start()
+
+    def all_up() -> bool:
+        return all(
+            s.state is State.UP and s.remote_state is State.UP and s.tx_interval == 0.02
+            for engine, _ in engines
+            for s in engine.snapshot()
+        )
+
+    await wait_until(all_up, 10.0, f"{count} sessions Up on both engines at 20 ms")
+    return wire, engines
+
+
+async def test_under_load_datagrams_are_read_on_the_timer_and_nothing_is_missed() -> None:
+    """8 sessions at 20 ms expect 400 packets a second: the engine stops waking per
+    datagram, reads them on its timer (first, before any deadline), and stays Up; the
+    arrival time keeps the detection time exact, so a cut still takes it Down on time."""
+    wire, engines = await many_sessions(8)
+    (a, ta), (_b, _tb) = engines
+    assert a._polling and ta[0].polling
+    start = a.stats()
+    await wait_until(
+        lambda: a.stats()["repeats"] >= start["repeats"] + 400, 5.0, "400 more repeats"
+    )
+    assert all(s.state is State.UP for s in a.snapshot())
+    assert all(s.counters["down_transitions"] == 0 for s in a.snapshot())
+    assert ta[0].drains >= a.stats()["wakeups"] - start["wakeups"] - 1
+    # fewer wake-ups than packets sent: one wake-up sends for several sessions
+    sent = sum(s.counters["packets_out"] for s in a.snapshot())
+    assert a.stats()["wakeups"] < sent / 2
+    loop = asyncio.get_running_loop()
+    wire.up = False
+    cut = loop.time()
+    await wait_until(lambda: all(s.state is State.DOWN for s in a.snapshot()), 2.0, "all Down")
+    for s in a.snapshot():
+        assert s.last_transition is not None
+        assert s.last_transition.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
+        assert s.last_transition.time - cut <= 0.06 + 0.05
+    await wait_until(lambda: not a._polling, 2.0, "back to waking per datagram")
+    assert not ta[0].polling
+    for engine, _ in engines:
+        engine.close()
+
+
+async def test_few_sessions_wake_per_datagram() -> None:
+    _wire, engines = await many_sessions(2)
+    (a, ta), _ = engines
+    await wait_until(lambda: a.stats()["repeats"] > 20, 2.0, "repeats")
+    assert not a._polling and not ta[0].polling
+    for engine, _ in engines:
+        engine.close()
+
+
+async def test_meticulous_authentication_never_takes_the_short_path() -> None:
+    """A repeat under a meticulous type is a replay: always the full path, and refused."""
+    auth = AuthConfig.single(AuthType.METICULOUS_KEYED_SHA1, 1, b"k")
+    wire, a, b = await up_pair(spec_a={"auth": auth}, spec_b={"auth": auth})
+    to_a: list[BfdDatagram] = []
+    deliver = wire.hosts[A4].deliver
+    wire.hosts[A4].deliver = lambda d: (to_a.append(d), deliver(d))  # type: ignore[method-assign]
+    await packets_flow(a, b, 10)
+    assert a.engine.stats()["repeats"] == 0 and b.engine.stats()["repeats"] == 0
+    assert a.engine._sessions()[0].repeat is None
+    # a replay of a packet b sent, on both paths: refused by the sequence check
+    replay = to_a[-1]
+    assert replay.raw is not None
+    address, ancdata = replay.raw
+    assert not a.engine._on_raw(replay.data, ancdata, address, False, None)
+    a.engine._on_datagram(replay)
+    assert a.snap().rejects == {"auth_sequence": 1}
+    for node in (a, b):
+        node.engine.close()
+
+
+async def test_keyed_authentication_takes_the_short_path() -> None:
+    auth = AuthConfig.single(AuthType.KEYED_SHA1, 1, b"k")
+    _wire, a, b = await up_pair(spec_a={"auth": auth}, spec_b={"auth": auth})
+    await packets_flow(a, b, 10)
+    assert a.engine.stats()["repeats"] > 0
+    assert a.snap().auth_failures == 0
+    for node in (a, b):
+        node.engine.close()

@@ -35,7 +35,7 @@ def test_valid_json() -> None:
         "valid": True,
         "file": str(path),
         "errors": [],
-        "counts": {"vrrp": 2, "ipvs": 0},
+        "counts": {"bfd": 0, "vrrp": 2, "ipvs": 0},
     }
 
 

@@ -337,9 +337,11 @@ def test_journald_format_without_timestamps(env: Env) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     lines = Path(log_path).read_text().splitlines()
-    assert "<6>agent: started (router_id unit1, 0 VRRP instances, 0 virtual servers, config " in (
-        "\n".join(lines)
+    started = (
+        "<6>agent: started (router_id unit1, 0 BFD sessions, 0 VRRP instances, "
+        "0 virtual servers, config "
     )
+    assert started in "\n".join(lines)
     assert all(line.startswith("<") for line in lines), lines
     assert not any(line[3:4].isdigit() for line in lines)  # no timestamp after <N>
 

@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: the one registration point may name subsystems (it does so by reference, even)
 REGISTRATION_POINT = "vigil.subsystems"
 #: the protocol subsystems (their own packages may import themselves)
-SUBSYSTEMS = ("vigil.vrrp", "vigil.ipvs")
+SUBSYSTEMS = ("vigil.bfd", "vigil.vrrp", "vigil.ipvs")
 
 
 def module_name(path: Path) -> str:

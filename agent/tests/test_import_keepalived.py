@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from vigil.config import ConfigError
 from vigil.keepalived import (
     ImportResult,
     Unsupported,
@@ -423,8 +424,11 @@ def test_weight_reverse_and_track_options(tmp_path: Path) -> None:
     assert instance(result, "VI_1")["track"]["scripts"] == [
         {"name": "chk", "weight": -5, "weight_reverse": True}
     ]
-    assert any(u.keyword == "track_bfd" for u in result.unsupported)
-    validate_data(result.config, check_files=False)
+    assert instance(result, "VI_1")["track"]["bfd"] == ["b1"]
+    assert not any(u.keyword == "track_bfd" for u in result.unsupported)
+    # keepalived's bfd_instance b1 is not in this file: the reference is named
+    with pytest.raises(ConfigError, match="no BFD session named 'b1'"):
+        validate_data(result.config, check_files=False)
 
 
 def test_scripts_without_user_settings_run_as_root_without_security(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""vigil's BFD engine against real FRR bfdd 8.4.4, BIRD 2.0.12 and keepalived 2.2.7.
+"""vigild's BFD against real FRR bfdd 8.4.4, BIRD 2.0.12 and keepalived 2.2.7.
 
-The engine runs in node ``vg`` over its real UDP transport (``tests.lab.bfd.BfdAgent``);
-each peer runs in its own node on the same lab bridge, or behind a forwarding router node
-for multihop. Every test observes both ends: vigil through the engine's snapshot and its
-state events, FRR through ``show bfd peers json``, BIRD through ``birdc show bfd
-sessions``, keepalived through its log (it has no BFD status command).
+vigild runs in node ``vg`` with a ``bfd`` section (``tests.lab.bfd.VigilBfd``); each peer
+runs in its own node on the same lab bridge, or behind a forwarding router node for
+multihop. Every test observes both ends: vigil through its API (``/v1/bfd/sessions`` and
+the ``bfd_transition`` events), FRR through ``show bfd peers json``, BIRD through ``birdc
+show bfd sessions``, keepalived through its log (it has no BFD status command). Changes
+(timers, keys, min_ttl) go through a config reload, shutdown/enable through the API.
 
 Timers are 50 ms x 3 unless a test says otherwise: detection time 150 ms. Timing asserts
 are only "Down within the detection time plus a margin" (the margin covers the nft
@@ -13,6 +14,7 @@ command, the scheduler of a shared 2-core machine and the last packet's age).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -27,10 +29,10 @@ from vigil.bfd.auth import AuthConfig, AuthState
 from vigil.bfd.packet import AuthType, ControlPacket, RejectReason
 
 from tests.lab.bfd import (
-    BfdAgent,
     BirdBfd,
     FrrBfdPeer,
     KeepalivedBfd,
+    VigilBfd,
     bird_bfd_sessions,
     cut_bfd,
     frr_bfd_conf,
@@ -63,8 +65,9 @@ def build(lab: Lab) -> None:
         lab.connect(node, "eth0", [f"{ADDR[node][4]}/24", f"{ADDR[node][6]}/64"])
 
 
-def vigil_session(family: int, **extra: Any) -> dict[str, Any]:
+def vigil_session(family: int, name: str = "pr", **extra: Any) -> dict[str, Any]:
     return {
+        "name": name,
         "peer": ADDR["pr"][family],
         "local": ADDR["vg"][family],
         "interface": "eth0",
@@ -78,11 +81,11 @@ def frr_peer(family: int, **extra: Any) -> FrrBfdPeer:
 
 
 def start_in_order(
-    order: str, start_vigil: Callable[[], BfdAgent], start_peer: Callable[[], PeerHandle]
-) -> tuple[BfdAgent, PeerHandle]:
+    order: str, start_vigil: Callable[[], VigilBfd], start_peer: Callable[[], PeerHandle]
+) -> tuple[VigilBfd, PeerHandle]:
     if order == "vigil_first":
-        agent = start_vigil()
-        return agent, start_peer()
+        vigil = start_vigil()
+        return vigil, start_peer()
     peer = start_peer()
     return start_vigil(), peer
 
@@ -111,6 +114,10 @@ def wait_bird(bird: PeerHandle, address: str, state: str, timeout: float = UP_TI
     )
 
 
+def no_flap_since(vigil: VigilBfd, since: float) -> None:
+    assert vigil.transitions(since) == [], vigil.transitions(since)
+
+
 # ---------------------------------------------------------------------- single hop
 
 
@@ -118,30 +125,28 @@ def wait_bird(bird: PeerHandle, address: str, state: str, timeout: float = UP_TI
 @pytest.mark.parametrize("family", [4, 6])
 def test_frr_single_hop(lab: Lab, family: int, order: str) -> None:
     build(lab)
-
-    def start_vigil() -> BfdAgent:
-        agent = BfdAgent(lab, "vg")
-        agent.add(**vigil_session(family))
-        return agent
-
-    agent, frr = start_in_order(
-        order, start_vigil, lambda: lab.start_frr("pr", frr_bfd_conf([frr_peer(family)]))
+    vigil, frr = start_in_order(
+        order,
+        lambda: VigilBfd(lab, "vg", [vigil_session(family)]),
+        lambda: lab.start_frr("pr", frr_bfd_conf([frr_peer(family)])),
     )
-    peer = ADDR["pr"][family]
-    agent.wait_state(peer, "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, family, "up")
-    ours, theirs = agent.session(peer), frr_bfd_peer(frr, ADDR["vg"][family])
+    ours, theirs = vigil.session("pr"), frr_bfd_peer(frr, ADDR["vg"][family])
     assert (ours["local_discr"], ours["remote_discr"]) == (theirs["remote-id"], theirs["id"])
     wait_for(
         lambda: (
-            agent.session(peer)["tx_interval"] == 0.05
+            vigil.session("pr")["tx_interval"] == 0.05
             and frr_bfd_peer(frr, ADDR["vg"][family])["remote-transmit-interval"] == 50
         ),
         timeout=5,
         what="both ends on 50 ms after the Poll of coming Up",
     )
-    assert agent.session(peer)["detection_time"] == pytest.approx(DETECT)
-    assert agent.session(peer)["rejects"] == {}
+    ours = vigil.session("pr")
+    assert ours["detection_time"] == pytest.approx(DETECT)
+    assert ours["rejects"] == {} and ours["remote_state"] == "Up"
+    ups = [e for e in vigil.transitions() if e["new"] == "Up"]
+    assert len(ups) == 1 and ups[0]["peer"] == ADDR["pr"][family]
 
 
 @pytest.mark.parametrize("order", ["vigil_first", "peer_first"])
@@ -149,18 +154,14 @@ def test_frr_single_hop(lab: Lab, family: int, order: str) -> None:
 def test_bird_single_hop(lab: Lab, family: int, order: str) -> None:
     build(lab)
     bird_conf = BirdBfd(ADDR["pr"][4], [(ADDR["vg"][family], ADDR["pr"][family], "eth0", False)])
-
-    def start_vigil() -> BfdAgent:
-        agent = BfdAgent(lab, "vg")
-        agent.add(**vigil_session(family))
-        return agent
-
-    agent, bird = start_in_order(
-        order, start_vigil, lambda: lab.start_bird("pr", bird_conf.render())
+    vigil, bird = start_in_order(
+        order,
+        lambda: VigilBfd(lab, "vg", [vigil_session(family)]),
+        lambda: lab.start_bird("pr", bird_conf.render()),
     )
-    agent.wait_state(ADDR["pr"][family], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ADDR["vg"][family], "Up")
-    assert agent.session(ADDR["pr"][family])["rejects"] == {}
+    assert vigil.session("pr")["rejects"] == {}
 
 
 def test_bird_ipv6_link_local(lab: Lab) -> None:
@@ -171,11 +172,11 @@ def test_bird_ipv6_link_local(lab: Lab) -> None:
         found = [a for a in lab.addresses(node, "eth0") if a.startswith("fe80:")]
         assert found, lab.addresses(node, "eth0")
         ll[node] = found[0].split("/")[0]
-    agent = BfdAgent(lab, "vg")
-    agent.add(peer=ll["pr"], local=ll["vg"], interface="eth0", **FAST)
+    session = {"name": "ll", "peer": ll["pr"], "local": ll["vg"], "interface": "eth0"}
+    vigil = VigilBfd(lab, "vg", [{**session, **FAST}])
     conf = BirdBfd(ADDR["pr"][4], [(ll["vg"], ll["pr"], "eth0", False)])
     bird = lab.start_bird("pr", conf.render())
-    agent.wait_state(ll["pr"], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("ll", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ll["vg"], "Up")
 
 
@@ -184,14 +185,12 @@ def test_bird_ipv6_link_local(lab: Lab) -> None:
 def test_keepalived_single_hop(lab: Lab, family: int, order: str) -> None:
     build(lab)
     conf = keepalived_bfd_conf([KeepalivedBfd("bfd_vg", ADDR["vg"][family], ADDR["pr"][family])])
-
-    def start_vigil() -> BfdAgent:
-        agent = BfdAgent(lab, "vg")
-        agent.add(**vigil_session(family))
-        return agent
-
-    agent, ka = start_in_order(order, start_vigil, lambda: lab.start_keepalived("pr", conf))
-    agent.wait_state(ADDR["pr"][family], "Up", timeout=UP_TIMEOUT)
+    vigil, ka = start_in_order(
+        order,
+        lambda: VigilBfd(lab, "vg", [vigil_session(family)]),
+        lambda: lab.start_keepalived("pr", conf),
+    )
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_for(
         lambda: keepalived_bfd_state(ka, "bfd_vg") == "Up",
         timeout=UP_TIMEOUT,
@@ -199,7 +198,7 @@ def test_keepalived_single_hop(lab: Lab, family: int, order: str) -> None:
         what="keepalived to log (bfd_vg) Entering Up state",
         observe=lambda: ka.log(tail=10),
     )
-    assert agent.session(ADDR["pr"][family])["rejects"] == {}
+    assert vigil.session("pr")["rejects"] == {}
 
 
 # ---------------------------------------------------------------------- multihop
@@ -230,21 +229,35 @@ def build_routed(lab: Lab) -> None:
     lab.ip("pr", "-6", "route", "add", "fd00:62:1::/64", "via", MH["r2"][6])
 
 
+def mh_session(family: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "mh",
+        "peer": MH["pr"][family],
+        "local": MH["vg"][family],
+        "multihop": True,
+        **FAST,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("order", ["vigil_first", "peer_first"])
 @pytest.mark.parametrize("family", [4, 6])
-def test_frr_multihop(lab: Lab, family: int) -> None:
+def test_frr_multihop(lab: Lab, family: int, order: str) -> None:
     build_routed(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(peer=MH["pr"][family], local=MH["vg"][family], multihop=True, **FAST)
     peer = FrrBfdPeer(MH["vg"][family], MH["pr"][family], multihop=True)
-    frr = lab.start_frr("pr", frr_bfd_conf([peer]))
-    agent.wait_state(MH["pr"][family], "Up", timeout=UP_TIMEOUT)
+    vigil, frr = start_in_order(
+        order,
+        lambda: VigilBfd(lab, "vg", [mh_session(family)]),
+        lambda: lab.start_frr("pr", frr_bfd_conf([peer])),
+    )
+    vigil.wait_state("mh", "Up", timeout=UP_TIMEOUT)
     wait_for(
         lambda: frr_bfd_peer(frr, MH["vg"][family], multihop=True)["status"] == "up",
         timeout=UP_TIMEOUT,
         interval=0.1,
         what="FRR's multihop session up",
     )
-    session = agent.session(MH["pr"][family])
+    session = vigil.session("mh")
     assert session["multihop"] and session["rejects"] == {}
 
 
@@ -252,20 +265,19 @@ def test_frr_multihop(lab: Lab, family: int) -> None:
 def test_bird_multihop(lab: Lab, family: int) -> None:
     """BIRD sends multihop BFD with the system's default TTL (64), not 255 as FRR does:
     one router away it arrives with 63, below vigil's default minimum of 254: refused and
-    counted until the session is configured for it, as an operator would have to."""
+    counted until the session is configured for it (a reload), as an operator would."""
     build_routed(lab)
-    agent = BfdAgent(lab, "vg")
-    spec = {"peer": MH["pr"][family], "local": MH["vg"][family], "multihop": True, **FAST}
-    agent.add(**spec)
+    vigil = VigilBfd(lab, "vg", [mh_session(family)])
     conf = BirdBfd(MH["pr"][4], [(MH["vg"][family], MH["pr"][family], None, True)])
     bird = lab.start_bird("pr", conf.render())
     wait_for(
-        lambda: agent.session(MH["pr"][family])["rejects"].get("ttl", 0) >= 1,
+        lambda: vigil.session("mh")["rejects"].get("ttl", 0) >= 1,
         timeout=UP_TIMEOUT,
         what="BIRD's TTL-63 packets refused",
     )
-    agent.update(**spec, min_ttl=63)
-    agent.wait_state(MH["pr"][family], "Up", timeout=UP_TIMEOUT)
+    diff = vigil.update([mh_session(family, min_ttl=63)])
+    assert diff["bfd"]["changed"] == ["mh"] and diff["bfd"]["recreated"] == []
+    vigil.wait_state("mh", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, MH["vg"][family], "Up")
 
 
@@ -273,17 +285,18 @@ def test_single_hop_session_refuses_a_routed_peer(lab: Lab) -> None:
     """RFC 5881: a single-hop session drops packets whose TTL is not 255 (one router
     between the peers makes it 254), and counts them."""
     build_routed(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(peer=MH["pr"][4], local=MH["vg"][4], **FAST)
+    vigil = VigilBfd(lab, "vg", [{"name": "sh", "peer": MH["pr"][4], "local": MH["vg"][4], **FAST}])
     # FRR sends single-hop BFD to port 3784 across the router: TTL 254 on arrival.
     lab.start_frr("pr", frr_bfd_conf([FrrBfdPeer(MH["vg"][4], MH["pr"][4])]))
     wait_for(
-        lambda: agent.session(MH["pr"][4])["rejects"].get("ttl", 0) >= 2,
+        lambda: vigil.session("sh")["rejects"].get("ttl", 0) >= 2,
         timeout=UP_TIMEOUT,
         what="TTL rejects counted",
-        observe=lambda: agent.session(MH["pr"][4]),
+        observe=lambda: vigil.session("sh"),
     )
-    assert agent.state(MH["pr"][4]) == "Down"
+    assert vigil.state("sh") == "Down"
+    metrics = vigil.agent.client.get("/metrics")[1]
+    assert 'vigil_bfd_rejected_total{reason="ttl",session="sh"}' in metrics
 
 
 # ---------------------------------------------------------------------- authentication
@@ -301,8 +314,16 @@ BIRD_AUTH = {
 }
 
 
-def auth_spec(auth_type: AuthType, keys: list[tuple[int, str]], send: int) -> dict[str, Any]:
-    return {"type": auth_type.name.lower(), "keys": [list(k) for k in keys], "send_key_id": send}
+def auth_conf(
+    auth_type: AuthType, keys: list[tuple[int, str]], send: int | None = None
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "type": auth_type.name.lower(),
+        "keys": [{"id": kid, "secret": secret} for kid, secret in keys],
+    }
+    if send is not None:
+        out["send_key_id"] = send
+    return out
 
 
 def bfd_frames(capture: Capture, src: str) -> list[Any]:
@@ -317,11 +338,6 @@ def bfd_frames(capture: Capture, src: str) -> list[Any]:
     return out
 
 
-def bfd_payloads(capture: Capture, src: str) -> list[bytes]:
-    """UDP payloads to port 3784 from ``src`` among the captured frames."""
-    return [bytes(pkt[UDP].payload) for pkt in bfd_frames(capture, src)]
-
-
 @pytest.mark.parametrize("auth_type", list(BIRD_AUTH), ids=lambda t: t.name.lower())
 def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
     """Every type BIRD has, both ways; BIRD's own packets, captured on the wire, verify
@@ -329,8 +345,7 @@ def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
     build(lab)
     secret = BIRD_SECRET
     capture = Capture(lab, "vg")
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4, auth=auth_spec(auth_type, [(7, secret)], 7)))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4, auth=auth_conf(auth_type, [(7, secret)]))])
     conf = BirdBfd(
         ADDR["pr"][4],
         [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)],
@@ -338,10 +353,12 @@ def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
         passwords=[(7, secret)],
     )
     bird = lab.start_bird("pr", conf.render())
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ADDR["vg"][4], "Up")
-    session = agent.session(ADDR["pr"][4])
+    session = vigil.session("pr")
     assert session["auth_failures"] == 0 and session["rejects"] == {}
+    assert session["config"]["auth"]["keys"] == [{"id": 7, "secret": "<redacted>"}]
+    assert secret not in json.dumps(vigil.agent.client.get("/v1/config")[1])
 
     frames = bfd_frames(capture, ADDR["pr"][4])
     payloads = [bytes(pkt[UDP].payload) for pkt in frames]
@@ -366,8 +383,7 @@ def test_bird_authentication(lab: Lab, auth_type: AuthType) -> None:
 )
 def test_wrong_key_keeps_the_session_down_and_is_counted(lab: Lab, auth_type: AuthType) -> None:
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4, auth=auth_spec(auth_type, [(1, "ours")], 1)))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4, auth=auth_conf(auth_type, [(1, "ours")]))])
     conf = BirdBfd(
         ADDR["pr"][4],
         [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)],
@@ -377,25 +393,27 @@ def test_wrong_key_keeps_the_session_down_and_is_counted(lab: Lab, auth_type: Au
     bird = lab.start_bird("pr", conf.render())
     # BIRD sends about once a second while down: three of its packets, all refused.
     wait_for(
-        lambda: agent.session(ADDR["pr"][4])["auth_failures"] >= 3,
+        lambda: vigil.session("pr")["auth_failures"] >= 3,
         timeout=UP_TIMEOUT,
         what="three authentication failures counted",
-        observe=lambda: agent.session(ADDR["pr"][4]),
+        observe=lambda: vigil.session("pr"),
     )
-    session = agent.session(ADDR["pr"][4])
+    session = vigil.session("pr")
     assert session["state"] == "Down" and session["counters"]["up_transitions"] == 0
     assert set(session["rejects"]) == {"auth_digest"}
-    assert agent.transitions() == []
+    assert vigil.transitions() == []
     assert bird_bfd_sessions(bird).get(ADDR["vg"][4]) != "Up"
+    metrics = vigil.agent.client.get("/metrics")[1]
+    assert 'vigil_bfd_auth_failures_total{session="pr"}' in metrics
 
 
 def test_key_rollover_against_bird_without_a_flap(lab: Lab) -> None:
-    """vigil rolls from key 1 to key 2 while BIRD accepts both (it sends with key 1)."""
+    """vigil rolls from key 1 to key 2 by two reloads while BIRD accepts both (it sends
+    with key 1): add the key, then send with it."""
     build(lab)
-    agent = BfdAgent(lab, "vg")
     old, new = (1, "old-secret"), (2, "new-secret")
     kind = AuthType.METICULOUS_KEYED_SHA1
-    agent.add(**vigil_session(4, auth=auth_spec(kind, [old], 1)))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4, auth=auth_conf(kind, [old]))])
     conf = BirdBfd(
         ADDR["pr"][4],
         [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)],
@@ -403,73 +421,85 @@ def test_key_rollover_against_bird_without_a_flap(lab: Lab) -> None:
         passwords=[old, new],
     )
     bird = lab.start_bird("pr", conf.render())
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ADDR["vg"][4], "Up")
     start = time.monotonic()
     for keys, send in (([old, new], 1), ([old, new], 2)):
-        agent.update(**vigil_session(4, auth=auth_spec(kind, keys, send)))
-        before = agent.session(ADDR["pr"][4])["counters"]["packets_in"]
+        diff = vigil.update([vigil_session(4, auth=auth_conf(kind, keys, send))])
+        assert diff["bfd"]["changed"] == ["pr"] and diff["bfd"]["recreated"] == []
+        before = vigil.session("pr")["counters"]["packets_in"]
         wait_for(
-            lambda b=before: agent.session(ADDR["pr"][4])["counters"]["packets_in"] >= b + 20,
+            lambda b=before: vigil.session("pr")["counters"]["packets_in"] >= b + 20,
             timeout=5,
             what="20 more packets from BIRD",
         )
         assert bird_bfd_sessions(bird)[ADDR["vg"][4]] == "Up"
-    assert agent.transitions(since=start) == []
-    assert agent.session(ADDR["pr"][4])["auth_failures"] == 0
+    no_flap_since(vigil, start)
+    assert vigil.session("pr")["auth_failures"] == 0
 
 
 # ---------------------------------------------------------------------- failures
 
 
-def down_event(agent: BfdAgent, since: float, timeout: float) -> dict[str, Any]:
-    def found() -> dict[str, Any] | None:
-        downs = [e for e in agent.transitions(since) if e["to"] == "Down"]
-        return downs[0] if downs else None
-
-    return wait_for(found, timeout=timeout, interval=0.01, what="vigil's session to go Down")
-
-
 def test_nft_cut_takes_both_ends_down_within_detection_time(lab: Lab) -> None:
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
-    wait_for(lambda: agent.session(ADDR["pr"][4])["detection_time"] == DETECT, timeout=5)
+    wait_for(lambda: vigil.session("pr")["detection_time"] == DETECT, timeout=5)
 
     cut_at = time.monotonic()
     cut_bfd(lab, "vg")
-    event = down_event(agent, cut_at, timeout=5)
-    assert event["time"] - cut_at <= DETECT + MARGIN, event
+    event = vigil.down_event(cut_at, timeout=5)
+    assert event["monotonic"] - cut_at <= DETECT + MARGIN, event
     assert event["diag"] == 1 and "detection time 3 x 50ms" in event["reason"]
     wait_frr(frr, 4, "down", timeout=5)
     assert frr_bfd_peer(frr, ADDR["vg"][4])["diagnostic"] == "control detection time expired"
 
     heal_bfd(lab, "vg")
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
 
 
-def test_cable_pull_takes_the_session_down_within_detection_time(lab: Lab) -> None:
+def test_nft_cut_on_the_peer_side(lab: Lab) -> None:
+    """The path dies at the far end (packets dropped inside the peer's node)."""
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(6))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
+    frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    wait_frr(frr, 4, "up")
+    wait_for(lambda: vigil.session("pr")["detection_time"] == DETECT, timeout=5)
+    cut_at = time.monotonic()
+    cut_bfd(lab, "pr")
+    event = vigil.down_event(cut_at, timeout=5)
+    assert event["monotonic"] - cut_at <= DETECT + MARGIN, event
+    assert event["diag"] == 1
+    heal_bfd(lab, "pr")
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+
+
+@pytest.mark.parametrize("side", ["vg", "pr"])
+def test_cable_pull_takes_the_session_down_within_detection_time(lab: Lab, side: str) -> None:
+    """A pulled cable on vigil's side is a link event (Down at once, diag 5 Path Down); on
+    the peer's side vigil only sees the packets stop (diag 1)."""
+    build(lab)
+    vigil = VigilBfd(lab, "vg", [vigil_session(6)])
     bird = lab.start_bird(
         "pr", BirdBfd(ADDR["pr"][4], [(ADDR["vg"][6], ADDR["pr"][6], "eth0", False)]).render()
     )
-    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ADDR["vg"][6], "Up")
-    wait_for(lambda: agent.session(ADDR["pr"][6])["detection_time"] == DETECT, timeout=5)
+    wait_for(lambda: vigil.session("pr")["detection_time"] == DETECT, timeout=5)
 
     cut_at = time.monotonic()
-    lab.cable_pull("vg")
-    event = down_event(agent, cut_at, timeout=5)
-    assert event["time"] - cut_at <= DETECT + MARGIN, event
+    lab.cable_pull(side)
+    event = vigil.down_event(cut_at, timeout=5)
+    assert event["monotonic"] - cut_at <= DETECT + MARGIN, event
+    assert event["diag"] == (5 if side == "vg" else 1), event
     wait_bird(bird, ADDR["vg"][6], "Down", timeout=5)
-    lab.cable_plug("vg")
-    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    lab.cable_plug(side)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_bird(bird, ADDR["vg"][6], "Up")
 
 
@@ -480,16 +510,16 @@ def test_timer_change_on_a_live_session_goes_through_poll_final_without_a_flap(
     lab: Lab,
 ) -> None:
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
-    wait_for(lambda: agent.session(ADDR["pr"][4])["counters"]["polls_completed"] >= 1)
+    wait_for(lambda: vigil.session("pr")["counters"]["polls_completed"] >= 1)
     changed_at = time.monotonic()
-    polls = agent.session(ADDR["pr"][4])["counters"]["polls_completed"]
+    polls = vigil.session("pr")["counters"]["polls_completed"]
 
-    agent.update(**vigil_session(4, min_tx=0.2, min_rx=0.1))
+    diff = vigil.update([vigil_session(4, min_tx=0.2, min_rx=0.1)])
+    assert diff["bfd"]["details"] == {"pr": {"fields": ["min_tx", "min_rx"]}}
     # Watch FRR for 3 s: up at every look, its uptime only growing (no flap in between).
     last_uptime = -1
     deadline = time.monotonic() + 3.0
@@ -505,11 +535,11 @@ def test_timer_change_on_a_live_session_goes_through_poll_final_without_a_flap(
     assert len(views) >= 5
     final = frr_bfd_peer(frr, ADDR["vg"][4])
     assert (final["remote-transmit-interval"], final["remote-receive-interval"]) == (200, 100)
-    ours = agent.session(ADDR["pr"][4])
+    ours = vigil.session("pr")
     assert ours["tx_interval"] == pytest.approx(0.2)  # FRR asks for 50 ms, we want 200
     assert ours["detection_time"] == pytest.approx(0.3)  # 3 x our new 100 ms RX
     assert ours["counters"]["polls_completed"] == polls + 1
-    assert agent.transitions(since=changed_at) == []
+    no_flap_since(vigil, changed_at)
 
 
 def test_passive_vigil_waits_for_frr(lab: Lab) -> None:
@@ -517,10 +547,9 @@ def test_passive_vigil_waits_for_frr(lab: Lab) -> None:
     first (an active session sends at once when it starts)."""
     build(lab)
     capture = Capture(lab, "vg", outgoing=True)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4, passive=True))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4, passive=True)])
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
     first: dict[str, float] = {}
     for frame in capture.read():
@@ -530,20 +559,20 @@ def test_passive_vigil_waits_for_frr(lab: Lab) -> None:
     assert first[ADDR["pr"][4]] < first[ADDR["vg"][4]], (first, len(capture.frames))
 
 
-def test_admin_down_is_seen_by_frr_and_frr_shutdown_by_vigil(lab: Lab) -> None:
+def test_shutdown_is_seen_by_frr_and_frr_shutdown_by_vigil(lab: Lab) -> None:
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4))
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
 
-    agent.admin_down(reason="maintenance", **vigil_session(4))
+    result = vigil.shutdown("pr")
+    assert result["after"]["state"] == "AdminDown" and result["peer_acknowledged"], result
     wait_frr(frr, 4, "down", timeout=2)
     view = frr_bfd_peer(frr, ADDR["vg"][4])
     assert view["remote-diagnostic"] == "administratively down", view
-    agent.admin_up(**vigil_session(4))
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
+    ctl = vigil.agent.vigilctl("bfd", "enable", "pr")
+    assert ctl.returncode == 0 and "pr: enabled and Up" in ctl.stdout, ctl.stderr
     wait_frr(frr, 4, "up")
 
     since = time.monotonic()
@@ -554,80 +583,145 @@ def test_admin_down_is_seen_by_frr_and_frr_shutdown_by_vigil(lab: Lab) -> None:
             "-c", f"peer {ADDR['vg'][4]} local-address {ADDR['pr'][4]}", "-c", "shutdown",
         ],
     )  # fmt: skip
-    event = down_event(agent, since, timeout=5)
+    event = vigil.down_event(since, timeout=5)
     assert event["diag"] == 3 and "remote AdminDown" in event["reason"], event
-    ours = agent.session(ADDR["pr"][4])
+    ours = vigil.session("pr")
     # FRR 8.4.4 signals AdminDown with diagnostic 0, not 7 (RFC 5880 leaves the value to it).
     assert ours["remote_state"] == "AdminDown" and ours["local_diag"] == 3
 
 
 def test_two_peers_with_their_own_sessions(lab: Lab) -> None:
-    """FRR and BIRD on one link, one vigil engine: each session keeps its own remote."""
+    """FRR and BIRD on one link, one vigild: each session keeps its own remote."""
     build(lab)
     lab.add_namespace("p2")
     lab.connect("p2", "eth0", ["10.61.0.3/24"])
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4))
-    agent.add(peer="10.61.0.3", local=ADDR["vg"][4], interface="eth0", **FAST)
+    other = {"name": "p2", "peer": "10.61.0.3", "local": ADDR["vg"][4], "interface": "eth0"}
+    vigil = VigilBfd(lab, "vg", [vigil_session(4), {**other, **FAST}])
     lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
     conf = BirdBfd("10.61.0.3", [(ADDR["vg"][4], "10.61.0.3", "eth0", False)])
     lab.start_bird("p2", conf.render())
-    agent.wait_state(ADDR["pr"][4], "Up", timeout=UP_TIMEOUT)
-    agent.wait_state("10.61.0.3", "Up", timeout=UP_TIMEOUT)
-    a, b = agent.session(ADDR["pr"][4]), agent.session("10.61.0.3")
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("p2", "Up", timeout=UP_TIMEOUT)
+    a, b = vigil.session("pr"), vigil.session("p2")
     assert a["remote_discr"] != 0 and b["remote_discr"] != 0
     assert a["local_discr"] != b["local_discr"]
-    assert agent.stats()["unmatched"] == {}
+    assert vigil.unmatched() == {}
 
 
 def test_link_down_removing_the_ipv6_address_and_back(lab: Lab) -> None:
-    """An admin link down inside vigil's node takes its IPv6 address away (LAB-NOTES):
-    the session goes down, its socket (bound to that address) fails, and when the link
-    and the address are back the session reopens it and comes up again on its own."""
+    """An admin link down inside vigil's node: the session goes Down at once (the link
+    event, diag 5), the IPv6 address goes (LAB-NOTES), the socket bound to it fails; when
+    the link and the address are back the session reopens it and comes up on its own."""
     build(lab)
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(6))
+    vigil = VigilBfd(lab, "vg", [vigil_session(6)])
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(6)]))
-    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 6, "up")
-    wait_for(lambda: agent.session(ADDR["pr"][6])["detection_time"] == DETECT, timeout=5)
+    wait_for(lambda: vigil.session("pr")["detection_time"] == DETECT, timeout=5)
 
     down_at = time.monotonic()
     lab.link_down("vg")
-    event = down_event(agent, down_at, timeout=5)
-    assert event["time"] - down_at <= DETECT + MARGIN, event
+    event = vigil.down_event(down_at, timeout=5)
+    assert event["monotonic"] - down_at <= DETECT + MARGIN, event
+    assert event["diag"] == 5 and event["reason"] == "interface eth0 went down", event
     wait_for(lambda: not lab.has_address("vg", ADDR["vg"][6]), timeout=5)
     wait_frr(frr, 6, "down", timeout=5)
     wait_for(
-        lambda: agent.session(ADDR["pr"][6])["counters"]["send_failures"] >= 1,
+        lambda: vigil.session("pr")["counters"]["send_failures"] >= 1,
         timeout=5,
         what="a failed send while the address is gone",
     )
 
     lab.link_up("vg")
     lab.add_addr("vg", "eth0", f"{ADDR['vg'][6]}/64")
-    agent.wait_state(ADDR["pr"][6], "Up", timeout=UP_TIMEOUT)
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 6, "up")
 
 
 def test_two_frr_peers_each_with_its_own_session(lab: Lab) -> None:
     """Two FRR bfdd started together (here they pick the same discriminator, as LAB-NOTES
-    warns; the test does not depend on it): one vigil engine keeps a session with each,
-    told apart by our own discriminators and the peers' addresses, never by theirs."""
+    warns; the test does not depend on it): one vigild keeps a session with each, told
+    apart by our own discriminators and the peers' addresses, never by theirs."""
     build(lab)
     lab.add_namespace("p2")
     lab.connect("p2", "eth0", ["10.61.0.3/24"])
-    agent = BfdAgent(lab, "vg")
-    agent.add(**vigil_session(4))
-    agent.add(peer="10.61.0.3", local=ADDR["vg"][4], interface="eth0", **FAST)
+    other = {"name": "p2", "peer": "10.61.0.3", "local": ADDR["vg"][4], "interface": "eth0"}
+    vigil = VigilBfd(lab, "vg", [vigil_session(4), {**other, **FAST}])
     frr1 = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
     frr2 = lab.start_frr("p2", frr_bfd_conf([FrrBfdPeer(ADDR["vg"][4], "10.61.0.3")]))
-    for peer in (ADDR["pr"][4], "10.61.0.3"):
-        agent.wait_state(peer, "Up", timeout=UP_TIMEOUT)
+    for name in ("pr", "p2"):
+        vigil.wait_state(name, "Up", timeout=UP_TIMEOUT)
     for frr in (frr1, frr2):
         wait_for(lambda f=frr: frr_bfd_peer(f, ADDR["vg"][4])["status"] == "up", timeout=10)
     ids = [frr_bfd_peer(f, ADDR["vg"][4])["id"] for f in (frr1, frr2)]
-    sessions = [agent.session(ADDR["pr"][4]), agent.session("10.61.0.3")]
+    sessions = [vigil.session("pr"), vigil.session("p2")]
     assert [s["remote_discr"] for s in sessions] == ids
     assert sessions[0]["local_discr"] != sessions[1]["local_discr"]
-    assert agent.stats()["unmatched"] == {}
+    assert vigil.unmatched() == {}
+
+
+def test_removing_a_session_by_reload_tells_the_peer(lab: Lab) -> None:
+    """RFC 5882 3.2: a session that goes away says AdminDown first, so FRR goes Down at
+    once with the reason, instead of after its detection time."""
+    build(lab)
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
+    frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    wait_frr(frr, 4, "up")
+    diff = vigil.update([])
+    assert diff["bfd"]["removed"] == ["pr"]
+    wait_frr(frr, 4, "down", timeout=2)
+    assert frr_bfd_peer(frr, ADDR["vg"][4])["remote-diagnostic"] == "administratively down"
+
+
+def test_many_fast_sessions_between_two_vigild(lab: Lab) -> None:
+    """8 sessions at 20 ms x 3 between two vigild: each engine expects 400 packets a
+    second and reads datagrams on its timer instead of waking for each (with the
+    kernel's arrival times). All stay Up; a cut takes every one Down within the
+    detection time; they come back."""
+    lab.add_switch()
+    count = 8
+    for node, net in (("vg", 1), ("pr", 2)):
+        lab.add_namespace(node)
+        lab.connect(node, "eth0", [f"10.64.{net}.{i}/16" for i in range(1, count + 1)])
+
+    def sessions(me: int, other: int) -> list[dict[str, Any]]:
+        fast = {"min_tx": 0.02, "min_rx": 0.02, "multiplier": 3}
+        return [
+            {"name": f"s{i}", "peer": f"10.64.{other}.{i}", "local": f"10.64.{me}.{i}", **fast}
+            for i in range(1, count + 1)
+        ]
+
+    ours = VigilBfd(lab, "vg", sessions(1, 2))
+    theirs = VigilBfd(lab, "pr", sessions(2, 1))
+    for vigil in (ours, theirs):
+        wait_for(
+            lambda v=vigil: (
+                all(s["state"] == "Up" for s in v.sessions())
+                and all(s["detection_time"] == pytest.approx(0.06) for s in v.sessions())
+            ),
+            timeout=UP_TIMEOUT,
+            what="8 sessions Up at 20 ms",
+        )
+    status = ours.agent.client.get("/v1/status")[1]["bfd"]["engine"]
+    assert status["polling"] is True, status
+    start = time.monotonic()
+    before = sum(s["counters"]["packets_in"] for s in ours.sessions())
+    wait_for(
+        lambda: sum(s["counters"]["packets_in"] for s in ours.sessions()) >= before + 800,
+        timeout=10,
+        what="800 more packets",
+    )
+    no_flap_since(ours, start)
+    no_flap_since(theirs, start)
+    cut_at = time.monotonic()
+    cut_bfd(lab, "pr")
+    wait_for(lambda: all(s["state"] == "Down" for s in ours.sessions()), timeout=5, what="all Down")
+    downs = [e for e in ours.transitions(cut_at) if e["new"] == "Down"]
+    assert len(downs) == count
+    for event in downs:
+        assert event["diag"] == 1 and event["monotonic"] - cut_at <= 0.06 + MARGIN, event
+    heal_bfd(lab, "pr")
+    wait_for(
+        lambda: all(s["state"] == "Up" for s in ours.sessions()), timeout=UP_TIMEOUT, what="Up"
+    )

@@ -224,7 +224,7 @@ def test_a_subsystem_defined_in_a_test_runs_in_a_real_vigild(lab: Lab, tmp_path:
     status, body = agent.client.get("/v1/status")
     assert status == 200, body
     assert body["toy"] == {"lights": [{"name": "porch", "on": True}, {"name": "hall", "on": True}]}
-    assert body["agent"]["subsystems"] == ["vrrp", "ipvs", "toy"]
+    assert body["agent"]["subsystems"] == ["bfd", "vrrp", "ipvs", "toy"]
     assert agent.client.get("/v1/toy/lights")[1][0] == {"name": "porch", "on": True}
     events = agent.client.get("/v1/events")[1]
     toy_events = [e for e in events if e["kind"] == "toy_light"]

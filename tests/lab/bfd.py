@@ -1,8 +1,8 @@
-"""BFD in the lab: vigil's BFD engine in a node, peer configs, and reading the peers' state.
+"""BFD in the lab: vigild running BFD in a node, peer configs, and reading the peers' state.
 
-- :class:`BfdAgent` runs ``tests.lab.bfd_driver`` (a ``vigil.bfd.runtime.BfdEngine`` over
-  real UDP sockets) inside a node and talks JSON lines to it; every state change arrives
-  as an event with its CLOCK_MONOTONIC time, comparable with ``time.monotonic()`` here.
+- :class:`VigilBfd` starts vigild in a node with a ``bfd`` section and reads it through
+  its API (sessions, ``bfd_transition`` events with their CLOCK_MONOTONIC time, comparable
+  with ``time.monotonic()`` here); config changes go through a real reload.
 - Config renderers for FRR bfdd (:func:`frr_bfd_conf`), BIRD (:func:`bird_bfd_conf`) and
   keepalived (:func:`keepalived_bfd_conf`), and their state as each reports it:
   :func:`frr_bfd_peer` (``show bfd peers json``), :func:`bird_bfd_sessions` (``birdc show
@@ -18,35 +18,25 @@ BIRD reports ``Up``/``Down``/``Init``/``AdminDown`` per neighbor.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import queue
 import re
-import subprocess
-import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import vigil
-
 from .peers import PeerHandle, bird_cli, frr_vtysh
-from .procs import ProcessHandle
-from .registry import proc_start_time
 from .waiting import wait_for
 
 if TYPE_CHECKING:
+    from .agents import AgentHandle
     from .lab import Lab, NodeRef
 
 __all__ = [
-    "BfdAgent",
     "BfdAgentError",
     "BirdBfd",
     "FrrBfdPeer",
     "KeepalivedBfd",
+    "VigilBfd",
     "bird_bfd_conf",
     "bird_bfd_sessions",
     "cut_bfd",
@@ -57,173 +47,130 @@ __all__ = [
     "keepalived_bfd_state",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 CUT_TABLE = "vigil_bfd_cut"
 
 
 class BfdAgentError(RuntimeError):
-    """The BFD driver failed or did not answer; the message carries its log."""
+    """vigild's BFD did not answer as expected; the message carries its log."""
 
 
-# ---------------------------------------------------------------------- vigil's engine
+# ---------------------------------------------------------------------- vigil
 
 
-class BfdAgent:
-    """A BfdEngine in a lab node, driven over stdin/stdout (see ``tests.lab.bfd_driver``).
+class VigilBfd:
+    """vigild in a lab node running a ``bfd`` section, seen through its real API.
 
-    It is one of the lab's processes (stopped and checked at close) and its log (stderr,
-    the engine's log lines) is ``workdir/logs/<node>.bfd.log``.
+    Sessions are dicts in vigil.yml's format (``{name, peer, local, ...}``); ``update``
+    rewrites the config and reloads (the path an operator takes). ``transitions(since)``
+    are the ``bfd_transition`` events whose ``monotonic`` time (the agent's
+    CLOCK_MONOTONIC, the test's ``time.monotonic()``) is at or after ``since``.
     """
 
-    def __init__(self, lab: Lab, node: NodeRef, *, max_seconds: float = 600.0) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        node: NodeRef,
+        sessions: Sequence[dict[str, Any]],
+        *,
+        extra: dict[str, Any] | None = None,
+        name: str = "vigild",
+    ) -> None:
         self.lab = lab
         self.node = lab.node(node)
-        self.log_path = lab.unique_path(lab.workdir / "logs", f"{self.node.name}.bfd", ".log")
-        # The child imports the same vigil and tests.lab as this process.
-        paths = [str(Path(vigil.__file__).resolve().parents[1]), str(REPO)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        argv = [
-            "ip", "netns", "exec", self.node.ns, sys.executable, "-m", "tests.lab.bfd_driver",
-            "--max-seconds", str(max_seconds),
-        ]  # fmt: skip
-        stderr = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child from here)
-        try:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=REPO,
-                env=env,
-                start_new_session=True,
-            )
-        finally:
-            stderr.close()
-        lab.registry.record(
-            "pgid",
-            str(popen.pid),
-            start=proc_start_time(popen.pid),
-            name=f"{self.node.name}/bfd",
-            netns=self.node.ns,
-        )
-        self.process = ProcessHandle(
-            name=f"{self.node.name}/bfd",
-            argv=argv,
-            netns=self.node.ns,
-            log_path=self.log_path,
-            popen=popen,
-            start_time=proc_start_time(popen.pid),
-            registry=lab.registry,
-        )
-        lab.processes.append(self.process)
-        lab.add_cleanup(self.close)
-        self.events: list[dict[str, Any]] = []
-        self._event_lock = threading.Lock()
-        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self._ids = iter(range(1, 10_000_000))
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True, name="bfd-driver")
-        self._reader.start()
-        if not self._ready.wait(timeout=20):
-            raise BfdAgentError(f"BFD driver in {self.node.name} did not start: {self.log()}")
+        self.extra = dict(extra or {})
+        self.config = self._config(sessions)
+        self.agent: AgentHandle = lab.start_vigild(self.node, self.config, name=name)
 
-    def _read(self) -> None:
-        assert self.process.popen.stdout is not None
-        for line in self.process.popen.stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if "reply" in message:
-                self._replies.put(message)
-            elif message.get("event") == "ready":
-                self._ready.set()
-            else:
-                with self._event_lock:
-                    self.events.append(message)
+    def _config(self, sessions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "global": {"router_id": self.node.name},
+            "bfd": {"sessions": [dict(s) for s in sessions]},
+            **self.extra,
+        }
 
     def log(self, tail: int | None = 60) -> str:
-        return self.process.log_text(tail=tail)
+        return self.agent.log(tail=tail)
 
-    def __call__(self, op: str, timeout: float = 10.0, **args: Any) -> dict[str, Any]:
-        """Send a command and return the reply; raise BfdAgentError if it failed."""
-        stdin = self.process.popen.stdin
-        if stdin is None or self.process.popen.poll() is not None:
-            raise BfdAgentError(f"BFD driver in {self.node.name} is gone: {self.log()}")
-        ident = next(self._ids)
-        stdin.write((json.dumps({"op": op, "id": ident, **args}) + "\n").encode())
-        stdin.flush()
-        try:
-            reply = self._replies.get(timeout=timeout)
-        except queue.Empty:
-            raise BfdAgentError(f"no reply to {op} within {timeout}s: {self.log()}") from None
-        if reply.get("reply") != ident:
-            raise BfdAgentError(f"reply out of order: sent {ident}, got {reply}")
-        if not reply["ok"]:
-            raise BfdAgentError(f"{op} {args} failed: {reply['error']}")
-        return reply
+    # -- config -------------------------------------------------------------------------
 
-    # -- sessions -------------------------------------------------------------------------
+    def update(self, sessions: Sequence[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        """Rewrite vigil.yml with these sessions and reload; returns the reload's diff."""
+        self.extra.update(extra)
+        self.config = self._config(sessions)
+        self.agent.write_config(self.config)
+        status, body = self.agent.reload()
+        if status != 200:
+            raise BfdAgentError(f"reload failed ({status}): {body}\n{self.log()}")
+        return dict(body.get("diff") or {})
 
-    def add(self, **spec: Any) -> str:
-        return str(self("add", spec=spec)["key"])
+    # -- state --------------------------------------------------------------------------
 
-    def update(self, **spec: Any) -> None:
-        self("update", spec=spec)
+    def session(self, name: str) -> dict[str, Any]:
+        status, body = self.agent.client.get(f"/v1/bfd/sessions/{name}")
+        if status != 200:
+            raise BfdAgentError(f"GET session {name}: {status} {body}")
+        return dict(body)
 
-    def remove(self, admin_down: bool = True, **spec: Any) -> None:
-        self("remove", spec=spec, admin_down=admin_down)
+    def sessions(self) -> list[dict[str, Any]]:
+        status, body = self.agent.client.get("/v1/bfd/sessions")
+        if status != 200:
+            raise BfdAgentError(f"GET sessions: {status} {body}")
+        return list(body["sessions"])
 
-    def admin_down(self, reason: str = "test", **spec: Any) -> None:
-        self("admin_down", spec=spec, reason=reason)
+    def state(self, name: str) -> str:
+        return str(self.session(name)["state"])
 
-    def admin_up(self, **spec: Any) -> None:
-        self("admin_up", spec=spec)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return list(self("snapshot")["sessions"])
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self("stats")["stats"])
-
-    def session(self, peer: str, **match: Any) -> dict[str, Any]:
-        """The snapshot of the one session to ``peer`` (matching ``match`` fields too)."""
-        found = [
-            s
-            for s in self.snapshot()
-            if s["peer"] == peer and all(s.get(k) == v for k, v in match.items())
-        ]
-        if len(found) != 1:
-            raise BfdAgentError(f"{len(found)} sessions to {peer} {match}: {self.snapshot()}")
-        return found[0]
-
-    def state(self, peer: str, **match: Any) -> str:
-        return str(self.session(peer, **match)["state"])
-
-    def wait_state(self, peer: str, state: str, timeout: float = 10.0, **match: Any) -> None:
+    def wait_state(self, name: str, state: str, timeout: float = 10.0) -> None:
         wait_for(
-            lambda: self.state(peer, **match) == state,
+            lambda: self.state(name) == state,
             timeout=timeout,
             interval=0.02,
-            what=f"vigil's session to {peer} to be {state}",
-            observe=lambda: self.session(peer, **match),
+            what=f"vigil's session {name} to be {state}",
+            observe=lambda: self.session(name),
         )
 
-    def transitions(self, since: float = 0.0) -> list[dict[str, Any]]:
-        with self._event_lock:
-            return [e for e in self.events if e["time"] >= since]
+    def unmatched(self) -> dict[str, int]:
+        status, body = self.agent.client.get("/v1/status")
+        if status != 200:
+            raise BfdAgentError(f"GET status: {status} {body}")
+        return dict(body["bfd"]["unmatched"])
 
-    def close(self) -> None:
-        popen = self.process.popen
-        if popen.poll() is None and popen.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                popen.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=5)
-        if popen.stdout is not None:
-            with contextlib.suppress(OSError, ValueError):
-                popen.stdout.close()
+    def transitions(self, since: float = 0.0, name: str | None = None) -> list[dict[str, Any]]:
+        status, events = self.agent.client.get("/v1/events")
+        if status != 200:
+            raise BfdAgentError(f"GET events: {status} {events}")
+        out = []
+        for event in events:
+            if event.get("kind") != "bfd_transition":
+                continue
+            data = event["data"]
+            if data["monotonic"] < since or (name is not None and event["instance"] != name):
+                continue
+            out.append({**data, "session": event["instance"], "message": event["message"]})
+        return out
+
+    def down_event(self, since: float, timeout: float, name: str | None = None) -> dict[str, Any]:
+        """The first transition to Down at or after ``since`` (waits for it)."""
+
+        def found() -> dict[str, Any] | None:
+            downs = [e for e in self.transitions(since, name) if e["new"] == "Down"]
+            return downs[0] if downs else None
+
+        return wait_for(found, timeout=timeout, interval=0.01, what="vigil's session to go Down")
+
+    # -- control ------------------------------------------------------------------------
+
+    def shutdown(self, name: str, **body: Any) -> dict[str, Any]:
+        status, answer = self.agent.client.post(f"/v1/bfd/sessions/{name}/shutdown", body)
+        if status != 200:
+            raise BfdAgentError(f"shutdown {name}: {status} {answer}")
+        return dict(answer)
+
+    def enable(self, name: str, **body: Any) -> dict[str, Any]:
+        status, answer = self.agent.client.post(f"/v1/bfd/sessions/{name}/enable", body)
+        if status != 200:
+            raise BfdAgentError(f"enable {name}: {status} {answer}")
+        return dict(answer)
 
 
 # ---------------------------------------------------------------------- FRR

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: the built-in subsystems, by reference to their spec
-BUILTIN: tuple[str, ...] = ("vigil.vrrp:SPEC", "vigil.ipvs:SPEC")
+BUILTIN: tuple[str, ...] = ("vigil.bfd:SPEC", "vigil.vrrp:SPEC", "vigil.ipvs:SPEC")
 
 #: config sections of the core's own services (the trackers), validated first
 CORE_SECTIONS: tuple[str, ...] = ("vigil.track.config:SECTION",)

@@ -17,6 +17,11 @@ An optional ``on_lead`` callback runs at that lead before a precise deadline (al
 the ``call_at`` fallback, and at once for a deadline armed inside the lead): the one
 moment a backup knows its Master_Down timer is about to expire, used to get the takeover's
 packets ready so that the deadline itself only sends them.
+
+``lead=False`` arms the timerfd at once for every precise deadline (one
+``timerfd_settime`` per re-arm, no ``call_at`` step): for a timer that is re-armed about
+once per expiry anyway (the BFD engine's one timer for all its sessions), where the lead
+would only add a wake-up per deadline.
 """
 
 from __future__ import annotations
@@ -90,16 +95,19 @@ class PreciseTimer:
         callback: Callable[[], None],
         *,
         on_lead: Callable[[], None] | None = None,
+        lead: bool = True,
     ) -> None:
         self._loop = loop
         self._callback = callback
         self._on_lead = on_lead
+        self._use_lead = lead
         self._when: float | None = None
         self._precise = True
         self._handle: asyncio.TimerHandle | None = None
         self._fd_armed = False
         self._fd = -1
         self._closed = False
+        self._spec = _Itimerspec()  # reused by every timerfd_settime
         if _libc is not None:
             fd = _libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
             if fd >= 0:
@@ -125,6 +133,12 @@ class PreciseTimer:
         if when == self._when and precise == self._precise:
             return
         self._when, self._precise = when, precise
+        if precise and not self._use_lead and self._fd >= 0:
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            self._arm_fd(when)  # replaces any armed expiry: one system call
+            return
         self._disarm()
         if not precise:
             self._handle = self._loop.call_at(when, self._fire)
@@ -182,8 +196,10 @@ class PreciseTimer:
         self._fd_armed = True
 
     def _settime(self, when: float | None) -> None:
-        spec = _Itimerspec()
-        if when is not None:
+        spec = self._spec
+        if when is None:
+            spec.it_value.tv_sec = spec.it_value.tv_nsec = 0
+        else:
             # A zero it_value disarms, so a deadline at or before 0 becomes 1 ns.
             ns = max(1, int(when * 1_000_000_000))
             spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(ns, 1_000_000_000)

@@ -183,6 +183,12 @@ class AuthState:
         """bfd.RcvAuthSeq, or None while bfd.AuthSeqKnown is 0."""
         return self._rcv_seq
 
+    def touch(self, now: float) -> None:
+        """A packet identical to the last one accepted was taken again (the runtime's
+        short path for repeats; never for the meticulous types): it counts as accepted."""
+        if self._rcv_seq is not None:
+            self._last_accepted = now
+
     def reconfigure(self, config: AuthConfig) -> None:
         """New keys or send key (a rollover): the sequence state is kept.
 

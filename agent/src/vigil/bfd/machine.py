@@ -47,6 +47,13 @@ Rules, with where they come from:
   Mult 1); none while passive and the remote discriminator is unknown, none while the
   remote asks for Required Min RX 0, none while the remote runs Demand mode (both Up)
   unless we poll. A state change sends a packet at once (and restarts the period).
+  With ``MachineParams.tx_grid`` (a fraction of the interval, at most 0.25) the send time
+  is one of the points of a grid of that step (counted from time 0) inside the jitter
+  window, picked at random: sessions on one interval then send on the same ticks, and the
+  runtime wakes once per tick for all of them instead of once per packet. The jitter
+  stays random, in steps of the grid (at 0.25: 75 % or 100 % of the interval, a period
+  that starts on the grid; the average is 87.5 %, as with a uniform jitter). A window
+  with no grid point in it (Detect Mult 1 with a step over 0.15) uses the plain jitter.
 * 6.8.6: the remote's variables are taken from every authentic packet, even in
   AdminDown, but an AdminDown session discards the packet after that (no Final, no
   detection timer). 6.8.4/6.8.1: when the detection time passes, the remote
@@ -57,6 +64,11 @@ Rules, with where they come from:
   packet to the Final is an RTT sample (it includes the peer's time to answer). Polls
   happen when the session comes Up and on timer changes, so the sample is occasional;
   without one, :attr:`BfdMachine.rtt` is None.
+* The steady state is cheap: :meth:`BfdMachine.packet_repeated` takes a packet the
+  runtime found identical to the last one accepted (byte for byte, same addresses) and
+  only restarts the detection time, when nothing else could change (both Up, no Poll
+  running or wanted, no P, F or D bit); otherwise it returns None and the runtime takes
+  the full path. The packet the machine sends is rebuilt only when a field changes.
 
 Events are conditions, not commands: a timer callback before its deadline, a Final with
 no Poll running, ``admin_up`` while enabled and the like do nothing. A transition the
@@ -67,6 +79,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +88,7 @@ from vigil.bfd.packet import ControlPacket, Diag, State, diag_text
 
 __all__ = [
     "IDLE_TX_US",
+    "MAX_TX_GRID",
     "TRANSITIONS",
     "Action",
     "ArmDetect",
@@ -92,6 +106,9 @@ __all__ = [
 
 #: RFC 5880 6.8.3: Desired Min TX while the session is not Up is at least one second.
 IDLE_TX_US = 1_000_000
+#: The largest send grid (fraction of the interval): the 75-100 % jitter window holds two
+#: of its points (the 75-90 % window of Detect Mult 1 may hold none: plain jitter then).
+MAX_TX_GRID = 0.25
 _U32 = 0xFFFFFFFF
 # A timer callback this close to its deadline counts as on time (see vrrp.machine).
 _TIMER_SLACK = 1e-6
@@ -190,7 +207,11 @@ class Transition:
     time: float
 
     def __str__(self) -> str:
-        line = f"(bfd {self.session}) {self.old} -> {self.new}: {self.reason}"
+        return f"(bfd {self.session}) {self.describe()}"
+
+    def describe(self) -> str:
+        """The log line without the session: ``Up -> Down: ...; diag 1 ...``."""
+        line = f"{self.old} -> {self.new}: {self.reason}"
         down = self.new in (State.DOWN, State.ADMIN_DOWN)
         if down and self.trigger is not Trigger.ADMIN_UP and self.diag is not Diag.NONE:
             line += f"; diag {int(self.diag)} {self.diag.text}"
@@ -237,9 +258,14 @@ class MachineParams:
     passive: bool = False
     idle_tx: int = IDLE_TX_US
     admin_down: bool = False
+    #: send periodic packets on a grid of this fraction of the interval (0: no grid)
+    tx_grid: float = 0.0
 
     def __post_init__(self) -> None:
         out: list[str] = []
+        grid = self.tx_grid
+        if not isinstance(grid, int | float) or not 0.0 <= grid <= MAX_TX_GRID:
+            out.append(f"tx_grid: must be from 0 to {MAX_TX_GRID}, got {grid!r}")
         if not self.name:
             out.append("name: must not be empty")
         _check_u32(out, "local_discr", self.local_discr, 1)
@@ -322,12 +348,19 @@ class BfdMachine:
         self._tx_deadline: float | None = None
         self._tx_jitter = 1.0
         self._last_tx: float | None = None
+        self._tx_base: float | None = None  # where the current period counts from
         self._detect_deadline: float | None = None
         self._last_rx: float | None = None
         self._up_since: float | None = None
         self._rtt: float | None = None
         self._started = False
         self._last_transition: Transition | None = None
+        # the last packet built and what it was built from (rebuilt only on a change)
+        self._built: tuple[tuple[Any, ...], ControlPacket] | None = None
+        # the last packet accepted allows packet_repeated (no P, F or D bit in it), and
+        # the detection time it set
+        self._repeat_ok = False
+        self._repeat_detect: float | None = None
         self.counters = Counters()
 
     # ------------------------------------------------------------------ read side
@@ -475,12 +508,19 @@ class BfdMachine:
             self._tx_deadline = now
         return self._with_timers([], before)
 
-    def packet_received(self, now: float, pkt: ControlPacket) -> list[Action]:
-        """RFC 5880 6.8.6 from "Set bfd.RemoteDiscr" on, for an authentic packet."""
+    def packet_received(
+        self, now: float, pkt: ControlPacket, arrived: float | None = None
+    ) -> list[Action]:
+        """RFC 5880 6.8.6 from "Set bfd.RemoteDiscr" on, for an authentic packet.
+
+        ``arrived`` (at most ``now``) is when the packet reached the host, if the runtime
+        read it later: the detection time runs from then.
+        """
         if not self._started:
             return []
         before = self._deadlines()
         self.counters.packets_in += 1
+        self._repeat_ok = False
         actions: list[Action] = []
         self._remote_discr = pkt.my_discr
         self._remote_state = pkt.state
@@ -501,11 +541,64 @@ class BfdMachine:
         self._maybe_start_poll(now, actions)
         if pkt.poll:
             actions.append(self._final())
-        self._last_rx = now
+        rx = now if arrived is None else arrived
+        self._last_rx = rx
         detect = self.detection_time
-        self._detect_deadline = None if detect is None else now + detect
+        self._detect_deadline = None if detect is None else rx + detect
         self._reschedule_tx(now)
+        self._repeat_ok = not (pkt.poll or pkt.final or pkt.demand) and not actions
+        self._repeat_detect = detect
         return self._with_timers(actions, before)
+
+    def packet_repeated(self, now: float, arrived: float | None = None) -> list[Action] | None:
+        """The last accepted packet again, byte for byte (see the module docstring).
+
+        Returns the actions (none: only the detection time restarts) or None when the
+        full :meth:`packet_received` is needed.
+        """
+        poll = self._poll
+        if (
+            not self._repeat_ok
+            or self._state is not State.UP
+            or self._remote_state is not State.UP
+            or poll.active
+            or poll.pending
+            or not self._started
+        ):
+            return None
+        self.counters.packets_in += 1
+        rx = now if arrived is None else arrived
+        self._last_rx = rx
+        detect = self._repeat_detect  # nothing it depends on changed since (see above)
+        self._detect_deadline = None if detect is None else rx + detect
+        return []
+
+    def periodic(self, now: float) -> ControlPacket | None:
+        """:meth:`tx_timer_expired` in the steady state (Up, no Poll running, the remote
+        neither silent nor in Demand mode): the packet to send, the next deadline set, and
+        no action list. None when the full :meth:`tx_timer_expired` is needed."""
+        deadline = self._tx_deadline
+        if (
+            deadline is None
+            or now + _TIMER_SLACK < deadline
+            or self._state is not State.UP
+            or self._poll.active
+            or self._remote_min_rx == 0
+            or self._remote_demand
+            or self._silent()
+        ):
+            return None
+        packet = self._build(final=False)
+        self._last_tx = now
+        self.counters.packets_out += 1
+        self._tx_jitter = self._jitter()
+        interval = max(self._eff_tx, self._remote_min_rx)
+        grid = self._params.tx_grid
+        # _period_start, inline: the grid point the timer was due at, unless a step late
+        base = deadline if grid and now - deadline < interval * grid / 1e6 else now
+        self._tx_base = base
+        self._tx_deadline = self._tx_due(base, interval)
+        return packet
 
     def tx_timer_expired(self, now: float) -> list[Action]:
         """The transmit timer fired: send the periodic packet, arm the next one."""
@@ -516,7 +609,7 @@ class BfdMachine:
         actions: list[Action] = []
         if self._may_send_periodic():
             actions.append(self._send(now, "periodic"))
-            self._arm_tx_from(now)
+            self._arm_tx_from(self._period_start(now, deadline))
         else:
             self._tx_deadline = None
         return self._with_timers(actions, before)
@@ -531,6 +624,7 @@ class BfdMachine:
         rx = self.rx_interval or 0
         silent = now - self._last_rx if self._last_rx is not None else detect
         self._detect_deadline = None
+        self._repeat_ok = False
         self._remote_discr = 0
         self._remote_state = State.DOWN
         actions: list[Action] = []
@@ -590,6 +684,7 @@ class BfdMachine:
             )
         before = self._deadlines()
         self._params = new
+        self._repeat_ok = False
         actions: list[Action] = []
         self._retime(now, actions)
         self._reschedule_tx(now)
@@ -742,6 +837,7 @@ class BfdMachine:
             )
         if diag is not None:
             self._local_diag = diag
+        self._repeat_ok = False
         record = Transition(self.name, self._state, new, trigger, self._local_diag, reason, now)
         self._state = new
         self._last_transition = record
@@ -770,7 +866,23 @@ class BfdMachine:
         return not demand
 
     def _build(self, *, final: bool) -> ControlPacket:
-        return ControlPacket(
+        """The packet to send now; the same object as last time if no field changed."""
+        poll = self._poll.active and not final
+        fields = (
+            self._state,
+            self._local_diag,
+            self._params.detect_mult,
+            self._params.local_discr,
+            self._remote_discr,
+            self._adv_tx,
+            self._adv_rx,
+            poll,
+            final,
+        )
+        built = self._built
+        if built is not None and built[0] == fields:
+            return built[1]
+        packet = ControlPacket(
             state=self._state,
             diag=self._local_diag,
             detect_mult=self._params.detect_mult,
@@ -779,9 +891,11 @@ class BfdMachine:
             desired_min_tx=self._adv_tx,
             required_min_rx=self._adv_rx,
             required_min_echo_rx=0,
-            poll=self._poll.active and not final,
+            poll=poll,
             final=final,
         )
+        self._built = (fields, packet)
+        return packet
 
     def _send(self, now: float, why: str) -> SendPacket:
         packet = self._build(final=False)
@@ -811,7 +925,41 @@ class BfdMachine:
             self._tx_deadline = None
             return
         self._tx_jitter = self._jitter()
-        self._tx_deadline = now + interval * self._tx_jitter / 1e6
+        self._tx_base = now
+        self._tx_deadline = self._tx_due(now, interval)
+
+    def _period_start(self, now: float, deadline: float) -> float:
+        """Where the next period counts from: with a send grid, the grid point the timer
+        was due at (it fires a little after it), so the next point is picked from the
+        grid and not from the timer's lateness; otherwise, and if it fired a whole grid
+        step late, ``now``."""
+        grid = self._params.tx_grid
+        interval = self.tx_interval
+        if not grid or interval is None or now - deadline >= interval * grid / 1e6:
+            return now
+        return deadline
+
+    def _tx_due(self, base: float, interval: int) -> float:
+        """``base`` + the jittered interval, on a point of the send grid if there is one.
+
+        The grid points inside the window are equally likely; which one is decided by the
+        jitter already drawn (so the same draw gives the same point when recomputed).
+        """
+        seconds = interval / 1e6
+        jitter = self._tx_jitter
+        due = base + seconds * jitter
+        grid = self._params.tx_grid
+        if not grid:
+            return due
+        top = 0.90 if self._params.detect_mult == 1 else 1.0
+        step = seconds * grid
+        first = math.ceil((base + seconds * 0.75) / step - 1e-9)
+        last = math.floor((base + seconds * top) / step + 1e-9)
+        count = last - first + 1
+        if count <= 0:
+            return due
+        pick = min(count - 1, int((jitter - 0.75) / (top - 0.75) * count))
+        return (first + pick) * step
 
     def _reschedule_tx(self, now: float) -> None:
         """After the interval or the permission to send changed (RFC 5880 6.8.3, 6.8.7).
@@ -827,8 +975,8 @@ class BfdMachine:
         elif self._last_tx is None or self._tx_deadline is None:
             self._tx_deadline = now if self._tx_deadline is None else self._tx_deadline
         else:
-            due = self._last_tx + interval * self._tx_jitter / 1e6
-            self._tx_deadline = max(now, due)
+            base = self._last_tx if self._tx_base is None else self._tx_base
+            self._tx_deadline = max(now, self._tx_due(base, interval))
 
     def _deadlines(self) -> tuple[float | None, float | None]:
         return self._tx_deadline, self._detect_deadline

@@ -2,19 +2,50 @@
 
 :class:`BfdEngine` runs a set of :class:`~vigil.bfd.spec.SessionSpec` sessions. Each has a
 pure :class:`~vigil.bfd.machine.BfdMachine`, an optional
-:class:`~vigil.bfd.auth.AuthState`, a sender and two timers; the engine only glues them:
+:class:`~vigil.bfd.auth.AuthState` and a sender; the engine only glues them:
 
     datagram -> ControlPacket.unpack -> SessionTable.lookup -> TTL -> authentication
-             -> machine.packet_received -> actions (send, arm timers, report transitions)
+             -> machine.packet_received -> actions (send, report transitions)
+
+Cost, since a host may run a hundred sessions at 20 packets a second each (the numbers
+are in docs/benchmarks.md):
+
+* **One timer for all sessions.** The machines' deadlines (next packet, detection) go
+  into one heap, and one timer (a timerfd, armed directly at the earliest deadline) wakes
+  the engine, which handles every deadline that is due. A received packet moves its
+  session's detection deadline *later*, which costs nothing: the heap keeps the earlier
+  entry, and when it comes to the top the engine sees the deadline moved and puts the
+  entry back at the new time (before arming the timer, so a stale entry never wakes it).
+* **Sends on a grid.** Sessions are built with ``tx_grid`` (:data:`TX_GRID` of the
+  interval), so sessions on one interval send on the same ticks: one wake-up sends for
+  all of them.
+* **Repeated packets take a short path.** In the steady state a peer sends the same bytes
+  every time; a datagram identical to the last one accepted from the same address and
+  port, with the same ancillary data (destination, interface, TTL), skips decoding, the
+  lookup and the checks and only restarts the detection time
+  (:meth:`~vigil.bfd.machine.BfdMachine.packet_repeated`). Not for meticulous
+  authentication, where a repeat is a replay, and never outside the steady state.
+* The packet a session sends is packed once and reused while the machine sends the
+  same one (not for the digest types, which sign every packet).
+* **No wake-up per received packet under load.** When the sessions that are Up expect
+  more than :data:`RX_POLL_MIN_RATE` packets a second in all, the engine stops asking the
+  loop to wake it for each datagram and reads them all whenever its timer wakes it, and
+  at least every :data:`RX_POLL` seconds. Datagrams carry the kernel's arrival time, so
+  the detection time still runs from when each arrived; and before any deadline is
+  handled, the waiting datagrams are read, so a packet that came in time is never missed.
+  The only cost is that an answer (a Final, the next step of a handshake) may leave up to
+  :data:`RX_POLL` later.
 
 Everything it needs from outside is handed in (constructor injection), so the coming
 ``BfdSubsystem`` can wrap it without this module knowing the agent core:
 ``on_state_change`` (called with a :class:`BfdEvent` for every transition), ``clock``
 (monotonic seconds; the loop's clock by default), ``rng`` (discriminators, jitter, source
 ports, initial sequence numbers), ``transport`` (a factory taking the datagram handler;
-the UDP one by default) and ``timer_factory`` (``PreciseTimer`` by default: the detection
-timer runs off a timerfd, so a session goes down on time, not up to a millisecond late;
-timers from a factory are armed with deadlines on the engine's clock).
+the UDP one by default) and ``timer_factory`` (the engine's one timer: ``PreciseTimer``
+without a lead by default, a timerfd, so a session goes down on time, not up to a
+millisecond late; a timer from a factory is armed with deadlines on the engine's clock).
+``log_transitions=False`` leaves the log line of each transition to the callback (the
+agent's event bus logs it).
 
 Rejected packets are counted per session and reason when the session is known (TTL,
 authentication), and per reason for the engine when no session could be found (bad
@@ -30,19 +61,20 @@ is an occasional sample, and None until there is one.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from vigil.bfd.auth import AuthState, check_auth
 from vigil.bfd.machine import (
     Action,
-    ArmDetect,
-    ArmTx,
     BfdMachine,
+    MachineParams,
     SendPacket,
     Transition,
 )
@@ -62,6 +94,9 @@ from vigil.timerfd import PreciseTimer
 
 __all__ = [
     "REJECT_LOG_PERIOD",
+    "RX_POLL",
+    "RX_POLL_MIN_RATE",
+    "TX_GRID",
     "BfdEngine",
     "BfdEvent",
     "SessionSnapshot",
@@ -72,7 +107,19 @@ log = logging.getLogger("vigil.bfd")
 
 #: A (session, reason) of rejected packets is logged at most this often.
 REJECT_LOG_PERIOD = 10.0
+#: Periodic packets go out on a grid of this fraction of the interval (12.5 ms at 50 ms):
+#: a period that starts on the grid is 75 % or 100 % of the interval, picked at random.
+TX_GRID = 0.25
+#: Above this many expected packets a second, datagrams are read on the engine's timer ...
+RX_POLL_MIN_RATE = 150.0
+#: ... which then wakes at least this often (seconds)
+RX_POLL = 0.02
 _U32 = 0xFFFFFFFF
+_TX, _DETECT = 0, 1
+# A deadline this close counts as due (a timer may wake a microsecond early).
+_DUE_SLACK = 1e-6
+# The most deadlines one wake-up handles before it lets the loop run again.
+_MAX_DUE_PER_WAKEUP = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,18 +175,28 @@ class _RejectLog:
         log.warning("(bfd %s) packet dropped: %s%s", where, rejection, more)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     spec: SessionSpec
     key: SessionKey
     machine: BfdMachine
     sender: Sender
     auth: AuthState | None
-    tx_timer: Timer
-    detect_timer: Timer
     rejects: Counter[RejectReason] = field(default_factory=Counter)
     auth_failures: int = 0
     send_failures: int = 0
+    # the time of this session's live entry in the engine's heap, per timer (None: none)
+    tx_at: float | None = None
+    detect_at: float | None = None
+    removed: bool = False
+    # the last packet sent and its bytes (reused while the machine sends the same packet)
+    sent_packet: ControlPacket | None = None
+    sent_bytes: bytes = b""
+    # the last datagram accepted in full: (bytes, ancillary data, multihop), and where from
+    repeat: tuple[bytes, Any, bool] | None = None
+    repeat_from: Any = None
+    # packets a second it expects while Up (its part of the engine's rate)
+    rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -216,8 +273,10 @@ class BfdEngine:
         transport: TransportFactory | None = None,
         timer_factory: TimerFactory | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        log_transitions: bool = True,
     ) -> None:
         self._on_state_change = on_state_change
+        self._log_transitions = log_transitions
         self._clock = clock
         self._rng = rng or random.Random()
         self._loop = loop
@@ -229,6 +288,20 @@ class BfdEngine:
         self._closed = False
         self.unmatched: Counter[RejectReason] = Counter()
         self._reject_log = _RejectLog()
+        # every session's deadlines: (when on the engine's clock, tie-break, kind, session)
+        self._heap: list[tuple[float, int, int, _Session]] = []
+        self._ticket = itertools.count()
+        self._timer: Timer | None = None
+        self._armed: float | None = None  # the deadline the timer is armed for
+        self._in_timer = False
+        self._polling = False  # reading datagrams on the timer, not on each arrival
+        self._last_wake = 0.0
+        self._rx_rate = 0.0  # packets a second all sessions that are Up expect
+        # where the last fully accepted datagram of each session came from -> session
+        self._repeat: dict[Any, _Session] = {}
+        #: timer wake-ups, and datagrams taken by the short path for repeats
+        self.wakeups = 0
+        self.repeats = 0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -254,14 +327,20 @@ class BfdEngine:
                 self._transport = self._transport_factory(self._on_datagram)
             else:
                 self._transport = UdpTransport(
-                    self._on_datagram, loop=self._loop, rng=random.Random(self._rng.random())
+                    self._on_datagram,
+                    loop=self._get_loop(),
+                    rng=random.Random(self._rng.random()),
+                    on_raw=self._on_raw,
                 )
         return self._transport
 
-    def _make_timer(self, callback: Callable[[], None]) -> Timer:
-        if self._timer_factory is not None:
-            return self._timer_factory(callback)
-        return PreciseTimer(self._get_loop(), callback)
+    def _get_timer(self) -> Timer:
+        if self._timer is None:
+            if self._timer_factory is not None:
+                self._timer = self._timer_factory(self._on_timer)
+            else:
+                self._timer = PreciseTimer(self._get_loop(), self._on_timer, lead=False)
+        return self._timer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -289,6 +368,9 @@ class BfdEngine:
             self.remove_session(key, admin_down=admin_down)
         if self._transport is not None:
             self._transport.close()
+        if self._timer is not None:
+            self._timer.close()
+        self._heap.clear()
         self._closed = True
 
     # ------------------------------------------------------------------ sessions
@@ -325,21 +407,11 @@ class BfdEngine:
         except BaseException:
             transport.unlisten(key.family, key.multihop)
             raise
-        machine = BfdMachine(spec.machine_params(discr), self._rng.random)
+        machine = BfdMachine(self._params(spec, discr), self._rng.random)
         auth = None
         if spec.auth is not None:
             auth = AuthState(spec.auth, xmit_seq=self._rng.getrandbits(32))
-        holder: list[_Session] = []
-        session = _Session(
-            spec=spec,
-            key=key,
-            machine=machine,
-            sender=sender,
-            auth=auth,
-            tx_timer=self._make_timer(lambda: self._tx_fired(holder[0])),
-            detect_timer=self._make_timer(lambda: self._detect_fired(holder[0])),
-        )
-        holder.append(session)
+        session = _Session(spec=spec, key=key, machine=machine, sender=sender, auth=auth)
         self._table.add(key, discr, session)
         log.info("(bfd %s) session added, discriminator %d", spec.label, discr)
         if self._started:
@@ -358,11 +430,13 @@ class BfdEngine:
             actions = machine.admin_down(self.now(), "session removed")
             self._execute(session, [a for a in actions if isinstance(a, SendPacket)])
         self._table.remove(key)
-        session.tx_timer.close()
-        session.detect_timer.close()
+        session.removed = True  # its heap entries are dropped when they come to the top
+        if session.repeat_from is not None and self._repeat.get(session.repeat_from) is session:
+            del self._repeat[session.repeat_from]
         session.sender.close()
         if self._transport is not None:
             self._transport.unlisten(key.family, key.multihop)
+        self._rate_changed(session)
         log.info("(bfd %s) session removed", session.spec.label)
 
     def update_session(self, spec: SessionSpec) -> None:
@@ -379,9 +453,10 @@ class BfdEngine:
         session = self._session(spec.key)
         old = session.spec
         session.spec = spec
+        session.sent_packet = None  # a new password changes the bytes of the same packet
         now = self.now()
         machine = session.machine
-        actions = machine.params_changed(now, spec.machine_params(machine.local_discr))
+        actions = machine.params_changed(now, self._params(spec, machine.local_discr))
         if spec.auth is None:
             session.auth = None
         elif session.auth is None or (old.auth is not None and old.auth.type != spec.auth.type):
@@ -393,6 +468,7 @@ class BfdEngine:
         elif old.admin_down and not spec.admin_down:
             actions += machine.admin_up(now)
         self._execute(session, actions)
+        self._rate_changed(session)
 
     def admin_down(self, key: SessionKey, reason: str = "administratively down") -> None:
         """Disable a session: the peer is told (AdminDown, diag 7) and it stops detecting."""
@@ -460,9 +536,16 @@ class BfdEngine:
         return {
             "sessions": len(self._table),
             "unmatched": {r.value: n for r, n in sorted(self.unmatched.items(), key=_val)},
+            "wakeups": self.wakeups,
+            "repeats": self.repeats,
+            "polling": self._polling,
         }
 
     # ------------------------------------------------------------------ events
+
+    @staticmethod
+    def _params(spec: SessionSpec, discr: int) -> MachineParams:
+        return replace(spec.machine_params(discr), tx_grid=TX_GRID)
 
     def _new_discriminator(self) -> int:
         for _ in range(1000):
@@ -471,15 +554,195 @@ class BfdEngine:
                 return discr
         raise RuntimeError("no free BFD discriminator after 1000 draws")  # pragma: no cover
 
-    def _tx_fired(self, session: _Session) -> None:
-        if self._table.get(session.key) is not session:
-            return
-        self._execute(session, session.machine.tx_timer_expired(self.now()))
+    # ------------------------------------------------------------------ scheduling
 
-    def _detect_fired(self, session: _Session) -> None:
-        if self._table.get(session.key) is not session:
+    def _schedule(self, session: _Session) -> None:
+        """After a machine input: put its deadlines that moved *earlier* into the heap.
+
+        A deadline that moved later (every received packet moves the detection time) is
+        left alone: its earlier entry stays and is moved when it comes to the top.
+        """
+        machine = session.machine
+        earliest: float | None = None
+        tx = machine.tx_deadline
+        if tx is not None and (session.tx_at is None or tx < session.tx_at):
+            session.tx_at = tx
+            heapq.heappush(self._heap, (tx, next(self._ticket), _TX, session))
+            earliest = tx
+        detect = machine.detect_deadline
+        if detect is not None and (session.detect_at is None or detect < session.detect_at):
+            session.detect_at = detect
+            heapq.heappush(self._heap, (detect, next(self._ticket), _DETECT, session))
+            earliest = detect if earliest is None else min(earliest, detect)
+        if (
+            earliest is not None
+            and not self._in_timer
+            and (self._armed is None or earliest < self._armed)
+        ):
+            self._rearm()
+
+    def _top(self) -> tuple[float, int, _Session] | None:
+        """The heap's first live entry as (when, kind, session), stale ones dropped or moved.
+
+        An entry is stale when its session is gone, when a newer entry replaced it, or
+        when the machine's deadline moved (later: the entry moves there; gone: dropped).
+        """
+        heap = self._heap
+        for _ in range(len(heap) + 1):
+            if not heap:
+                return None
+            when, _ticket, kind, session = heap[0]
+            at = session.tx_at if kind == _TX else session.detect_at
+            if session.removed or at != when:
+                heapq.heappop(heap)
+                continue
+            machine = session.machine
+            actual = machine.tx_deadline if kind == _TX else machine.detect_deadline
+            if actual == when:
+                return when, kind, session
+            if actual is None or actual < when:  # pragma: no cover - _schedule keeps it
+                heapq.heappop(heap)
+                self._set_at(session, kind, None)
+                if actual is not None:
+                    self._schedule(session)
+                continue
+            heapq.heapreplace(heap, (actual, next(self._ticket), kind, session))
+            self._set_at(session, kind, actual)
+        return None  # pragma: no cover - every round pops or moves one entry
+
+    @staticmethod
+    def _set_at(session: _Session, kind: int, when: float | None) -> None:
+        if kind == _TX:
+            session.tx_at = when
+        else:
+            session.detect_at = when
+
+    def _rearm(self) -> None:
+        top = self._top()
+        timer = self._get_timer()
+        when = None if top is None else top[0]
+        if self._polling:
+            poll = self._last_wake + RX_POLL
+            when = poll if when is None else min(when, poll)
+        if when is None:
+            self._armed = None
+            timer.cancel()
             return
-        self._execute(session, session.machine.detect_timer_expired(self.now()))
+        if when != self._armed:
+            self._armed = when
+            timer.arm(self._loop_time(when))
+
+    def _rate_changed(self, session: _Session) -> None:
+        """After an input that may change a session's state or receive interval."""
+        machine = session.machine
+        rx = machine.rx_interval
+        rate = 1e6 / rx if rx and machine.state is State.UP and not session.removed else 0.0
+        if rate != session.rate:
+            self._rx_rate += rate - session.rate
+            session.rate = rate
+            self._update_rx_mode()
+
+    def _update_rx_mode(self) -> None:
+        """Poll for datagrams on the timer while the sessions that are Up expect many."""
+        transport = self._transport
+        if transport is None or not hasattr(transport, "set_polling"):
+            return
+        rate = self._rx_rate
+        polling = rate >= RX_POLL_MIN_RATE
+        if polling == self._polling:
+            return
+        self._polling = polling
+        self._last_wake = self.now()
+        transport.set_polling(polling)
+        log.debug("BFD: %s (%.0f packets/s expected)", "polling" if polling else "waking", rate)
+        if not self._in_timer:
+            self._rearm()
+
+    def _on_timer(self) -> None:
+        """The engine's timer: every deadline that is due, then the timer again."""
+        self._armed = None
+        self.wakeups += 1
+        self._in_timer = True
+        try:
+            now = self.now()
+            if self._polling:
+                self._last_wake = now
+                drain = getattr(self._transport, "drain", None)
+                if drain is not None:
+                    drain()  # first: a datagram that came before a deadline counts
+            heap, ticket, push, pop = self._heap, self._ticket, heapq.heappush, heapq.heappop
+            limit = now + _DUE_SLACK
+            for _ in range(_MAX_DUE_PER_WAKEUP):
+                if not heap or heap[0][0] > limit:
+                    break
+                when, _ticket, kind, session = pop(heap)
+                machine = session.machine
+                # the same checks as _top, inline: this loop runs for every packet sent
+                if kind == _TX:
+                    if session.removed or session.tx_at != when:
+                        continue  # superseded
+                    session.tx_at = None
+                    actual = machine.tx_deadline
+                    if actual != when:
+                        if actual is not None:  # moved later: back in the heap
+                            session.tx_at = actual
+                            push(heap, (actual, next(ticket), _TX, session))
+                        continue
+                    packet = machine.periodic(now)
+                    if packet is not None:  # the steady state: send, next deadline
+                        self._send(session, packet)
+                        tx = machine.tx_deadline
+                        if tx is not None:
+                            session.tx_at = tx
+                            push(heap, (tx, next(ticket), _TX, session))
+                        continue
+                    actions = machine.tx_timer_expired(now)
+                else:
+                    if session.removed or session.detect_at != when:
+                        continue
+                    session.detect_at = None
+                    actual = machine.detect_deadline
+                    if actual != when:
+                        if actual is not None:
+                            session.detect_at = actual
+                            push(heap, (actual, next(ticket), _DETECT, session))
+                        continue
+                    actions = machine.detect_timer_expired(now)
+                self._execute(session, actions)
+        finally:
+            self._in_timer = False
+        self._rearm()
+
+    # ------------------------------------------------------------------ receiving
+
+    def _arrival(self, now: float, arrived: float | None) -> float:
+        """When a datagram arrived, on the engine's clock: the kernel's stamp, kept within
+        the last second (a wall clock step must not move a detection time far)."""
+        if arrived is None or self._clock is not None:
+            return now
+        return min(now, max(arrived, now - 1.0))
+
+    def _on_raw(
+        self, data: bytes, ancdata: Any, address: Any, multihop: bool, arrived: float | None
+    ) -> bool:
+        """The short path for a repeat of the last packet accepted from ``address``;
+        False when the datagram needs the full path (see the module docstring)."""
+        session = self._repeat.get(address)
+        if session is None or session.repeat != (data, ancdata, multihop):
+            return False
+        if self._clock is None:
+            assert self._loop is not None  # set when the transport was made
+            now = self._loop.time()
+            at = now if arrived is None else min(now, max(arrived, now - 1.0))  # _arrival
+        else:
+            now = at = self._clock()
+        if session.machine.packet_repeated(now, at) is None:
+            return False
+        if session.auth is not None:
+            session.auth.touch(now)
+        self.repeats += 1
+        # no _schedule: the detection deadline only moved later, the next packet not at all
+        return True
 
     def _on_datagram(self, datagram: BfdDatagram) -> None:
         """The receive path; never raises (the transport logs it if it did)."""
@@ -516,41 +779,64 @@ class BfdEngine:
                 session.auth_failures += 1
             self._reject_log.report(session.spec.label, rejection, now)
             return
-        self._execute(session, session.machine.packet_received(now, pkt))
+        arrived = self._arrival(now, datagram.arrived)
+        self._execute(session, session.machine.packet_received(now, pkt, arrived))
+        self._rate_changed(session)
+        self._remember(session, datagram)
+
+    def _remember(self, session: _Session, datagram: BfdDatagram) -> None:
+        """Keep an accepted datagram for the short path (not under meticulous auth)."""
+        raw = datagram.raw
+        if raw is None or session.removed:
+            return
+        auth = session.auth
+        if auth is not None and auth.config.type.meticulous:
+            return
+        address, ancdata = raw
+        old = session.repeat_from
+        if old is not None and old != address and self._repeat.get(old) is session:
+            del self._repeat[old]
+        session.repeat = (datagram.data, ancdata, datagram.multihop)
+        session.repeat_from = address
+        self._repeat[address] = session
 
     def _unmatched(self, datagram: BfdDatagram, rejection: Rejection, now: float) -> None:
         self.unmatched[rejection.reason] += 1
         self._reject_log.report(f"from {datagram.src}", rejection, now)
 
     def _execute(self, session: _Session, actions: list[Action]) -> None:
-        """Carry out a machine's actions in order (I/O only)."""
+        """Carry out a machine's actions in order (I/O only), then its new deadlines.
+
+        The machine's ArmTx / ArmDetect actions are not needed: the engine reads the
+        machine's deadlines (see :meth:`_schedule`).
+        """
         for action in actions:
             if isinstance(action, SendPacket):
                 self._send(session, action.packet)
-            elif isinstance(action, ArmTx):
-                if action.deadline is None:
-                    session.tx_timer.cancel()
-                else:
-                    session.tx_timer.arm(self._loop_time(action.deadline), precise=False)
-            elif isinstance(action, ArmDetect):
-                if action.deadline is None:
-                    session.detect_timer.cancel()
-                else:
-                    session.detect_timer.arm(self._loop_time(action.deadline))
             elif isinstance(action, Transition):
                 self._report(session, action)
+        if not session.removed:
+            self._schedule(session)
 
     def _send(self, session: _Session, packet: ControlPacket) -> None:
         auth = session.auth
-        data = packet.pack() if auth is None else auth.sign(packet, self.now())
+        if auth is not None and auth.config.type.digest_size:
+            data = auth.sign(packet, self.now())  # a new sequence number or digest
+        elif packet is session.sent_packet:
+            data = session.sent_bytes
+        else:
+            data = packet.pack() if auth is None else auth.sign(packet, self.now())
+            session.sent_packet, session.sent_bytes = packet, data
         if not session.sender.send(data):
             session.send_failures += 1
 
     def _report(self, session: _Session, transition: Transition) -> None:
-        level = logging.WARNING if transition.new is not State.UP else logging.INFO
-        if transition.old is State.DOWN and transition.new is State.INIT:
-            level = logging.INFO
-        log.log(level, "%s", transition)
+        self._rate_changed(session)
+        if self._log_transitions:
+            level = logging.WARNING if transition.new is not State.UP else logging.INFO
+            if transition.old is State.DOWN and transition.new is State.INIT:
+                level = logging.INFO
+            log.log(level, "%s", transition)
         if self._on_state_change is None:
             return
         try:

@@ -17,6 +17,12 @@ Two parts, kept apart so the logic can be tested without root:
   life, sending with TTL / hop limit 255 and TOS/traffic class 0xc0, optionally tied to
   an interface with SO_BINDTODEVICE.
 
+Every datagram carries its arrival time from the kernel (SO_TIMESTAMPNS, converted to
+CLOCK_MONOTONIC), so a datagram read a few milliseconds after it arrived still restarts
+the detection time from when it arrived. That lets the engine stop waking up for every
+datagram when it has enough traffic (:meth:`UdpTransport.set_polling`): it reads them
+all (:meth:`UdpTransport.drain`) each time its timer wakes it, at least every few ms.
+
 TTL checks happen in userspace (IP_MINTTL does not apply to UDP here): 255 for single
 hop (RFC 5881 5), at least the session's ``min_ttl`` for multihop. They belong to the
 runtime, after the lookup, since the limit is per session.
@@ -41,7 +47,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from vigil.bfd.packet import ControlPacket, Rejection, RejectReason
 
@@ -72,12 +78,14 @@ IPV6_PKTINFO = 50
 IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_TCLASS = 67
+SO_TIMESTAMPNS = 35  # also the type of its control message (SCM_TIMESTAMPNS)
 
 TTL = 255
 TOS = 0xC0  # network control, as FRR and BIRD send BFD
 DEFAULT_MIN_TTL = 254  # multihop: at most one router between the peers unless configured
 RECV_BUFSIZE = 2048
 MAX_READS_PER_WAKEUP = 64
+MAX_READS_PER_DRAIN = 4096
 SOURCE_PORT_TRIES = 64
 REOPEN_RETRY_SECONDS = 1.0
 # Send errors that mean the interface or the local address went away: reopen later.
@@ -88,6 +96,10 @@ REOPEN_ERRNOS = frozenset(
 _IN_PKTINFO = struct.Struct("=i4s4s")  # ipi_ifindex, ipi_spec_dst, ipi_addr
 _IN6_PKTINFO = struct.Struct("=16sI")  # ipi6_addr, ipi6_ifindex
 _INT = struct.Struct("=i")
+_TIMESPEC = struct.Struct("=qq")  # tv_sec, tv_nsec
+# plain ints: socket's flag enums cost a microsecond for every | and &
+_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
 
 
 # ---------------------------------------------------------------------------- datagrams
@@ -108,6 +120,11 @@ class BfdDatagram(NamedTuple):
     ifindex: int
     ttl: int
     multihop: bool
+    #: (the socket address, the ancillary data without the timestamp) as received, for
+    #: the engine's short path for repeated packets (None from transports without it)
+    raw: tuple[object, object] | None = None
+    #: when it arrived (CLOCK_MONOTONIC seconds, from the kernel's timestamp), if known
+    arrived: float | None = None
 
 
 @dataclass(slots=True)
@@ -380,6 +397,7 @@ class UdpSender:
         self._clock = clock
         self._sock: socket.socket | None = None
         self._port = 0
+        self._dest: tuple[str, int] | tuple[str, int, int, int] | None = None
         self._last_try = -1e9
         self._last_error: str | None = None
         self.down_reason: str | None = "not opened"
@@ -399,10 +417,10 @@ class UdpSender:
         if self._sock is None and not self._retry():
             self._stats.tx_errors += 1
             return False
-        assert self._sock is not None
+        assert self._sock is not None and self._dest is not None
         key = self.key
         try:
-            self._sock.sendto(data, _sockaddr(key.peer, key.port, self._scope()))
+            self._sock.sendto(data, self._dest)
         except OSError as exc:
             self._stats.tx_errors += 1
             self._failed(f"send to {key.peer} failed: {exc.strerror}", exc.errno)
@@ -456,6 +474,9 @@ class UdpSender:
             self._port = 0
             self._failed(f"cannot open the BFD socket to {key}: {exc.strerror}", exc.errno)
             return False
+        # The destination with its scope, once per socket: a re-created interface gets
+        # a new index, and a send on the old one fails and reopens (ENODEV, ENXIO).
+        self._dest = _sockaddr(key.peer, key.port, self._scope())
         self._sock = sock
         self.down_reason = None
         return True
@@ -498,7 +519,10 @@ class UdpTransport:
     """The receiving sockets and the senders of a BFD engine (see the module docstring).
 
     ``on_datagram`` is called for every datagram read, on the event loop; it must not
-    raise (an exception is logged and the next datagram is read).
+    raise (an exception is logged and the next datagram is read). ``on_raw(data, ancdata,
+    address, multihop, arrived)``, if given, sees each datagram first, undecoded (the
+    ancillary data without the timestamp); when it returns True the datagram was handled
+    (a repeat of an accepted one) and is not decoded.
     """
 
     def __init__(
@@ -507,8 +531,11 @@ class UdpTransport:
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         rng: random.Random | None = None,
+        on_raw: Callable[[bytes, Any, Any, bool, float | None], bool] | None = None,
     ) -> None:
         self._on_datagram = on_datagram
+        self._on_raw = on_raw
+        self.polling = False
         self._loop = loop
         self._rng = rng or random.Random()
         self.stats = TransportStats()
@@ -533,8 +560,30 @@ class UdpTransport:
             sock = self._open_listener(family, multihop)
             self._listeners[key] = sock
             self._refs[key] = 0
-            self._get_loop().add_reader(sock.fileno(), self._on_readable, sock, family, multihop)
+            if not self.polling:
+                self._watch(sock, family, multihop)
         self._refs[key] += 1
+
+    def _watch(self, sock: socket.socket, family: int, multihop: bool) -> None:
+        self._get_loop().add_reader(sock.fileno(), self._on_readable, sock, family, multihop)
+
+    def set_polling(self, polling: bool) -> None:
+        """Stop (True) or start again (False) waking the loop for each datagram; while
+        polling, the owner calls :meth:`drain` often enough."""
+        if polling == self.polling:
+            return
+        self.polling = polling
+        loop = self._get_loop()
+        for (family, multihop), sock in self._listeners.items():
+            if polling:
+                loop.remove_reader(sock.fileno())
+            else:
+                self._watch(sock, family, multihop)
+
+    def drain(self) -> None:
+        """Read every datagram waiting on every receiving socket now."""
+        for (family, multihop), sock in list(self._listeners.items()):
+            self._on_readable(sock, family, multihop, MAX_READS_PER_DRAIN)
 
     def unlisten(self, family: int, multihop: bool) -> None:
         key = (family, multihop)
@@ -557,6 +606,7 @@ class UdpTransport:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if family == 4:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
                 sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
@@ -589,8 +639,16 @@ class UdpTransport:
 
     # -- receiving ----------------------------------------------------------------------
 
-    def _on_readable(self, sock: socket.socket, family: int, multihop: bool) -> None:
-        for _ in range(MAX_READS_PER_WAKEUP):
+    def _on_readable(
+        self,
+        sock: socket.socket,
+        family: int,
+        multihop: bool,
+        limit: int = MAX_READS_PER_WAKEUP,
+    ) -> None:
+        # the kernel stamps arrivals with CLOCK_REALTIME: one offset per batch to monotonic
+        offset = time.monotonic() - time.time()
+        for _ in range(limit):
             try:
                 data, ancdata, flags, address = sock.recvmsg(RECV_BUFSIZE, 256)
             except (BlockingIOError, InterruptedError):
@@ -599,10 +657,26 @@ class UdpTransport:
                 self.stats.rx_errors += 1
                 log.warning("BFD receive failed: %s", exc.strerror)
                 return
-            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            if flags & _TRUNCATED:
                 self.stats.rx_truncated += 1
                 continue
-            datagram = self._decode(data, ancdata, address, family, multihop)
+            arrived: float | None = None
+            if ancdata and ancdata[0][0] == _SOL_SOCKET:
+                stamp = ancdata[0]
+                ancdata = ancdata[1:]
+                if stamp[1] == SO_TIMESTAMPNS and len(stamp[2]) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(stamp[2])
+                    arrived = sec + nsec * 1e-9 + offset
+            on_raw = self._on_raw
+            if on_raw is not None:
+                try:
+                    if on_raw(data, ancdata, address, multihop, arrived):
+                        self.stats.rx_datagrams += 1
+                        continue
+                except Exception:
+                    log.exception("BFD datagram handler failed")
+                    continue
+            datagram = self._decode(data, ancdata, address, family, multihop, arrived)
             if datagram is None:
                 self.stats.rx_errors += 1
                 continue
@@ -619,6 +693,7 @@ class UdpTransport:
         address: tuple[object, ...],
         family: int,
         multihop: bool,
+        arrived: float | None = None,
     ) -> BfdDatagram | None:
         ttl, ifindex = -1, 0
         dst: IPAddress | None = None
@@ -640,7 +715,9 @@ class UdpTransport:
             src = self._address(host)
         except (IndexError, TypeError, ValueError):
             return None
-        return BfdDatagram(data, family, src, port, dst, ifindex, ttl, multihop)
+        return BfdDatagram(
+            data, family, src, port, dst, ifindex, ttl, multihop, (address, ancdata), arrived
+        )
 
     def _address(self, wire: bytes | str) -> IPAddress:
         """Address objects from a small cache: the same few peers talk all the time."""

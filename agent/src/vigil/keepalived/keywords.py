@@ -1,13 +1,13 @@
 """keepalived keywords the importer recognises, and why each unsupported one is left out.
 
 Kept apart from the converter so the tables read as a reference: one place to look up
-what happens to a keepalived keyword, and one place to extend when vigil grows (BFD blocks
-will move from "later" to converted, as IPVS's did: vigil.ipvs.keepalived).
+what happens to a keepalived keyword, and one place to extend when vigil grows (IPVS and
+BFD blocks moved from "later" to converted: vigil.ipvs.keepalived, vigil.bfd.keepalived).
 """
 
 from __future__ import annotations
 
-BFD_LATER = "not imported yet: BFD support comes in a later release"
+BFD_PROCESS = "BFD runs in vigild's event loop, not in a process of its own: no process settings"
 EMAIL = "vigil sends no email; run a notify script (or watch the event API) instead"
 NO_EQUIVALENT = "keepalived daemon setting with no vigil equivalent"
 UNKNOWN = "not a keepalived keyword the importer knows"
@@ -41,6 +41,7 @@ TOP_ORDER = (
     "vrrp_scripts",
     "track_files",
     "track_processes",
+    "bfd",
     "vrrp_instances",
     "vrrp_sync_groups",
 )
@@ -65,11 +66,10 @@ NOTIFY_KEYS = {
     "notify": "generic",
 }
 
-# Top-level blocks reported once per block: later releases will import them.
-# (virtual_server, virtual_server_group and SSL are IPVS's: vigil.ipvs.keepalived.)
-LATER_BLOCKS = {
-    "bfd_instance": BFD_LATER,
-}
+# Top-level blocks reported once per block because a later release will import them. None
+# are left: IPVS's blocks (virtual_server, virtual_server_group, SSL) are converted by
+# vigil.ipvs.keepalived and bfd_instance by vigil.bfd.keepalived.
+LATER_BLOCKS: dict[str, str] = {}
 
 TOP_UNSUPPORTED = {
     "static_ipaddress": "static addresses are not managed by vigil; configure them in the OS",
@@ -129,7 +129,7 @@ GLOBAL_PREFIX_REASONS = (
     ("notification_email", EMAIL),
     ("no_email", EMAIL),
     ("no_checker_emails", EMAIL),
-    ("bfd_", BFD_LATER),
+    ("bfd_", BFD_PROCESS),
     ("vrrp_netlink_", NO_EQUIVALENT),
     ("process_", NO_EQUIVALENT),
     ("vrrp_rx_bufs", NO_EQUIVALENT),
@@ -159,7 +159,6 @@ INSTANCE_REASONS = {
     "mcast_src_ip": "adverts use the interface's primary address (or unicast.source)",
     "mcast_dst_ip": "vigil uses the standard multicast group",
     "dont_track_primary": "vigil always tracks the instance's interface",
-    "track_bfd": BFD_LATER,
     "track_src_ip": "not supported",
     "check_unicast_src": "vigil checks the source of unicast adverts against the peers",
     "unicast_fault_no_peer": "vigil refuses unicast without peers at validation",
@@ -196,7 +195,7 @@ GROUP_REASONS = {
     "track_script": "sync group tracking is not supported; track in each member instance",
     "track_file": "sync group tracking is not supported; track in each member instance",
     "track_process": "sync group tracking is not supported; track in each member instance",
-    "track_bfd": BFD_LATER,
+    "track_bfd": "sync group tracking is not supported; track in each member instance",
     "smtp_alert": EMAIL,
     "global_tracking": "deprecated in keepalived; track in each member instance",
     "sync_group_tracking_weight": "noted; member weights are imported as written",

@@ -235,7 +235,7 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
                     "name": {"type": "string"},
                     "kind": {
                         "type": "string",
-                        "enum": ["interface", "script", "file", "process"],
+                        "enum": ["interface", "script", "file", "process", "bfd"],
                     },
                     "state": {"type": "string"},
                     "reason": {"type": ["string", "null"]},
@@ -247,6 +247,11 @@ _INSTANCE_SCHEMA: dict[str, Any] = {
         "maintenance": {
             "type": "boolean",
             "description": "in maintenance (persisted): priority 1, never preempts",
+        },
+        "fast_takeover_bfd": {
+            "type": ["string", "null"],
+            "description": "the BFD session to the master whose going Down makes this "
+            "backup take over at once (fast peer detection)",
         },
         "control": {
             "type": "object",

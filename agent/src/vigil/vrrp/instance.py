@@ -839,6 +839,10 @@ class InstanceRuntime(InstanceAddresses):
         """BACKUP -> MASTER on request (takeover, handover roll-back)."""
         self._run(self.machine.force_master(self.now(), reason))
 
+    def peer_down(self, reason: str, peer: IPAddress | None) -> None:
+        """Fast peer detection: the master's BFD session went Down (VrrpMachine.peer_down)."""
+        self._run(self.machine.peer_down(self.now(), reason, peer=peer))
+
     def release_hold(self) -> None:
         """End a preemption hold (handover, maintenance); normal preemption applies."""
         self._run(self.machine.release_hold(self.now()))
@@ -918,6 +922,7 @@ class InstanceRuntime(InstanceAddresses):
             "priority_deltas": dict(self.priority_deltas),
             "priority_override": self.priority_override,
             "trackers": self.owner.trackers.view(self.name),
+            "fast_takeover_bfd": self.cfg.fast_takeover_bfd,
             "last_transition": last,
             "counters": counters,
             **self.owner.control.instance_view(self),

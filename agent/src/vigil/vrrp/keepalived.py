@@ -176,7 +176,13 @@ class VrrpImporter(ImporterPart):
                 self.conv.convert(s, [*path, "unicast"], uni, "source", self.conv._one_arg)
             elif kw == "unicast_peer":
                 self._peers(s, [*path, "unicast"], inst.setdefault("unicast", {}))
-            elif kw in ("track_interface", "track_script", "track_file", "track_process"):
+            elif kw in (
+                "track_interface",
+                "track_script",
+                "track_file",
+                "track_process",
+                "track_bfd",
+            ):
                 self._track(s, kw, [*path, "track"], inst.setdefault("track", {}))
             elif kw in NOTIFY_KEYS:
                 self.conv.uses_scripts = True
@@ -388,6 +394,7 @@ class VrrpImporter(ImporterPart):
             "track_script": "scripts",
             "track_file": "files",
             "track_process": "processes",
+            "track_bfd": "bfd",
         }[kw]
         items = track.setdefault(key, [])
         for s in self.conv._block(stmt):

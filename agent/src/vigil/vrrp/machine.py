@@ -33,6 +33,10 @@ Where the RFCs leave room the machine follows keepalived 2.2.7:
   keepalived, which preempts only at the next Master_Down expiry after the delay, the
   machine preempts the moment the delay has passed.
 
+Beyond keepalived: fast peer detection (:meth:`VrrpMachine.peer_down`). A backup told by a
+BFD session to its master that the master is gone takes over at once, as if Master_Down
+had expired; docs/vrrp.md describes the trade-off.
+
 Action order: a state change puts its :class:`Transition` first, then the side effects in
 the order they must happen (becoming master: ``SendAdvert``, ``AddVips``,
 ``SendGratuitous``; leaving it: ``SendAdvert(0)`` where due, then ``RemoveVips``). The
@@ -106,6 +110,7 @@ class Trigger(enum.StrEnum):
     FORCE_BACKUP = "force_backup"  # sync group / planned handover
     FORCE_MASTER = "force_master"  # sync group
     RELOAD = "reload"  # params_changed made this node the address owner
+    PEER_DOWN = "peer_down"  # fast peer detection: the BFD session to the master went Down
 
 
 # The single source of truth: (old, new) -> triggers that may cause it.
@@ -115,7 +120,7 @@ TRANSITIONS: Mapping[tuple[VrrpState, VrrpState], frozenset[Trigger]] = {
     (VrrpState.INIT, VrrpState.FAULT): frozenset({Trigger.FAULT}),
     (VrrpState.INIT, VrrpState.STOPPED): frozenset({Trigger.STOP}),
     (VrrpState.BACKUP, VrrpState.MASTER): frozenset(
-        {Trigger.MASTER_DOWN, Trigger.FORCE_MASTER, Trigger.RELOAD}
+        {Trigger.MASTER_DOWN, Trigger.FORCE_MASTER, Trigger.RELOAD, Trigger.PEER_DOWN}
     ),
     (VrrpState.BACKUP, VrrpState.FAULT): frozenset({Trigger.FAULT}),
     (VrrpState.BACKUP, VrrpState.STOPPED): frozenset({Trigger.STOP}),
@@ -623,6 +628,24 @@ class VrrpMachine:
             return []
         self._require(VrrpState.MASTER, Trigger.FORCE_MASTER)
         return self._become_master(now, Trigger.FORCE_MASTER, reason)
+
+    def peer_down(
+        self, now: float, reason: str, *, peer: IPAddress | str | None = None
+    ) -> list[Action]:
+        """Fast peer detection: the master is gone (its BFD session went Down); take over.
+
+        BACKUP -> MASTER at once instead of at Master_Down, like a Master_Down expiry (a
+        preemption hold never stops a takeover from a dead master). Ignored outside
+        BACKUP, before any master was heard (Master_Down decides then), and when ``peer``
+        is given and the master heard last is another address (someone else is master
+        now). If only the path died and the old master lives, it hears our adverts at a
+        lower priority, answers with its own at once, and we go back to BACKUP on it.
+        """
+        if self._state is not VrrpState.BACKUP or self._master.address is None:
+            return []
+        if peer is not None and ipaddress.ip_address(peer) != self._master.address:
+            return []
+        return self._become_master(now, Trigger.PEER_DOWN, reason)
 
     def params_changed(self, now: float, new: MachineParams) -> list[Action]:
         """Reload in place; mastership does not change unless the new params demand it.

@@ -14,10 +14,16 @@ part of VRRP says which keys its instances want, watches them, and on every chan
 Applying is idempotent: reconciling an instance sets exactly the wanted effects and
 clears the ones no longer wanted, so a reload that keeps a tracker keeps its state and
 causes no priority change at all.
+
+Fast peer detection lives here too: an instance's ``fast_takeover_bfd`` session is watched
+like a tracker, and when it goes from Up to Down because its detection time expired
+(diagnostic 1: the peer or the path is dead, not a peer that said AdminDown, RFC 5882
+3.2), the instance is told (``peer_down``): a backup whose master is that peer takes over.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +39,8 @@ log = logging.getLogger("vigil.track")
 
 #: the registry owner name VRRP wants its keys under
 OWNER = "vrrp"
+#: the BFD diagnostic that means the peer or the path died (Control Detection Time Expired)
+BFD_DETECTION_EXPIRED = 1
 
 
 class TrackTarget(Protocol):
@@ -46,6 +54,8 @@ class TrackTarget(Protocol):
     def clear_fault(self, source: str, reason: str) -> None: ...
 
     def set_priority_delta(self, source: str, delta: int) -> None: ...
+
+    def peer_down(self, reason: str, peer: Any) -> None: ...
 
 
 class TrackHost(Protocol):
@@ -83,6 +93,9 @@ def bindings_of(inst: VrrpInstanceConfig) -> list[Binding]:
         Binding(f"process:{r.name}", "process", r.name, r.weight, r.weight_reverse)
         for r in track.processes
     )
+    out.extend(
+        Binding(f"bfd:{r.name}", "bfd", r.name, r.weight, r.weight_reverse) for r in track.bfd
+    )
     return out
 
 
@@ -93,6 +106,8 @@ class InstanceTracking:
         self.host = host
         self.registry = registry
         self.bindings: dict[str, list[Binding]] = {}
+        #: instance -> the tracker key of its fast takeover BFD session
+        self.fast: dict[str, str] = {}
         self.applied: dict[str, dict[str, Effect]] = {}
         self._unwatch: dict[str, Callable[[], None]] = {}
 
@@ -131,7 +146,13 @@ class InstanceTracking:
 
     def _bind(self, section: VrrpConfig) -> None:
         self.bindings = {inst.name: bindings_of(inst) for inst in section.vrrp_instances}
+        self.fast = {
+            inst.name: f"bfd:{inst.fast_takeover_bfd}"
+            for inst in section.vrrp_instances
+            if inst.fast_takeover_bfd is not None
+        }
         keys = {b.key for bindings in self.bindings.values() for b in bindings}
+        keys |= set(self.fast.values())
         for key in [k for k in self._unwatch if k not in keys]:
             self._unwatch.pop(key)()
         for key in keys - set(self._unwatch):
@@ -139,6 +160,7 @@ class InstanceTracking:
 
     def _registry_event(self, key: str, tracker: Tracker | None, what: str) -> None:
         if what == "changed" and tracker is not None:
+            self._fast_takeover(tracker)
             self._changed(tracker)
             return
         # appeared, replaced or gone: bring the instances that track it up to date quietly
@@ -219,6 +241,32 @@ class InstanceTracking:
                     **data,
                 )
                 self._apply(inst, b, effect)
+
+    def _fast_takeover(self, tracker: Tracker) -> None:
+        """A BFD session some instance uses for fast peer detection went Down: tell it."""
+        details = tracker.details()
+        if tracker.ok or details.get("bfd_state") != "Down":
+            return
+        for name, key in self.fast.items():
+            if key != tracker.key:
+                continue
+            inst = self._target(name)
+            if inst is None:
+                continue
+            if details.get("diag") != BFD_DETECTION_EXPIRED:
+                log.info(
+                    "(%s) BFD session %s is Down (%s): not a dead master, no fast takeover",
+                    name,
+                    tracker.name,
+                    details.get("diag_text"),
+                )
+                continue
+            peer = details.get("peer")
+            inst.peer_down(
+                f"fast peer detection: BFD session {tracker.name} to {peer} is Down "
+                f"({tracker.reason.partition(': ')[2] or tracker.reason})",
+                None if peer is None else ipaddress.ip_address(peer),
+            )
 
     # ------------------------------------------------------------ API + metrics
 

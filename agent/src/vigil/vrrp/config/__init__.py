@@ -65,6 +65,7 @@ class VrrpSection:
     def validate(self, inp: SectionInput) -> Validated:
         raw_instances = inp.data.get("vrrp_instances")
         trackers = inp.validated.get("track")
+        bfd = inp.validated.get("bfd")
         validated = Validated(
             instances=inp.schema.items(INSTANCE, raw_instances, "vrrp_instances", "VRRP instances"),
             sync_groups=inp.schema.items(
@@ -77,6 +78,7 @@ class VrrpSection:
             scripts=dict(getattr(trackers, "scripts", {}) or {}),
             track_files=dict(getattr(trackers, "track_files", {}) or {}),
             track_processes=dict(getattr(trackers, "track_processes", {}) or {}),
+            bfd_sessions=_bfd_sessions(bfd),
         )
         SemanticChecker(inp, validated).run()
         return validated
@@ -102,6 +104,13 @@ class VrrpSection:
         self, models: Mapping[str, VrrpConfig], context: ClusterContext | None = None
     ) -> list[Issue]:
         return check_vrrp_cluster(models, context)
+
+
+def _bfd_sessions(bfd: Any) -> dict[str, Any]:
+    """Session name -> resolved session (None if broken) from the validated bfd section."""
+    if bfd is None:
+        return {}
+    return {name: bfd.session(name) for name in getattr(bfd, "names", [])}
 
 
 SECTION = VrrpSection()

@@ -118,8 +118,13 @@ def _instance(inst: dict[str, Any], v: Validated, glob: dict[str, Any]) -> VrrpI
             scripts=_refs(track["scripts"], v.scripts),
             files=_refs(track["files"], v.track_files),
             processes=_refs(track["processes"], v.track_processes),
+            bfd=tuple(
+                TrackRef(b["name"], b["weight"], bool(b.get("weight_reverse")))
+                for b in track["bfd"]
+            ),
         ),
         notify=_notify(inst["notify"], glob["notify_timeout"]),
+        fast_takeover_bfd=inst.get("fast_takeover_bfd"),
     )
 
 

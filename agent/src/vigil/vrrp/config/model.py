@@ -167,14 +167,18 @@ class TrackConfig:
     scripts: tuple[TrackRef, ...] = ()
     files: tuple[TrackRef, ...] = ()
     processes: tuple[TrackRef, ...] = ()
+    bfd: tuple[TrackRef, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "interfaces": [item.to_dict() for item in self.interfaces],
             "scripts": [item.to_dict() for item in self.scripts],
             "files": [item.to_dict() for item in self.files],
             "processes": [item.to_dict() for item in self.processes],
         }
+        if self.bfd:
+            out["bfd"] = [item.to_dict() for item in self.bfd]
+        return out
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ class VrrpInstanceConfig:
     use_vmac: str | None = None
     track: TrackConfig = field(default_factory=TrackConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    #: a BFD session to the master: when it goes Down, take over at once (fast peer detection)
+    fast_takeover_bfd: str | None = None
 
     @property
     def family(self) -> int:
@@ -250,6 +256,8 @@ class VrrpInstanceConfig:
             data["unicast"] = self.unicast.to_dict()
         if self.authentication is not None:
             data["authentication"] = self.authentication.to_dict(redact=redact)
+        if self.fast_takeover_bfd is not None:
+            data["fast_takeover_bfd"] = self.fast_takeover_bfd
         return data
 
 

@@ -183,8 +183,12 @@ TRACK = Struct(
         vol.Optional("processes", default=list): list_of(
             _track_item(integer(-254, 254), default_weight=None)
         ),
+        # BFD sessions (the bfd section): weight 0, the default, means FAULT while not Up
+        vol.Optional("bfd", default=list): list_of(
+            _track_item(integer(-253, 253), default_weight=0)
+        ),
     },
-    what="a mapping with interfaces, scripts, files, processes",
+    what="a mapping with interfaces, scripts, files, processes, bfd",
 )
 
 NOTIFY = Struct(
@@ -232,6 +236,8 @@ INSTANCE = Struct(
         vol.Optional("v3_checksum_pseudo_header"): boolean,
         vol.Optional("use_vmac", default=False): _use_vmac,
         vol.Optional("track", default=dict): TRACK,
+        # fast peer detection: a BFD session to the master; Down means take over now
+        vol.Optional("fast_takeover_bfd"): name,
         vol.Optional("notify", default=dict): NOTIFY,
     },
     what="a VRRP instance mapping",

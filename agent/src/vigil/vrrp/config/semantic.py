@@ -34,6 +34,9 @@ class Validated:
     scripts: dict[str, Any] = field(default_factory=dict)
     track_files: dict[str, Any] = field(default_factory=dict)
     track_processes: dict[str, Any] = field(default_factory=dict)
+    #: the bfd section as validated: session names (also of broken sessions) -> the
+    #: resolved session, or None for one that failed its own checks (already reported)
+    bfd_sessions: dict[str, Any] = field(default_factory=dict)
 
 
 class SemanticChecker:
@@ -246,8 +249,9 @@ class SemanticChecker:
                     "remove one",
                 )
             seen_if.setdefault(item["name"], k)
+        self._bfd_refs(base, inst)
         if inst["address_owner"]:
-            for kind in ("interfaces", "scripts", "files", "processes"):
+            for kind in ("interfaces", "scripts", "files", "processes", "bfd"):
                 for k, ref in enumerate(track[kind]):
                     weight = ref.get("weight")
                     if weight is None:
@@ -258,6 +262,63 @@ class SemanticChecker:
                             "an address owner's priority is fixed at 255, so tracking weights "
                             "cannot move it; use weight 0 (failure means FAULT)",
                         )
+
+    def _bfd_refs(self, base: list[Any], inst: dict[str, Any]) -> None:
+        """``track.bfd`` and ``fast_takeover_bfd`` name sessions of the bfd section."""
+        sessions = self.s.bfd_sessions
+
+        def unknown(path: list[Any], session: str) -> bool:
+            if session in sessions:
+                return False
+            hint = did_you_mean(session, sessions) or (
+                f"; sessions here: {', '.join(sessions)}"
+                if sessions
+                else "; define it under bfd.sessions"
+            )
+            self.error(path, f"no BFD session named {session!r}{hint}")
+            return True
+
+        names: dict[str, int] = {}
+        for k, ref in enumerate(inst["track"]["bfd"]):
+            unknown([*base, "track", "bfd", k, "name"], ref["name"])
+            if ref["name"] in names:
+                self.error(
+                    [*base, "track", "bfd", k],
+                    f"{ref['name']!r} is tracked twice (first as "
+                    f"{self.where([*base, 'track', 'bfd', names[ref['name']]])}); remove one",
+                )
+            names.setdefault(ref["name"], k)
+        fast = inst.get("fast_takeover_bfd")
+        if fast is None:
+            return
+        path = [*base, "fast_takeover_bfd"]
+        if unknown(path, fast):
+            return
+        if inst["address_owner"]:
+            self.error(
+                path,
+                "the address owner is master whenever it runs; fast takeover is for backups: "
+                "remove it",
+            )
+        session = sessions[fast]
+        if session is None:
+            return  # the session has problems of its own, reported under bfd.sessions
+        peer = session["peer"]
+        family = resolve.vip_family(inst)
+        if peer.version != family:
+            self.error(
+                path,
+                f"session {fast!r} runs to {peer} (IPv{peer.version}) but the instance "
+                f"advertises IPv{family}: the session must run to the address the master "
+                "advertises from",
+            )
+        unicast = inst.get("unicast")
+        if unicast is not None and peer not in unicast["peers"]:
+            self.error(
+                path,
+                f"session {fast!r} runs to {peer}, which is not one of the unicast peers "
+                f"({', '.join(str(p) for p in unicast['peers'])}): it must run to the master",
+            )
 
     def _tracker_weight(self, kind: str, tracker: str) -> int:
         table = {
