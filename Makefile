@@ -44,7 +44,7 @@ demo: setup
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
 # host), the collection's ansible-test sanity and units, and lint.
 test: setup
-	$(VPY) -m pytest -q agent/tests tests/integration
+	$(VPY) -m pytest -q agent/tests tests/tools tests/integration
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
@@ -52,7 +52,7 @@ test: setup
 
 
 test-unit: setup
-	$(VPY) -m pytest -q -m unit agent/tests
+	$(VPY) -m pytest -q -m unit agent/tests tests/tools
 
 test-integration: setup
 	$(VPY) -m pytest -q tests/integration
