@@ -74,10 +74,7 @@ class AgentHandle:
 
         def ready() -> bool:
             if not self.process.alive():
-                raise AgentError(
-                    f"vigild on {self.node.name} exited with {self.process.returncode} "
-                    f"before it was ready; its log:\n{self.log()}"
-                )
+                return True  # reported below: a predicate's exception only means "not yet"
             try:
                 status, body = self.health()
             except ApiUnreachable as exc:
@@ -88,13 +85,16 @@ class AgentHandle:
 
         try:
             wait_for(ready, timeout=timeout, interval=0.05, what=f"vigild on {self.node.name}")
-        except AgentError:
-            raise
         except WaitTimeout as exc:
             raise AgentError(
                 f"vigild on {self.node.name} not ready after {timeout}s (last: {last[0]!r}); "
                 f"its log:\n{self.log()}"
             ) from exc
+        if not self.process.alive():
+            raise AgentError(
+                f"vigild on {self.node.name} exited with {self.process.returncode} "
+                f"before it was ready; its log:\n{self.log()}"
+            )
 
     def write_config(self, config: dict[str, Any] | str) -> None:
         """Replace the config file (atomically): a dict is dumped as YAML, a str as is."""
