@@ -8,7 +8,7 @@ DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepa
         dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
 SETUP_STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench clean-lab help
+.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench soak fuzz contract clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
@@ -44,7 +44,7 @@ demo: setup
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
 # host), the collection's ansible-test sanity and units, and lint.
 test: setup
-	$(VPY) -m pytest -q agent/tests tests/integration
+	$(VPY) -m pytest -q agent/tests tests/tools tests/integration
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
@@ -52,7 +52,7 @@ test: setup
 
 
 test-unit: setup
-	$(VPY) -m pytest -q -m unit agent/tests
+	$(VPY) -m pytest -q -m unit agent/tests tests/tools
 
 test-integration: setup
 	$(VPY) -m pytest -q tests/integration
@@ -63,6 +63,20 @@ test-vm: setup
 
 test-hosts: setup
 	$(VPY) -m pytest -q -m hosts tests/integration
+
+# The chaos soak (not part of `make test`): a pair and a three-node group under seeded random
+# injections for SOAK_MINUTES, invariants checked throughout (docs/reliability.md).
+SOAK_MINUTES ?= 30
+SOAK_SEED ?= 1
+soak: setup
+	SOAK_MINUTES=$(SOAK_MINUTES) $(VPY) -m bench.soak --seed $(SOAK_SEED)
+
+# Fuzz at the socket (a million malformed VRRP packets) and the long API contract run.
+fuzz: setup
+	$(VPY) -m bench.fuzz_vrrp --count 1000000
+
+contract: setup
+	$(VPY) -m bench.api_contract --examples 300 --seconds 900
 
 # Benchmarks side by side with keepalived (root; see docs/benchmarks.md for the full runs).
 bench: setup

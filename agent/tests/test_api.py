@@ -259,7 +259,14 @@ def test_events_list_and_since(running: AgentThread) -> None:
 
 @pytest.mark.parametrize(
     ("query", "field"),
-    [("since=abc", "query.since"), ("since=-1", "query.since"), ("follow=maybe", "query.follow")],
+    [
+        ("since=abc", "query.since"),
+        ("since=-1", "query.since"),
+        ("follow=maybe", "query.follow"),
+        ("follow=", "query.follow"),  # was read as false (schemathesis: not in the enum)
+        # A digit to str.isdigit() but not to int(): was a 500 (found with schemathesis).
+        ("since=%C2%B2", "query.since"),
+    ],
 )
 def test_events_bad_query(running: AgentThread, query: str, field: str) -> None:
     status, body = running.client.get(f"/v1/events?{query}")
@@ -279,6 +286,18 @@ def test_sse_replays_since_then_streams_live(running: AgentThread) -> None:
     assert live["id"] == 3 and live["event"] == "state_change"
     assert live["data"]["instance"] == "VI_1"
     stream.close()
+
+
+@pytest.mark.parametrize("query", ["", "?since=1", "?follow=1&since=1"])
+def test_bad_last_event_id_is_400_whenever_sent(running: AgentThread, query: str) -> None:
+    """schemathesis: an invalid Last-Event-ID was accepted when `since` made it unused."""
+    request = (
+        f"GET /v1/events{query} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: x1\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    status, _headers, body = raw_request(running.socket_path, request)
+    assert status == 400
+    assert json.loads(body)["error"]["field"] == "header.Last-Event-ID"
 
 
 def test_sse_last_event_id_and_accept_header(running: AgentThread) -> None:

@@ -74,10 +74,7 @@ class AgentHandle:
 
         def ready() -> bool:
             if not self.process.alive():
-                raise AgentError(
-                    f"vigild on {self.node.name} exited with {self.process.returncode} "
-                    f"before it was ready; its log:\n{self.log()}"
-                )
+                return True  # reported below: a predicate's exception only means "not yet"
             try:
                 status, body = self.health()
             except ApiUnreachable as exc:
@@ -88,13 +85,16 @@ class AgentHandle:
 
         try:
             wait_for(ready, timeout=timeout, interval=0.05, what=f"vigild on {self.node.name}")
-        except AgentError:
-            raise
         except WaitTimeout as exc:
             raise AgentError(
                 f"vigild on {self.node.name} not ready after {timeout}s (last: {last[0]!r}); "
                 f"its log:\n{self.log()}"
             ) from exc
+        if not self.process.alive():
+            raise AgentError(
+                f"vigild on {self.node.name} exited with {self.process.returncode} "
+                f"before it was ready; its log:\n{self.log()}"
+            )
 
     def write_config(self, config: dict[str, Any] | str) -> None:
         """Replace the config file (atomically): a dict is dumped as YAML, a str as is."""
@@ -152,12 +152,16 @@ def start_vigild(
     env: dict[str, str] | None = None,
     wait: bool = True,
     timeout: float = 15.0,
+    wrapper: Sequence[str] = (),
 ) -> AgentHandle:
     """Start vigild in ``node`` with ``config`` (a mapping, or the path of a file).
 
     A mapping is written to ``workdir/<node>/<name>.yml``; a path is used as it is (tests
     that rewrite it for a reload should pass a copy). Returns once /v1/health says ready
-    unless ``wait`` is false.
+    unless ``wait`` is false. ``wrapper`` goes before vigild on the command line and must
+    exec it (``prlimit --nofile=1024:524288``: the limits systemd gives a unit), so the
+    pid is still vigild's own. Starting again with the same ``name`` in the same node
+    reuses the socket and state directory: a restart, as systemd would do it.
     """
     n = lab.node(node)
     base = lab.node_dir(n, short=True) / name
@@ -174,6 +178,7 @@ def start_vigild(
         if not config_path.exists():
             raise AgentError(f"config {config_path} does not exist")
     argv = [
+        *wrapper,
         bin_path("vigild"),
         "--config", str(config_path),
         "--socket", str(socket_path),

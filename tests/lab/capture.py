@@ -5,7 +5,9 @@ a socket created there belongs to the namespace for good while the test's own th
 leaves its namespace. ``Capture`` uses it for an AF_PACKET socket on a node's interface:
 the socket buffers frames from the moment it is bound, so nothing is lost between an
 action and the test reading the frames, and SO_TIMESTAMP gives each frame the time the
-kernel received it (what a GARP-burst or advert-interval check needs).
+kernel received it (what a GARP-burst or advert-interval check needs). ``bpf`` (a tcpdump
+expression, compiled by ``tcpdump -ddd``) filters in the kernel, so a capture on a flooded
+segment only wakes up for the frames it wants.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -24,13 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from .lab import Lab, NodeRef
 
-__all__ = ["Capture", "Frame", "in_netns"]
+__all__ = ["Capture", "Frame", "compile_bpf", "in_netns"]
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 SO_TIMESTAMP = 29
 PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -65,6 +69,37 @@ def in_netns(ns: str, fn: Callable[[], T]) -> T:
     return result[0]
 
 
+def compile_bpf(expression: str) -> list[tuple[int, int, int, int]]:
+    """A tcpdump filter expression as classic BPF instructions (code, jt, jf, k).
+
+    Compiled for Ethernet frames by ``tcpdump -ddd`` (a Debian package the lab needs
+    anyway); a bad expression raises ValueError with tcpdump's message.
+    """
+    res = subprocess.run(
+        ["tcpdump", "-ddd", "-y", "EN10MB", expression],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    lines = res.stdout.split("\n")
+    if res.returncode != 0 or not lines or not lines[0].strip().isdigit():
+        raise ValueError(f"bpf filter {expression!r}: {(res.stderr or res.stdout).strip()}")
+    count = int(lines[0])
+    program = [tuple(int(x) for x in line.split()) for line in lines[1 : count + 1]]
+    if len(program) != count or any(len(ins) != 4 for ins in program):
+        raise ValueError(f"bpf filter {expression!r}: unexpected tcpdump output")
+    return [(ins[0], ins[1], ins[2], ins[3]) for ins in program]
+
+
+def attach_bpf(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    """SO_ATTACH_FILTER: the kernel drops what ``program`` rejects before it is queued."""
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in program)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
 @dataclass(frozen=True)
 class Frame:
     """One captured frame: kernel receive time (wall clock), raw bytes, direction."""
@@ -83,18 +118,30 @@ class Frame:
 class Capture:
     """Frames on ``node``/``ifname`` from creation on; closed with the lab.
 
-    ``outgoing=False`` (the default) keeps only frames the node received.
+    ``outgoing=False`` (the default) keeps only frames the node received. ``bpf``: a
+    tcpdump expression; only matching frames are queued (the filter is attached before
+    the socket is bound, so nothing else slips in).
     """
 
     def __init__(
-        self, lab: Lab, node: NodeRef, ifname: str = "eth0", *, outgoing: bool = False
+        self,
+        lab: Lab,
+        node: NodeRef,
+        ifname: str = "eth0",
+        *,
+        outgoing: bool = False,
+        bpf: str | None = None,
     ) -> None:
         n = lab.node(node)
+        program = compile_bpf(bpf) if bpf else None
 
         def open_socket() -> socket.socket:
-            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            # Protocol 0: no frame is queued until bind, after the filter is in place.
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+            if program is not None:
+                attach_bpf(sock, program)
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
             return sock

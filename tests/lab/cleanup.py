@@ -2,8 +2,9 @@
 
 Only resources recorded in a run registry whose owner process is gone are touched:
 process groups (when the recorded leader, or an orphan still carrying its group id, is
-found), namespaces named with that run's prefix (and whatever still runs inside them), and
-short directories under /tmp with that prefix. A live run is reported and left alone.
+found), tmpfs mounts inside the run's directories, namespaces named with that run's prefix
+(and whatever still runs inside them), and short directories under /tmp with that prefix.
+A live run is reported and left alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +64,21 @@ def cleanup_run(run: RunInfo, *, verbose: bool = True) -> list[str]:
                 wait_for(_gone(entry), timeout=5, what=f"group {entry['key']} to exit")
             except AssertionError as exc:
                 problems.append(str(exc))
+    for entry in reversed(resources):
+        path = Path(str(entry["key"]))
+        if entry["kind"] != "mount":
+            continue
+        if not any(p.parent == Path("/tmp") and p.name.startswith(prefix) for p in path.parents):
+            problems.append(f"mount {path} is not inside a lab directory of this run: left alone")
+            continue
+        if os.path.ismount(path):
+            if verbose:
+                print(f"  unmount {path}")
+            subprocess.run(
+                ["umount", "-l", str(path)], capture_output=True, timeout=10, check=False
+            )
+            if os.path.ismount(path):
+                problems.append(f"cannot unmount {path}")
     for entry in reversed(resources):
         ns = str(entry["key"])
         if entry["kind"] != "netns":

@@ -434,6 +434,30 @@ class Lab:
         ln = self.link(node, ifname)
         self.ip(ln.switch, "link", "set", ln.port, "up")
 
+    def mount_tmpfs(self, path: Path, size: str = "256k") -> Path:
+        """A small tmpfs at ``path`` (inside the lab's short directory): a disk that fills.
+
+        Recorded in the run registry before it is mounted, unmounted at close after the
+        processes are gone (so nothing keeps it busy), and by ``tests.lab.cleanup`` after a
+        killed run.
+        """
+        self._check_open()
+        path = Path(path)
+        if self.shortdir not in path.parents:
+            raise LabError(f"mount_tmpfs: {path} is not inside the lab directory {self.shortdir}")
+        path.mkdir(parents=True, exist_ok=True)
+        self.registry.record("mount", str(path))
+        self._cmd(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)])
+
+        def unmount() -> None:
+            if os.path.ismount(path):
+                self._cmd(["umount", "-l", str(path)], check=False)
+            if not os.path.ismount(path):
+                self.registry.forget("mount", str(path))
+
+        self.add_cleanup(unmount, after_processes=True)
+        return path
+
     def add_addr(self, node: NodeRef, ifname: str, addr: str) -> None:
         iface = ipaddress.ip_interface(addr)
         extra = ["nodad"] if iface.version == 6 else []

@@ -95,6 +95,7 @@ def leftovers(run: registry.RunRegistry) -> list[str]:
             (kind == "netns" and netns_exists(key))
             or (kind == "pgid" and group_members(int(key)))
             or (kind == "dir" and Path(key).exists())
+            or (kind == "mount" and os.path.ismount(key))
         ):
             found.append(f"{kind} {key}")
     netns_dir = Path("/run/netns")

@@ -130,7 +130,7 @@ class RunRegistry:
             os.close(fd)
 
     def record(self, kind: str, key: str, **data: Any) -> None:
-        """Note a resource about to be created (kind: netns, bridge, pgid, dir)."""
+        """Note a resource about to be created (kind: netns, bridge, pgid, dir, mount)."""
         self._append({"op": "add", "kind": kind, "key": key, **data})
 
     def forget(self, kind: str, key: str) -> None:

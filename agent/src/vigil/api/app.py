@@ -145,13 +145,15 @@ def _check_query(request: web.Request, allowed: Collection[str] = ()) -> None:
 
 
 def _int_param(request: web.Request, name: str, text: str) -> int:
-    if not text.isdigit():
+    # ASCII only: str.isdigit() is true for "²" and other digits int() refuses.
+    if not (text.isascii() and text.isdigit()):
         raise BadRequest(name, f"must be a non-negative integer, got {text!r}")
     return int(text)
 
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# An empty value ("?follow") is refused rather than read as false: it looks like a yes.
+_FALSE = {"0", "false", "no", "off"}
 
 
 def _bool_param(name: str, text: str) -> bool:
@@ -160,7 +162,7 @@ def _bool_param(name: str, text: str) -> bool:
         return True
     if low in _FALSE:
         return False
-    raise BadRequest(name, f"must be a boolean (1/0, true/false), got {text!r}")
+    raise BadRequest(name, f"must be a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
 
 
 def _agent(request: web.Request) -> Agent:
@@ -233,12 +235,17 @@ async def events(request: web.Request) -> web.StreamResponse:
     if "since" in request.query:
         since = _int_param(request, "query.since", request.query["since"])
     follow = _bool_param("query.follow", request.query.get("follow", "0"))
+    # Checked whenever it is sent, like every other input, though only a stream without
+    # `since` uses it.
+    last_id: int | None = None
+    if "Last-Event-ID" in request.headers:
+        last_id = _int_param(request, "header.Last-Event-ID", request.headers["Last-Event-ID"])
     if "text/event-stream" in request.headers.get("Accept", ""):
         follow = True
     if not follow:
         return json_response([ev.to_dict() for ev in agent.events.since(since or 0)])
-    if since is None and "Last-Event-ID" in request.headers:
-        since = _int_param(request, "header.Last-Event-ID", request.headers["Last-Event-ID"])
+    if since is None:
+        since = last_id
     return await _stream_events(request, since)
 
 

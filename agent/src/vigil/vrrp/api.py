@@ -341,10 +341,10 @@ def _control_op(
 
 
 _TIMEOUT_PROP = {
-    "type": "number",
+    "type": ["number", "null"],
     "exclusiveMinimum": 0,
     "maximum": 300,
-    "description": "seconds to wait for the observed effect",
+    "description": "seconds to wait for the observed effect; omitted or null: the default",
 }
 
 VRRP_OPENAPI_PATHS: dict[str, Any] = {
@@ -409,7 +409,11 @@ VRRP_OPENAPI_PATHS: dict[str, Any] = {
         "duration: seconds until it expires. Survives reloads, not restarts.",
         {
             "value": {"type": ["integer", "null"], "minimum": 1, "maximum": 254},
-            "duration": {"type": "number", "exclusiveMinimum": 0},
+            "duration": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "description": "seconds until the override expires; omitted or null: never",
+            },
         },
         _CONTROL_RESULT,
     ),
@@ -420,7 +424,15 @@ VRRP_OPENAPI_PATHS: dict[str, Any] = {
         "0.2 s for its GARP/NA), then removes them. If no peer takes over within timeout, "
         "rolls back (stays master; VIPs never left) and answers 409. Afterwards this node "
         "does not preempt until takeover, maintenance off, the end of hold, or a restart.",
-        {"timeout": _TIMEOUT_PROP, "hold": {"type": "number", "exclusiveMinimum": 0}},
+        {
+            "timeout": _TIMEOUT_PROP,
+            "hold": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "description": "seconds without preemption afterwards; omitted or null: until "
+                "takeover, maintenance off or a restart",
+            },
+        },
         _CONTROL_RESULT,
     ),
     "/v1/vrrp/instances/{name}/takeover": _control_op(
