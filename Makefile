@@ -44,7 +44,7 @@ demo: setup
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
 # host), the collection's ansible-test sanity and units, and lint.
 test: setup
-	$(VPY) -m pytest -q agent/tests tests/tools tests/integration
+	$(VPY) -m pytest -q --durations=30 agent/tests tests/tools tests/integration
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
