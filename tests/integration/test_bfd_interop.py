@@ -822,3 +822,60 @@ def test_one_hundred_thousand_fuzzed_datagrams_change_nothing(lab: Lab) -> None:
     # full socket buffer before vigild reads them)
     assert counted >= total * 0.9, (counted, after["rejects"], vigil.unmatched())
     assert "Traceback" not in vigil.log(tail=None), vigil.log()
+
+
+def test_ipvs_bfd_check_follows_the_session_to_bird(lab: Lab) -> None:
+    """IPVS's BFD checker (keepalived's BFD_CHECK) in a real vigild: the real server is the
+    BIRD router itself, checked only through vigil's BFD session to it. This host's
+    kernel has no IPVS, so what is observed is the checker's state in the API and its
+    events (the kernel side is the same path as every other checker's, tested in the VM).
+    delay_loop is 30 s: only the session's own transitions can move the checker in time.
+    """
+    build(lab)
+    virtual_server = {
+        "name": "web",
+        "address": "10.61.0.100",
+        "port": 80,
+        "scheduler": "rr",
+        "real_servers": [
+            {
+                "address": ADDR["pr"][4],
+                "checks": [{"type": "bfd", "session": "pr", "delay_loop": 30}],
+            }
+        ],
+    }
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)], extra={"virtual_servers": [virtual_server]})
+    bird = lab.start_bird(
+        "pr", BirdBfd(ADDR["pr"][4], [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)]).render()
+    )
+
+    def checker() -> dict[str, Any]:
+        status, body = vigil.agent.client.get("/v1/ipvs/virtual_servers/web")
+        assert status == 200, body
+        (server,) = body["real_servers"]
+        return dict(server)
+
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    wait_bird(bird, ADDR["vg"][4], "Up")
+    wait_for(lambda: checker()["state"] == "UP", timeout=5, what="the BFD checker UP",
+             observe=checker)  # fmt: skip
+    assert checker()["checks"][0]["kind"] == "bfd"
+
+    cut_at = time.monotonic()
+    cut_bfd(lab, "pr")
+    vigil.down_event(cut_at, timeout=5)
+    down = wait_for(lambda: checker()["state"] == "DOWN", timeout=5, what="the BFD checker DOWN",
+                    observe=checker)  # fmt: skip
+    assert down
+    assert time.monotonic() - cut_at < 10, "a BFD check must not wait for its delay_loop"
+    server = checker()
+    assert "BFD session pr" in server["last_error"], server
+    status, events = vigil.agent.client.get("/v1/events")
+    assert status == 200
+    downs = [e for e in events if e["kind"] == "real_server_down"]
+    assert downs and "BFD session pr" in downs[-1]["message"], downs
+
+    heal_bfd(lab, "pr")
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    wait_for(lambda: checker()["state"] == "UP", timeout=5, what="the BFD checker UP again",
+             observe=checker)  # fmt: skip
