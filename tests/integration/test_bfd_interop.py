@@ -262,15 +262,19 @@ def test_frr_multihop(lab: Lab, family: int, order: str) -> None:
     assert session["multihop"] and session["rejects"] == {}
 
 
+@pytest.mark.parametrize("order", ["vigil_first", "peer_first"])
 @pytest.mark.parametrize("family", [4, 6])
-def test_bird_multihop(lab: Lab, family: int) -> None:
+def test_bird_multihop(lab: Lab, family: int, order: str) -> None:
     """BIRD sends multihop BFD with the system's default TTL (64), not 255 as FRR does:
     one router away it arrives with 63, below vigil's default minimum of 254: refused and
     counted until the session is configured for it (a reload), as an operator would."""
     build_routed(lab)
-    vigil = VigilBfd(lab, "vg", [mh_session(family)])
     conf = BirdBfd(MH["pr"][4], [(MH["vg"][family], MH["pr"][family], None, True)])
-    bird = lab.start_bird("pr", conf.render())
+    vigil, bird = start_in_order(
+        order,
+        lambda: VigilBfd(lab, "vg", [mh_session(family)]),
+        lambda: lab.start_bird("pr", conf.render()),
+    )
     wait_for(
         lambda: vigil.session("mh")["rejects"].get("ttl", 0) >= 1,
         timeout=UP_TIMEOUT,
@@ -879,3 +883,54 @@ def test_ipvs_bfd_check_follows_the_session_to_bird(lab: Lab) -> None:
     vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_for(lambda: checker()["state"] == "UP", timeout=5, what="the BFD checker UP again",
              observe=checker)  # fmt: skip
+
+
+def test_status_vigilctl_and_metrics_show_the_session(lab: Lab) -> None:
+    """What an operator sees of a live session with BIRD, from the real agent: the BFD
+    part of /v1/status, `vigilctl status`, `vigilctl bfd show [NAME]` and /metrics."""
+    build(lab)
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
+    bird = lab.start_bird(
+        "pr", BirdBfd(ADDR["pr"][4], [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)]).render()
+    )
+    vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
+    wait_bird(bird, ADDR["vg"][4], "Up")
+    wait_for(lambda: vigil.session("pr")["detection_time"] == DETECT, timeout=5)
+
+    status, body = vigil.agent.client.get("/v1/status")
+    assert status == 200, body
+    (session,) = body["bfd"]["sessions"]
+    assert session["name"] == "pr" and session["state"] == "Up"
+    assert session["remote_state"] == "Up" and session["detection_time"] == DETECT
+    assert "bfd" in body["agent"]["subsystems"]
+
+    res = vigil.agent.vigilctl("status")
+    assert res.returncode == 0, res.stderr
+    row = next(line.split() for line in res.stdout.splitlines() if line.startswith("pr "))
+    assert row[:5] == ["pr", "Up", "Up", f"{ADDR['pr'][4]}%eth0", "50ms/50ms"], res.stdout
+    res = vigil.agent.vigilctl("bfd", "show", "pr")
+    assert res.returncode == 0, res.stderr
+    detection = next(line for line in res.stdout.splitlines() if "detection time" in line)
+    assert "150ms" in detection, res.stdout
+    assert "packets in/out:" in res.stdout and "remote diagnostic:" in res.stdout
+
+    metrics = vigil.agent.client.get("/metrics")[1]
+    assert 'vigil_bfd_session_up{session="pr"} 1.0' in metrics
+    assert 'vigil_bfd_detection_time_seconds{session="pr"} 0.15' in metrics
+    packets = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('vigil_bfd_packets_in_total{session="pr"}')
+    ]
+    assert packets and packets[0] > 0, [m for m in metrics.splitlines() if "bfd_packets" in m]
+
+    # a shutdown from vigilctl shows everywhere too (and BIRD sees it)
+    res = vigil.agent.vigilctl("bfd", "shutdown", "pr")
+    assert res.returncode == 0, res.stderr
+    wait_bird(bird, ADDR["vg"][4], "Down")
+    metrics = vigil.agent.client.get("/metrics")[1]
+    assert 'vigil_bfd_session_up{session="pr"} 0.0' in metrics
+    assert 'vigil_bfd_session_state{session="pr",state="AdminDown"} 1.0' in metrics
+    res = vigil.agent.vigilctl("bfd", "enable", "pr")
+    assert res.returncode == 0, res.stderr
+    wait_bird(bird, ADDR["vg"][4], "Up")
