@@ -887,9 +887,12 @@ def test_ipvs_bfd_check_follows_the_session_to_bird(lab: Lab) -> None:
 
 def test_status_vigilctl_and_metrics_show_the_session(lab: Lab) -> None:
     """What an operator sees of a live session with BIRD, from the real agent: the BFD
-    part of /v1/status, `vigilctl status`, `vigilctl bfd show [NAME]` and /metrics."""
+    part of /v1/status, `vigilctl status`, `vigilctl bfd show [NAME]` and /metrics; and
+    the agent runs at the real-time priority its config asks for."""
     build(lab)
-    vigil = VigilBfd(lab, "vg", [vigil_session(4)])
+    # with global.realtime_priority, as a host with tight timers would run it
+    realtime = {"global": {"router_id": "vg", "realtime_priority": 5}}
+    vigil = VigilBfd(lab, "vg", [vigil_session(4)], extra=realtime)
     bird = lab.start_bird(
         "pr", BirdBfd(ADDR["pr"][4], [(ADDR["vg"][4], ADDR["pr"][4], "eth0", False)]).render()
     )
@@ -903,6 +906,7 @@ def test_status_vigilctl_and_metrics_show_the_session(lab: Lab) -> None:
     assert session["name"] == "pr" and session["state"] == "Up"
     assert session["remote_state"] == "Up" and session["detection_time"] == DETECT
     assert "bfd" in body["agent"]["subsystems"]
+    assert body["agent"]["scheduling"] == {"policy": "rr", "priority": 5}
 
     res = vigil.agent.vigilctl("status")
     assert res.returncode == 0, res.stderr
