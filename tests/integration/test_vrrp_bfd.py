@@ -187,6 +187,15 @@ def start_fast_pair(lab: Lab) -> dict[str, Any]:
         what="the BFD session between n1 and n2 Up",
     )
     wait_master(lab, agents, "n1")
+    # fast peer detection acts only for a backup that has heard its master: n2 may have
+    # started after n1 became master and not have had an advert yet
+    wait_for(
+        lambda: (
+            agents["n2"].client.get("/v1/vrrp/instances/VI_1")[1].get("master_address") == LAN["n1"]
+        ),
+        timeout=10,
+        what="n2 to hear n1's advert",
+    )
     return agents
 
 

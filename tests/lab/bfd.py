@@ -93,12 +93,19 @@ class VigilBfd:
 
     # -- config -------------------------------------------------------------------------
 
-    def update(self, sessions: Sequence[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        """Rewrite vigil.yml with these sessions and reload; returns the reload's diff."""
+    def update(
+        self, sessions: Sequence[dict[str, Any]], *, confirm_stop_all: bool = False, **extra: Any
+    ) -> dict[str, Any]:
+        """Rewrite vigil.yml with these sessions and reload; returns the reload's diff.
+
+        ``confirm_stop_all`` confirms a reload that stops everything (the last session)."""
         self.extra.update(extra)
         self.config = self._config(sessions)
         self.agent.write_config(self.config)
-        status, body = self.agent.reload()
+        if confirm_stop_all:
+            status, body = self.agent.client.post("/v1/reload", {"confirm_stop_all": True})
+        else:
+            status, body = self.agent.reload()
         if status != 200:
             raise BfdAgentError(f"reload failed ({status}): {body}\n{self.log()}")
         return dict(body.get("diff") or {})
