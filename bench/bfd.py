@@ -10,12 +10,13 @@ Downs are that implementation's alone and nobody else's packets are in the way.
 
 Parts:
 
-(a) **detection**: one session at 50 ms x 3. BFD is cut inside ``b`` (nftables drops it
-    both ways); ``a`` notices the silence and goes Down, and like every implementation
-    here sends a packet saying so at once. A packet socket on a's interface sees both
-    sides: the cut-to-Down time is from the cut (the instant the nft command returned,
-    the bench's clock; the rule is in force by then) to a's first Down packet; the
-    last-packet-to-Down time is from b's last packet a received. ``--rounds`` cuts each.
+(a) **detection**: one session at 50 ms x 3. ``b`` is cut off at the switch (its bridge
+    port taken down with one ioctl: a cable pulled at ``b``, nothing changes on a's own
+    link); ``a`` notices the silence and goes Down, and like every implementation here
+    sends a packet saying so at once. A packet socket on a's interface sees both sides:
+    the cut-to-Down time is from the cut (the bench's clock just before the ioctl) to a's
+    first Down packet; the last-packet-to-Down time is from b's last packet a received.
+    ``--rounds`` cuts each.
 (b) **cpu**: 10 and 100 sessions at 50 ms x 3, all Up; the CPU time of a's process
     group over ``--cpu-seconds`` (bench.cpu's method: the scheduler's nanosecond count
     of every thread); 100 % = one core.
@@ -25,7 +26,8 @@ Parts:
     labs), and each
     one's session Downs in that window are counted from its own records (vigil: the
     sessions' down_transitions; FRR: ``show bfd peers counters``; BIRD: its debug log's
-    "changed state" lines).
+    "changed state" lines). ``--stability-vigil-rt N`` adds a fourth lab at the same
+    time: vigil with ``global.realtime_priority: N`` (SCHED_RR), row ``vigil-rtN``.
 (d) **failover**: the crash of bench.failover (SIGKILL of the master's daemon, then its
     cable pulled) with a client probing the VIP every 10 ms: vigil at advert 1 s with
     fast peer detection (a BFD session between the nodes at 20 ms x 3,
@@ -91,6 +93,7 @@ class BfdBench:
     count: int
     interval_ms: int = 50
     multiplier: int = 3
+    rt_priority: int = 0  # vigil only: global.realtime_priority
     lab: Lab = field(init=False)
     handles: dict[str, AgentHandle | PeerHandle] = field(default_factory=dict)
 
@@ -129,7 +132,10 @@ class BfdBench:
                 }
                 for i, (local, peer) in enumerate(pairs, start=1)
             ]
-            config = {"global": {"router_id": side}, "bfd": {"sessions": sessions}}
+            glob: dict[str, Any] = {"router_id": side}
+            if self.rt_priority:
+                glob["realtime_priority"] = self.rt_priority
+            config = {"global": glob, "bfd": {"sessions": sessions}}
             return self.lab.start_vigild(side, config, log_level="info", timeout=30.0)
         if self.impl == "frr":
             peers = [FrrBfdPeer(peer, local, rx_ms=ms, tx_ms=ms, multiplier=mult)
@@ -428,15 +434,25 @@ def stop_hogs(hogs: Sequence[subprocess.Popen[bytes]]) -> None:
 
 
 def measure_stability(
-    workdir: Path, impls: Sequence[str], minutes: float, hogs: int, count: int = 20
+    workdir: Path,
+    impls: Sequence[str],
+    minutes: float,
+    hogs: int,
+    count: int = 20,
+    vigil_rt: int = 0,
 ) -> list[dict[str, Any]]:
     """(c): every implementation at once, ``count`` sessions at 20 ms x 3, for ``minutes``
-    with ``hogs`` busy loops competing; Downs counted on both sides of each."""
+    with ``hogs`` busy loops competing; Downs counted on both sides of each. With
+    ``vigil_rt`` a second vigil lab runs alongside with ``realtime_priority: vigil_rt``."""
     benches: dict[str, BfdBench] = {}
     hog_procs: list[subprocess.Popen[bytes]] = []
     try:
         for impl in impls:
             benches[impl] = BfdBench(workdir / f"stability-{impl}", impl, count, 20, 3)
+        if vigil_rt:
+            benches[f"vigil-rt{vigil_rt}"] = BfdBench(
+                workdir / "stability-vigil-rt", "vigil", count, 20, 3, rt_priority=vigil_rt
+            )
         for bench in benches.values():
             bench.wait_all_up(timeout=UP_TIMEOUT + count)
         time.sleep(3.0)  # the Polls of coming Up are over
@@ -465,6 +481,7 @@ def measure_stability(
                     "multiplier": 3,
                     "window_s": round(window, 1),
                     "hogs": hogs,
+                    "realtime_priority": bench.rt_priority,
                     "false_downs_a": bench.downs("a") - a0,
                     "false_downs_b": bench.downs("b") - b0,
                     "up_at_end": bench.up_count("a"),
@@ -669,7 +686,7 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
     st = doc.get("stability") or []
     names = [s["impl"] for s in st]
     downs = [s["false_downs_a"] + s["false_downs_b"] for s in st]
-    stab.bar(range(len(st)), downs, color=[COLORS.get(n, "grey") for n in names])
+    stab.bar(range(len(st)), downs, color=[COLORS.get(n.split("-")[0], "grey") for n in names])
     for i, v in enumerate(downs):
         stab.text(i, v, str(v), ha="center", va="bottom")
     stab.set_xticks(range(len(st)), names)
@@ -710,6 +727,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-repeats", type=int, default=2, help="(b) runs per implementation")
     p.add_argument("--stability-minutes", type=float, default=10.0)
     p.add_argument("--hogs", type=int, default=1, help="(c) CPU-bound processes competing")
+    p.add_argument(
+        "--stability-vigil-rt",
+        type=int,
+        default=0,
+        metavar="N",
+        help="(c) also run vigil with global.realtime_priority N (1-99) alongside",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path)
     p.add_argument("--plot", type=Path, help="write the figure here (PNG)")
@@ -726,6 +750,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--rounds must be 1..1000 and --cpu-seconds 1..3600")
     if not 0.1 <= args.stability_minutes <= 240 or not 0 <= args.hogs <= 64:
         p.error("--stability-minutes must be 0.1..240 and --hogs 0..64")
+    if not 0 <= args.stability_vigil_rt <= 99:
+        p.error("--stability-vigil-rt must be 0..99 (0: not run)")
     return args
 
 
@@ -782,7 +808,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
         if "stability" in args.parts:
             print(f"(c) stability: {args.stability_minutes:g} min, {args.hogs} hogs", flush=True)
-            doc["stability"] = measure_stability(workdir, impls, args.stability_minutes, args.hogs)
+            doc["stability"] = measure_stability(
+                workdir,
+                impls,
+                args.stability_minutes,
+                args.hogs,
+                vigil_rt=args.stability_vigil_rt if "vigil" in impls else 0,
+            )
             save()
         if "failover" in args.parts:
             rounds = args.failover_rounds or max(1, args.rounds // 2)

@@ -76,7 +76,10 @@ def test_bfd_instances_become_sessions(tmp_path: Path) -> None:
     assert "multihop session (UDP 4784" in unsupported["max_hops 2"].reason
     assert "once a second" in unsupported["idle_tx 2000"].reason
     assert unsupported["bogus"].reason == "unknown in bfd_instance gw6"
-    assert "no process settings" in unsupported["bfd_rt_priority"].reason
+    # keepalived's BFD process priority becomes vigild's (one loop for everything)
+    assert "bfd_rt_priority" not in unsupported
+    assert result.config["global"]["realtime_priority"] == 50
+    assert any("takes the highest *_rt_priority" in n for n in result.notes)
     assert "ttl 255" not in unsupported
     assert any("bfd_instance gw is defined again" in n for n in result.notes)
     assert any("vrrp (which keepalived process hears the session)" in n for n in result.notes)
@@ -85,3 +88,4 @@ def test_bfd_instances_become_sessions(tmp_path: Path) -> None:
     assert list(result.config)[:2] == ["global", "bfd"]
     config = validate_data(result.config, check_files=False)
     assert config.section("bfd").session_names == ("gw", "gw6")
+    assert config.globals.realtime_priority == 50

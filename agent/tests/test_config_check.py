@@ -117,3 +117,51 @@ def test_every_example_passes_vigild_check_on_debian(path: Path) -> None:
             pytest.skip(f"{program} is not installed here")
     code, text = run(path)
     assert code == 0, text
+
+
+def test_bfd_and_its_consumers_are_checked_with_file_lines(tmp_path: Path) -> None:
+    """vigild --check on a file with a bfd section and the three things that use it: every
+    mistake at once, each with its line, and the bad session named where it is used."""
+    path = tmp_path / "bfd.yml"
+    path.write_text(
+        "global: {realtime_priority: 120}\n"  # 1
+        "bfd:\n"  # 2
+        "  sessions:\n"  # 3
+        "    - {name: upstream, peer: 10.0.0.254, min_tx: 0, multiplier: 3}\n"  # 4
+        "vrrp_instances:\n"  # 5
+        "  - name: VI_1\n"  # 6
+        "    interface: eth0\n"  # 7
+        "    vrid: 1\n"  # 8
+        "    virtual_ipaddresses: [10.0.0.1/24]\n"  # 9
+        "    track: {bfd: [upstrem]}\n"  # 10
+        "virtual_servers:\n"  # 11
+        "  - address: 10.0.0.1\n"  # 12
+        "    port: 80\n"  # 13
+        "    real_servers:\n"  # 14
+        "      - address: 10.0.1.1\n"  # 15
+        "        checks: [{type: bfd, session: upstrem}]\n"  # 16
+    )
+    code, text = run(path)
+    assert code == 1
+    lines = text.splitlines()
+    assert any(
+        line.startswith(f"{path}:1: global.realtime_priority:") and "at most 99" in line
+        for line in lines
+    ), text
+    assert any(line.startswith(f"{path}:4: bfd.sessions[0].min_tx:") for line in lines), text
+    assert any(
+        "vrrp_instances[0].track.bfd" in line and "did you mean 'upstream'" in line
+        for line in lines
+    ), text
+    assert any(
+        "virtual_servers[0].real_servers[0].checks[0]: session: no BFD session named "
+        "'upstrem'; did you mean 'upstream'?" in line
+        for line in lines
+    ), text
+    path.write_text(
+        path.read_text()
+        .replace("realtime_priority: 120", "realtime_priority: 10")
+        .replace("min_tx: 0,", "min_tx: 0.05,")
+        .replace("upstrem", "upstream")
+    )
+    assert run(path) == (0, f"{path}: OK (1 BFD session, 1 VRRP instance, 1 virtual server)\n")

@@ -452,3 +452,38 @@ def test_salvaged_sync_group_members_keep_their_indices() -> None:
     }
     found = by_path(issues_of(data))
     assert set(found) == {"vrrp_sync_groups[0].members[0]", "vrrp_sync_groups[0].members[2]"}
+
+
+def test_realtime_priority_is_checked_and_applied_by_policy(tmp_path: Path) -> None:
+    """global.realtime_priority: 0..99 in the config; vigil.sched sets SCHED_RR (with
+    reset-on-fork) for the calling thread and back. Run in a thread of its own so the
+    test runner's thread keeps its policy; as root it must work, without it it must say
+    why."""
+    import os
+    import threading
+
+    from vigil.sched import apply_realtime_priority, current_policy
+
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "global:\n  realtime_priority: 100\n"))
+    assert "global.realtime_priority" in str(err.value) and "at most 99" in str(err.value)
+    assert apply_realtime_priority(100) == "realtime_priority: must be 0..99, got 100"
+
+    seen: dict[str, object] = {}
+
+    def worker() -> None:
+        seen["set"] = apply_realtime_priority(7)
+        seen["policy"] = current_policy()
+        seen["raw"] = os.sched_getscheduler(0)
+        seen["back"] = apply_realtime_priority(0)
+        seen["after"] = current_policy()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(timeout=10)
+    if os.geteuid() != 0:
+        assert isinstance(seen["set"], str) and "cannot set SCHED_RR" in seen["set"]
+        return
+    assert seen["set"] is None and seen["policy"] == ("rr", 7)
+    assert seen["raw"] == os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    assert seen["back"] is None and seen["after"] == ("other", 0)

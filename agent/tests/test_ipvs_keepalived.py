@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from vigil.ipvs.checkers import (
+    BfdCheck,
     DnsCheck,
     FileCheck,
     HttpCheck,
@@ -74,11 +75,9 @@ def test_what_is_left_out_is_named_with_its_line() -> None:
         ("lvs_timeouts", line_of("lvs1.conf", "lvs_timeouts")),
         ("smtp_alert", line_of("lvs1.conf", "smtp_alert")),
         ("regex_options", line_of("lvs1.conf", "regex_options")),
-        ("BFD_CHECK", line_of("lvs1.conf", "BFD_CHECK")),
     }
     reasons = {u.keyword: u.reason for u in result.unsupported}
     assert "ipvsadm --set" in reasons["lvs_timeouts"]
-    assert "BFD" in reasons["BFD_CHECK"]
 
 
 def test_virtual_server_settings() -> None:
@@ -134,11 +133,47 @@ def test_real_servers_and_every_checker() -> None:
     assert misc.argv == ("/usr/local/bin/check-backend", "10.81.0.31")
     assert misc.misc_timeout == 5
     assert str(mark.real_servers[0].forwarding) == "tun (gue:6080/csum)"
-    smtp_check, tcp, file = (c.settings for c in smtp.real_servers[0].checks)
+    smtp_check, tcp, file, bfd = (c.settings for c in smtp.real_servers[0].checks)
     assert isinstance(smtp_check, SmtpCheck) and smtp_check.helo_name == "lb.example.org"
     assert isinstance(tcp, TcpCheck) and tcp.connect_port == 587
     assert isinstance(file, FileCheck) and file.path == "/run/lvs/maintenance"
     assert file.weight == 0
+    # BFD_CHECK { name upstream } follows the session bfd_instance upstream became
+    assert isinstance(bfd, BfdCheck) and bfd.session == "upstream" and not bfd.alpha
+    assert bfd.timing().retry == 0
+
+
+def test_bfd_check_needs_its_bfd_instance(tmp_path: Path) -> None:
+    result = _one(
+        tmp_path,
+        """
+        bfd_instance gw {
+           neighbor_ip 10.9.1.254
+           source_ip 10.9.1.10
+        }
+        virtual_server 10.9.0.1 80 {
+           lb_algo rr
+           real_server 10.9.1.1 80 {
+              BFD_CHECK {
+                 name gw
+                 alpha
+                 delay_loop 3
+              }
+              BFD_CHECK {
+                 alpha
+              }
+           }
+        }
+        """,
+    )
+    checks = result.config["virtual_servers"][0]["real_servers"][0]["checks"]
+    assert checks == [{"type": "bfd", "session": "gw", "alpha": True}]
+    # keepalived's BFD_CHECK knows only name and alpha; one without a name is refused
+    assert any(u.keyword == "delay_loop" for u in result.unsupported)
+    assert any("BFD_CHECK" in e and "needs name" in e for e in result.errors)
+    cfg = validate_data(result.config, check_files=False).section("ipvs")
+    (check,) = cfg.virtual_servers[0].real_servers[0].checks
+    assert isinstance(check.settings, BfdCheck) and check.settings.alpha
 
 
 def test_sync_daemon_follows_the_named_instance() -> None:

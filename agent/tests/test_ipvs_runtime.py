@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from vigil.config import ConfigError
 from vigil.events import EventBus, EventPublisher
 from vigil.ipvs import SPEC
 from vigil.ipvs.config import IpvsConfig
@@ -631,3 +632,72 @@ async def test_notify_commands_and_omega(harness: Any, files: Path, tmp_path: Pa
     lines = notes.read_text().splitlines()
     assert lines[-3:] == ["down 10.62.1.11:80", "down 10.62.1.12:80", "quorum_down "]
     assert all(e.data["ok"] for e in h.events("notify"))
+
+
+def bfd_section(files: Path) -> IpvsConfig:
+    """rs11 with a BFD check on session ``gw`` (delay_loop 30 s: only the session's own
+    changes can move it within a test), rs12 with its FILE check."""
+    sec = section(files)
+    data: dict[str, Any] = {
+        "bfd": {"sessions": [{"name": "gw", "peer": "10.62.1.254", "local": "10.62.1.1"}]},
+        "vrrp_instances": [
+            {"name": "VI_1", "interface": "eth0", "vrid": 1, "virtual_ipaddresses": [f"{VIP}/24"]}
+        ],
+        "virtual_servers": [sec.virtual_servers[0].to_dict()],
+    }
+    data["virtual_servers"][0]["real_servers"][0]["checks"] = [
+        {"type": "bfd", "session": "gw", "delay_loop": 30}
+    ]
+    model: IpvsConfig = validate_data(data, check_files=False).section("ipvs")
+    return model
+
+
+async def test_a_bfd_check_follows_its_session_at_once(harness: Any, files: Path) -> None:
+    """The BFD subsystem's tracker (the real class, fed by hand: no sockets here) drives
+    the check; every move happens far sooner than its 30 s delay_loop."""
+    from vigil.bfd.packet import State
+    from vigil.bfd.subsystem import BfdTracker
+
+    trackers = TrackerRegistry()
+    gw = BfdTracker("gw")
+    trackers.publish(gw)
+    h = await harness(bfd_section(files), trackers=trackers)
+    await h.until(lambda: h.kernel.weights() == {"10.62.1.12:80": 1}, "rs11 out (session Down)")
+    h.kernel.log.clear()
+    gw.update(State.UP, "session Up", {"bfd_state": "Up"})
+    await h.until(lambda: "10.62.1.11:80" in h.kernel.weights(), "rs11 in", timeout=2.0)
+    assert h.kernel.log == ["add_destination 10.62.1.11:80 w1"]
+    gw.update(State.DOWN, "control detection time expired", {"bfd_state": "Down"})
+    await h.until(lambda: "10.62.1.11:80" not in h.kernel.weights(), "rs11 out", timeout=2.0)
+    first, down = [
+        e for e in h.events("real_server_down") if e.data["real_server"] == "10.62.1.11:80"
+    ]
+    assert "session Down (starting)" in first.message  # the first read, before it came Up
+    assert "BFD session gw" in down.message and "detection time expired" in down.message
+    # the session disappearing (a reload removed it) counts as Down too
+    gw.update(State.UP, "session Up", {"bfd_state": "Up"})
+    await h.until(lambda: "10.62.1.11:80" in h.kernel.weights(), "rs11 back", timeout=2.0)
+    trackers.withdraw("bfd:gw")
+    await h.until(lambda: "10.62.1.11:80" not in h.kernel.weights(), "rs11 out", timeout=2.0)
+    assert h.kernel.weights() == {"10.62.1.12:80": 1}
+
+
+async def test_a_bfd_check_without_its_session_is_down(harness: Any, files: Path) -> None:
+    h = await harness(bfd_section(files))  # nobody publishes bfd:gw
+    await h.until(lambda: h.kernel.weights() == {"10.62.1.12:80": 1}, "rs11 out")
+    (vs,) = h.sub.status()["virtual_servers"]
+    rs11 = next(r for r in vs["real_servers"] if r["name"].endswith("10.62.1.11:80"))
+    assert "no such session is running" in json.dumps(rs11)
+
+
+def test_a_bfd_check_must_name_a_session(files: Path) -> None:
+    data: dict[str, Any] = {
+        "bfd": {"sessions": [{"name": "uplink", "peer": "10.62.1.254", "local": "10.62.1.1"}]},
+        "virtual_servers": [section(files).virtual_servers[0].to_dict()],
+    }
+    data["virtual_servers"][0]["real_servers"][0]["checks"] = [{"type": "bfd", "session": "uplnk"}]
+    with pytest.raises(ConfigError) as err:
+        validate_data(data, check_files=False)
+    text = str(err.value)
+    assert "virtual_servers[0].real_servers[0].checks[0]" in text
+    assert "no BFD session named 'uplnk'" in text and "did you mean 'uplink'" in text

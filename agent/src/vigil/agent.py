@@ -32,6 +32,7 @@ from vigil.journal import CleanupReport, Journal, JournalWriteError
 from vigil.kernel import KernelEvents
 from vigil.log import LEVELS, set_level
 from vigil.metrics import AgentMetrics, SubsystemCollector
+from vigil.sched import apply_realtime_priority, current_policy
 from vigil.sdnotify import SdNotifier
 from vigil.subsystem import StartError, Subsystem, SubsystemContext, SubsystemSpec
 from vigil.track.registry import TrackerRegistry
@@ -211,6 +212,7 @@ class Agent:
                 "state_dir": str(self.state_dir),
                 "last_event_seq": self.events.last_seq,
                 "subsystems": [sub.name for sub in self.subsystems],
+                "scheduling": dict(zip(("policy", "priority"), current_policy(), strict=True)),
                 "trackers": self.tracker_service.views(),
             }
         }
@@ -255,6 +257,7 @@ class Agent:
         If one fails, the ones already started are stopped and the error is raised.
         """
         self.notifier.status("starting subsystems")
+        self._apply_scheduling(None, self.config)
         try:
             await self._start_services()
             for sub in self.subsystems:
@@ -360,6 +363,7 @@ class Agent:
         self.config = new_config
         self.loaded_at = time.time()
         self._warn_restart_only(old, new_config)
+        self._apply_scheduling(old, new_config)
         if not self.log_level_fixed:
             level = str(getattr(new_config.globals, "log_level", "info"))
             if level in LEVELS:
@@ -374,6 +378,20 @@ class Agent:
             diff=diff_dict,
         )
         return ReloadResult(ok=True, changed=changed, diff=diff_dict)
+
+    def _apply_scheduling(self, old: Config | None, new: Config) -> None:
+        """``global.realtime_priority``, at start and when a reload changes it."""
+        priority = int(getattr(new.globals, "realtime_priority", 0) or 0)
+        before = 0 if old is None else int(getattr(old.globals, "realtime_priority", 0) or 0)
+        if priority == before and (old is not None or not priority):
+            return
+        problem = apply_realtime_priority(priority)
+        if problem is not None:
+            log.warning("agent: global.realtime_priority: %s; normal policy instead", problem)
+        elif priority:
+            log.info("agent: running with SCHED_RR priority %d", priority)
+        else:
+            log.info("agent: running with the normal scheduling policy")
 
     def _warn_restart_only(self, old: Config, new: Config) -> None:
         for key in ("socket", "state_dir", "router_id"):

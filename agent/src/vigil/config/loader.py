@@ -79,6 +79,7 @@ def build_globals(glob: dict[str, Any], sections: Sequence[ConfigSection]) -> Gl
         script_security=glob["script_security"],
         notify_timeout=glob["notify_timeout"],
         allow_empty_config=glob["allow_empty_config"],
+        realtime_priority=glob["realtime_priority"],
         extra=extra,
     )
 

@@ -31,6 +31,8 @@ class GlobalConfig:
     notify_timeout: float = 10.0
     #: a config that runs nothing (no subsystem configures anything) is an error unless set
     allow_empty_config: bool = False
+    #: 1-99: vigild's event loop runs with SCHED_RR at this priority; 0: the normal policy
+    realtime_priority: int = 0
     #: section-owned global keys, validated (JSON-able), in schema order
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -44,6 +46,7 @@ class GlobalConfig:
             "script_security": self.script_security,
             "notify_timeout": self.notify_timeout,
             "allow_empty_config": self.allow_empty_config,
+            "realtime_priority": self.realtime_priority,
             **{key: _plain(value) for key, value in self.extra.items()},
         }
 

@@ -12,7 +12,7 @@ from typing import Any
 import voluptuous as vol
 
 from .section import ConfigSection
-from .validators import Struct, boolean, choice, seconds, string
+from .validators import Struct, boolean, choice, integer, seconds, string
 
 __all__ = ["CORE_GLOBAL_FIELDS", "LOG_LEVELS", "global_schema"]
 
@@ -27,6 +27,7 @@ CORE_GLOBAL_FIELDS: dict[Any, Any] = {
     vol.Optional("script_security", default=True): boolean,
     vol.Optional("notify_timeout", default=10): seconds(0.01, 3600),
     vol.Optional("allow_empty_config", default=False): boolean,
+    vol.Optional("realtime_priority", default=0): integer(0, 99),
 }
 
 CORE_GLOBAL_KEYS = tuple(str(key) for key in CORE_GLOBAL_FIELDS)

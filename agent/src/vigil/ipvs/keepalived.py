@@ -3,7 +3,7 @@
 The frame (:mod:`vigil.keepalived.convert`) walks keepalived.conf and keeps the
 bookkeeping; this part converts ``virtual_server_group`` and ``virtual_server`` blocks
 (with their ``real_server`` blocks and every checker: HTTP_GET, SSL_GET, TCP_CHECK,
-SMTP_CHECK, DNS_CHECK, MISC_CHECK, UDP_CHECK, PING_CHECK, FILE_CHECK) into
+SMTP_CHECK, DNS_CHECK, MISC_CHECK, UDP_CHECK, PING_CHECK, FILE_CHECK, BFD_CHECK) into
 ``virtual_server_groups`` / ``virtual_servers``, and ``lvs_sync_daemon`` from
 ``global_defs`` into ``ipvs_sync_daemon``. Every keyword it cannot carry is reported with
 the reason; keepalived's behaviours that the text hides (``ha_suspend`` follows whichever
@@ -31,7 +31,6 @@ from vigil.keepalived.parser import Statement
 __all__ = ["IpvsImporter"]
 
 SNMP = "vigil exports Prometheus metrics instead of SNMP"
-BFD_LATER = "BFD_CHECK comes with vigil's BFD support; not imported yet"
 SCHED_FLAG_WORDS = (
     "flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback", "mh-port", "mh-fallback",
 )  # fmt: skip
@@ -45,6 +44,7 @@ CHECKERS = {
     "SMTP_CHECK": "smtp",
     "MISC_CHECK": "misc",
     "FILE_CHECK": "file",
+    "BFD_CHECK": "bfd",
 }
 #: keywords every checker but MISC and FILE takes, with their converters
 TIMING: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -493,8 +493,6 @@ class IpvsImporter(ImporterPart):
                 check = self.checker(s, [*path, "checks", len(checks)])
                 if check is not None:
                     checks.append(check)
-            elif kw == "BFD_CHECK":
-                self.conv.unsupported(s, kw, BFD_LATER)
             elif kw == "smtp_alert":
                 self.conv.unsupported(s, kw, EMAIL)
             elif kw == "snmp_name":
@@ -514,10 +512,10 @@ class IpvsImporter(ImporterPart):
         urls: list[dict[str, Any]] = []
         for s in self.conv._block(stmt):
             kw = s.name
-            if kw in TIMING and kind != "file":
+            if kw in TIMING and kind not in ("file", "bfd"):
                 key, fn = TIMING[kw]
                 self.conv.convert(s, path, check, key, lambda x, fn=fn: fn(self.conv._one_arg(x)))
-            elif kw in CONNECT and kind not in ("misc", "file"):
+            elif kw in CONNECT and kind not in ("misc", "file", "bfd"):
                 key, fn = CONNECT[kw]
                 if kind == "ping" and kw in ("connect_port", "bind_port"):
                     self.conv.unsupported(s, kw, "ICMP has no ports")
@@ -529,6 +527,9 @@ class IpvsImporter(ImporterPart):
                 self.conv.unsupported(s, kw, GLOBAL_REASONS["checker_log_all_failures"])
             elif kind in ("http", "https") and self._http_keyword(s, path, check, urls):
                 pass
+            elif kind == "bfd" and kw == "name":
+                # the bfd_instance of that name becomes the session of that name
+                self.conv.convert(s, path, check, "session", self.conv._one_arg)
             elif kind == "dns" and kw in ("type", "name"):
                 key = "query_type" if kw == "type" else "query_name"
                 self.conv.convert(s, path, check, key, self.conv._one_arg)
@@ -552,6 +553,9 @@ class IpvsImporter(ImporterPart):
             return None
         if kind == "file" and "track_file" not in check:
             self.conv.error(stmt, stmt.name, "needs track_file")
+            return None
+        if kind == "bfd" and "session" not in check:
+            self.conv.error(stmt, stmt.name, "needs name (a bfd_instance)")
             return None
         return check
 

@@ -90,6 +90,7 @@ DRIFT_MIN, DRIFT_MAX, DRIFT_IDLE = 0.2, 60.0, 5.0
 #: how long start and reload wait for the kernel to be programmed
 SETTLE_TIMEOUT = 60.0
 VRRP_KIND = "vrrp"
+BFD_KIND = "bfd"
 
 
 class QuorumTracker(Tracker):
@@ -182,6 +183,7 @@ class IpvsSubsystem:
         self._waiters: list[asyncio.Future[None]] = []
         self._worker: asyncio.Task[None] | None = None
         self._watches: dict[str, Callable[[], None]] = {}
+        self._bfd_watches: dict[str, Callable[[], None]] = {}
         self._stopping = False
         #: while servers report their first state together, the quorum waits for all
         self._batch = False
@@ -217,7 +219,7 @@ class IpvsSubsystem:
         self.section = section
         self._load_journal()
         await self.notifier.configure(section.script_user, section.script_security)
-        self.engine = CheckEngine(on_change=self._on_change)
+        self.engine = CheckEngine(on_change=self._on_change, bfd_state=self.bfd_state)
         for cfg in section.virtual_servers:
             self._add_vs(cfg)
         self._watch_vrrp()
@@ -231,6 +233,7 @@ class IpvsSubsystem:
             await self.engine.start()
         finally:
             self._batch = False
+        self._watch_bfd()
         for vs in self.vs.values():
             self._update_quorum(vs)
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="ipvs worker")
@@ -268,9 +271,10 @@ class IpvsSubsystem:
             await self._omega()
             if self.engine is not None:
                 await self.engine.stop()
-            for unwatch in self._watches.values():
+            for unwatch in [*self._watches.values(), *self._bfd_watches.values()]:
                 unwatch()
             self._watches.clear()
+            self._bfd_watches.clear()
             for vs in self.vs.values():
                 self.ctx.trackers.withdraw(vs.tracker.key)
             if self.kernel_ok:
@@ -333,6 +337,7 @@ class IpvsSubsystem:
                 self._update_quorum(vs)
                 self._dirty.add(name)
             self._watch_vrrp()
+            self._watch_bfd()
             if old.ipvs_sync_daemon != section.ipvs_sync_daemon:
                 self._resync = True
         await self.settle()
@@ -577,6 +582,33 @@ class IpvsSubsystem:
         for vs in self.vs.values():
             vs.want_suspended = self._should_suspend(vs.cfg)
         self._wake.set()
+
+    # ------------------------------------------------------------------ BFD checks
+
+    def bfd_state(self, session: str) -> tuple[bool, str]:
+        """A BFD session's state for BFD checks, from the ``bfd:<name>`` tracker the BFD
+        subsystem publishes (subsystems never import each other)."""
+        tracker = self.ctx.trackers.get(f"{BFD_KIND}:{session}")
+        if tracker is None:
+            return False, "no such session is running"
+        return tracker.ok, tracker.reason or ("Up" if tracker.ok else "Down")
+
+    def _watch_bfd(self) -> None:
+        """Watch exactly the sessions some BFD check reads, so a change runs it at once."""
+        wanted = set() if self.engine is None else self.engine.bfd_sessions()
+        for session in list(self._bfd_watches):
+            if session not in wanted:
+                self._bfd_watches.pop(session)()
+        for session in wanted - set(self._bfd_watches):
+            self._bfd_watches[session] = self.ctx.trackers.watch(
+                f"{BFD_KIND}:{session}", self._bfd_changed
+            )
+            # it may have changed while the watch did not exist yet
+            self.engine.bfd_changed(session)  # type: ignore[union-attr]
+
+    def _bfd_changed(self, key: str, tracker: Tracker | None, what: str) -> None:
+        if self.engine is not None:
+            self.engine.bfd_changed(key.partition(":")[2])
 
     @staticmethod
     def _alpha(rs: RealServerConfig) -> bool:

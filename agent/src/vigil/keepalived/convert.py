@@ -100,6 +100,10 @@ class BadValue(Exception):
     """A keyword's value cannot be converted; the message names the fix."""
 
 
+#: keepalived's per-process real-time priorities; vigild takes the highest
+RT_PRIORITIES = ("vrrp_rt_priority", "bfd_rt_priority", "checker_rt_priority")
+
+
 def _number(text: str) -> int | float:
     try:
         value = float(text)
@@ -317,6 +321,8 @@ class Converter:
             elif name == "enable_script_security":
                 g["script_security"] = True
                 self.origin([*path, "script_security"], s)
+            elif name in RT_PRIORITIES:
+                self._rt_priority(s, path, g)
             elif any(part.global_keyword(s, path, g) for part in self.parts):
                 pass
             elif name in GLOBAL_REASONS:
@@ -324,6 +330,26 @@ class Converter:
             else:
                 reason = next((r for p, r in GLOBAL_PREFIX_REASONS if name.startswith(p)), None)
                 self.unsupported(s, name, reason or UNKNOWN)
+
+    def _rt_priority(self, stmt: Statement, path: list[Any], g: dict[str, Any]) -> None:
+        """keepalived's per-process ``vrrp_/bfd_/checker_rt_priority``: vigild is one
+        process with one loop, so it takes the highest of them."""
+        try:
+            value = integer(self._one_arg(stmt))
+        except BadValue as exc:
+            self.error(stmt, stmt.name, str(exc))
+            return
+        if not 1 <= value <= 99:
+            self.error(stmt, stmt.name, f"must be 1..99, got {value}")
+            return
+        if value > int(g.get("realtime_priority", 0)):
+            g["realtime_priority"] = value
+            self.origin([*path, "realtime_priority"], stmt)
+        self.note(
+            stmt,
+            f"{stmt.name} {value}: vigild runs VRRP, IPVS checks and BFD in one loop, which "
+            "takes the highest *_rt_priority as global.realtime_priority",
+        )
 
     def _user(self, stmt: Statement) -> str:
         if not stmt.args:

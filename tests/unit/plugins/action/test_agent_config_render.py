@@ -371,3 +371,36 @@ def test_default_group_is_the_play_hosts() -> None:
     task_vars = {"ansible_play_hosts_all": ["a", "b"], "hostvars": {"a": {}, "b": {}}}
     hosts = ac.ActionModule._group_hosts(None, group_args(), task_vars)  # type: ignore[arg-type]
     assert [h.name for h in hosts] == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- BFD
+
+
+def bfd_cluster(**session: Any) -> dict[str, Any]:
+    """A pair that tracks its upstream router with BFD (docs/bfd.md's worked example)."""
+    clu = cluster(track={"bfd": ["upstream"]})
+    base = {"name": "upstream", "peer": "10.0.0.254", "min_tx": 0.05, "min_rx": 0.05}
+    base.update(session)
+    clu["bfd"] = {"sessions": [base]}
+    return clu
+
+
+def test_a_bfd_section_renders_on_every_node_and_validates() -> None:
+    out = render(bfd_cluster(), pair())
+    assert ac.GroupChecker(VCONF, out, pair()).run() == []
+    for host in ("lb1", "lb2"):
+        assert out[host]["bfd"]["sessions"][0]["peer"] == "10.0.0.254"
+        assert out[host]["vrrp_instances"][0]["track"] == {"bfd": ["upstream"]}
+        config = VCONF.validate_data(yaml.safe_load(ac.dump_yaml(out[host])), check_files=False)
+        assert config.section("bfd").session_names == ("upstream",)
+
+
+def test_bfd_errors_name_the_host_and_the_field() -> None:
+    found = problems(bfd_cluster(multiplier=0), pair())
+    assert any(f.startswith("host lb1: bfd.sessions[0].multiplier:") for f in found), found
+    clu = bfd_cluster()
+    clu["vrrp_instances"][0]["track"] = {"bfd": ["upstrem"]}
+    found = problems(clu, pair())
+    assert any("host lb1: vrrp_instances[0].track.bfd" in f and "upstream" in f for f in found), (
+        found
+    )

@@ -7,7 +7,7 @@
 * :mod:`.engine`: :class:`CheckEngine` runs them all on one asyncio loop with bounded
   concurrency and reports :class:`ServerChange` (what IPVS should hold) by callback.
 * Probes: :mod:`.net` (TCP, UDP, DNS, SMTP), :mod:`.http` (HTTP/HTTPS), :mod:`.icmp`
-  (PING), :mod:`.local` (MISC, FILE); :mod:`.dns` is the DNS_CHECK codec.
+  (PING), :mod:`.local` (MISC, FILE, BFD); :mod:`.dns` is the DNS_CHECK codec.
 """
 
 from .core import (
@@ -22,6 +22,7 @@ from .core import (
 )
 from .engine import CheckEngine, EngineStats
 from .settings import (
+    BfdCheck,
     DnsCheck,
     FileCheck,
     HttpCheck,
@@ -40,6 +41,7 @@ from .settings import (
 
 __all__ = [
     "Anchor",
+    "BfdCheck",
     "CheckEngine",
     "CheckMachine",
     "CheckResult",

@@ -407,6 +407,15 @@ class CheckMachine:
         self._deadline = None
         return [RunCheck(self._name, self._failures + 1, self._retrying)]
 
+    def expedite(self, now: float) -> bool:
+        """Bring a waiting run forward to ``now`` (an event-driven checker's input
+        changed); False while a run is in flight or the checker is stopped."""
+        if self._phase is not _Phase.WAITING:
+            return False
+        if self._deadline is None or self._deadline > now:
+            self._deadline = now
+        return True
+
     def result(self, now: float, result: CheckResult) -> list[Action]:
         """The run handed out by :meth:`timer_expired` ended with ``result``."""
         if self._phase is not _Phase.RUNNING:

@@ -42,9 +42,10 @@ from typing import Any, Protocol
 from .core import CheckMachine, CheckResult, RunCheck, ServerChange, ServerHealth, Transition
 from .http import HttpProbe, TlsContexts
 from .icmp import Pingers, PingProbe
-from .local import FileProbe, MiscProbe
+from .local import BfdProbe, BfdState, FileProbe, MiscProbe
 from .net import DnsProbe, SmtpProbe, TcpProbe, UdpProbe
 from .settings import (
+    BfdCheck,
     CheckSettings,
     DnsCheck,
     FileCheck,
@@ -111,7 +112,9 @@ class CheckEngine:
     """Health checks for a set of real servers. ``await start()``, later ``await stop()``.
 
     ``concurrency`` bounds the runs in flight; ``rng`` draws the warmup jitter (seed it
-    in tests); ``file_threads`` sizes the FILE_CHECK read pool.
+    in tests); ``file_threads`` sizes the FILE_CHECK read pool; ``bfd_state`` reads a
+    BFD session's state for BFD checks (see :class:`~.local.BfdProbe`), and
+    :meth:`bfd_changed` runs a session's checks at once.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class CheckEngine:
         rng: random.Random | None = None,
         file_threads: int = 2,
         helo_name: str | None = None,
+        bfd_state: BfdState | None = None,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise SettingsError(f"CheckEngine.concurrency: must be >= 1, got {concurrency!r}")
@@ -135,6 +139,7 @@ class CheckEngine:
         self.rng = rng or random.Random()
         self.stats = EngineStats()
         self.helo_name = helo_name or socket.gethostname() or "localhost"
+        self.bfd_state = bfd_state
         self._servers: dict[str, _Server] = {}
         self._queue: collections.deque[_Check] = collections.deque()
         self._slots: dict[float, list[_Check]] = {}
@@ -228,6 +233,34 @@ class CheckEngine:
             if change is not None:
                 self._emit_change(change)
 
+    def bfd_sessions(self) -> set[str]:
+        """The BFD sessions that some real server's BFD check reads."""
+        return {
+            c.settings.session
+            for server in self._servers.values()
+            for c in server.checks
+            if isinstance(c.settings, BfdCheck)
+        }
+
+    def bfd_changed(self, session: str) -> int:
+        """BFD session ``session`` changed state: run its checks now rather than at their
+        next ``delay_loop``. Returns how many were brought forward (one already running
+        reads the state when it runs, which is after this call)."""
+        loop = self._loop
+        if loop is None or not self._started or self._stopping:
+            return 0
+        now = loop.time()
+        count = 0
+        for server in list(self._servers.values()):
+            for c in server.checks:
+                if not isinstance(c.settings, BfdCheck) or c.settings.session != session:
+                    continue
+                if c.machine.expedite(now):
+                    c.slot = None  # the timer slot it waited in no longer applies
+                    self._due(c)
+                    count += 1
+        return count
+
     # ------------------------------------------------------------------ building
 
     def _build(self, server: RealServer) -> _Server:
@@ -261,6 +294,8 @@ class CheckEngine:
             return MiscProbe(check, server)
         if isinstance(check, FileCheck):
             return FileProbe(check, self._files)
+        if isinstance(check, BfdCheck):
+            return BfdProbe(check, self.bfd_state)
         raise SettingsError(f"unknown checker settings {type(check).__name__}")
 
     async def _prepare(self, servers: list[_Server]) -> None:

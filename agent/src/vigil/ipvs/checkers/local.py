@@ -1,4 +1,5 @@
-"""MISC_CHECK (a program) and FILE_CHECK (a number in a file): checks run on this host.
+"""MISC_CHECK (a program), FILE_CHECK (a number in a file) and BFD_CHECK (one of the
+agent's BFD sessions): checks run on this host.
 
 MISC runs through :func:`vigil.track.runner.run_command`, the agent's one way to run a
 check command: no shell, unprivileged ``user``, own session and process group, SIGKILL of
@@ -8,6 +9,10 @@ looked up once (NSS may be slow: off the loop, in :meth:`MiscProbe.prepare`).
 FILE reads happen in a small thread pool owned by the engine, never on the loop: a file
 on a hung network file system then costs a pool thread, and the engine's hard limit
 fails the check.
+
+BFD reads a session's state through a callable the engine is given (the IPVS subsystem
+reads the ``bfd:<name>`` tracker that the BFD subsystem publishes): the checkers know
+nothing of the BFD code.
 """
 
 from __future__ import annotations
@@ -15,17 +20,30 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
 from .core import CheckResult
-from .settings import FileCheck, MiscCheck, RealServer
+from .settings import BfdCheck, FileCheck, MiscCheck, RealServer
 from .sockets import fail
 
 if TYPE_CHECKING:
     from vigil.track.runner import Credentials, RunResult
 
-__all__ = ["FileProbe", "MiscProbe", "file_result", "read_number", "strtol"]
+__all__ = [
+    "BfdProbe",
+    "BfdState",
+    "FileProbe",
+    "MiscProbe",
+    "file_result",
+    "read_number",
+    "strtol",
+]
+
+#: a BFD session's state by name: (up, what to say), e.g. (False, "session Down (...)");
+#: (False, "...") too when there is no such session (yet)
+BfdState = Callable[[str], tuple[bool, str]]
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 #: keepalived reads at most 127 bytes of a track file
@@ -151,3 +169,19 @@ class MiscProbe:
         finally:
             self.pgid = None
         return misc_result(run, self.check.misc_dynamic)
+
+
+class BfdProbe:
+    """BFD_CHECK: up while the named BFD session is Up (read, never waited for)."""
+
+    def __init__(self, check: BfdCheck, state: BfdState | None) -> None:
+        self.check = check
+        self.state = state
+
+    async def run(self) -> CheckResult:
+        if self.state is None:
+            return CheckResult(ok=False, error="this agent runs no BFD sessions")
+        up, what = self.state(self.check.session)
+        if up:
+            return CheckResult(ok=True)
+        return CheckResult(ok=False, error=f"BFD session {self.check.session}: {what}")

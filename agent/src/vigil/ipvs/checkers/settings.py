@@ -27,6 +27,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
     "DNS_TYPES",
+    "BfdCheck",
     "CheckBase",
     "CheckSettings",
     "DnsCheck",
@@ -552,11 +553,50 @@ class FileCheck(CheckBase):
         return 5.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class BfdCheck(CheckBase):
+    """BFD_CHECK: the real server is up while the agent's BFD session ``session`` is Up.
+
+    Event-driven, as keepalived's: every change of the session's state re-reads it at
+    once (the engine's :meth:`~vigil.ipvs.checkers.engine.CheckEngine.bfd_changed`), so a
+    Down takes the server out within the session's detection time, not a ``delay_loop``
+    later. It is also read every ``delay_loop`` (default 1 s), which only matters if an
+    event were missed. No retries by default: the session's detection time already is the
+    confirmation (keepalived's checker goes DOWN on the first Down event too).
+    """
+
+    KIND: ClassVar[str] = "bfd"
+    DEFAULT_RETRY: ClassVar[int] = 0
+
+    session: str
+    delay_loop: float = 1.0
+    warmup: float | None = 0.0
+
+    def problems(self) -> list[str]:
+        out = super().problems()
+        if not isinstance(self.session, str) or not self.session:
+            out.append(f"session: must be a BFD session's name, got {self.session!r}")
+        return out
+
+    def budget(self) -> float:
+        return 1.0
+
+
 CheckSettings = (
-    TcpCheck | HttpCheck | DnsCheck | UdpCheck | PingCheck | SmtpCheck | MiscCheck | FileCheck
+    TcpCheck
+    | HttpCheck
+    | DnsCheck
+    | UdpCheck
+    | PingCheck
+    | SmtpCheck
+    | MiscCheck
+    | FileCheck
+    | BfdCheck
 )
 
-_KINDS = (TcpCheck, HttpCheck, DnsCheck, UdpCheck, PingCheck, SmtpCheck, MiscCheck, FileCheck)
+_KINDS = (
+    TcpCheck, HttpCheck, DnsCheck, UdpCheck, PingCheck, SmtpCheck, MiscCheck, FileCheck, BfdCheck,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

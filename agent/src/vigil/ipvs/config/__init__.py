@@ -70,6 +70,12 @@ def _vrrp_instances(validated: Any) -> dict[str, int | None]:
     return out
 
 
+def _bfd_sessions(validated: Any) -> list[str]:
+    """The session names the bfd section defines (duck typing, as for VRRP's)."""
+    names = getattr(validated, "names", None) or []
+    return [n for n in names if isinstance(n, str)]
+
+
 class IpvsSection:
     """IPVS's part of vigil.yml (implements :class:`vigil.config.ConfigSection`)."""
 
@@ -92,6 +98,7 @@ class IpvsSection:
             track_files={
                 k: v for k, v in (getattr(trackers, "track_files", {}) or {}).items() if v
             },
+            bfd_sessions=_bfd_sessions(inp.validated.get("bfd")),
         )  # fmt: skip
         raw_sync = inp.data.get("ipvs_sync_daemon")
         if raw_sync is not None:

@@ -5,18 +5,21 @@ A checker inherits its schedule (``delay_loop``, ``retry``, ``delay_before_retry
 inherits them from its virtual server (keepalived's rule: the virtual server's setting is
 the default for its real servers, the real server's for its checkers). FILE checks take
 none of them: they poll their file every second unless their own ``delay_loop`` says
-otherwise. The settings classes (:mod:`vigil.ipvs.checkers.settings`) validate themselves;
-their complaints become config issues at the checker's path.
+otherwise; BFD checks take none either (their session's state is read on every change
+of it, and every second besides). The settings classes
+(:mod:`vigil.ipvs.checkers.settings`) validate themselves; their complaints become config
+issues at the checker's path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from vigil.config import files
 from vigil.ipvs.checkers.settings import (
+    BfdCheck,
     CheckSettings,
     DnsCheck,
     FileCheck,
@@ -217,10 +220,30 @@ def _file(data: Mapping[str, Any], track_files: Mapping[str, Any]) -> FileCheck:
     return FileCheck(**kwargs)
 
 
+def _bfd(data: Mapping[str, Any], bfd_sessions: Collection[str] | None) -> BfdCheck:
+    session = data["session"]
+    if bfd_sessions is not None and session not in bfd_sessions:
+        from vigil.config.validators import did_you_mean
+
+        hint = did_you_mean(session, bfd_sessions) or "; define it under bfd.sessions"
+        raise SettingsError(f"session: no BFD session named {session!r}{hint}")
+    kwargs: dict[str, Any] = {"session": session}
+    for key in ("delay_loop", "retry", "delay_before_retry", "warmup", "alpha", "name"):
+        if data.get(key) is not None:
+            kwargs[key] = data[key]
+    return BfdCheck(**kwargs)
+
+
 def build_check(
-    data: Mapping[str, Any], d: CheckDefaults, track_files: Mapping[str, Any]
+    data: Mapping[str, Any],
+    d: CheckDefaults,
+    track_files: Mapping[str, Any],
+    bfd_sessions: Collection[str] | None = None,
 ) -> CheckSettings:
-    """The engine settings of one validated checker; SettingsError says what is wrong."""
+    """The engine settings of one validated checker; SettingsError says what is wrong.
+
+    ``bfd_sessions``: the names the bfd section defines (None: not known here, so a BFD
+    check's session is not looked up)."""
     kind = data["type"]
     if kind == "tcp":
         return TcpCheck(**_timing(data, d), **_connect(data, d))
@@ -246,6 +269,8 @@ def build_check(
         return _misc(data, d)
     if kind == "file":
         return _file(data, track_files)
+    if kind == "bfd":
+        return _bfd(data, bfd_sessions)
     raise SettingsError(f"type: unknown checker kind {kind!r}")
 
 

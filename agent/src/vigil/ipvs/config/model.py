@@ -40,7 +40,7 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 FORWARDING = ("nat", "dr", "tun")
 TUNNEL_TYPES = ("ipip", "gue", "gre")
 TUNNEL_CHECKSUMS = ("nocsum", "csum", "remcsum")
-CHECK_KINDS = ("tcp", "http", "https", "dns", "udp", "ping", "smtp", "misc", "file")
+CHECK_KINDS = ("tcp", "http", "https", "dns", "udp", "ping", "smtp", "misc", "file", "bfd")
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:

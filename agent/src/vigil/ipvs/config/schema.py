@@ -238,6 +238,10 @@ CHECKS: dict[str, Struct] = {
         },
         what="a file check {path: ... | track_file: NAME}",
     ),
+    "bfd": Struct(
+        {**TIMING_FIELDS, required("session"): name},
+        what="a bfd check {session: NAME}",
+    ),
 }
 
 
@@ -247,7 +251,7 @@ def check(value: Any) -> dict[str, Any]:
         value = {"type": value}
     if not isinstance(value, dict):
         raise vol.Invalid(
-            f"expected a check mapping {{type: tcp|http|https|dns|udp|ping|smtp|misc|file, "
+            f"expected a check mapping {{type: tcp|http|https|dns|udp|ping|smtp|misc|file|bfd, "
             f"...}}, got {show(value)}"
         )
     kind = value.get("type")

@@ -51,6 +51,8 @@ class Validated:
     #: the names VRRP defines, and its instances' VRIDs
     vrrp_instances: dict[str, int | None] = field(default_factory=dict)
     track_files: dict[str, Any] = field(default_factory=dict)
+    #: the session names the bfd section defines
+    bfd_sessions: list[str] = field(default_factory=list)
 
 
 def expand_member(text: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -387,7 +389,7 @@ class SemanticChecker:
         dynamic = False
         for k, check in enumerate(rs["checks"]):
             try:
-                settings = build_check(check, defaults, self.v.track_files)
+                settings = build_check(check, defaults, self.v.track_files, self.v.bfd_sessions)
             except SettingsError as exc:
                 self.error([*path, "checks", k], settings_message(exc))
                 continue
