@@ -14,11 +14,12 @@ An injection kind (:class:`Injection`) has
 - ``expect(ctx, rec, events)``: the evidence the fault must leave in the group's event
   streams (None: none can be asked for), checked after the run.
 
-Adding IPVS or BFD: write the class (``real_server_dies``: stop a real server's
-``tests.lab.check_servers`` process and expect ``real_server_down``; ``bfd_path_cut``: an
-nftables drop of UDP 3784 between two nodes, expect the session down and the tracked
-instance's transition), give it ``applies_to`` for the groups that run the subsystem, and
-``register(...)`` it; the schedule, the runner and the report need no change.
+IPVS and BFD plug in the same way: ``bfd_cut`` (nftables in a node drops every BFD packet
+in and out, then the table goes; it applies to groups with BFD sessions) and
+``real_server`` (a real server of the group's virtual server dies, is cut off or answers
+500, then comes back; it applies to groups running IPVS). A new kind is a class with
+``applies_to`` and ``register(...)``; the schedule, the runner and the report need no
+change.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.soak.model import GroupSpec
 from tests.lab import nft
+from tests.lab.bfd import cut_bfd, heal_bfd
 from tests.lab.observe import SeenEvent
 from tests.lab.waiting import wait_for
 
@@ -654,6 +656,156 @@ class ApiFlood(Injection):
         )
 
 
+def _bfd_to(events: Sequence[SeenEvent], state: str) -> list[SeenEvent]:
+    return [
+        e
+        for e in events
+        if e.kind == "bfd_transition" and str(e.event.get("data", {}).get("new")) == state
+    ]
+
+
+class BfdCut(Injection):
+    """Every BFD packet in and out of one node is dropped (nftables in the node), then the
+    rule goes. In the pair (sessions between the nodes, VI_4 and VI_2 with fast peer
+    detection) both ends go Down and the backup takes over at once, then steps back when
+    the live master answers; in the trio (each node's session to the upstream router,
+    tracked by its instances) the node goes FAULT and its VIPs move."""
+
+    kind = "bfd_cut"
+    weight = 2.0
+    duration = (1.0, 4.0)
+
+    def applies_to(self, group: GroupSpec) -> bool:
+        return group.bfd is not None
+
+    def apply(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        node = ctx.pick(rec, rec.step.params["role"])
+        cut_bfd(ctx.cluster.lab, node.name)
+        rec.notes["master_at_cut"] = ctx.cluster.master_of(ctx.group(rec))
+
+    def heal(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        heal_bfd(ctx.cluster.lab, str(rec.target))
+
+    def expect(
+        self, ctx: SoakContext, rec: InjectionRecord, events: Sequence[SeenEvent]
+    ) -> tuple[bool | None, str]:
+        group = ctx.group(rec)
+        assert group.bfd is not None
+        target = str(rec.target)
+        healed = rec.wall_healed or rec.wall_started
+        ends = [target] if group.bfd.mode == "track" else list(group.node_names)
+        during = _events(events, ends, rec.wall_started, healed + 1.0)
+        after = _events(events, ends, healed, healed + group.settle_s + 10)
+        missing = []
+        for name in ends:
+            if not any(e.node == name for e in _bfd_to(during, "Down")):
+                missing.append(f"{name}: no bfd_transition to Down")
+            if not any(e.node == name for e in _bfd_to(after, "Up")):
+                missing.append(f"{name}: no bfd_transition back to Up")
+        if group.bfd.mode == "track":
+            if not any(e.node == target for e in _transition_to(during, "FAULT")):
+                missing.append(f"{target}: its instances did not go FAULT (track.bfd)")
+        else:
+            master = rec.notes.get("master_at_cut")
+            backups = [n for n in group.node_names if n != master] if master else []
+            fast = [
+                e
+                for e in _transition_to(during, "MASTER")
+                if e.node in backups and "fast peer detection" in str(e.event.get("message"))
+            ]
+            rec.notes["fast_takeovers"] = len(fast)
+            if master and not fast:
+                missing.append(f"no fast peer detection takeover by {backups}")
+        what = "BFD Down then Up on " + ", ".join(ends)
+        what += " and FAULT (track.bfd)" if group.bfd.mode == "track" else " and a fast takeover"
+        return not missing, what + (f"; missing: {missing}" if missing else "")
+
+
+class RealServer(Injection):
+    """A real server of the group's IPVS virtual server fails, then recovers: its process is
+    killed (connections refused) and started again, its cable is pulled (checks time out)
+    and plugged, or it answers HTTP 500 for a while. Every director must see it go down and
+    come back, and the virtual server lose and regain its quorum (2 of 2)."""
+
+    kind = "real_server"
+    weight = 2.0
+    duration = (3.0, 6.0)
+    roles = (("any", 1.0),)
+
+    def applies_to(self, group: GroupSpec) -> bool:
+        return group.ipvs is not None
+
+    def extra_params(self, rng: random.Random, group: GroupSpec) -> dict[str, Any]:
+        assert group.ipvs is not None
+        return {
+            "variant": rng.choice(["kill", "cable", "http500"]),
+            "server": rng.choice([rs.name for rs in group.ipvs.real_servers]),
+        }
+
+    def _label(self, group: GroupSpec, name: str) -> str:
+        assert group.ipvs is not None
+        for rs, label in zip(group.ipvs.real_servers, group.ipvs.real_server_names, strict=True):
+            if rs.name == name:
+                return label
+        raise KeyError(name)
+
+    def apply(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        name = str(rec.step.params["server"])
+        rec.target, rec.target_role = name, "real server"
+        variant = rec.step.params["variant"]
+        cluster = ctx.cluster
+        if variant == "kill":
+            cluster.kill_real_server(name)
+        elif variant == "cable":
+            cluster.lab.cable_pull(name)
+        else:
+            cluster.set_real_server_status(name, 500)
+
+    def heal(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        name = str(rec.target)
+        variant = rec.step.params["variant"]
+        cluster = ctx.cluster
+        if variant == "kill":
+            cluster.start_real_server(ctx.group(rec), name)
+        elif variant == "cable":
+            cluster.lab.cable_plug(name)
+        else:
+            cluster.set_real_server_status(name, None)
+
+    def expect(
+        self, ctx: SoakContext, rec: InjectionRecord, events: Sequence[SeenEvent]
+    ) -> tuple[bool | None, str]:
+        group = ctx.group(rec)
+        label = self._label(group, str(rec.target))
+        healed = rec.wall_healed or rec.wall_started
+        during = _events(events, group.node_names, rec.wall_started, healed + 1.0)
+        after = _events(events, group.node_names, healed, healed + group.settle_s + 10)
+
+        def about(evs: list[SeenEvent], kind: str) -> set[str]:
+            return {
+                e.node
+                for e in evs
+                if e.kind == kind and e.event.get("data", {}).get("real_server") == label
+            }
+
+        def kind_on(evs: list[SeenEvent], kind: str) -> set[str]:
+            return {e.node for e in evs if e.kind == kind}
+
+        missing = []
+        for node in group.node_names:
+            if node not in about(during, "real_server_down"):
+                missing.append(f"{node}: no real_server_down")
+            if node not in about(after, "real_server_up"):
+                missing.append(f"{node}: no real_server_up")
+            if node not in kind_on(during, "quorum_lost"):
+                missing.append(f"{node}: no quorum_lost")
+            if node not in kind_on(after, "quorum_gained"):
+                missing.append(f"{node}: no quorum_gained")
+        return not missing, f"{label} down and up, quorum lost and regained on every director" + (
+            f"; missing: {missing}" if missing else ""
+        )
+
+
 INJECTIONS: dict[str, Injection] = {}
 
 
@@ -665,5 +817,5 @@ def register(injection: Injection) -> None:
 
 
 for _cls in (Kill, Stop, LinkFlap, Loss, Partition, ReloadValid, ReloadInvalid, Handover,
-             Maintenance, StateDirFull, ApiFlood):  # fmt: skip
+             Maintenance, StateDirFull, ApiFlood, BfdCut, RealServer):  # fmt: skip
     register(_cls())
