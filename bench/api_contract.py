@@ -481,6 +481,8 @@ def summary(result: dict[str, Any]) -> str:
     for op in result["operations"]:
         st = result["statuses_by_operation"].get(op, {})
         lines.append(f"  {op}: {result['cases_by_operation'].get(op, 0)} cases, statuses {st}")
+    for op, why in result.get("documented_5xx", {}).items():
+        lines.append(f"  documented 5xx (not server errors, see DOCUMENTED_5XX): {op}: {why}")
     for f in result["findings"]:
         lines.append(
             f"  FINDING {f['operation']} [{f['check']}] {f['title']} ({f['status']}) x{f['count']}"

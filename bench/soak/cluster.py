@@ -419,9 +419,11 @@ class Cluster:
         return [self.nodes[n] for n in group.node_names]
 
     def sample(self) -> None:
+        """/proc samples of every agent that is up (not while the supervisor restarts one:
+        a sample of a process still starting would be its baseline for the leak check)."""
         for node in self.nodes.values():
             pid = node.pid
-            if pid is None:
+            if pid is None or node.restarting:
                 continue
             s = proc_sample(pid)
             if s is not None:

@@ -7,13 +7,13 @@ stay cheap) and once more at the end:
 - **bfd_stuck**: every BFD session of the group is Up on every node once the group has
   been quiet for ``STUCK_S`` (a cut, a kill or a partition may take a session Down; healed,
   it must come back by itself). At the end, every session's state in the API is also the
-  ``new`` state of its last ``bfd_transition`` event since that agent started
+  ``new`` state of its last ``bfd_transition`` event from that agent process
   (**bfd_events**: the state is visible in the event stream).
 - **ipvs_stuck**: every real server is UP on every director and the virtual server's
   quorum UP once the group has been quiet for ``STUCK_S`` (the real servers all run
   then). At the end, each real server's state is also the one its last
-  ``real_server_up`` / ``real_server_down`` event says (**ipvs_events**; no event since
-  the start means UP, the agent announces only servers that start down).
+  ``real_server_up`` / ``real_server_down`` event says (**ipvs_events**; no event from
+  the process means UP, the agent announces only servers that start down).
 - The kernel side: this host has no IPVS, so every director must report
   ``kernel.available: false`` with the reason, and ``in_ipvs: false``: the checkers,
   quorum, events and API run without the kernel, the closest real thing here (the
@@ -47,11 +47,10 @@ def _get(node: NodeRuntime, path: str) -> Any:
     return body if status == 200 else None
 
 
-def _since_start(events: list[SeenEvent], node: str) -> list[SeenEvent]:
-    """The node's events from its current agent's ``agent_started`` on."""
-    mine = [e for e in events if e.node == node]
-    starts = [i for i, e in enumerate(mine) if e.kind == "agent_started"]
-    return mine[starts[-1] :] if starts else mine
+def _current(events: list[SeenEvent], node: NodeRuntime) -> list[SeenEvent]:
+    """The node's events from the agent process running now (a session can come Up before
+    the agent publishes ``agent_started``, so the process, not that event, is the mark)."""
+    return [e for e in events if e.node == node.name and e.pid == node.pid]
 
 
 class _Periodic:
@@ -116,7 +115,7 @@ class _Periodic:
                 continue
             for node in checker.cluster.group_nodes(group):
                 found = self.problems(group, node)
-                out += [f"{node.name}: {p}" for p in (found or ["no answer"])]
+                out += [f"{node.name}: {p}" for p in (["no answer"] if found is None else found)]
         return out
 
     def final_stuck(self, checker: Checker) -> None:
@@ -151,7 +150,7 @@ class BfdCheck(_Periodic):
                 if not isinstance(body, dict):
                     checker.flag("bfd_events", group.name, node.name, "no answer at the end")
                     continue
-                mine = _since_start(events, node.name)
+                mine = _current(events, node)
                 for s in body.get("sessions", []):
                     trans = [
                         e
@@ -217,7 +216,7 @@ class IpvsCheck(_Periodic):
                 if not isinstance(body, dict):
                     checker.flag("ipvs_events", group.name, node.name, "no answer at the end")
                     continue
-                mine = _since_start(events, node.name)
+                mine = _current(events, node)
                 for vs in body.get("virtual_servers", []):
                     for rs in vs.get("real_servers", []):
                         said = "UP"
