@@ -82,8 +82,11 @@ class VigilBfd:
         self.agent: AgentHandle = lab.start_vigild(self.node, self.config, name=name)
 
     def _config(self, sessions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        glob: dict[str, Any] = {"router_id": self.node.name}
+        if not sessions:  # a node left with nothing to run says so (issue 15, defect 4)
+            glob["allow_empty_config"] = True
         return {
-            "global": {"router_id": self.node.name},
+            "global": glob,
             "bfd": {"sessions": [dict(s) for s in sessions]},
             **self.extra,
         }
@@ -98,7 +101,10 @@ class VigilBfd:
         self.extra.update(extra)
         self.config = self._config(sessions)
         self.agent.write_config(self.config)
-        status, body = self.agent.reload()
+        if sessions:
+            status, body = self.agent.reload()
+        else:  # stopping everything must be confirmed
+            status, body = self.agent.client.post("/v1/reload", {"confirm_stop_all": True})
         if status != 200:
             raise BfdAgentError(f"reload failed ({status}): {body}\n{self.log()}")
         return dict(body.get("diff") or {})
