@@ -120,7 +120,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rec = InjectionRecord(step)
             ctx.rng = random.Random(f"soak:{args.seed}:{step.seed}")
             rec.started, rec.wall_started = time.monotonic(), time.time()
-            checker.injection_started(rec, inj.excuses_split)
+            checker.injection_started(rec, inj.excuses(step))
             try:
                 inj.apply(ctx, rec)
             except Exception as exc:
@@ -131,7 +131,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             except Exception as exc:
                 rec.errors.append(f"heal: {exc!r}")
             rec.healed, rec.wall_healed = time.monotonic(), time.time()
-            checker.injection_healed(rec, inj.excuses_split)
+            checker.injection_healed(rec, inj.excuses(step))
             records.append(rec)
             print(
                 f"[{rec.started - t_start:7.1f}s] {step.kind:<15} {step.group:<5} "
