@@ -75,7 +75,7 @@ soak: setup
 # sessions) and the long API contract run.
 fuzz: setup
 	$(VPY) -m bench.fuzz_vrrp --count 1000000
-	$(VPY) -m bench.fuzz_bfd --count 1000000
+	$(VPY) -m bench.fuzz_bfd --count 1000000 --rate 2000
 
 contract: setup
 	$(VPY) -m bench.api_contract --examples 300 --seconds 900
