@@ -71,9 +71,11 @@ SOAK_SEED ?= 1
 soak: setup
 	SOAK_MINUTES=$(SOAK_MINUTES) $(VPY) -m bench.soak --seed $(SOAK_SEED)
 
-# Fuzz at the socket (a million malformed VRRP packets) and the long API contract run.
+# Fuzz at the socket (a million malformed VRRP packets, then a million BFD packets at live
+# sessions) and the long API contract run.
 fuzz: setup
 	$(VPY) -m bench.fuzz_vrrp --count 1000000
+	$(VPY) -m bench.fuzz_bfd --count 1000000 --rate 2000
 
 contract: setup
 	$(VPY) -m bench.api_contract --examples 300 --seconds 900

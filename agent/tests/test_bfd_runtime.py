@@ -745,6 +745,44 @@ async def test_under_load_datagrams_are_read_on_the_timer_and_nothing_is_missed(
         engine.close()
 
 
+class StalledTransport(PollingTransport):
+    """Waking per datagram, but with the loop stalled (a busy machine, a flood of junk):
+    the peer's datagrams wait in the socket, with their arrival time, until someone reads
+    them, and the engine's timer may come first."""
+
+    held = False
+
+    def deliver(self, datagram: BfdDatagram) -> None:
+        if self.held:
+            self.waiting.append(datagram._replace(arrived=self.wire.loop.time()))
+            return
+        super().deliver(datagram)
+
+
+async def test_a_due_detection_time_reads_the_waiting_datagrams_first() -> None:
+    """A stall must not cost a false Down: before a detection time expires the engine
+    reads what waits in the socket (packets that arrived in time count), even when it is
+    not polling; a real cut still takes the sessions Down on time."""
+    wire, engines = await many_sessions(2, transport=StalledTransport)
+    (a, ta), _ = engines
+    assert not a._polling  # 2 sessions at 20 ms: waking per datagram
+    ta[0].held = True
+    await wait_until(lambda: ta[0].drains >= 10, 3.0, "ten detection times come due, held")
+    assert all(s.state is State.UP for s in a.snapshot())
+    assert all(s.counters["down_transitions"] == 0 for s in a.snapshot())
+    loop = asyncio.get_running_loop()
+    wire.up = False
+    cut = loop.time()
+    await wait_until(lambda: all(s.state is State.DOWN for s in a.snapshot()), 2.0, "all Down")
+    for s in a.snapshot():
+        assert s.last_transition is not None
+        assert s.last_transition.diag is Diag.CONTROL_DETECTION_TIME_EXPIRED
+        # the detection time from the last arrival, plus room for a busy machine
+        assert s.last_transition.time - cut <= 0.06 + 0.2
+    for engine, _ in engines:
+        engine.close()
+
+
 async def test_few_sessions_wake_per_datagram() -> None:
     _wire, engines = await many_sessions(2)
     (a, ta), _ = engines

@@ -6,9 +6,9 @@ that build valid frames from templates and mutate them:
 
 - :class:`PacketFamily` (a name, ``kinds``, ``generator(plan)``) and
   :class:`FrameGenerator` (``frame(rng) -> Mutant``) are the plug-in contract;
-- :data:`FAMILIES` is the registration point: ``"vrrp"`` now
-  (:mod:`bench.fuzz.vrrp`); BFD adds ``"bfd"`` here (control packets over UDP 3784 from
-  templates of the agent's BFD sessions) once the agent runs BFD sessions;
+- :data:`FAMILIES` is the registration point: ``"vrrp"`` (:mod:`bench.fuzz.vrrp`) and
+  ``"bfd"`` (:mod:`bench.fuzz.bfd`: control packets over UDP 3784/4784 from templates of
+  the agents' live BFD sessions, run by ``python -m bench.fuzz_bfd``);
 - :mod:`bench.fuzz.engine` is the family-neutral part: the plan, deterministic batches
   (packet ``k`` of seed ``s`` is the same on every run), Ethernet/IP framing and
   checksums written independently of the agent's codec;

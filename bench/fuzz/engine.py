@@ -111,6 +111,10 @@ class FuzzPlan:
     families: tuple[tuple[str, float], ...] = (("vrrp", 1.0),)
     batch: int = 1000
     multicast_share: float = 0.7
+    #: BFD sessions the agents run, as the ``bfd`` family needs them (JSON-able mappings:
+    #: target, name, family, local, peer, local_discr, remote_discr, auth; see
+    #: bench.fuzz.bfd.SessionInfo)
+    bfd_sessions: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +127,7 @@ class FuzzPlan:
             InstanceInfo(**{**i, "vips": tuple(i["vips"])}) for i in data["instances"]
         )
         data["families"] = tuple((str(n), float(w)) for n, w in data["families"])
+        data["bfd_sessions"] = tuple(dict(x) for x in data.get("bfd_sessions", ()))
         return cls(**data)
 
 
@@ -151,8 +156,8 @@ class PacketFamily(Protocol):
     def generator(self, plan: FuzzPlan) -> FrameGenerator: ...
 
 
-#: name -> "module:ATTRIBUTE" of a PacketFamily; BFD registers "bfd" here
-FAMILIES: dict[str, str] = {"vrrp": "bench.fuzz.vrrp:FAMILY"}
+#: name -> "module:ATTRIBUTE" of a PacketFamily
+FAMILIES: dict[str, str] = {"vrrp": "bench.fuzz.vrrp:FAMILY", "bfd": "bench.fuzz.bfd:FAMILY"}
 
 
 def register_family(name: str, ref: str) -> None:

@@ -13,6 +13,12 @@ Each agent node gets:
 - ``net.ipv6.conf.eth0.keep_addr_on_down=1``, so a link flap does not take the node's own
   IPv6 address away for good (the lab's addresses are static; the VIPs are the agent's).
 
+Subsystems: a group with BFD in ``track`` mode gets its upstream router (FRR bfdd, a real
+peer, in its own namespace on the segment); a group with IPVS gets its real servers, one
+namespace each running ``tests.lab.check_servers`` (HTTP; ``control/status`` makes it
+answer 500), which the IPVS injection kills and revives. This host's kernel has no IPVS:
+the agents run their virtual servers with the kernel marked unavailable.
+
 Observers (tests.lab.observe): an rtnetlink address watch over every agent namespace, an
 event-stream follower per node (it survives restarts), a probe per VIP from the group's
 client, and /proc samples.
@@ -24,6 +30,7 @@ import contextlib
 import re
 import resource
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -36,9 +43,12 @@ from vigil.client import ApiClient, ApiUnreachable
 
 from bench.soak.model import GroupSpec, NodeSpec
 from tests.lab.agents import AgentHandle, bin_path
+from tests.lab.bfd import FrrBfdPeer, frr_bfd_conf
 from tests.lab.lab import Lab
 from tests.lab.observe import AddressWatch, EventFollower, ProcSample, proc_sample
+from tests.lab.peers import PeerHandle
 from tests.lab.probe import Probe
+from tests.lab.procs import ProcessHandle
 
 __all__ = ["Cluster", "NodeRuntime", "Supervisor", "UnitSettings"]
 
@@ -259,18 +269,29 @@ class Cluster:
         self.followers: dict[str, EventFollower] = {}
         self.probes: dict[str, tuple[str, Probe]] = {}  # address -> (group, probe)
         self.supervisor = Supervisor(self)
+        self.routers: dict[str, PeerHandle] = {}  # group -> its upstream BFD router
+        self.real_servers: dict[str, ProcessHandle | None] = {}  # namespace -> its server
+        self.rs_control: dict[str, Path] = {}
+        self.max_seconds = 0.0
 
     # ------------------------------------------------------------------ building
 
     def build(self, *, probe_interval: float, max_seconds: float) -> None:
         lab = self.lab
+        self.max_seconds = max_seconds
         for group in self.groups.values():
             lab.add_switch(group.switch)
-            for spec in (*group.nodes, group.client):
+            extra = []
+            if group.bfd is not None and group.bfd.router is not None:
+                extra.append(group.bfd.router)
+            if group.ipvs is not None:
+                extra.extend(group.ipvs.real_servers)
+            for spec in (*group.nodes, group.client, *extra):
                 lab.add_namespace(spec.name)
                 lab.connect(
                     spec.name, addrs=[spec.ipv4, spec.ipv6], switch=group.switch, mac=spec.mac
                 )
+            self._build_subsystems(group)
             for spec in group.nodes:
                 lab.sysctl(spec.name, **{"net.ipv6.conf.eth0.keep_addr_on_down": 1})
                 base = lab.node_dir(spec.name, short=True) / "vigild"
@@ -308,6 +329,62 @@ class Cluster:
         self.supervisor.start()
         lab.add_cleanup(self.supervisor.close)
 
+    def _build_subsystems(self, group: GroupSpec) -> None:
+        lab = self.lab
+        bfd = group.bfd
+        if bfd is not None and bfd.router is not None:
+            ms = round(bfd.interval * 1000)
+            peers = [
+                FrrBfdPeer(
+                    n.ipv4.split("/")[0],
+                    bfd.router.ipv4.split("/")[0],
+                    rx_ms=ms,
+                    tx_ms=ms,
+                    multiplier=bfd.multiplier,
+                )
+                for n in group.nodes
+            ]
+            self.routers[group.name] = lab.start_frr(bfd.router.name, frr_bfd_conf(peers))
+        if group.ipvs is not None:
+            for rs in group.ipvs.real_servers:
+                control = lab.node_dir(rs.name) / "control"
+                control.mkdir(parents=True, exist_ok=True)
+                self.rs_control[rs.name] = control
+                self.start_real_server(group, rs.name)
+
+    def start_real_server(self, group: GroupSpec, name: str) -> ProcessHandle:
+        """(Re)start the HTTP real server in namespace ``name`` (answering 200)."""
+        assert group.ipvs is not None
+        spec = next(rs for rs in group.ipvs.real_servers if rs.name == name)
+        (self.rs_control[name] / "status").unlink(missing_ok=True)
+        proc = self.lab.spawn(
+            name,
+            [sys.executable, "-m", "tests.lab.check_servers", "--listen",
+             spec.ipv4.split("/")[0], "--ports", str(group.ipvs.port),
+             "--control", str(self.rs_control[name]),
+             "--max-duration", str(int(self.max_seconds) + 600)],
+            name="httpd",
+            cwd=REPO_ROOT,
+        )  # fmt: skip
+        self.real_servers[name] = proc
+        return proc
+
+    def kill_real_server(self, name: str) -> None:
+        proc = self.real_servers.get(name)
+        if proc is not None:
+            self.lab.kill_group(proc, signal.SIGKILL)
+        self.real_servers[name] = None
+
+    def set_real_server_status(self, name: str, code: int | None) -> None:
+        """Make the real server answer ``code`` (None: 200 again)."""
+        path = self.rs_control[name] / "status"
+        if code is None:
+            path.unlink(missing_ok=True)
+        else:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(f"{code}\n")
+            tmp.replace(path)
+
     def start_agent(self, node: NodeRuntime, *, wait: bool) -> AgentHandle:
         agent = self.lab.start_vigild(
             node.name,
@@ -342,9 +419,11 @@ class Cluster:
         return [self.nodes[n] for n in group.node_names]
 
     def sample(self) -> None:
+        """/proc samples of every agent that is up (not while the supervisor restarts one:
+        a sample of a process still starting would be its baseline for the leak check)."""
         for node in self.nodes.values():
             pid = node.pid
-            if pid is None:
+            if pid is None or node.restarting:
                 continue
             s = proc_sample(pid)
             if s is not None:

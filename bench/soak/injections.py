@@ -14,11 +14,12 @@ An injection kind (:class:`Injection`) has
 - ``expect(ctx, rec, events)``: the evidence the fault must leave in the group's event
   streams (None: none can be asked for), checked after the run.
 
-Adding IPVS or BFD: write the class (``real_server_dies``: stop a real server's
-``tests.lab.check_servers`` process and expect ``real_server_down``; ``bfd_path_cut``: an
-nftables drop of UDP 3784 between two nodes, expect the session down and the tracked
-instance's transition), give it ``applies_to`` for the groups that run the subsystem, and
-``register(...)`` it; the schedule, the runner and the report need no change.
+IPVS and BFD plug in the same way: ``bfd_cut`` (nftables in a node drops every BFD packet
+in and out, then the table goes; it applies to groups with BFD sessions) and
+``real_server`` (a real server of the group's virtual server dies, is cut off or answers
+500, then comes back; it applies to groups running IPVS). A new kind is a class with
+``applies_to`` and ``register(...)``; the schedule, the runner and the report need no
+change.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bench.soak.model import GroupSpec
 from tests.lab import nft
+from tests.lab.bfd import cut_bfd, heal_bfd
 from tests.lab.observe import SeenEvent
 from tests.lab.waiting import wait_for
 
@@ -166,6 +168,11 @@ class Injection:
 
     def applies_to(self, group: GroupSpec) -> bool:
         return True
+
+    def excuses(self, step: Step) -> bool:
+        """Whether this step may leave two holders while it lasts (``excuses_split``; a
+        kind may decide per variant)."""
+        return self.excuses_split
 
     def plan(self, rng: random.Random, group: GroupSpec) -> dict[str, Any]:
         roles = [r for r, _ in self.roles]
@@ -346,7 +353,19 @@ class Partition(Injection):
             events, group.node_names, rec.wall_started, (rec.wall_healed or 0) + group.settle_s
         )
         seen = _transition_to(window, "MASTER")
-        return bool(seen), "a node on the other side became MASTER" + ("" if seen else ": not seen")
+        if seen:
+            return True, "a node on the other side became MASTER"
+        if (
+            group.bfd is not None
+            and group.bfd.mode == "track"
+            and rec.step.params["variant"] == "isolate"
+        ):
+            # cut off, the node also loses its tracked upstream BFD session: FAULT, not MASTER
+            fault = [e for e in _transition_to(window, "FAULT") if e.node == rec.target]
+            return bool(fault), "the isolated node went FAULT (its tracked BFD path is cut)" + (
+                "" if fault else ": not seen (nor a MASTER)"
+            )
+        return False, "a node on the other side became MASTER: not seen"
 
 
 def _reload(ctx: SoakContext, node: NodeRuntime, timeout: float = 60) -> tuple[int, Any]:
@@ -590,18 +609,38 @@ class StateDirFull(Injection):
             if not ok:
                 rec.errors.append(f"{node.name}: vigild not ready again within 60 s")
 
+    def excuses(self, step: Step) -> bool:
+        # the "restart" trigger is a SIGKILL: the dead master's VIPs stay in the kernel
+        # until the unit's ExecStopPost clean-up runs, as with ``kill``
+        return step.params.get("trigger") == "restart"
+
     def expect(
         self, ctx: SoakContext, rec: InjectionRecord, events: Sequence[SeenEvent]
     ) -> tuple[bool | None, str]:
         window = _events(events, [str(rec.target)], rec.wall_started, (rec.wall_healed or 0) + 10)
         seen = _mentions(window, ("journal", "state dir", "state_dir", "no space", "degraded"))
-        return bool(seen), "an event about the state dir / journal" + (
-            "" if seen else ": none (defect 3: a failed journal write is one log line)"
-        )
+        if seen:
+            return True, "an event about the state dir / journal"
+        trigger = rec.step.params["trigger"]
+        if trigger == "restart":
+            return None, (
+                "a restarted agent writes only if it becomes master while the dir is still "
+                "full (the supervisor's clean-up and restart may outlast the fault)"
+            )
+        if trigger == "reload_vip" and not str(rec.target_role).startswith("master"):
+            return None, "a backup adds no VIP on reload, so it writes nothing"
+        return False, "an event about the state dir / journal: none"
+
+
+#: the most connections a flood opens: the unit's LimitNOFILE (65536) + 100 would take the
+#: flood half a minute to open on this machine; 8192 is still 128 times the API's own limit
+#: (64) and 8 times systemd's default soft limit (1024), where defect 1 split the brain
+FLOOD_MAX = 8192
 
 
 class ApiFlood(Injection):
-    """More idle API connections than the agent has file descriptors, held a while."""
+    """More idle API connections than the agent may hold (its open-files soft limit + 100,
+    at most FLOOD_MAX), held a while."""
 
     kind = "api_flood"
     weight = 1.0
@@ -610,7 +649,7 @@ class ApiFlood(Injection):
 
     def apply(self, ctx: SoakContext, rec: InjectionRecord) -> None:
         node = ctx.pick(rec, rec.step.params["role"])
-        count = ctx.cluster.unit.nofile_soft + 100
+        count = min(ctx.cluster.unit.effective_nofile()[0] + 100, FLOOD_MAX)
         out = ctx.workdir / f"flood-{rec.step.index}.json"
         rec.notes["connections"] = count
         proc = ctx.cluster.lab.spawn(
@@ -650,7 +689,198 @@ class ApiFlood(Injection):
         window = _events(events, [str(rec.target)], rec.wall_started, (rec.wall_healed or 0) + 10)
         seen = _mentions(window, ("connection", "too many", "file descriptor", "degraded"))
         return bool(seen), "an event about the API connection limit" + (
-            "" if seen else ": none (defect 1: no limit, nothing reported)"
+            "" if seen else ": none (api_connection_limit expected)"
+        )
+
+
+def _bfd_to(events: Sequence[SeenEvent], state: str) -> list[SeenEvent]:
+    return [
+        e
+        for e in events
+        if e.kind == "bfd_transition" and str(e.event.get("data", {}).get("new")) == state
+    ]
+
+
+class BfdCut(Injection):
+    """Every BFD packet in and out of one node is dropped (nftables in the node), then the
+    rule goes. In the pair (sessions between the nodes, VI_4 and VI_2 with fast peer
+    detection) both ends go Down and the backup takes over at once, then steps back when
+    the live master answers; in the trio (each node's session to the upstream router,
+    tracked by its instances) the node goes FAULT and its VIPs move."""
+
+    kind = "bfd_cut"
+    weight = 2.0
+    duration = (1.0, 4.0)
+
+    def applies_to(self, group: GroupSpec) -> bool:
+        return group.bfd is not None
+
+    def apply(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        node = ctx.pick(rec, rec.step.params["role"])
+        group = ctx.group(rec)
+        assert group.bfd is not None
+        ends = [node.name] if group.bfd.mode == "track" else list(group.node_names)
+        # A session still coming back from the last fault is not Up: it cannot go Down.
+        rec.notes["up_at_cut"] = {name: self._up(ctx, name) for name in ends}
+        cut_bfd(ctx.cluster.lab, node.name)
+        rec.notes["master_at_cut"] = ctx.cluster.master_of(group)
+
+    @staticmethod
+    def _up(ctx: SoakContext, name: str) -> bool | None:
+        from vigil.client import ApiClient, ApiUnreachable
+
+        try:
+            status, body = ApiClient(str(ctx.node(name).socket_path), timeout=2).get(
+                "/v1/bfd/sessions"
+            )
+        except ApiUnreachable:
+            return None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        return all(s.get("state") == "Up" for s in body.get("sessions", []))
+
+    def heal(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        heal_bfd(ctx.cluster.lab, str(rec.target))
+
+    def expect(
+        self, ctx: SoakContext, rec: InjectionRecord, events: Sequence[SeenEvent]
+    ) -> tuple[bool | None, str]:
+        group = ctx.group(rec)
+        assert group.bfd is not None
+        target = str(rec.target)
+        healed = rec.wall_healed or rec.wall_started
+        ends = [target] if group.bfd.mode == "track" else list(group.node_names)
+        up_at_cut = rec.notes.get("up_at_cut", {})
+        during = _events(events, ends, rec.wall_started, healed + 1.0)
+        # "after" starts at the cut: the heal's own command may return after the first Up
+        after = _events(events, ends, rec.wall_started, healed + group.settle_s + 10)
+        missing = []
+        for name in ends:
+            downs = [e for e in _bfd_to(during, "Down") if e.node == name]
+            if not downs and up_at_cut.get(name) is not False:
+                missing.append(f"{name}: no bfd_transition to Down")
+            since = max((e.event.get("time", 0) for e in downs), default=rec.wall_started)
+            ups = [e for e in _bfd_to(after, "Up") if e.node == name]
+            if not any(e.event.get("time", 0) >= since for e in ups):
+                missing.append(f"{name}: no bfd_transition back to Up")
+        if not all(up_at_cut.get(n) is not False for n in ends):
+            rec.notes["not_up_at_cut"] = [n for n in ends if up_at_cut.get(n) is False]
+            what = "a session not Up at the cut (the last fault's) came Up again"
+            return not missing, what + (f"; missing: {missing}" if missing else "")
+        if group.bfd.mode == "track":
+            if not any(e.node == target for e in _transition_to(during, "FAULT")):
+                missing.append(f"{target}: its instances did not go FAULT (track.bfd)")
+        else:
+            master = rec.notes.get("master_at_cut")
+            backups = [n for n in group.node_names if n != master] if master else []
+            fast = [
+                e
+                for e in _transition_to(during, "MASTER")
+                if e.node in backups and "fast peer detection" in str(e.event.get("message"))
+            ]
+            rec.notes["fast_takeovers"] = len(fast)
+            if master and not fast:
+                missing.append(f"no fast peer detection takeover by {backups}")
+        what = "BFD Down then Up on " + ", ".join(ends)
+        what += " and FAULT (track.bfd)" if group.bfd.mode == "track" else " and a fast takeover"
+        return not missing, what + (f"; missing: {missing}" if missing else "")
+
+
+class RealServer(Injection):
+    """A real server of the group's IPVS virtual server fails, then recovers: its process is
+    killed (connections refused) and started again, its cable is pulled (checks time out)
+    and plugged, or it answers HTTP 500 for a while. Every director must see it go down and
+    come back, and the virtual server lose and regain its quorum (2 of 2)."""
+
+    kind = "real_server"
+    weight = 2.0
+    duration = (3.0, 6.0)
+    roles = (("any", 1.0),)
+
+    def applies_to(self, group: GroupSpec) -> bool:
+        return group.ipvs is not None
+
+    def extra_params(self, rng: random.Random, group: GroupSpec) -> dict[str, Any]:
+        assert group.ipvs is not None
+        return {
+            "variant": rng.choice(["kill", "cable", "http500"]),
+            "server": rng.choice([rs.name for rs in group.ipvs.real_servers]),
+        }
+
+    def _label(self, group: GroupSpec, name: str) -> str:
+        assert group.ipvs is not None
+        for rs, label in zip(group.ipvs.real_servers, group.ipvs.real_server_names, strict=True):
+            if rs.name == name:
+                return label
+        raise KeyError(name)
+
+    def apply(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        name = str(rec.step.params["server"])
+        rec.target, rec.target_role = name, "real server"
+        variant = rec.step.params["variant"]
+        cluster = ctx.cluster
+        if variant == "kill":
+            cluster.kill_real_server(name)
+        elif variant == "cable":
+            cluster.lab.cable_pull(name)
+        else:
+            cluster.set_real_server_status(name, 500)
+
+    def heal(self, ctx: SoakContext, rec: InjectionRecord) -> None:
+        name = str(rec.target)
+        variant = rec.step.params["variant"]
+        cluster = ctx.cluster
+        if variant == "kill":
+            cluster.start_real_server(ctx.group(rec), name)
+        elif variant == "cable":
+            cluster.lab.cable_plug(name)
+        else:
+            cluster.set_real_server_status(name, None)
+
+    def expect(
+        self, ctx: SoakContext, rec: InjectionRecord, events: Sequence[SeenEvent]
+    ) -> tuple[bool | None, str]:
+        group = ctx.group(rec)
+        label = self._label(group, str(rec.target))
+        healed = rec.wall_healed or rec.wall_started
+        during = _events(events, group.node_names, rec.wall_started, healed + 1.0)
+        # the comeback is looked for after the node's own "down" event: the heal's command
+        # may return after a check already saw the server again
+        after = _events(events, group.node_names, rec.wall_started, healed + group.settle_s + 10)
+
+        def first(evs: list[SeenEvent], node: str, kind: str, rs: bool) -> float | None:
+            times = [
+                float(e.event.get("time", 0))
+                for e in evs
+                if e.node == node
+                and e.kind == kind
+                and (not rs or e.event.get("data", {}).get("real_server") == label)
+            ]
+            return min(times) if times else None
+
+        def later(evs: list[SeenEvent], node: str, kind: str, rs: bool, t: float) -> bool:
+            return any(
+                float(e.event.get("time", 0)) >= t
+                for e in evs
+                if e.node == node
+                and e.kind == kind
+                and (not rs or e.event.get("data", {}).get("real_server") == label)
+            )
+
+        missing = []
+        for node in group.node_names:
+            down = first(during, node, "real_server_down", True)
+            if down is None:
+                missing.append(f"{node}: no real_server_down")
+            elif not later(after, node, "real_server_up", True, down):
+                missing.append(f"{node}: no real_server_up")
+            lost = first(during, node, "quorum_lost", False)
+            if lost is None:
+                missing.append(f"{node}: no quorum_lost")
+            elif not later(after, node, "quorum_gained", False, lost):
+                missing.append(f"{node}: no quorum_gained")
+        return not missing, f"{label} down and up, quorum lost and regained on every director" + (
+            f"; missing: {missing}" if missing else ""
         )
 
 
@@ -665,5 +895,5 @@ def register(injection: Injection) -> None:
 
 
 for _cls in (Kill, Stop, LinkFlap, Loss, Partition, ReloadValid, ReloadInvalid, Handover,
-             Maintenance, StateDirFull, ApiFlood):  # fmt: skip
+             Maintenance, StateDirFull, ApiFlood, BfdCut, RealServer):  # fmt: skip
     register(_cls())

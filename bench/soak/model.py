@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BfdSpec",
     "GroupSpec",
     "InstanceSpec",
+    "IpvsSpec",
     "NodeSpec",
     "default_groups",
     "master_down_interval",
@@ -56,6 +58,56 @@ class NodeSpec:
 
 
 @dataclass(frozen=True)
+class BfdSpec:
+    """The group's BFD sessions (timers in seconds).
+
+    ``mode`` ``fast_takeover``: every node has a session ``session`` to each other node
+    (a pair: one), and its IPv4 instances name it in ``fast_takeover_bfd`` (a backup takes
+    over as soon as the session to its master goes Down). ``mode`` ``track``: every node
+    has a session ``session`` to an upstream router (``router``, FRR bfdd in its own
+    namespace on the segment) and every instance tracks it with weight 0 (``track.bfd``:
+    a node whose upstream path dies goes FAULT and gives its VIPs up).
+    """
+
+    mode: str  # "fast_takeover" or "track"
+    session: str
+    interval: float = 0.1
+    multiplier: int = 3
+    router: NodeSpec | None = None
+
+    @property
+    def detection(self) -> float:
+        return self.interval * self.multiplier
+
+
+@dataclass(frozen=True)
+class IpvsSpec:
+    """An IPVS virtual server on the group's primary VIP, with real servers in their own
+    namespaces on the segment (``tests.lab.check_servers``, HTTP on ``port``).
+
+    This host's kernel has no IPVS: the agents run the virtual server with the kernel
+    marked unavailable (checkers, quorum, events and the API run; nothing is programmed).
+    That is the closest real thing here; the kernel side is tested in the IPVS VM.
+    """
+
+    name: str
+    port: int
+    real_servers: tuple[NodeSpec, ...]
+    quorum: int
+    delay_loop: float = 0.5
+    connect_timeout: float = 1.0
+
+    @property
+    def real_server_names(self) -> tuple[str, ...]:
+        return tuple(f"{rs.ipv4.split('/')[0]}:{self.port}" for rs in self.real_servers)
+
+    @property
+    def detection(self) -> float:
+        """The longest a dead real server can look alive: one check period, a timeout."""
+        return self.delay_loop + self.connect_timeout
+
+
+@dataclass(frozen=True)
 class GroupSpec:
     """Nodes on one segment (one bridge) running the same instances, and their client.
 
@@ -73,6 +125,8 @@ class GroupSpec:
     #: resolves two masters needs one interval to arrive, the VIP change a moment more
     margin_s: float = 0.5
     labels: dict[str, str] = field(default_factory=dict)
+    bfd: BfdSpec | None = None
+    ipvs: IpvsSpec | None = None
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -125,6 +179,63 @@ class GroupSpec:
     def static_addresses(self, node: NodeSpec) -> set[str]:
         return {node.ipv4.split("/")[0], str(ipaddress.ip_interface(node.ipv6).ip)}
 
+    def bfd_peers(self, node: NodeSpec) -> tuple[NodeSpec, ...]:
+        """Whom ``node`` runs a BFD session with (none without BFD)."""
+        if self.bfd is None:
+            return ()
+        if self.bfd.mode == "track":
+            assert self.bfd.router is not None
+            return (self.bfd.router,)
+        return tuple(n for n in self.nodes if n.name != node.name)
+
+    def bfd_session_name(self, node: NodeSpec, peer: NodeSpec) -> str:
+        assert self.bfd is not None
+        if self.bfd.mode == "track" or len(self.nodes) == 2:
+            return self.bfd.session
+        return f"{self.bfd.session}_{peer.name}"
+
+    def bfd_sessions(self, node: NodeSpec) -> list[dict[str, Any]]:
+        bfd = self.bfd
+        if bfd is None:
+            return []
+        return [
+            {
+                "name": self.bfd_session_name(node, peer),
+                "peer": peer.ipv4.split("/")[0],
+                "local": node.ipv4.split("/")[0],
+                "interface": "eth0",
+                "min_tx": bfd.interval,
+                "min_rx": bfd.interval,
+                "multiplier": bfd.multiplier,
+            }
+            for peer in self.bfd_peers(node)
+        ]
+
+    def virtual_servers(self) -> list[dict[str, Any]]:
+        ipvs = self.ipvs
+        if ipvs is None:
+            return []
+        return [
+            {
+                "name": ipvs.name,
+                "address": self.primary.addresses[0],
+                "port": ipvs.port,
+                "scheduler": "rr",
+                "delay_loop": ipvs.delay_loop,
+                "warmup": 0,
+                "retry": 0,
+                "connect_timeout": ipvs.connect_timeout,
+                "quorum": ipvs.quorum,
+                "real_servers": [
+                    {
+                        "address": rs.ipv4.split("/")[0],
+                        "checks": [{"type": "http", "path": "/", "status_codes": [200]}],
+                    }
+                    for rs in ipvs.real_servers
+                ],
+            }
+        ]
+
     def config(self, node: NodeSpec, *, extra_vip: bool = False) -> dict[str, Any]:
         """The node's vigil.yml (as a mapping)."""
         instances = []
@@ -143,8 +254,20 @@ class GroupSpec:
             }
             if inst.password:
                 item["authentication"] = {"type": "pass", "password": inst.password}
+            bfd = self.bfd
+            if bfd is not None and bfd.mode == "fast_takeover" and inst.family == 4:
+                if len(self.nodes) == 2:
+                    item["fast_takeover_bfd"] = bfd.session
+            elif bfd is not None and bfd.mode == "track":
+                item["track"] = {"bfd": [bfd.session]}
             instances.append(item)
-        return {"global": {"router_id": node.name}, "vrrp_instances": instances}
+        out: dict[str, Any] = {"global": {"router_id": node.name}}
+        if self.bfd is not None:
+            out["bfd"] = {"sessions": self.bfd_sessions(node)}
+        out["vrrp_instances"] = instances
+        if self.ipvs is not None:
+            out["virtual_servers"] = self.virtual_servers()
+        return out
 
 
 def _node(group: int, name: str, host: int, priority: int) -> NodeSpec:
@@ -162,6 +285,12 @@ def default_groups(interval: float = 0.1) -> tuple[GroupSpec, GroupSpec]:
 
     Both run VI_4 (VRRPv3, IPv4, VRID 51) and VI_6 (VRRPv3, IPv6, VRID 52) at
     ``interval``; the pair also runs VI_2 (VRRPv2 with PASS authentication, VRID 53, 1 s).
+
+    BFD: the pair's nodes run a session to each other (100 ms x 3), named in VI_4's and
+    VI_2's ``fast_takeover_bfd``; the trio's nodes each run one to an upstream router
+    (FRR bfdd in ``gb``), tracked by every instance (``track.bfd``). IPVS: the trio runs a
+    virtual server on its primary VIP with two real servers (``rb1``, ``rb2``) and a quorum
+    of 2 (one dead server loses it), with the kernel marked unavailable (no IPVS here).
     """
     pair = GroupSpec(
         name="pair",
@@ -174,6 +303,7 @@ def default_groups(interval: float = 0.1) -> tuple[GroupSpec, GroupSpec]:
             InstanceSpec("VI_2", 53, 2, 4, 1.0, ("10.61.0.102/24",), "soakpass"),
         ),
         extra_vip="10.61.0.101/24",
+        bfd=BfdSpec("fast_takeover", "peer"),
     )
     trio = GroupSpec(
         name="trio",
@@ -185,5 +315,7 @@ def default_groups(interval: float = 0.1) -> tuple[GroupSpec, GroupSpec]:
             InstanceSpec("VI_6", 52, 3, 6, interval, ("fd00:62::100/64",)),
         ),
         extra_vip="10.62.0.101/24",
+        bfd=BfdSpec("track", "upstream", router=_node(2, "gb", 254, 0)),
+        ipvs=IpvsSpec("web", 80, (_node(2, "rb1", 31, 0), _node(2, "rb2", 32, 0)), quorum=2),
     )
     return pair, trio

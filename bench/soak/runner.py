@@ -16,6 +16,7 @@ from bench.soak.injections import INJECTIONS, InjectionRecord, SoakContext
 from bench.soak.invariants import Checker, Violation, leak_report
 from bench.soak.model import GroupSpec, default_groups
 from bench.soak.schedule import make_schedule
+from bench.soak.subsystems import IPVS_NOTE, STUCK_S, BfdCheck, IpvsCheck, event_counts
 from tests.lab.lab import Lab
 
 __all__ = ["attribute_outages", "run_soak"]
@@ -81,6 +82,9 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cluster = Cluster(lab, groups, unit)
         cluster.build(probe_interval=PROBE_INTERVAL, max_seconds=seconds + 900)
         checker = Checker(cluster, time.monotonic())
+        bfd_check, ipvs_check = BfdCheck(), IpvsCheck()
+        sub_checks = [c for c in (bfd_check, ipvs_check) if any(map(c.applies, groups))]
+        checker.extra_checks.extend(sub_checks)
         start_problems: list[str] = []
         if not checker.wait_settled(60, checker.converged):
             start_problems.append("the groups did not converge within 60 s of start")
@@ -116,7 +120,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rec = InjectionRecord(step)
             ctx.rng = random.Random(f"soak:{args.seed}:{step.seed}")
             rec.started, rec.wall_started = time.monotonic(), time.time()
-            checker.injection_started(rec, inj.excuses_split)
+            checker.injection_started(rec, inj.excuses(step))
             try:
                 inj.apply(ctx, rec)
             except Exception as exc:
@@ -127,7 +131,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             except Exception as exc:
                 rec.errors.append(f"heal: {exc!r}")
             rec.healed, rec.wall_healed = time.monotonic(), time.time()
-            checker.injection_healed(rec, inj.excuses_split)
+            checker.injection_healed(rec, inj.excuses(step))
             records.append(rec)
             print(
                 f"[{rec.started - t_start:7.1f}s] {step.kind:<15} {step.group:<5} "
@@ -141,6 +145,13 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         converged = checker.wait_settled(3 * longest + 30, checker.converged)
         for group in groups:
             checker.check_settled(group, final=True)
+        # BFD sessions Up and real servers UP again (bounded), else "stuck" at the end.
+        subs_settled = checker.wait_settled(
+            2 * STUCK_S, lambda: not any(c.pending(checker) for c in sub_checks)
+        )
+        if not subs_settled:
+            for c in sub_checks:
+                c.final_stuck(checker)
         cluster.sample()
         ns_after = cluster.namespace_processes()
         stop.set()
@@ -149,6 +160,8 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cluster.supervisor.close()
         probes = cluster.stop_probes()
         events = [e for f in followers.values() for e in f.snapshot()]
+        for c in sub_checks:
+            c.final(checker, events)
         for rec in records:
             rec.visible, rec.visibility = INJECTIONS[rec.step.kind].expect(ctx, rec, events)
         violations: list[Violation] = list(checker.violations)
@@ -198,6 +211,35 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             args, groups, unit, steps, records, violations, checker, leaks.nodes, outages, probes,
             cluster, t_start, t_injections_end, ns_before, ns_after,
         )  # fmt: skip
+        result["subsystems"] = {
+            "bfd": {
+                g.name: {
+                    "mode": g.bfd.mode,
+                    "session": g.bfd.session,
+                    "interval_s": g.bfd.interval,
+                    "multiplier": g.bfd.multiplier,
+                    "router": "FRR bfdd" if g.bfd.router is not None else None,
+                }
+                for g in groups
+                if g.bfd is not None
+            },
+            "ipvs": {
+                g.name: {
+                    "virtual_server": g.ipvs.name,
+                    "real_servers": list(g.ipvs.real_server_names),
+                    "quorum": g.ipvs.quorum,
+                }
+                for g in groups
+                if g.ipvs is not None
+            },
+            "ipvs_kernel": ipvs_check.kernel,
+            "ipvs_note": IPVS_NOTE,
+            "events": event_counts(events),
+            "final_bfd": bfd_check.final_results,
+            "final_ipvs": ipvs_check.final_results,
+            "api_polls": {"bfd": bfd_check.polls, "ipvs": ipvs_check.polls},
+            "settled_at_end": subs_settled,
+        }
     return result
 
 
@@ -351,6 +393,16 @@ def table(result: dict[str, Any]) -> str:
             f"{r['start']['rss_kb'] // 1024:>8} MB"
             f"{r['end']['rss_kb'] // 1024:>7} MB{r['restarts']:>10}"
         )
+    subs = result.get("subsystems")
+    if subs:
+        totals: Counter[str] = Counter()
+        for per in subs["events"].values():
+            totals.update(per)
+        lines += ["", "BFD/IPVS events (all nodes): " + ", ".join(
+            f"{k} {v}" for k, v in sorted(totals.items())
+        )]  # fmt: skip
+        if subs["ipvs"]:
+            lines.append("IPVS: " + subs["ipvs_note"])
     if result["violations"]:
         lines += ["", "violations (first 40):"]
         for v in result["violations"][:40]:

@@ -673,9 +673,8 @@ def test_removing_a_session_by_reload_tells_the_peer(lab: Lab) -> None:
     frr = lab.start_frr("pr", frr_bfd_conf([frr_peer(4)]))
     vigil.wait_state("pr", "Up", timeout=UP_TIMEOUT)
     wait_frr(frr, 4, "up")
-    # the last session: a config that runs nothing must say so, and the reload confirms it
-    empty_ok = {"router_id": "vg", "allow_empty_config": True}
-    diff = vigil.update([], confirm_stop_all=True, **{"global": empty_ok})
+    # the last session: VigilBfd writes allow_empty_config and confirms the reload
+    diff = vigil.update([])
     assert diff["bfd"]["removed"] == ["pr"]
     wait_frr(frr, 4, "down", timeout=2)
     assert frr_bfd_peer(frr, ADDR["vg"][4])["remote-diagnostic"] == "administratively down"

@@ -199,6 +199,13 @@ def test_api_flood_under_fd_limit_keeps_one_master(lab: Lab) -> None:
     assert instance(a1, "VI_4")["counters"]["advert_send_failures"] == 0
     flood_lines = log_lines(a1) - lines_before
     assert flood_lines < 50, a1.log(tail=60)
+    # ... and says so in the event stream, once per burst (not once per connection)
+    status, events = a1.client.get("/v1/events")
+    assert status == 200, events
+    limit = [e for e in events if e["kind"] == "api_connection_limit"]
+    assert 1 <= len(limit) <= 3, limit
+    assert limit[0]["data"]["action"] == "evict" and limit[0]["data"]["limit"] == 64
+    assert "64 connections open (the limit)" in limit[0]["message"]
 
 
 def test_advert_path_and_link_state_survive_fd_exhaustion(lab: Lab) -> None:

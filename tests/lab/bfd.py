@@ -82,8 +82,11 @@ class VigilBfd:
         self.agent: AgentHandle = lab.start_vigild(self.node, self.config, name=name)
 
     def _config(self, sessions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        glob: dict[str, Any] = {"router_id": self.node.name}
+        if not sessions:  # a node left with nothing to run says so (issue 15, defect 4)
+            glob["allow_empty_config"] = True
         return {
-            "global": {"router_id": self.node.name},
+            "global": glob,
             "bfd": {"sessions": [dict(s) for s in sessions]},
             **self.extra,
         }
@@ -93,19 +96,15 @@ class VigilBfd:
 
     # -- config -------------------------------------------------------------------------
 
-    def update(
-        self, sessions: Sequence[dict[str, Any]], *, confirm_stop_all: bool = False, **extra: Any
-    ) -> dict[str, Any]:
-        """Rewrite vigil.yml with these sessions and reload; returns the reload's diff.
-
-        ``confirm_stop_all`` confirms a reload that stops everything (the last session)."""
+    def update(self, sessions: Sequence[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        """Rewrite vigil.yml with these sessions and reload; returns the reload's diff."""
         self.extra.update(extra)
         self.config = self._config(sessions)
         self.agent.write_config(self.config)
-        if confirm_stop_all:
-            status, body = self.agent.client.post("/v1/reload", {"confirm_stop_all": True})
-        else:
+        if sessions:
             status, body = self.agent.reload()
+        else:  # stopping everything must be confirmed
+            status, body = self.agent.client.post("/v1/reload", {"confirm_stop_all": True})
         if status != 200:
             raise BfdAgentError(f"reload failed ({status}): {body}\n{self.log()}")
         return dict(body.get("diff") or {})

@@ -54,12 +54,43 @@ def test_schedule_is_seeded_bounded_and_alternates() -> None:
 @pytest.mark.parametrize("kind", sorted(INJECTIONS))
 def test_every_injection_plans_sane_parameters(kind: str) -> None:
     inj = INJECTIONS[kind]
-    for group in default_groups():
+    groups = [g for g in default_groups() if inj.applies_to(g)]
+    assert groups, f"{kind} applies to no group of the soak"
+    for group in groups:
         for seed in range(20):
             params = inj.plan(random.Random(seed), group)
             assert params["role"] in {"master", "backup", "any"}
             low, high = inj.duration
             assert low <= params["duration"] <= high
+
+
+def test_bfd_and_ipvs_join_the_groups_configs() -> None:
+    """The pair's nodes run a BFD session to each other, named in the IPv4 instances'
+    fast_takeover_bfd; the trio tracks its sessions to an upstream router and runs an IPVS
+    virtual server whose quorum one dead real server loses. Both configs pass vigil's
+    own validation."""
+    from vigil.subsystems import validate_data
+
+    pair, trio = default_groups(0.1)
+    a1 = pair.config(pair.nodes[0])
+    assert a1["bfd"]["sessions"] == [
+        {"name": "peer", "peer": "10.61.0.12", "local": "10.61.0.11", "interface": "eth0",
+         "min_tx": 0.1, "min_rx": 0.1, "multiplier": 3},
+    ]  # fmt: skip
+    fast = {i["name"]: i.get("fast_takeover_bfd") for i in a1["vrrp_instances"]}
+    assert fast == {"VI_4": "peer", "VI_6": None, "VI_2": "peer"}
+    b2 = trio.config(trio.nodes[1])
+    assert [s["peer"] for s in b2["bfd"]["sessions"]] == ["10.62.0.254"]
+    assert all(i["track"] == {"bfd": ["upstream"]} for i in b2["vrrp_instances"])
+    (vs,) = b2["virtual_servers"]
+    assert vs["quorum"] == len(vs["real_servers"]) == 2
+    assert trio.ipvs is not None and trio.ipvs.real_server_names == (
+        "10.62.0.31:80",
+        "10.62.0.32:80",
+    )
+    for group in (pair, trio):
+        for node in group.nodes:
+            validate_data(group.config(node, extra_vip=True), check_files=False)
 
 
 def test_unit_settings_follow_the_unit_file(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import resource
 import socket
 import stat
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -73,6 +73,14 @@ def connection_limit(wanted: int = MAX_CONNECTIONS) -> int:
     return min(wanted, max(4, soft // 4))
 
 
+def _at_limit(server: object, action: str, limit: int) -> None:
+    """Tell the agent (an ``api_connection_limit`` event), once per burst like the log."""
+    report = getattr(server, "on_limit", None)
+    if report is not None:
+        with contextlib.suppress(Exception):
+            report(action, limit)
+
+
 class SocketInUse(Exception):
     """Another live process serves the socket path we were asked to use."""
 
@@ -106,18 +114,20 @@ class JsonErrorRequestHandler(RequestHandler):
                     victim = min(idle, key=lambda h: h.opened)
                     victim.evicted = True
                     victim.force_close()
-                    _client_log.warning(
+                    if _client_log.warning(
                         "evict",
                         "api: %d connections open (the limit); closing the oldest idle one",
                         limit,
-                    )
+                    ):
+                        _at_limit(server, "evict", limit)
                 else:
                     self.refused = True
-                    _client_log.warning(
+                    if _client_log.warning(
                         "refuse",
                         "api: %d connections open and busy (the limit); refusing new ones",
                         limit,
-                    )
+                    ):
+                        _at_limit(server, "refuse", limit)
                     with contextlib.suppress(Exception):
                         cast(asyncio.Transport, transport).write(_REFUSAL)
                     transport.close()
@@ -193,6 +203,7 @@ class _ApiRunner(web.AppRunner):
         super().__init__(app, **kw)
         self._allowed = allowed_uids
         self._max_connections = max_connections
+        self.on_limit: Callable[[str, int], None] | None = None
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -201,6 +212,7 @@ class _ApiRunner(web.AppRunner):
         server.__class__ = _JsonErrorServer
         server.allowed_uids = self._allowed  # type: ignore[attr-defined]
         server.max_connections = self._max_connections  # type: ignore[attr-defined]
+        server.on_limit = self.on_limit  # type: ignore[attr-defined]
         return server
 
 
@@ -283,6 +295,22 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._inode: tuple[int, int] | None = None
 
+    def _at_limit(self, action: str, limit: int) -> None:
+        what = (
+            "closing the oldest idle one to make room"
+            if action == "evict"
+            else "every one busy: refusing new ones with 503"
+        )
+        self.agent.events.publish(
+            "api_connection_limit",
+            None,
+            f"API: {limit} connections open (the limit), {what}; more within 10 s are counted "
+            "in the log, not reported again",
+            warning=True,
+            action=action,
+            limit=limit,
+        )
+
     async def start(self) -> None:
         sock = bind_unix_socket(self.socket_path)
         st = os.stat(self.socket_path)
@@ -295,6 +323,7 @@ class ApiServer:
             shutdown_timeout=self._shutdown_timeout,
             keepalive_timeout=self.idle_timeout,
         )
+        runner.on_limit = self._at_limit
         try:
             await runner.setup()
             await web.SockSite(runner, sock).start()

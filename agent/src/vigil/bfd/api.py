@@ -230,7 +230,12 @@ def _action(op_id: str, summary: str, description: str, props: dict[str, Any]) -
     }
 
 
-_TIMEOUT = {"type": "number", "exclusiveMinimum": 0, "description": "seconds to wait"}
+_TIMEOUT = {
+    "type": ["number", "null"],
+    "exclusiveMinimum": 0,
+    "maximum": MAX_WAIT,
+    "description": "seconds to wait; omitted or null: the default",
+}
 
 BFD_OPENAPI_PATHS: dict[str, Any] = {
     "/v1/bfd/sessions": {

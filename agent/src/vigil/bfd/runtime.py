@@ -33,6 +33,9 @@ are in docs/benchmarks.md):
   at least every :data:`RX_POLL` seconds. Datagrams carry the kernel's arrival time, so
   the detection time still runs from when each arrived; and before any deadline is
   handled, the waiting datagrams are read, so a packet that came in time is never missed.
+  Waking per datagram, the same read happens before a detection time expires: after a
+  stall (a busy machine, a flood of junk) the timer may run before the reader, and a
+  packet from the peer that arrived in time must still count.
   The only cost is that an answer (a Final, the next step of a handshake) may leave up to
   :data:`RX_POLL` later.
 
@@ -670,6 +673,7 @@ class BfdEngine:
                 drain = getattr(self._transport, "drain", None)
                 if drain is not None:
                     drain()  # first: a datagram that came before a deadline counts
+            drained = self._polling
             heap, ticket, push, pop = self._heap, self._ticket, heapq.heappush, heapq.heappop
             limit = now + _DUE_SLACK
             for _ in range(_MAX_DUE_PER_WAKEUP):
@@ -702,6 +706,16 @@ class BfdEngine:
                         continue
                     session.detect_at = None
                     actual = machine.detect_deadline
+                    if actual == when and not drained:
+                        # A detection time is up: first read what is waiting (a stalled
+                        # loop may not have run the reader yet), with its arrival times.
+                        drained = True
+                        drain = getattr(self._transport, "drain", None)
+                        if drain is not None:
+                            drain()
+                            actual = machine.detect_deadline
+                            if session.removed:
+                                continue
                     if actual != when:
                         if actual is not None:
                             session.detect_at = actual

@@ -79,11 +79,15 @@ IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_TCLASS = 67
 SO_TIMESTAMPNS = 35  # also the type of its control message (SCM_TIMESTAMPNS)
+SO_RCVBUFFORCE = 33  # Linux; not in the socket module
 
 TTL = 255
 TOS = 0xC0  # network control, as FRR and BIRD send BFD
 DEFAULT_MIN_TTL = 254  # multihop: at most one router between the peers unless configured
 RECV_BUFSIZE = 2048
+#: the receiving sockets' buffer: a stall of the agent under a flood of junk (thousands of
+#: datagrams a second) must not make the kernel drop the peers' packets with the junk
+RCVBUF_BYTES = 4 << 20
 MAX_READS_PER_WAKEUP = 64
 MAX_READS_PER_DRAIN = 4096
 SOURCE_PORT_TRIES = 64
@@ -139,6 +143,16 @@ class TransportStats:
 
 
 _IFNAMES: dict[int, str] = {}
+
+
+def _large_receive_buffer(sock: socket.socket) -> None:
+    """RCVBUF_BYTES of receive buffer: past net.core.rmem_max with CAP_NET_ADMIN
+    (SO_RCVBUFFORCE), else as much as rmem_max allows."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF_BYTES)
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
 
 
 def interface_name(ifindex: int) -> str | None:
@@ -606,6 +620,7 @@ class UdpTransport:
             sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            _large_receive_buffer(sock)
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             if family == 4:
                 sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)

@@ -564,7 +564,12 @@ IPVS_OPENAPI_PATHS: dict[str, Any] = {
         "reach zero or timeout (default 60 s) passes; wait.outcome says which.",
         {
             "wait": {"type": "boolean"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WAIT},
+            "timeout": {
+                "type": ["number", "null"],
+                "exclusiveMinimum": 0,
+                "maximum": MAX_WAIT,
+                "description": "seconds (with wait: true); omitted or null: 60",
+            },
         },
     ),
     "/v1/ipvs/virtual_servers/{name}/real_servers/{real_server}/enable": _action(
