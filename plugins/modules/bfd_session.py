@@ -92,7 +92,11 @@ before:
   description: The session before the task (C(state), C(remote_state), both diagnostics).
   returned: success
   type: dict
-  sample: {state: Up, remote_state: Up, local_diag_text: No Diagnostic, remote_diag_text: No Diagnostic}
+  sample:
+    state: Up
+    remote_state: Up
+    local_diag_text: No Diagnostic
+    remote_diag_text: No Diagnostic
 after:
   description:
     - The session after the task as the agent verified it (in check mode, as before).
@@ -125,7 +129,11 @@ observed:
   description: On failure, the session as the agent observed it when it gave up.
   returned: failure
   type: dict
-  sample: {state: Down, remote_state: Down, local_diag_text: No Diagnostic, remote_diag_text: No Diagnostic}
+  sample:
+    state: Down
+    remote_state: Down
+    local_diag_text: No Diagnostic
+    remote_diag_text: No Diagnostic
 """
 
 import typing as t

@@ -24,6 +24,7 @@ SIGTERM, waits, then SIGKILL. Each agent's state directory may be seeded: a dire
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -100,7 +101,7 @@ def start(workdir: str, configs: list[str]) -> dict[str, object]:
     sys.path.insert(0, src)
     env = dict(os.environ, PYTHONPATH=src)
     names = ["a", "b"][: len(configs)]
-    argvs = {n: agent_argv(workdir, n, os.path.abspath(c)) for n, c in zip(names, configs)}
+    argvs = {n: agent_argv(workdir, n, os.path.abspath(configs[i])) for i, n in enumerate(names)}
     logs = {n: os.path.join(workdir, f"vigild-{n}.log") for n in names}
     quoted = {n: " ".join(shlex.quote(a) for a in argv) for n, argv in argvs.items()}
     if len(configs) == 1:
@@ -111,14 +112,15 @@ def start(workdir: str, configs: list[str]) -> dict[str, object]:
             f">>{shlex.quote(logs['b'])} 2>&1"
         )
         script = A_SETUP.format(b=b) + f" && exec {quoted['a']} >>{shlex.quote(logs['a'])} 2>&1"
-    proc = subprocess.Popen(
-        ["unshare", "-rn", "sh", "-c", script],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(workdir, "setup.log"), "ab"),
-        env=env,
-        start_new_session=True,
-    )
+    with open(os.path.join(workdir, "setup.log"), "ab") as setup_log:
+        proc = subprocess.Popen(
+            ["unshare", "-rn", "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=setup_log,
+            env=env,
+            start_new_session=True,
+        )
     lab = {"pgid": proc.pid, "sockets": {n: os.path.join(workdir, f"{n}.sock") for n in names}}
     with open(os.path.join(workdir, "lab.json"), "w") as fh:
         json.dump(lab, fh)
@@ -157,10 +159,8 @@ def stop(workdir: str) -> dict[str, object]:
         except ProcessLookupError:
             return {"stopped": True, "killed": False}
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return {"stopped": True, "killed": True}
 
 
