@@ -246,6 +246,33 @@ EXAMPLES = r"""
   #     instances:
   #       VI_2: {priority: 200}
 
+- name: A director pair whose real servers are the hosts of the group web_backends
+  vigil.ha.agent_config:
+    group: directors
+    cluster:
+      vrrp_instances:
+        - name: VI_1
+          vrid: 61
+          virtual_ipaddresses: [10.0.0.200/24]
+          fast_takeover_bfd: peer
+      virtual_servers:
+        - name: web
+          address: 10.0.0.200
+          port: 80
+          real_servers_from:
+            group: web_backends
+            port: 8080
+            checks: [{type: http, path: /healthz}]
+      ipvs_sync_daemon:
+        instance: VI_1
+      bfd:
+        pair: {min_tx: 0.05, min_rx: 0.05}
+        gateways:
+          - {name: upstream, address: 10.0.0.1}
+  become: true
+  # host_vars/web1.yml (without an address, web1's facts give it):
+  #   vigil_real_server: {address: 10.0.1.21, weight: 3}
+
 - name: Preview a change without touching the hosts
   vigil.ha.agent_config:
     group: lb
