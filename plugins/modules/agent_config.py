@@ -24,7 +24,8 @@ description:
     authentication on every node; priorities per VRID are distinct, so exactly one node is
     the highest; VRIDs are unique per segment; VIPs lie inside the interface's subnet where
     the facts show it; plus everything C(vigil.config.check_cluster) checks (router IDs,
-    unicast peers, sync groups).
+    unicast peers, sync groups, the same virtual servers and sync daemon on every director,
+    BFD sessions between two members configured on both ends).
   - "Any problem fails the task on every host B(before anything is written), naming the host
     and the field, for example
     C(host lb2: vrrp_instances[0].priority: VI_1 priority 150 here and on lb1; ...)."
