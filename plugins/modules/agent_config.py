@@ -24,7 +24,8 @@ description:
     authentication on every node; priorities per VRID are distinct, so exactly one node is
     the highest; VRIDs are unique per segment; VIPs lie inside the interface's subnet where
     the facts show it; plus everything C(vigil.config.check_cluster) checks (router IDs,
-    unicast peers, sync groups).
+    unicast peers, sync groups, the same virtual servers and sync daemon on every director,
+    BFD sessions between two members configured on both ends).
   - "Any problem fails the task on every host B(before anything is written), naming the host
     and the field, for example
     C(host lb2: vrrp_instances[0].priority: VI_1 priority 150 here and on lb1; ...)."
@@ -46,12 +47,32 @@ options:
       - The shared description of the group, in the vigil config format
         (see C(docs/configuration.md)) with the per-node fields left out.
       - "Keys: C(global), C(vrrp_scripts), C(track_files), C(track_processes),
-        C(vrrp_instances), C(vrrp_sync_groups) and C(x-*)."
+        C(vrrp_instances), C(vrrp_sync_groups), C(virtual_servers), C(virtual_server_groups),
+        C(ipvs_sync_daemon), C(bfd) and C(x-*)."
       - In an instance, C(priority) may be left out (host order decides), C(interface) too
         (the host's C(interface) variable or its default IPv4 interface from the facts), and
         C(unicast) may be V(true) (or a mapping without C(peers)/C(source)) to have the
         source and peers filled in from the hosts' addresses.
       - C(global.router_id) is set to each host's C(router_id) variable or its inventory name.
+      - "In a virtual server, C(real_servers_from: {group: GROUP, ...}) adds one real server
+        per host of the inventory group GROUP (after the C(real_servers) written out, in
+        inventory order); its other keys (C(port), C(weight), C(checks), C(forwarding), ...)
+        are every such real server's settings. Each backend's C(address) (C(address6) for an
+        IPv6 service), C(weight), C(port) and thresholds come from its variable named by
+        O(real_server_var); the address comes from its facts where it is absent (the default
+        route's interface, or the variable's C(interface)), so gather facts on the backends
+        or set it."
+      - C(ipvs_sync_daemon.interface) may be left out; each director's own interface is used.
+      - "C(bfd.pair: true) (or a mapping of session options: C(name) (default V(peer)),
+        C(family) 4 or 6, C(interface), C(profile), C(min_tx), ...) adds a BFD session from
+        each member to each other member, from its own address (C(address)/C(address6) of
+        O(node_var), else the facts) to the other's. In a pair both sessions are called
+        C(name), so a VRRP instance can track C(bfd:peer) or use C(fast_takeover_bfd: peer);
+        in a larger group they are called C(NAME_HOST)."
+      - "C(bfd.gateways) is a list of upstream gateways, each C({name, address}) or
+        C({name, host}) (an inventory host: its C(address) in O(node_var), its facts, or its
+        C(ansible_host)) plus session options; every member gets a session to each, from
+        its own address."
       - Every host of the group should see the same value; each host's own per-node
         settings go in the variable named by O(node_var).
     type: dict
@@ -76,6 +97,15 @@ options:
         C({VI_2: {priority: 200}}) to make this host the master of VI_2."
     type: str
     default: vigil_node
+  real_server_var:
+    description:
+      - Name of the host variable of a backend host (a member of a group named by a virtual
+        server's C(real_servers_from)) with its real-server settings.
+      - "Its keys: C(address), C(address6), C(interface) (where the facts give the address),
+        C(weight), C(port), C(upper_threshold), C(lower_threshold). Any other key is an
+        error that names the host."
+    type: str
+    default: vigil_real_server
   priority_base:
     description:
       - Priority of the first host of the group where no variable sets one.
@@ -217,6 +247,33 @@ EXAMPLES = r"""
   #     instances:
   #       VI_2: {priority: 200}
 
+- name: A director pair whose real servers are the hosts of the group web_backends
+  vigil.ha.agent_config:
+    group: directors
+    cluster:
+      vrrp_instances:
+        - name: VI_1
+          vrid: 61
+          virtual_ipaddresses: [10.0.0.200/24]
+          fast_takeover_bfd: peer
+      virtual_servers:
+        - name: web
+          address: 10.0.0.200
+          port: 80
+          real_servers_from:
+            group: web_backends
+            port: 8080
+            checks: [{type: http, path: /healthz}]
+      ipvs_sync_daemon:
+        instance: VI_1
+      bfd:
+        pair: {min_tx: 0.05, min_rx: 0.05}
+        gateways:
+          - {name: upstream, address: 10.0.0.1}
+  become: true
+  # host_vars/web1.yml (without an address, web1's facts give it):
+  #   vigil_real_server: {address: 10.0.1.21, weight: 3}
+
 - name: Preview a change without touching the hosts
   vigil.ha.agent_config:
     group: lb
@@ -276,6 +333,29 @@ agent:
       type: str
       returned: success
       sample: /etc/vigil/vigil.yml
+virtual_servers:
+  description:
+    - IPVS virtual server names by what the new config does to them on this host
+      (C(added), C(changed), C(removed), C(unchanged)), from the running config and the new
+      one. When the agent is not running every virtual server counts as added.
+  returned: success
+  type: dict
+  sample:
+    added: [web]
+    changed: []
+    removed: []
+    unchanged: []
+bfd_sessions:
+  description:
+    - BFD session names by what the new config does to them on this host, as for
+      RV(virtual_servers).
+  returned: success
+  type: dict
+  sample:
+    added: [peer, upstream]
+    changed: []
+    removed: []
+    unchanged: []
 instances:
   description:
     - VRRP instance names by what the new config does to them on this host.
@@ -397,10 +477,24 @@ def matches(expected: t.Any, running: t.Any) -> bool:
     return bool(expected == running)
 
 
-def instance_diff(expected: t.Any, running: t.Any) -> dict[str, list[str]]:
-    """Instance names added / changed / removed / unchanged from ``running`` to ``expected``."""
-    new = {i.get("name"): i for i in (expected or {}).get("vrrp_instances") or []}
-    old = {i.get("name"): i for i in (running or {}).get("vrrp_instances") or []}
+def named_items(config: t.Any, path: tuple[str, ...]) -> dict[t.Any, t.Any]:
+    """The named items of a config list (``("bfd", "sessions")``), by name."""
+    node = config or {}
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    items = node if isinstance(node, list) else []
+    return {i.get("name"): i for i in items if isinstance(i, dict)}
+
+
+def instance_diff(
+    expected: t.Any, running: t.Any, path: tuple[str, ...] = ("vrrp_instances",)
+) -> dict[str, list[str]]:
+    """Names added / changed / removed / unchanged from ``running`` to ``expected``.
+
+    ``path`` says which list: VRRP instances, ``("virtual_servers",)``, ``("bfd", "sessions")``.
+    """
+    new = named_items(expected, path)
+    old = named_items(running, path)
     return {
         "added": [n for n in new if n not in old],
         "changed": [n for n in new if n in old and not matches(new[n], old[n])],
@@ -660,6 +754,12 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         "reloaded": False,
         "agent": {"running": running, "socket": params["socket"], "config_source": source},
         "instances": diff,
+        "virtual_servers": instance_diff(
+            expected, agent.running_config if running else {}, ("virtual_servers",)
+        ),
+        "bfd_sessions": instance_diff(
+            expected, agent.running_config if running else {}, ("bfd", "sessions")
+        ),
         "priorities": {
             name: inst.get("priority") for name, inst in (plan.get("instances") or {}).items()
         },
@@ -717,6 +817,7 @@ def main() -> None:
             "cluster": {"type": "dict", "required": True},
             "group": {"type": "str"},
             "node_var": {"type": "str", "default": "vigil_node"},
+            "real_server_var": {"type": "str", "default": "vigil_real_server"},
             "priority_base": {"type": "int", "default": 150},
             "priority_step": {"type": "int", "default": 10},
             "dest": {"type": "path", "default": "/etc/vigil/vigil.yml"},
