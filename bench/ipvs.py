@@ -81,6 +81,14 @@ IPVS_WRITE_CMDS = {1: "new_service", 2: "set_service", 3: "del_service", 5: "new
                    12: "set_config", 17: "flush"}  # fmt: skip
 
 
+#: lab label -> real namespace name (filled in by the guest when it builds the lab)
+REAL_NS: dict[str, str] = {}
+
+
+def real_ns(label: str) -> str:
+    return REAL_NS.get(label, label)
+
+
 def log(msg: str) -> None:
     print(f"[{time.monotonic():9.1f}] bench.ipvs: {msg}", file=sys.stderr, flush=True)
 
@@ -180,7 +188,7 @@ def read_table(ns: str) -> dict[str, dict[str, int]]:
     def read() -> str:
         return Path("/proc/thread-self/net/ip_vs").read_text()
 
-    return parse_table(in_netns(ns, read))
+    return parse_table(in_netns(real_ns(ns), read))
 
 
 def parse_table(text: str) -> dict[str, dict[str, int]]:
@@ -228,7 +236,7 @@ class TablePoller:
                 time.sleep(interval)
             return None, polls
 
-        result: tuple[float | None, int] = in_netns(self.ns, loop)
+        result: tuple[float | None, int] = in_netns(real_ns(self.ns), loop)
         return result
 
 
@@ -260,7 +268,7 @@ class Listeners:
             s.setblocking(False)
             return s
 
-        s = in_netns(self.ns, make)
+        s = in_netns(real_ns(self.ns), make)
         with self.lock:
             self.socks[port] = s
             self.sel.register(s, selectors.EVENT_READ, port)
@@ -550,13 +558,14 @@ def nlmon_stop(lab: Any, ns: str, proc: Any) -> None:
 
 
 def ipvs_family_id() -> int:
-    from pyroute2.netlink.generic import GenericNetlinkSocket
-
-    s = GenericNetlinkSocket()
-    try:
-        return int(s.get_protocol_id("IPVS"))
-    finally:
-        s.close()
+    """The IPVS generic netlink family's id (``genl ctrl get name IPVS``)."""
+    res = subprocess.run(
+        ["genl", "ctrl", "get", "name", "IPVS"], capture_output=True, text=True, timeout=120
+    )
+    m = re.search(r"ID:\s*(0x[0-9a-fA-F]+|\d+)", res.stdout)
+    if m is None:
+        raise RuntimeError(f"genl ctrl get name IPVS: {res.stdout} {res.stderr}")
+    return int(m.group(1), 0)
 
 
 def count_ipvs_writes(pcap: Path, family: int) -> dict[str, int]:
@@ -714,6 +723,7 @@ def guest(args: argparse.Namespace) -> dict[str, Any]:
         for impl in IMPLS:
             lab.add_namespace(DIRECTOR[impl])
             lab.connect(DIRECTOR[impl], addrs=[DIRECTOR_ADDR[impl]])
+        REAL_NS.update({name: lab.node(name).ns for name in ("srv", *DIRECTOR.values())})
         if {"cpu", "memory"} & set(phases):
             from tests.lab.waiting import wait_for
 
