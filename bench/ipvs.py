@@ -46,11 +46,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
 import re
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -177,18 +179,50 @@ def startup_services(vs: int, rs: int) -> list[tuple[int, list[tuple[str, int]]]
 # ---------------------------------------------------------------------------- kernel table
 
 
+def in_ns(label: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Call ``fn`` in a thread joined to the lab namespace ``label`` (tests.lab.capture's
+    in_netns, with a limit to suit polls that run for minutes)."""
+    import ctypes
+
+    from tests.lab.capture import CLONE_NEWNET, _libc
+
+    ns = real_ns(label)
+    result: list[Any] = []
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller
+            result.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join(timeout=timeout + 60)
+    if not result:
+        raise TimeoutError(f"in_ns({ns}): no result within {timeout + 60:.0f} s")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
 def _hex_endpoint(addr: str, port: int) -> str:
     return f"{socket.inet_aton(addr).hex().upper()}:{port:04X}"
 
 
 def read_table(ns: str) -> dict[str, dict[str, int]]:
     """The director's IPVS table from /proc/net/ip_vs: {service: {destination: weight}}."""
-    from tests.lab.capture import in_netns
 
     def read() -> str:
         return Path("/proc/thread-self/net/ip_vs").read_text()
 
-    return parse_table(in_netns(real_ns(ns), read))
+    return parse_table(in_ns(ns, read))
 
 
 def parse_table(text: str) -> dict[str, dict[str, int]]:
@@ -220,7 +254,6 @@ class TablePoller:
         self, cond: Callable[[str], bool], timeout: float, interval: float
     ) -> tuple[float | None, int]:
         """Poll until ``cond(text)``; (monotonic time it first held or None, polls)."""
-        from tests.lab.capture import in_netns
 
         def loop() -> tuple[float | None, int]:
             deadline = time.monotonic() + timeout
@@ -236,7 +269,7 @@ class TablePoller:
                 time.sleep(interval)
             return None, polls
 
-        result: tuple[float | None, int] = in_netns(real_ns(self.ns), loop)
+        result: tuple[float | None, int] = in_ns(self.ns, loop, timeout)
         return result
 
 
@@ -258,8 +291,6 @@ class Listeners:
         self.thread.start()
 
     def open(self, port: int) -> None:
-        from tests.lab.capture import in_netns
-
         def make() -> socket.socket:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -268,7 +299,7 @@ class Listeners:
             s.setblocking(False)
             return s
 
-        s = in_netns(real_ns(self.ns), make)
+        s = in_ns(self.ns, make)
         with self.lock:
             self.socks[port] = s
             self.sel.register(s, selectors.EVENT_READ, port)
@@ -304,6 +335,47 @@ class Listeners:
 
 # ---------------------------------------------------------------------------- processes
 
+#: keepalived.conf digest -> what ``vigilctl import-keepalived`` made of it (on the host:
+#: a CLI start costs a minute under TCG)
+IMPORTED: dict[str, Path] = {}
+
+
+def _digest(conf: str) -> str:
+    return hashlib.sha256(conf.encode()).hexdigest()[:16]
+
+
+def vigil_config(conf: str, dest: Path) -> Path:
+    """vigil's config for ``conf``: imported on the host before the boot, else here."""
+    found = IMPORTED.get(_digest(conf))
+    if found is not None:
+        shutil.copyfile(found, dest)
+        return dest
+    from .pair import import_keepalived_conf
+
+    src = dest.with_suffix(".keepalived.conf")
+    src.write_text(conf)
+    return import_keepalived_conf(src, dest, timeout=600)
+
+
+def import_all(args: argparse.Namespace, into: Path) -> None:
+    """Import every keepalived.conf the run uses (host side), with an index for the guest."""
+    from .pair import import_keepalived_conf
+
+    into.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for conf in all_confs(args):
+        digest = _digest(conf)
+        src = into / f"{digest}.conf"
+        src.write_text(conf)
+        import_keepalived_conf(src, into / f"{digest}.yml", timeout=600)
+        index[digest] = f"{digest}.yml"
+    (into / "index.json").write_text(json.dumps(index))
+
+
+def load_imported(into: Path) -> None:
+    for digest, name in json.loads((into / "index.json").read_text()).items():
+        IMPORTED[digest] = into / name
+
 
 def run_ns(pid: int) -> int:
     from .cpu import _run_ns
@@ -334,11 +406,7 @@ class Daemon:
         self.handle: Any = None
         self.started = 0.0
         if impl == "vigil":
-            from .pair import import_keepalived_conf
-
-            self.vigil_path = import_keepalived_conf(
-                self.ka_path, workdir / f"{tag}-vigil.yml", timeout=600
-            )
+            self.vigil_path = vigil_config(conf, workdir / f"{tag}-vigil.yml")
 
     def start(self) -> None:
         self.started = time.monotonic()
@@ -393,9 +461,53 @@ def wait_dests(ns: str, want: int, timeout: float, interval: float = 0.1) -> flo
     return at
 
 
+DEATH_TIMING = {"connect_timeout": 1, "retry": 1, "delay_before_retry": 1}
+
+
+def conf_cpu(args: argparse.Namespace, kind: str) -> str:
+    return ka_conf(cpu_services(args.cpu_servers), kind=kind, delay_loop=args.cpu_delay_loop)
+
+
+def conf_death() -> str:
+    ports = [DEATH_PORT0 + i for i in range(DEATH_SERVERS)]
+    return ka_conf(
+        [(80, [(DEATH_ADDR, p) for p in ports])], kind="tcp", delay_loop=1, timing=DEATH_TIMING
+    )
+
+
+def conf_memory(args: argparse.Namespace) -> str:
+    return ka_conf(
+        cpu_services(args.cpu_servers),
+        kind="tcp",
+        delay_loop=args.cpu_delay_loop,
+        vrrp_instances=args.vrrp_instances,
+    )
+
+
+def conf_startup(args: argparse.Namespace) -> tuple[str, str]:
+    """The start-up config and the same with one more real server in the first service."""
+    services = startup_services(args.startup_vs, args.startup_rs)
+    extra = (f"10.78.3.{args.startup_rs + 1}", 80)
+    bigger = [(services[0][0], [*services[0][1], extra]), *services[1:]]
+    return ka_conf(services, kind=None, delay_loop=10), ka_conf(bigger, kind=None, delay_loop=10)
+
+
+def all_confs(args: argparse.Namespace) -> list[str]:
+    phases = args.phases.split(",")
+    out = []
+    if "cpu" in phases:
+        out += [conf_cpu(args, "tcp"), conf_cpu(args, "http")]
+    if "death" in phases:
+        out.append(conf_death())
+    if "memory" in phases:
+        out.append(conf_memory(args))
+    if "startup" in phases:
+        out += list(conf_startup(args))
+    return out
+
+
 def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    services = cpu_services(args.cpu_servers)
-    conf = ka_conf(services, kind=kind, delay_loop=args.cpu_delay_loop)
+    conf = conf_cpu(args, kind)
     out: dict[str, Any] = {
         "kind": kind,
         "servers": args.cpu_servers,
@@ -439,10 +551,8 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
 
 def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     ports = [DEATH_PORT0 + i for i in range(DEATH_SERVERS)]
-    timing = {"connect_timeout": 1, "retry": 1, "delay_before_retry": 1}
-    conf = ka_conf(
-        [(80, [(DEATH_ADDR, p) for p in ports])], kind="tcp", delay_loop=1, timing=timing
-    )
+    timing = DEATH_TIMING
+    conf = conf_death()
     service = f"TCP {_hex_endpoint(VS_ADDR, 80)}"
     out: dict[str, Any] = {
         "real_servers": DEATH_SERVERS,
@@ -493,10 +603,7 @@ def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any
 
 
 def phase_memory(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    services = cpu_services(args.cpu_servers)
-    conf = ka_conf(
-        services, kind="tcp", delay_loop=args.cpu_delay_loop, vrrp_instances=args.vrrp_instances
-    )
+    conf = conf_memory(args)
     out: dict[str, Any] = {
         "vrrp_instances": args.vrrp_instances,
         "servers": args.cpu_servers,
@@ -649,21 +756,13 @@ def time_endpoints(sock: str, rounds: int) -> dict[str, Any]:
 def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     vs_n, rs_n = args.startup_vs, args.startup_rs
     total = vs_n * rs_n
-    services = startup_services(vs_n, rs_n)
-    conf = ka_conf(services, kind=None, delay_loop=10)
-    bigger = [(services[0][0], [*services[0][1], (f"10.78.3.{rs_n + 1}", 80)]), *services[1:]]
-    conf2 = ka_conf(bigger, kind=None, delay_loop=10)
+    conf, conf2 = conf_startup(args)
     family = ipvs_family_id()
     out: dict[str, Any] = {"virtual_servers": vs_n, "real_servers_each": rs_n}
     for impl in IMPLS:
         d = Daemon(lab, impl, conf, work, "startup")
         if impl == "vigil":
-            (work / "startup2-vigil-src.conf").write_text(conf2)
-            from .pair import import_keepalived_conf
-
-            added_yml = import_keepalived_conf(
-                work / "startup2-vigil-src.conf", work / "startup2-vigil.yml", timeout=600
-            )
+            added_yml = vigil_config(conf2, work / "startup2-vigil.yml")
         log(f"startup: starting {impl} ({vs_n} x {rs_n})")
         d.start()
         at = wait_dests(d.ns, total, 1800, 0.1)
@@ -713,6 +812,8 @@ def guest(args: argparse.Namespace) -> dict[str, Any]:
 
     phases = args.phases.split(",")
     result: dict[str, Any] = {"phases": {}}
+    if args.configs is not None:
+        load_imported(args.configs)
     with tempfile.TemporaryDirectory(prefix="bench-ipvs-") as tmp, Lab(Path(tmp)) as lab:
         work = Path(tmp)
         lab.add_switch()
@@ -915,7 +1016,11 @@ def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from .failover import machine
 
-    guest_argv = [sys.executable, "-m", "bench.ipvs", "--guest", *argv]
+    configs = RESULTS / "ipvs-configs"
+    shutil.rmtree(configs, ignore_errors=True)
+    log(f"importing the keepalived configs into vigil's on the host ({configs})")
+    import_all(args, configs)
+    guest_argv = [sys.executable, "-m", "bench.ipvs", "--guest", "--configs", str(configs), *argv]
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
@@ -989,6 +1094,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--plot", type=Path)
     p.add_argument("--replot", type=Path, help="draw --plot from this result file and exit")
     p.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--configs", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     bad = set(args.phases.split(",")) - {"cpu", "death", "memory", "startup"}
     if bad:
