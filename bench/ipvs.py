@@ -315,14 +315,12 @@ class Listeners:
         for _ in range(10**9):
             if self.stop.is_set():
                 return
+            ready = self.sel.select(timeout=0.1)
             with self.lock:
-                ready = self.sel.select(timeout=0)
                 for key, _ev in ready:
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, ValueError):
                         conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                         conn.close()
-            if not ready:
-                time.sleep(0.005)
 
     def close(self) -> None:
         self.stop.set()
@@ -549,6 +547,17 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
     return out
 
 
+def vigil_down_event(d: Daemon, since: float, label: str) -> float | None:
+    """The time (epoch) of vigild's real_server_down event for ``label`` after ``since``."""
+    st, events = d.handle.client.get("/v1/events")
+    if st != 200:
+        return None
+    for ev in events:
+        if ev["kind"] == "real_server_down" and ev["time"] >= since and label in ev["message"]:
+            return float(ev["time"])
+    return None
+
+
 def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     ports = [DEATH_PORT0 + i for i in range(DEATH_SERVERS)]
     timing = DEATH_TIMING
@@ -571,11 +580,12 @@ def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any
             if wait_dests(d.ns, DEATH_SERVERS, 600) is None:
                 raise RuntimeError(f"{impl}: the death phase's servers never all came up")
             samples: list[float] = []
+            verdicts: list[float | None] = []
             for n in range(args.deaths):
                 port = ports[n % len(ports)]
                 dest = _hex_endpoint(DEATH_ADDR, port)
                 time.sleep(3 + rng.uniform(0, 1))  # a random phase of the 1 s check loop
-                t0 = time.monotonic()
+                t0, wall0 = time.monotonic(), time.time()
                 backends.kill(port)
                 gone, _ = poller.until(
                     lambda t, dest=dest: dest not in parse_table(t).get(service, {}), 60, 0.02
@@ -583,7 +593,11 @@ def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any
                 if gone is None:
                     raise RuntimeError(f"{impl}: {DEATH_ADDR}:{port} stayed in the table 60 s")
                 samples.append(round(gone - t0, 3))
-                log(f"death {impl} #{n + 1}: removed after {gone - t0:.3f}s")
+                if impl == "vigil":  # where the time went: the checker's verdict, then IPVS
+                    down = vigil_down_event(d, wall0, f"{DEATH_ADDR}:{port}")
+                    verdicts.append(None if down is None else round(down - wall0, 3))
+                verdict = verdicts[-1] if verdicts else "-"
+                log(f"death {impl} #{n + 1}: removed after {gone - t0:.3f}s (verdict {verdict})")
                 backends.open(port)
                 back, _ = poller.until(
                     lambda t, dest=dest: dest in parse_table(t).get(service, {}), 120, 0.1
@@ -594,6 +608,7 @@ def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any
             d.stop()
             backends.close()
         out[impl] = {
+            **({"down_event_s": verdicts} if impl == "vigil" else {}),
             "samples_s": samples,
             "median_s": round(statistics.median(samples), 3),
             "min_s": min(samples),
@@ -765,10 +780,28 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
             added_yml = vigil_config(conf2, work / "startup2-vigil.yml")
         log(f"startup: starting {impl} ({vs_n} x {rs_n})")
         d.start()
-        at = wait_dests(d.ns, total, 1800, 0.1)
+        first: list[float] = []  # when the first destination appeared
+        api_up: list[float] = []  # vigild: when its API socket appeared (imports done)
+
+        def complete(
+            text: str, d: Daemon = d, first: list[float] = first, api_up: list[float] = api_up
+        ) -> bool:
+            n = count_dests(text)
+            if n and not first:
+                first.append(time.monotonic())
+            if d.impl == "vigil" and not api_up and d.handle.socket_path.exists():
+                api_up.append(time.monotonic())
+            return n >= total
+
+        at, _ = TablePoller(d.ns).until(complete, 1800, 0.1)
         if at is None:
             raise RuntimeError(f"{impl}: startup table never complete")
         row: dict[str, Any] = {"complete_s": round(at - d.started, 2)}
+        if first:
+            row["first_dest_s"] = round(first[0] - d.started, 2)
+            row["first_to_complete_s"] = round(at - first[0], 2)
+        if api_up:
+            row["api_socket_s"] = round(api_up[0] - d.started, 2)
         log(f"startup: {impl} complete after {row['complete_s']}s")
         d.wait_ready()
         time.sleep(3)
@@ -1011,6 +1044,33 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def host_api(args: argparse.Namespace) -> dict[str, Any]:
+    """``--host-api``: the API's cost at ``--startup-vs`` x ``--startup-rs`` on this host
+    (no IPVS here: vigild runs the checks and views, the kernel part reports unavailable),
+    so the views can be measured at a scale the VM cannot start in reasonable time."""
+    from tests.lab.lab import Lab
+
+    conf, _ = conf_startup(args)
+    with tempfile.TemporaryDirectory(prefix="bench-ipvs-api-") as tmp, Lab(Path(tmp)) as lab:
+        work = Path(tmp)
+        lab.add_namespace("vg")
+        REAL_NS["vg"] = lab.node("vg").ns
+        d = Daemon(lab, "vigil", conf, work, "api")
+        t = time.monotonic()
+        d.start()
+        d.wait_ready()
+        ready = time.monotonic() - t
+        log(f"host api: vigild ready after {ready:.1f}s")
+        result = {
+            "virtual_servers": args.startup_vs,
+            "real_servers_each": args.startup_rs,
+            "ready_s": round(ready, 1),
+            "api": time_endpoints(str(d.handle.socket_path), args.api_rounds),
+        }
+        d.stop()
+    return result
+
+
 def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tests.lab.vm import VmError, run_in_vm
 
@@ -1095,6 +1155,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--replot", type=Path, help="draw --plot from this result file and exit")
     p.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--configs", type=Path, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--host-api",
+        action="store_true",
+        help="time the API on this host at --startup-vs x --startup-rs (no VM) and exit",
+    )
     args = p.parse_args(argv)
     bad = set(args.phases.split(",")) - {"cpu", "death", "memory", "startup"}
     if bad:
@@ -1110,6 +1175,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replot is not None:
         out = args.plot or REPO_ROOT / "docs" / "img" / "ipvs.png"
         print(plot(json.loads(args.replot.read_text()), out))
+        return 0
+    if args.host_api:
+        doc = {
+            "benchmark": "ipvs-api",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench.ipvs " + " ".join(argv),
+            "vigil_source": os.environ.get("PYTHONPATH", ""),
+            **host_api(args),
+        }
+        text = json.dumps(doc, indent=2)
+        print(text)
+        if args.json is not None:
+            args.json.write_text(text + "\n")
         return 0
     if args.guest:
         if os.environ.get("VIGIL_VM") != "1":
