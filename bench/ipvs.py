@@ -1061,7 +1061,10 @@ def host_api(args: argparse.Namespace) -> dict[str, Any]:
         d.wait_ready()
         ready = time.monotonic() - t
         log(f"host api: vigild ready after {ready:.1f}s")
+        from .failover import load_average
+
         result = {
+            "host_load_1min": load_average(),
             "virtual_servers": args.startup_vs,
             "real_servers_each": args.startup_rs,
             "ready_s": round(ready, 1),
