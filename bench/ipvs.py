@@ -1082,7 +1082,7 @@ def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     from .failover import machine
 
-    configs = RESULTS / "ipvs-configs"
+    configs = RESULTS / f"ipvs-configs-{os.getpid()}"  # runs may overlap
     shutil.rmtree(configs, ignore_errors=True)
     log(f"importing the keepalived configs into vigil's on the host ({configs})")
     import_all(args, configs)
