@@ -1039,7 +1039,8 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
             )
             ax.set_ylabel("s from exec", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("IPVS in the VM (QEMU TCG, 1 vCPU): keepalived 2.2.7 vs vigil", fontsize=10)
+    title = doc.get("plot_title") or "IPVS in the VM (QEMU TCG, 1 vCPU): keepalived 2.2.7 vs vigil"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
