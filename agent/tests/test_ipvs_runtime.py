@@ -586,6 +586,34 @@ async def test_metrics_cover_servers_checks_and_the_kernel(harness: Any) -> None
     }
 
 
+async def test_status_and_metrics_built_in_slices_are_the_synchronous_ones(
+    harness: Any, files: Path
+) -> None:
+    """The API builds the status section and the metric families a few virtual servers at
+    a time (vigil.incremental); the result must be what the one-shot builders give."""
+    h = await harness()
+    await h.until(lambda: h.sub.observed, "a read of the kernel")
+    h.health(12, False)
+    await h.until(lambda: h.sub.real_server_state("web", "10.62.1.12:80") == "DOWN", "rs12 down")
+    await h.sub.refresh()
+    pause = h.sub._lock  # nothing changes the table while both are built
+    async with pause:
+        sync = h.sub.status()
+        sliced = await h.sub.status_async()
+        moving = ("latency_s", "counters", "last_result", "consecutive_failures", "last_error")
+        for part in (sync, sliced):  # the checks run on between the two: compare the rest
+            for vs in part["virtual_servers"]:
+                for rs in vs["real_servers"]:
+                    for c in [rs, *rs["checks"]]:
+                        for key in moving:
+                            c.pop(key, None)
+        sync.pop("checker"), sliced.pop("checker")
+        assert sliced == sync
+        assert sync["virtual_servers"][0]["real_servers"][1]["state"] == "DOWN"
+        names = [m.name for m in h.sub.collect_metrics()]
+        assert [m.name for m in await h.sub.collect_metrics_async()] == names
+
+
 async def test_a_file_check_moves_the_weight(harness: Any, files: Path) -> None:
     sec = section(files)
     vs = sec.virtual_servers[0].to_dict()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from vigil.api.errors import BadRequest, json_error, json_response
+from vigil.api.errors import BadRequest, json_error, json_response, json_response_async
 from vigil.api.peercred import PeerCred, is_allowed, peer_credentials
 from vigil.events import OVERFLOW, Event
 from vigil.log import RateLimitedLog
@@ -181,7 +181,7 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 async def status(request: web.Request) -> web.StreamResponse:
     _check_query(request)
-    return json_response(_agent(request).status())
+    return await json_response_async(await _agent(request).status_async())
 
 
 async def config(request: web.Request) -> web.StreamResponse:
@@ -292,7 +292,7 @@ async def _stream_events(request: web.Request, since: int | None) -> web.StreamR
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     _check_query(request)
-    body = _agent(request).metrics.exposition()
+    body = await _agent(request).metrics_exposition()
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp

@@ -16,12 +16,14 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from vigil.api.errors import BadRequest, json_error, json_response
+from vigil.api.errors import BadRequest, json_error, json_response, json_response_async
+from vigil.incremental import run_steps
 from vigil.ipvs.control import MAX_WAIT, ControlError
 from vigil.ipvs.kernel import Counters
 from vigil.ipvs.planner import service_key
@@ -29,7 +31,15 @@ from vigil.ipvs.planner import service_key
 if TYPE_CHECKING:
     from vigil.ipvs.runtime import IpvsSubsystem, RsState, VsState
 
-__all__ = ["IPVS_OPENAPI_PATHS", "ipvs_metrics", "ipvs_routes", "status_section", "vs_view"]
+__all__ = [
+    "IPVS_OPENAPI_PATHS",
+    "ipvs_metrics",
+    "ipvs_metrics_async",
+    "ipvs_routes",
+    "status_section",
+    "status_section_async",
+    "vs_view",
+]
 
 COUNTER_FIELDS = ("conns", "packets_in", "packets_out", "bytes_in", "bytes_out")
 RATE_FIELDS = ("cps", "pps_in", "pps_out", "bps_in", "bps_out")
@@ -38,10 +48,23 @@ RATE_FIELDS = ("cps", "pps_in", "pps_out", "bps_in", "bps_out")
 # ---------------------------------------------------------------------------- views
 
 
+_TOTALS_OF = attrgetter(*COUNTER_FIELDS)
+_RATES_OF = attrgetter(*RATE_FIELDS)
+
+
 def _counters(items: list[Counters]) -> tuple[dict[str, int], dict[str, int]]:
-    totals = {f: sum(getattr(c, f) for c in items) for f in COUNTER_FIELDS}
-    rates = {f: sum(getattr(c, f) for c in items) for f in RATE_FIELDS}
-    return totals, rates
+    if len(items) == 1:  # the common case: one service, one destination
+        c = items[0]
+        return (
+            dict(zip(COUNTER_FIELDS, _TOTALS_OF(c), strict=True)),
+            dict(zip(RATE_FIELDS, _RATES_OF(c), strict=True)),
+        )
+    totals = [sum(col) for col in zip(*map(_TOTALS_OF, items), strict=True)]
+    rates = [sum(col) for col in zip(*map(_RATES_OF, items), strict=True)]
+    return (
+        dict(zip(COUNTER_FIELDS, totals, strict=True)),
+        dict(zip(RATE_FIELDS, rates, strict=True)),
+    )
 
 
 def _check_views(sub: IpvsSubsystem, rs: RsState) -> list[dict[str, Any]]:
@@ -91,6 +114,23 @@ def _by_destination(sub: IpvsSubsystem, vs: VsState) -> tuple[dict[Any, list[Any
     return programmed, observed
 
 
+def _static(rs: RsState) -> dict[str, Any]:
+    """The parts of a real server's view that only its config decides, built once per
+    config (its label and address as text cost more than the rest of the view)."""
+    cached = rs.view_static
+    if cached is not None and cached[0] is rs.cfg:
+        return cached[1]
+    cfg = rs.cfg
+    static = {
+        "name": cfg.label,
+        "address": str(cfg.address),
+        "forwarding": str(cfg.forwarding),
+        "_dkey": (cfg.address, cfg.port),
+    }
+    rs.view_static = (cfg, static)
+    return static
+
+
 def rs_view(
     sub: IpvsSubsystem,
     vs: VsState,
@@ -98,28 +138,31 @@ def rs_view(
     found: tuple[dict[Any, list[Any]], ...] | None = None,
 ) -> dict[str, Any]:
     cfg = rs.cfg
-    dkey = (cfg.address, cfg.port)
+    static = _static(rs)
+    label = static["name"]
     by_programmed, by_observed = found if found is not None else _by_destination(sub, vs)
-    programmed = by_programmed.get(dkey, [])
-    observed = by_observed.get(dkey, [])
+    dkey = static["_dkey"]
+    programmed = by_programmed.get(dkey, ())
+    observed = by_observed.get(dkey, ())
     totals, rates = _counters([d.counters for d in observed]) if observed else ({}, {})
-    checks = _check_views(sub, rs)
+    checks = _check_views(sub, rs) if cfg.checks else []
     failing = [c for c in checks if c["ok"] is False]
     latencies = [c["latency_s"] for c in checks if c["latency_s"] is not None]
     weights = sorted({d.weight for d in programmed})
+    alive = rs.alive
     return {
-        "name": cfg.label,
-        "address": str(cfg.address),
+        "name": label,
+        "address": static["address"],
         "port": cfg.port,
-        "state": sub.real_server_state(vs.name, cfg.label),
-        "alive": rs.alive,
-        "drained": sub.is_drained(vs.name, cfg.label),
+        "state": "INIT" if alive is None else ("UP" if alive else "DOWN"),
+        "alive": alive,
+        "drained": sub.is_drained(vs.name, label),
         "suspended": vs.suspended,
         "configured_weight": cfg.weight,
-        "effective_weight": rs.weight if rs.alive is not None else cfg.weight,
+        "effective_weight": rs.weight if alive is not None else cfg.weight,
         "ipvs_weight": weights[0] if len(weights) == 1 else (weights or None),
         "in_ipvs": bool(programmed),
-        "forwarding": str(cfg.forwarding),
+        "forwarding": static["forwarding"],
         "inhibit_on_failure": cfg.inhibit_on_failure,
         "upper_threshold": cfg.upper_threshold,
         "lower_threshold": cfg.lower_threshold,
@@ -240,19 +283,39 @@ def sync_view(sub: IpvsSubsystem) -> dict[str, Any] | None:
 
 def status_section(sub: IpvsSubsystem) -> dict[str, Any]:
     """IPVS's section of /v1/status (configured virtual servers as INIT before start)."""
-    running = {name: vs_view(sub, vs) for name, vs in sub.vs.items()}
+    out: dict[str, Any] = {}
+    for _ in _status_steps(sub, out):
+        pass
+    return out
+
+
+async def status_section_async(sub: IpvsSubsystem) -> dict[str, Any]:
+    """The same section, built a few virtual servers at a time between yields to the loop."""
+    out: dict[str, Any] = {}
+    await run_steps(_status_steps(sub, out))
+    return out
+
+
+def _status_steps(sub: IpvsSubsystem, out: dict[str, Any]) -> Iterator[None]:
+    """Build the status section into ``out``, yielding after each virtual server."""
+    running: dict[str, Any] = {}
+    for name, vs in list(sub.vs.items()):
+        running[name] = vs_view(sub, vs)
+        yield None
     servers = [
         running.pop(cfg.name) if cfg.name in running else _placeholder(cfg)
         for cfg in sub.section.virtual_servers
     ]
     servers.extend(running.values())
     engine = sub.engine
-    return {
-        "kernel": kernel_view(sub),
-        "virtual_servers": servers,
-        "sync_daemon": sync_view(sub),
-        "checker": None if engine is None else engine.stats.to_dict(),
-    }
+    out.update(
+        {
+            "kernel": kernel_view(sub),
+            "virtual_servers": servers,
+            "sync_daemon": sync_view(sub),
+            "checker": None if engine is None else engine.stats.to_dict(),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------- routes
@@ -278,9 +341,10 @@ async def _body(request: web.Request, allowed: dict[str, str]) -> dict[str, Any]
 def ipvs_routes(sub: IpvsSubsystem) -> list[web.RouteDef]:
     async def list_servers(request: web.Request) -> web.Response:
         await sub.refresh()
-        return json_response(
+        section = await status_section_async(sub)
+        return await json_response_async(
             {
-                "virtual_servers": status_section(sub)["virtual_servers"],
+                "virtual_servers": section["virtual_servers"],
                 "kernel": kernel_view(sub),
                 "sync_daemon": sync_view(sub),
             }
@@ -585,6 +649,21 @@ IPVS_OPENAPI_PATHS: dict[str, Any] = {
 
 
 def ipvs_metrics(sub: IpvsSubsystem) -> Iterator[Metric]:
+    out: list[Metric] = []
+    for _ in _metric_steps(sub, out):
+        pass
+    yield from out
+
+
+async def ipvs_metrics_async(sub: IpvsSubsystem) -> list[Metric]:
+    """The same families, built a few virtual servers at a time between yields."""
+    out: list[Metric] = []
+    await run_steps(_metric_steps(sub, out))
+    return out
+
+
+def _metric_steps(sub: IpvsSubsystem, out: list[Metric]) -> Iterator[None]:
+    """Build the IPVS metric families into ``out``, yielding after each virtual server."""
     rs_labels = ["virtual_server", "real_server"]
     up = GaugeMetricFamily(
         "vigil_ipvs_real_server_up", "1 while the real server is alive", labels=rs_labels
@@ -662,7 +741,8 @@ def ipvs_metrics(sub: IpvsSubsystem) -> Iterator[Metric]:
         "the kernel's rate estimates per second",
         labels=["virtual_server", "rate"],
     )
-    for vs in sub.vs.values():
+    for vs in list(sub.vs.values()):
+        yield None
         view = vs_view(sub, vs)
         name = vs.name
         quorum.add_metric([name], 1.0 if vs.quorum.up else 0.0)
@@ -729,10 +809,10 @@ def ipvs_metrics(sub: IpvsSubsystem) -> Iterator[Metric]:
     notify = CounterMetricFamily("vigil_ipvs_notify_runs", "notify commands run", labels=["result"])
     notify.add_metric(["ok"], sub.notifier.runs - sub.notifier.failures)
     notify.add_metric(["failed"], sub.notifier.failures)
-    yield from (up, drained, in_ipvs, weight, conns, *rs_totals.values(), rs_rates)
-    yield from (check_up, latency, failures, runs, quorum, live, sorry, suspended)
-    yield from (*vs_totals.values(), vs_rates, kernel, requests, drift, op_failures, daemon)
-    yield from (in_flight, queued, notify)
+    out.extend((up, drained, in_ipvs, weight, conns, *rs_totals.values(), rs_rates))
+    out.extend((check_up, latency, failures, runs, quorum, live, sorry, suspended))
+    out.extend((*vs_totals.values(), vs_rates, kernel, requests, drift, op_failures, daemon))
+    out.extend((in_flight, queued, notify))
 
 
 def now() -> float:

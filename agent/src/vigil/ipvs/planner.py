@@ -24,7 +24,7 @@ Order inside a service: new destinations first, then changes, then removals, so 
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
@@ -43,6 +43,7 @@ __all__ = [
     "destination_for",
     "entries_from_kernel",
     "plan",
+    "plan_steps",
     "service_for",
     "service_key",
 ]
@@ -305,12 +306,25 @@ def plan(
     their destinations, by the kernel), after everything else.
     """
     ops: list[Op] = []
+    for _ in plan_steps(desired, observed, owned, ops):
+        pass
+    return ops
+
+
+def plan_steps(
+    desired: Mapping[ServiceKey, Entry],
+    observed: Mapping[ServiceKey, Entry],
+    owned: Collection[ServiceKey],
+    ops: list[Op],
+) -> Iterator[None]:
+    """``plan`` into ``ops``, yielding after each service (the caller may hand the event
+    loop back there: a thousand services take a while)."""
     for key, want in desired.items():
         ops += plan_entry(want, observed.get(key))
+        yield None
     for key in observed:
         if key not in desired and key in owned:
             ops.append(Op(OpKind.DELETE_SERVICE, key, why="not configured"))
-    return ops
 
 
 def apply_op(table: dict[ServiceKey, Entry], op: Op) -> None:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vigil.incremental import Slicer, run_steps
 from vigil.ipvs.checkers import CheckEngine, RealServer, ServerChange
 from vigil.ipvs.config import (
     Endpoint,
@@ -67,8 +68,8 @@ from vigil.ipvs.planner import (
     desired_entries,
     entries_from_kernel,
     live_weight,
-    plan,
     plan_entry,
+    plan_steps,
     service_key,
 )
 from vigil.ipvs.quorum import Quorum, QuorumChange
@@ -114,6 +115,8 @@ class RsState:
     frozen: ServerView | None = None  # held while checks are suspended (ha_suspend)
     reason: str = ""
     changed_at: float | None = None  # epoch
+    #: (the config it was built from, the config-only part of its API view)
+    view_static: tuple[RealServerConfig, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -801,11 +804,18 @@ class IpvsSubsystem:
         except IpvsError as exc:
             self._report_failure("dump the IPVS table", str(exc))
             return
-        observed = entries_from_kernel(states)
+        # A thousand services are a lot of pure work: hand the loop back between slices
+        # (VRRP adverts and checks must not wait for a drift check).
+        slicer = Slicer()
+        observed: dict[ServiceKey, Entry] = {}
+        for st in states:
+            observed.update(entries_from_kernel((st,)))
+            await slicer.tick()
         self.observed = {st.service.key: st for st in states}
         self.observed_at = time.time()
         if self._synced_once and not self._resync:
-            drift = plan(expected, observed, owned=set(expected))
+            drift: list[Op] = []
+            await run_steps(plan_steps(expected, observed, set(expected), drift), slicer)
             if drift:
                 self.stats["drift_corrections"] += 1
                 findings = [op.describe() for op in drift]
@@ -833,7 +843,10 @@ class IpvsSubsystem:
         self.table = dict(observed)
         self._synced_once = True
         self._resync = False  # an op below that finds the table changed again sets it
-        await self._apply(plan(wanted, observed, owned=set(self.owned) | set(self.table)))
+        ops: list[Op] = []
+        owned = set(self.owned) | set(self.table)
+        await run_steps(plan_steps(wanted, observed, owned, ops), slicer)
+        await self._apply(ops)
 
     async def _apply(self, ops: list[Op]) -> None:
         adds = [op.key for op in ops if op.kind is OpKind.ADD_SERVICE]
@@ -1079,6 +1092,16 @@ class IpvsSubsystem:
         from vigil.ipvs.api import status_section
 
         return status_section(self)
+
+    async def status_async(self) -> dict[str, Any]:
+        from vigil.ipvs.api import status_section_async
+
+        return await status_section_async(self)
+
+    async def collect_metrics_async(self) -> list[Metric]:
+        from vigil.ipvs.api import ipvs_metrics_async
+
+        return await ipvs_metrics_async(self)
 
     def routes(self) -> list[web.RouteDef]:
         from vigil.ipvs.api import ipvs_routes

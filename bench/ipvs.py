@@ -1,0 +1,1210 @@
+"""IPVS figures, vigil vs keepalived side by side on a real kernel: ``python -m bench.ipvs``.
+
+    python -m bench.ipvs [--phases cpu,death,memory,startup] [--cpu-servers 1000]
+                         [--cpu-delay-loop 10] [--cpu-seconds 60] [--deaths 8]
+                         [--startup-vs 100] [--startup-rs 10] [--vrrp-instances 50]
+                         [--json FILE] [--plot FILE] [--timeout 3600]
+
+The host kernel has no IPVS, so the run boots the project's throw-away VM once
+(tests/lab/vm.py: Debian's cloud kernel under QEMU TCG, the host's root over virtiofs) and
+runs this module inside it (``--guest``); every phase runs keepalived (Debian's 2.2.7) and
+then vigild in the same boot, on the same lab and from the same keepalived.conf (vigil runs
+what ``vigilctl import-keepalived`` makes of it). The guest prints its JSON between two
+marker lines; the host writes it to ``--json`` and draws ``--plot``.
+
+Lab (tests.lab, inside the VM): a switch, a server namespace ``srv`` and two director
+namespaces, ``ka`` (keepalived) and ``vg`` (vigild), each with its own IPVS table.
+
+- ``cpu``: CPU of keepalived's checker process and of the whole vigild while they check
+  ``--cpu-servers`` real servers (TCP_CHECK, then HTTP_GET) served by
+  tests.lab.check_servers (250 ports per address). Under TCG the guest's CPU is 15-20x
+  slower than the host's: 1000 checks a second do not fit in one vCPU for either daemon
+  and the servers, so the rate is scaled with ``--cpu-delay-loop`` (1000 servers at 10 s:
+  100 checks a second); the ratio, not the absolute figure, is the result. CPU is the
+  scheduler's count (/proc/PID/task/*/schedstat) over a window of ``--cpu-seconds`` after
+  every real server is in the table and one delay_loop has passed.
+- ``death``: one virtual server with 4 real servers whose listening sockets belong to this
+  process (in ``srv``); a death is the close of one listener (connects get a reset from
+  then on), at a random phase of the check loop; its removal is the destination's absence
+  in ``/proc/net/ip_vs`` of the director, polled every 20 ms from a thread in its
+  namespace. delay_loop 1, retry 1, delay_before_retry 1, connect_timeout 1 for both.
+- ``memory``: ``--vrrp-instances`` VRRP instances (advert 1 s, one VIP each, alone on the
+  link so every one is MASTER) plus the cpu phase's real servers with TCP_CHECK; RSS of
+  vigild vs keepalived's three processes together, after ``--memory-seconds``.
+- ``startup``: ``--startup-vs`` virtual servers x ``--startup-rs`` real servers without
+  checkers (both treat an unchecked real server as up): time from the daemon's exec to
+  the last destination in ``/proc/net/ip_vs`` (polled every 0.1 s). Then a reload that
+  adds one real server: netlink requests counted by vigil (``kernel.requests`` and
+  ``ops`` of /v1/status) and independently by an nlmon device in the director's
+  namespace (tcpdump; write commands to the IPVS generic netlink family), for keepalived
+  (SIGHUP) too. Then the cost of ``/v1/status``, ``/v1/ipvs/virtual_servers`` and
+  ``/metrics`` at that scale, and how long each holds the event loop (the worst
+  ``/v1/health`` latency while it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results"
+BEGIN, END = "=== bench.ipvs result begin ===", "=== bench.ipvs result end ==="
+IMPLS = ("keepalived", "vigil")
+DIRECTOR = {"keepalived": "ka", "vigil": "vg"}
+DIRECTOR_ADDR = {"keepalived": "10.78.0.1/16", "vigil": "10.78.0.2/16"}
+VS_ADDR = "10.79.0.1"
+PORT0 = 9000
+PER_ADDRESS = 250
+DEATH_ADDR, DEATH_PORT0, DEATH_SERVERS = "10.78.2.1", 7001, 4
+#: keepalived's and vigil's IPVS write commands (ip_vs.h: IPVS_CMD_*)
+IPVS_WRITE_CMDS = {1: "new_service", 2: "set_service", 3: "del_service", 5: "new_dest",
+                   6: "set_dest", 7: "del_dest", 9: "new_daemon", 10: "del_daemon",
+                   12: "set_config", 17: "flush"}  # fmt: skip
+
+
+#: lab label -> real namespace name (filled in by the guest when it builds the lab)
+REAL_NS: dict[str, str] = {}
+
+
+def real_ns(label: str) -> str:
+    return REAL_NS.get(label, label)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic():9.1f}] bench.ipvs: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- configs
+
+
+def backend_addresses(count: int) -> list[str]:
+    return [f"10.78.1.{i}" for i in range(1, (count + PER_ADDRESS - 1) // PER_ADDRESS + 1)]
+
+
+def check_block(kind: str | None, timing: dict[str, float]) -> list[str]:
+    if kind is None:
+        return []
+    common = [f"      {k} {v:g}" for k, v in timing.items()]
+    if kind == "http":
+        return [
+            "    HTTP_GET {",
+            "      url {",
+            "        path /",
+            "        status_code 200",
+            "      }",
+            *common,
+            "    }",
+        ]
+    return ["    TCP_CHECK {", *common, "    }"]
+
+
+def ka_conf(
+    services: Sequence[tuple[int, Sequence[tuple[str, int]]]],
+    *,
+    kind: str | None,
+    delay_loop: float,
+    timing: dict[str, float] | None = None,
+    vrrp_instances: int = 0,
+) -> str:
+    """keepalived.conf: one virtual server VS_ADDR:port per entry of ``services``."""
+    lines = ["global_defs {", "  router_id bench_ipvs", "}", ""]
+    for i in range(vrrp_instances):
+        lines += [
+            f"vrrp_instance VI_{i + 1} {{",
+            "  state BACKUP",
+            "  interface eth0",
+            f"  virtual_router_id {i + 1}",
+            "  priority 100",
+            "  advert_int 1",
+            "  virtual_ipaddress {",
+            f"    10.80.{i // 200}.{i % 200 + 1}/16",
+            "  }",
+            "}",
+            "",
+        ]
+    timing = timing or {"connect_timeout": 2, "retry": 1, "delay_before_retry": 1}
+    for port, members in services:
+        lines += [
+            f"virtual_server {VS_ADDR} {port} {{",
+            f"  delay_loop {delay_loop:g}",
+            "  lb_algo wrr",
+            "  lb_kind NAT",
+            "  protocol TCP",
+        ]
+        for addr, rport in members:
+            lines += [f"  real_server {addr} {rport} {{", "    weight 1"]
+            lines += check_block(kind, timing)
+            lines.append("  }")
+        lines += ["}", ""]
+    return "\n".join(lines)
+
+
+def cpu_services(count: int) -> list[tuple[int, list[tuple[str, int]]]]:
+    """One virtual server per backend port, its real servers the backend addresses."""
+    addrs = backend_addresses(count)
+    out: list[tuple[int, list[tuple[str, int]]]] = []
+    for i in range(count):
+        port = PORT0 + i % PER_ADDRESS
+        if i < PER_ADDRESS:
+            out.append((port, []))
+        out[i % PER_ADDRESS][1].append((addrs[i // PER_ADDRESS], port))
+    return out
+
+
+def startup_services(vs: int, rs: int) -> list[tuple[int, list[tuple[str, int]]]]:
+    return [(10000 + v, [(f"10.78.3.{r + 1}", 80) for r in range(rs)]) for v in range(vs)]
+
+
+# ---------------------------------------------------------------------------- kernel table
+
+
+def in_ns(label: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Call ``fn`` in a thread joined to the lab namespace ``label`` (tests.lab.capture's
+    in_netns, with a limit to suit polls that run for minutes)."""
+    import ctypes
+
+    from tests.lab.capture import CLONE_NEWNET, _libc
+
+    ns = real_ns(label)
+    result: list[Any] = []
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller
+            result.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns-{ns}", daemon=True)
+    thread.start()
+    thread.join(timeout=timeout + 60)
+    if not result:
+        raise TimeoutError(f"in_ns({ns}): no result within {timeout + 60:.0f} s")
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def _hex_endpoint(addr: str, port: int) -> str:
+    return f"{socket.inet_aton(addr).hex().upper()}:{port:04X}"
+
+
+def read_table(ns: str) -> dict[str, dict[str, int]]:
+    """The director's IPVS table from /proc/net/ip_vs: {service: {destination: weight}}."""
+
+    def read() -> str:
+        return Path("/proc/thread-self/net/ip_vs").read_text()
+
+    return parse_table(in_ns(ns, read))
+
+
+def parse_table(text: str) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+    for line in text.splitlines()[3:]:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "->":
+            if current is not None:
+                current[parts[1]] = int(parts[3])
+        else:
+            current = table.setdefault(f"{parts[0]} {parts[1]}", {})
+    return table
+
+
+def count_dests(text: str) -> int:
+    return text.count("  -> ")
+
+
+class TablePoller:
+    """A thread in the director's namespace reading /proc/net/ip_vs on demand or in a loop."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    def until(
+        self, cond: Callable[[str], bool], timeout: float, interval: float
+    ) -> tuple[float | None, int]:
+        """Poll until ``cond(text)``; (monotonic time it first held or None, polls)."""
+
+        def loop() -> tuple[float | None, int]:
+            deadline = time.monotonic() + timeout
+            polls = 0
+            for _ in range(int(timeout / interval) + 10):
+                polls += 1
+                text = Path("/proc/thread-self/net/ip_vs").read_text()
+                now = time.monotonic()
+                if cond(text):
+                    return now, polls
+                if now > deadline:
+                    break
+                time.sleep(interval)
+            return None, polls
+
+        result: tuple[float | None, int] = in_ns(self.ns, loop, timeout)
+        return result
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+class Listeners:
+    """TCP listeners in ``ns`` owned by this process: accept and close, until killed."""
+
+    def __init__(self, ns: str, addr: str, ports: Sequence[int]) -> None:
+        self.ns, self.addr = ns, addr
+        self.sel = selectors.DefaultSelector()
+        self.socks: dict[int, socket.socket] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        for port in ports:
+            self.open(port)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def open(self, port: int) -> None:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((self.addr, port))
+            s.listen(512)
+            s.setblocking(False)
+            return s
+
+        s = in_ns(self.ns, make)
+        with self.lock:
+            self.socks[port] = s
+            self.sel.register(s, selectors.EVENT_READ, port)
+
+    def kill(self, port: int) -> None:
+        """Close the listener: from now on a connect to it is refused (RST)."""
+        with self.lock:
+            s = self.socks.pop(port)
+            self.sel.unregister(s)
+            s.close()
+
+    def _run(self) -> None:
+        for _ in range(10**9):
+            if self.stop.is_set():
+                return
+            ready = self.sel.select(timeout=0.1)
+            with self.lock:
+                for key, _ev in ready:
+                    with contextlib.suppress(OSError, ValueError):
+                        conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                        conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        with self.lock:
+            for s in self.socks.values():
+                s.close()
+            self.socks.clear()
+
+
+# ---------------------------------------------------------------------------- processes
+
+#: keepalived.conf digest -> what ``vigilctl import-keepalived`` made of it (on the host:
+#: a CLI start costs a minute under TCG)
+IMPORTED: dict[str, Path] = {}
+
+
+def _digest(conf: str) -> str:
+    return hashlib.sha256(conf.encode()).hexdigest()[:16]
+
+
+def vigil_config(conf: str, dest: Path) -> Path:
+    """vigil's config for ``conf``: imported on the host before the boot, else here."""
+    found = IMPORTED.get(_digest(conf))
+    if found is not None:
+        shutil.copyfile(found, dest)
+        return dest
+    from .pair import import_keepalived_conf
+
+    src = dest.with_suffix(".keepalived.conf")
+    src.write_text(conf)
+    return import_keepalived_conf(src, dest, timeout=600)
+
+
+def import_all(args: argparse.Namespace, into: Path) -> None:
+    """Import every keepalived.conf the run uses (host side), with an index for the guest."""
+    from .pair import import_keepalived_conf
+
+    into.mkdir(parents=True, exist_ok=True)
+    index = {}
+    for conf in all_confs(args):
+        digest = _digest(conf)
+        src = into / f"{digest}.conf"
+        src.write_text(conf)
+        import_keepalived_conf(src, into / f"{digest}.yml", timeout=600)
+        index[digest] = f"{digest}.yml"
+    (into / "index.json").write_text(json.dumps(index))
+
+
+def load_imported(into: Path) -> None:
+    for digest, name in json.loads((into / "index.json").read_text()).items():
+        IMPORTED[digest] = into / name
+
+
+def run_ns(pid: int) -> int:
+    from .cpu import _run_ns
+
+    return _run_ns(pid)
+
+
+def status_kb(pid: int, key: str) -> int:
+    from .cpu import _status_kb
+
+    return _status_kb(pid, key)
+
+
+def pidfile(path: Path) -> int:
+    from tests.lab.waiting import wait_for
+
+    wait_for(lambda: path.exists() and path.read_text().strip().isdigit(), 120, what=str(path))
+    return int(path.read_text().strip())
+
+
+class Daemon:
+    """keepalived or vigild in a director namespace, started from one keepalived.conf."""
+
+    def __init__(self, lab: Any, impl: str, conf: str, workdir: Path, tag: str) -> None:
+        self.lab, self.impl, self.ns = lab, impl, DIRECTOR[impl]
+        self.ka_path = workdir / f"{tag}-{impl}.conf"
+        self.ka_path.write_text(conf)
+        self.handle: Any = None
+        self.started = 0.0
+        if impl == "vigil":
+            self.vigil_path = vigil_config(conf, workdir / f"{tag}-vigil.yml")
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        if self.impl == "keepalived":
+            self.handle = self.lab.start_keepalived(self.ns, self.ka_path.read_text(), timeout=300)
+        else:
+            self.handle = self.lab.start_vigild(
+                self.ns, str(self.vigil_path), wait=False, log_level="info"
+            )
+
+    def wait_ready(self, timeout: float = 900) -> None:
+        if self.impl == "vigil":
+            self.handle.client.timeout = 120.0
+            self.handle.wait_ready(timeout=timeout)
+
+    def pids(self) -> dict[str, int]:
+        """keepalived: parent, vrrp, checker; vigil: vigild."""
+        if self.impl == "vigil":
+            return {"vigild": self.handle.pid}
+        files = self.handle.files
+        out = {"parent": pidfile(files["pid"]), "checker": pidfile(files["checkers_pid"])}
+        if files["vrrp_pid"].exists():
+            out["vrrp"] = pidfile(files["vrrp_pid"])
+        return out
+
+    def measured_pid(self) -> int:
+        """The process the CPU figure is about: keepalived's checker, or vigild."""
+        p = self.pids()
+        return p["checker"] if self.impl == "keepalived" else p["vigild"]
+
+    def status(self) -> dict[str, Any]:
+        st, body = self.handle.client.get("/v1/status")
+        if st != 200:
+            raise RuntimeError(f"/v1/status: {st} {body}")
+        return body  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        if self.handle is None:
+            return
+        if self.impl == "vigil":
+            self.handle.stop(timeout=120)
+        else:
+            self.handle.stop()
+        self.handle = None
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def wait_dests(ns: str, want: int, timeout: float, interval: float = 0.1) -> float | None:
+    at, _ = TablePoller(ns).until(lambda t: count_dests(t) >= want, timeout, interval)
+    return at
+
+
+DEATH_TIMING = {"connect_timeout": 1, "retry": 1, "delay_before_retry": 1}
+
+
+def conf_cpu(args: argparse.Namespace, kind: str) -> str:
+    return ka_conf(cpu_services(args.cpu_servers), kind=kind, delay_loop=args.cpu_delay_loop)
+
+
+def conf_death() -> str:
+    ports = [DEATH_PORT0 + i for i in range(DEATH_SERVERS)]
+    return ka_conf(
+        [(80, [(DEATH_ADDR, p) for p in ports])], kind="tcp", delay_loop=1, timing=DEATH_TIMING
+    )
+
+
+def conf_memory(args: argparse.Namespace) -> str:
+    return ka_conf(
+        cpu_services(args.cpu_servers),
+        kind="tcp",
+        delay_loop=args.cpu_delay_loop,
+        vrrp_instances=args.vrrp_instances,
+    )
+
+
+def conf_startup(args: argparse.Namespace) -> tuple[str, str]:
+    """The start-up config and the same with one more real server in the first service."""
+    services = startup_services(args.startup_vs, args.startup_rs)
+    extra = (f"10.78.3.{args.startup_rs + 1}", 80)
+    bigger = [(services[0][0], [*services[0][1], extra]), *services[1:]]
+    return ka_conf(services, kind=None, delay_loop=10), ka_conf(bigger, kind=None, delay_loop=10)
+
+
+def all_confs(args: argparse.Namespace) -> list[str]:
+    phases = args.phases.split(",")
+    out = []
+    if "cpu" in phases:
+        out += [conf_cpu(args, "tcp"), conf_cpu(args, "http")]
+    if "death" in phases:
+        out.append(conf_death())
+    if "memory" in phases:
+        out.append(conf_memory(args))
+    if "startup" in phases:
+        out += list(conf_startup(args))
+    return out
+
+
+def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    conf = conf_cpu(args, kind)
+    out: dict[str, Any] = {
+        "kind": kind,
+        "servers": args.cpu_servers,
+        "delay_loop_s": args.cpu_delay_loop,
+        "checks_per_s": round(args.cpu_servers / args.cpu_delay_loop, 1),
+        "window_s": args.cpu_seconds,
+    }
+    for impl in IMPLS:
+        d = Daemon(lab, impl, conf, work, f"cpu-{kind}")
+        log(f"cpu {kind}: starting {impl}")
+        d.start()
+        d.wait_ready()
+        at = wait_dests(d.ns, args.cpu_servers, 900)
+        if at is None:
+            raise RuntimeError(f"{impl}: the table never had all {args.cpu_servers} servers")
+        log(f"cpu {kind}: {impl} table complete after {at - d.started:.1f}s; warming up")
+        time.sleep(args.cpu_delay_loop + 5)  # a whole round of checks before the window
+        pid = d.measured_pid()
+        runs0 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
+        c0, t0 = run_ns(pid), time.monotonic()
+        time.sleep(args.cpu_seconds)
+        c1, t1 = run_ns(pid), time.monotonic()
+        runs1 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
+        table = read_table(d.ns)
+        in_table = sum(len(v) for v in table.values())
+        row = {
+            "cpu_pct": round(100 * (c1 - c0) / 1e9 / (t1 - t0), 2),
+            "process": "checker child" if impl == "keepalived" else "vigild (whole agent)",
+            "servers_in_table_after": in_table,
+            "rss_mb": round(status_kb(pid, "VmRSS") / 1024, 1),
+        }
+        if runs0 is not None and runs1 is not None:
+            row["checks_per_s_measured"] = round((runs1 - runs0) / (t1 - t0), 1)
+        out[impl] = row
+        log(f"cpu {kind}: {impl} {row}")
+        d.stop()
+    k, v = out["keepalived"]["cpu_pct"], out["vigil"]["cpu_pct"]
+    out["ratio"] = round(v / k, 2) if k > 0 else None
+    return out
+
+
+def vigil_down_event(d: Daemon, since: float, label: str) -> float | None:
+    """The time (epoch) of vigild's real_server_down event for ``label`` after ``since``."""
+    st, events = d.handle.client.get("/v1/events")
+    if st != 200:
+        return None
+    for ev in events:
+        if ev["kind"] == "real_server_down" and ev["time"] >= since and label in ev["message"]:
+            return float(ev["time"])
+    return None
+
+
+def phase_death(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    ports = [DEATH_PORT0 + i for i in range(DEATH_SERVERS)]
+    timing = DEATH_TIMING
+    conf = conf_death()
+    service = f"TCP {_hex_endpoint(VS_ADDR, 80)}"
+    out: dict[str, Any] = {
+        "real_servers": DEATH_SERVERS,
+        "delay_loop_s": 1,
+        **{f"{k}": v for k, v in timing.items()},
+        "deaths": args.deaths,
+    }
+    rng = random.Random(args.seed)
+    for impl in IMPLS:
+        backends = Listeners("srv", DEATH_ADDR, ports)
+        d = Daemon(lab, impl, conf, work, "death")
+        try:
+            d.start()
+            d.wait_ready()
+            poller = TablePoller(d.ns)
+            if wait_dests(d.ns, DEATH_SERVERS, 600) is None:
+                raise RuntimeError(f"{impl}: the death phase's servers never all came up")
+            samples: list[float] = []
+            verdicts: list[float | None] = []
+            for n in range(args.deaths):
+                port = ports[n % len(ports)]
+                dest = _hex_endpoint(DEATH_ADDR, port)
+                time.sleep(3 + rng.uniform(0, 1))  # a random phase of the 1 s check loop
+                t0, wall0 = time.monotonic(), time.time()
+                backends.kill(port)
+                gone, _ = poller.until(
+                    lambda t, dest=dest: dest not in parse_table(t).get(service, {}), 60, 0.02
+                )
+                if gone is None:
+                    raise RuntimeError(f"{impl}: {DEATH_ADDR}:{port} stayed in the table 60 s")
+                samples.append(round(gone - t0, 3))
+                if impl == "vigil":  # where the time went: the checker's verdict, then IPVS
+                    down = vigil_down_event(d, wall0, f"{DEATH_ADDR}:{port}")
+                    verdicts.append(None if down is None else round(down - wall0, 3))
+                verdict = verdicts[-1] if verdicts else "-"
+                log(f"death {impl} #{n + 1}: removed after {gone - t0:.3f}s (verdict {verdict})")
+                backends.open(port)
+                back, _ = poller.until(
+                    lambda t, dest=dest: dest in parse_table(t).get(service, {}), 120, 0.1
+                )
+                if back is None:
+                    raise RuntimeError(f"{impl}: {DEATH_ADDR}:{port} never came back")
+        finally:
+            d.stop()
+            backends.close()
+        out[impl] = {
+            **({"down_event_s": verdicts} if impl == "vigil" else {}),
+            "samples_s": samples,
+            "median_s": round(statistics.median(samples), 3),
+            "min_s": min(samples),
+            "max_s": max(samples),
+        }
+    return out
+
+
+def phase_memory(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    conf = conf_memory(args)
+    out: dict[str, Any] = {
+        "vrrp_instances": args.vrrp_instances,
+        "servers": args.cpu_servers,
+        "delay_loop_s": args.cpu_delay_loop,
+        "after_s": args.memory_seconds,
+    }
+    for impl in IMPLS:
+        d = Daemon(lab, impl, conf, work, "memory")
+        log(f"memory: starting {impl}")
+        d.start()
+        d.wait_ready()
+        if wait_dests(d.ns, args.cpu_servers, 900) is None:
+            raise RuntimeError(f"{impl}: memory phase table incomplete")
+        time.sleep(args.memory_seconds)
+        pids = d.pids()
+        row: dict[str, Any] = {
+            name: {
+                "rss_mb": round(status_kb(pid, "VmRSS") / 1024, 1),
+                "hwm_mb": round(status_kb(pid, "VmHWM") / 1024, 1),
+            }
+            for name, pid in pids.items()
+        }
+        row["total_rss_mb"] = round(sum(r["rss_mb"] for r in row.values()), 1)
+        row["total_hwm_mb"] = round(
+            sum(r["hwm_mb"] for k, r in row.items() if isinstance(r, dict)), 1
+        )
+        if impl == "vigil":
+            st = d.status()
+            row["vrrp_masters"] = sum(
+                1 for i in st.get("vrrp", {}).get("instances", []) if i.get("state") == "MASTER"
+            )
+        out[impl] = row
+        log(f"memory: {impl} {row}")
+        d.stop()
+    return out
+
+
+# -- netlink requests, counted by an nlmon tap
+
+
+def nlmon_start(lab: Any, ns: str, pcap: Path) -> Any:
+    from tests.lab.waiting import wait_for
+
+    lab.run(ns, ["ip", "link", "add", "nlmon0", "type", "nlmon"], check=True)
+    lab.run(ns, ["ip", "link", "set", "nlmon0", "up"], check=True)
+    proc = lab.spawn(
+        ns, ["tcpdump", "-i", "nlmon0", "-U", "-s", "0", "-w", str(pcap)], name=f"nlmon-{ns}"
+    )
+    wait_for(lambda: "listening on" in proc.log_text(), 120, what="tcpdump on nlmon0")
+    return proc
+
+
+def nlmon_stop(lab: Any, ns: str, proc: Any) -> None:
+    from tests.lab.waiting import wait_for
+
+    proc.signal(signal.SIGINT)
+    wait_for(lambda: not proc.alive(), 60, what="tcpdump to exit")
+    lab.run(ns, ["ip", "link", "del", "nlmon0"], check=False)
+
+
+def ipvs_family_id() -> int:
+    """The IPVS generic netlink family's id (``genl ctrl get name IPVS``)."""
+    res = subprocess.run(
+        ["genl", "ctrl", "get", "name", "IPVS"], capture_output=True, text=True, timeout=120
+    )
+    m = re.search(r"ID:\s*(0x[0-9a-fA-F]+|\d+)", res.stdout)
+    if m is None:
+        raise RuntimeError(f"genl ctrl get name IPVS: {res.stdout} {res.stderr}")
+    return int(m.group(1), 0)
+
+
+def count_ipvs_writes(pcap: Path, family: int) -> dict[str, int]:
+    """IPVS write requests (user to kernel, NLM_F_REQUEST, not a dump) in an nlmon pcap."""
+    data = pcap.read_bytes()
+    magic = data[:4]
+    endian = "<" if magic == b"\xd4\xc3\xb2\xa1" else ">"
+    off = 24
+    counts: dict[str, int] = {}
+    while off + 16 <= len(data):
+        _s, _us, incl, _orig = struct.unpack(endian + "IIII", data[off : off + 16])
+        pkt = data[off + 16 : off + 16 + incl]
+        off += 16 + incl
+        # DLT_NETLINK: a 16-byte cooked header (SLL), then the netlink message(s)
+        body = pkt[16:]
+        pos = 0
+        while pos + 20 <= len(body):
+            length, mtype, flags = struct.unpack("=IHH", body[pos : pos + 8])
+            cmd = body[pos + 16]
+            if length < 16:
+                break
+            if mtype == family and flags & 0x1 and not flags & 0x300:
+                name = IPVS_WRITE_CMDS.get(cmd)
+                if name is not None:
+                    counts[name] = counts.get(name, 0) + 1
+            pos += (length + 3) & ~3
+    return counts
+
+
+def _ipvs_kernel(st: dict[str, Any]) -> dict[str, Any]:
+    k = st["ipvs"]["kernel"]
+    return {key: k.get(key) for key in ("requests", "ops", "passes", "drift_checks")}
+
+
+def time_endpoints(sock: str, rounds: int, interval: float = 0.005) -> dict[str, Any]:
+    """Each endpoint ``rounds`` times: its latency, and the worst /v1/health latency (a
+    probe every ``interval`` from another thread) while it ran: how long it held the loop.
+    In the VM a probe costs vigild tens of ms of emulated CPU: probe every 0.1 s there,
+    or the probes themselves are the load."""
+    from vigil.client import ApiClient
+
+    out: dict[str, Any] = {}
+    for path in ("/v1/status", "/v1/ipvs/virtual_servers", "/metrics"):
+        lat, held, size = [], [], 0
+        for _ in range(rounds):
+            stop = threading.Event()
+            health: list[float] = []
+
+            def ping(stop: threading.Event = stop, health: list[float] = health) -> None:
+                c = ApiClient(sock, timeout=120)
+                for _ in range(100000):
+                    if stop.is_set():
+                        return
+                    t = time.monotonic()
+                    c.get("/v1/health")
+                    health.append(time.monotonic() - t)
+                    time.sleep(interval)
+
+            th = threading.Thread(target=ping, daemon=True)
+            th.start()
+            time.sleep(0.3)
+            baseline = max(health) if health else None
+            t = time.monotonic()
+            status, body = ApiClient(sock, timeout=300).get(path)
+            lat.append(time.monotonic() - t)
+            stop.set()
+            th.join(60)
+            if status != 200:
+                raise RuntimeError(f"{path}: {status}")
+            size = len(body if isinstance(body, str) else json.dumps(body))
+            held.append(max(health) if health else 0.0)
+            log(f"api {path}: {lat[-1]:.3f}s, health worst {held[-1]:.3f}s (idle {baseline})")
+        out[path] = {
+            "latency_s": [round(x, 3) for x in lat],
+            "median_s": round(statistics.median(lat), 3),
+            "health_worst_s": [round(x, 3) for x in held],
+            "health_worst_median_s": round(statistics.median(held), 3),
+            "bytes": size,
+        }
+    return out
+
+
+def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    vs_n, rs_n = args.startup_vs, args.startup_rs
+    total = vs_n * rs_n
+    conf, conf2 = conf_startup(args)
+    family = ipvs_family_id()
+    out: dict[str, Any] = {"virtual_servers": vs_n, "real_servers_each": rs_n}
+    for impl in IMPLS:
+        d = Daemon(lab, impl, conf, work, "startup")
+        if impl == "vigil":
+            added_yml = vigil_config(conf2, work / "startup2-vigil.yml")
+        log(f"startup: starting {impl} ({vs_n} x {rs_n})")
+        d.start()
+        first: list[float] = []  # when the first destination appeared
+        api_up: list[float] = []  # vigild: when its API socket appeared (imports done)
+
+        def complete(
+            text: str, d: Daemon = d, first: list[float] = first, api_up: list[float] = api_up
+        ) -> bool:
+            n = count_dests(text)
+            if n and not first:
+                first.append(time.monotonic())
+            if d.impl == "vigil" and not api_up and d.handle.socket_path.exists():
+                api_up.append(time.monotonic())
+            return n >= total
+
+        at, _ = TablePoller(d.ns).until(complete, 1800, 0.1)
+        if at is None:
+            raise RuntimeError(f"{impl}: startup table never complete")
+        row: dict[str, Any] = {"complete_s": round(at - d.started, 2)}
+        if first:
+            row["first_dest_s"] = round(first[0] - d.started, 2)
+            row["first_to_complete_s"] = round(at - first[0], 2)
+        if api_up:
+            row["api_socket_s"] = round(api_up[0] - d.started, 2)
+        log(f"startup: {impl} complete after {row['complete_s']}s")
+        d.wait_ready()
+        time.sleep(3)
+        pcap = work / f"reload-{impl}.pcap"
+        tap = nlmon_start(lab, d.ns, pcap)
+        before = _ipvs_kernel(d.status()) if impl == "vigil" else None
+        t0 = time.monotonic()
+        if impl == "vigil":
+            os.replace(added_yml, d.vigil_path)
+            st, body = d.handle.reload()
+            if st != 200:
+                raise RuntimeError(f"vigil reload: {st} {body}")
+        else:
+            d.handle.files["conf"].write_text(conf2)
+            os.kill(d.pids()["parent"], signal.SIGHUP)
+        at2 = wait_dests(d.ns, total + 1, 600, 0.05)
+        if at2 is None:
+            raise RuntimeError(f"{impl}: the reload's real server never appeared")
+        row["reload_visible_s"] = round(at2 - t0, 2)
+        time.sleep(3)
+        after = _ipvs_kernel(d.status()) if impl == "vigil" else None
+        nlmon_stop(lab, d.ns, tap)
+        row["reload_writes_nlmon"] = count_ipvs_writes(pcap, family)
+        if before is not None and after is not None:
+            row["reload_counter"] = {k: after[k] - before[k] for k in before}
+        log(f"startup: {impl} reload {row}")
+        if impl == "vigil" and args.api_rounds > 0:
+            row["api"] = time_endpoints(str(d.handle.socket_path), args.api_rounds, 0.1)
+            row["api_probe_interval_s"] = 0.1
+        out[impl] = row
+        d.stop()
+    k, v = out["keepalived"]["complete_s"], out["vigil"]["complete_s"]
+    out["ratio"] = round(v / k, 2) if k > 0 else None
+    return out
+
+
+# ---------------------------------------------------------------------------- guest
+
+
+def guest(args: argparse.Namespace) -> dict[str, Any]:
+    from tests.lab.lab import Lab
+
+    phases = args.phases.split(",")
+    result: dict[str, Any] = {"phases": {}}
+    if args.configs is not None:
+        load_imported(args.configs)
+    with tempfile.TemporaryDirectory(prefix="bench-ipvs-") as tmp, Lab(Path(tmp)) as lab:
+        work = Path(tmp)
+        lab.add_switch()
+        lab.add_namespace("srv")
+        srv_addrs = [f"{a}/16" for a in backend_addresses(args.cpu_servers)]
+        srv_addrs += [f"{DEATH_ADDR}/16"]
+        lab.connect("srv", addrs=srv_addrs)
+        for impl in IMPLS:
+            lab.add_namespace(DIRECTOR[impl])
+            lab.connect(DIRECTOR[impl], addrs=[DIRECTOR_ADDR[impl]])
+        REAL_NS.update({name: lab.node(name).ns for name in ("srv", *DIRECTOR.values())})
+        if {"cpu", "memory"} & set(phases):
+            from tests.lab.waiting import wait_for
+
+            last = f"{PORT0}-{PORT0 + min(args.cpu_servers, PER_ADDRESS) - 1}"
+            for addr in backend_addresses(args.cpu_servers):
+                proc = lab.spawn(
+                    "srv",
+                    [sys.executable, "-m", "tests.lab.check_servers", "--listen", addr,
+                     "--ports", last, "--max-duration", str(args.timeout)],
+                    name=f"web-{addr}",
+                    cwd=str(REPO_ROOT),
+                )  # fmt: skip
+                wait_for(lambda p=proc: "listening" in p.log_text(), 300, what=f"web {addr}")
+        for phase in phases:
+            t = time.monotonic()
+            if phase == "cpu":
+                for kind in ("tcp", "http"):
+                    result["phases"][f"cpu_{kind}"] = phase_cpu(lab, work, args, kind)
+            elif phase == "death":
+                result["phases"]["death"] = phase_death(lab, work, args)
+            elif phase == "memory":
+                result["phases"]["memory"] = phase_memory(lab, work, args)
+            elif phase == "startup":
+                result["phases"]["startup"] = phase_startup(lab, work, args)
+            log(f"phase {phase} took {time.monotonic() - t:.0f}s")
+    result["guest"] = {
+        "kernel": os.uname().release,
+        "keepalived": _version(["keepalived", "--version"]),
+        "cpus": os.cpu_count(),
+    }
+    return result
+
+
+def _version(argv: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        return (res.stdout + res.stderr).splitlines()[0].strip()
+    return "unknown"
+
+
+# ---------------------------------------------------------------------------- host
+
+
+def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table rows: figure, keepalived, vigil, ratio or difference."""
+    p = doc["phases"]
+    rows: list[dict[str, Any]] = []
+    for kind in ("tcp", "http"):
+        c = p.get(f"cpu_{kind}")
+        if c:
+            rows.append(
+                {
+                    "figure": f"checker CPU, {c['servers']} {kind.upper()} real servers at "
+                    f"delay_loop {c['delay_loop_s']:g} s, % of a core",
+                    "keepalived": c["keepalived"]["cpu_pct"],
+                    "vigil": c["vigil"]["cpu_pct"],
+                    "compare": f"{c['ratio']}x",
+                    "goal": "at most 2x",
+                    "met": c["ratio"] is not None and c["ratio"] <= 2,
+                }
+            )
+    if "death" in p:
+        d = p["death"]
+        rows.append(
+            {
+                "figure": f"death to removal, median of {d['deaths']}, s",
+                "keepalived": d["keepalived"]["median_s"],
+                "vigil": d["vigil"]["median_s"],
+                "compare": f"{d['vigil']['median_s'] - d['keepalived']['median_s']:+.3f} s",
+                "goal": "at or below keepalived's",
+                "met": d["vigil"]["median_s"] <= d["keepalived"]["median_s"],
+            }
+        )
+    if "memory" in p:
+        m = p["memory"]
+        rows.append(
+            {
+                "figure": f"RSS, {m['vrrp_instances']} VRRP instances + {m['servers']} "
+                "checked real servers, MB",
+                "keepalived": m["keepalived"]["total_rss_mb"],
+                "vigil": m["vigil"]["total_rss_mb"],
+                "compare": f"{m['vigil']['total_rss_mb'] / m['keepalived']['total_rss_mb']:.1f}x",
+                "goal": "vigild at most 60 MB",
+                "met": m["vigil"]["total_rss_mb"] <= 60,
+            }
+        )
+    if "startup" in p:
+        s = p["startup"]
+        rows.append(
+            {
+                "figure": f"start-up to a complete table, {s['virtual_servers']} x "
+                f"{s['real_servers_each']}, s",
+                "keepalived": s["keepalived"]["complete_s"],
+                "vigil": s["vigil"]["complete_s"],
+                "compare": f"{s['ratio']}x",
+                "goal": "at or below keepalived's",
+                "met": s["ratio"] is not None and s["ratio"] <= 1,
+            }
+        )
+        kw = sum(s["keepalived"]["reload_writes_nlmon"].values())
+        vw = sum(s["vigil"]["reload_writes_nlmon"].values())
+        rows.append(
+            {
+                "figure": "reload adding one real server: IPVS write requests (nlmon)",
+                "keepalived": kw,
+                "vigil": vw,
+                "compare": f"vigil's own counter: {s['vigil'].get('reload_counter', {})}",
+                "goal": "exactly 1",
+                "met": vw == 1,
+            }
+        )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'figure':78} {'keepalived':>11} {'vigil':>9}  compare   met")
+    for r in rows:
+        print(f"{r['figure']:78} {r['keepalived']!s:>11} {r['vigil']!s:>9}  {r['compare']}  "
+              f"{'yes' if r['met'] else 'NO'}")  # fmt: skip
+
+
+def plot(doc: dict[str, Any], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot import COLORS
+
+    p = doc["phases"]
+    panels = [k for k in ("cpu", "death", "memory", "startup") if any(n.startswith(k) for n in p)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.0), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "cpu":
+            kinds = [k for k in ("tcp", "http") if f"cpu_{k}" in p]
+            for off, impl in ((-0.19, "keepalived"), (0.19, "vigil")):
+                vals = [p[f"cpu_{k}"][impl]["cpu_pct"] for k in kinds]
+                ax.bar([i + off for i in range(len(kinds))], vals, 0.38, label=impl,
+                       color=COLORS[impl])  # fmt: skip
+                for i, v in enumerate(vals):
+                    ax.annotate(f"{v:.1f}", (i + off, v), ha="center", va="bottom", fontsize=7)
+            c0 = p[f"cpu_{kinds[0]}"]
+            ax.set_xticks(range(len(kinds)), [k.upper() for k in kinds])
+            ax.set_title(
+                f"checker CPU, {c0['servers']} servers\n@ delay_loop {c0['delay_loop_s']:g} s",
+                fontsize=9,
+            )
+            ax.set_ylabel("% of a (TCG) core", fontsize=8)
+        elif panel == "death":
+            d = p["death"]
+            for i, impl in enumerate(IMPLS):
+                ax.bar(i, d[impl]["median_s"], 0.6, color=COLORS[impl], label=impl)
+                ax.scatter([i] * len(d[impl]["samples_s"]), d[impl]["samples_s"], s=9,
+                           color="black", zorder=3)  # fmt: skip
+            ax.set_xticks(range(2), list(IMPLS))
+            ax.set_title(f"death to removal (median, dots = {d['deaths']} deaths)", fontsize=9)
+            ax.set_ylabel("s", fontsize=8)
+        elif panel == "memory":
+            m = p["memory"]
+            vals = [m[impl]["total_rss_mb"] for impl in IMPLS]
+            ax.bar(range(2), vals, 0.6, color=[COLORS[i] for i in IMPLS])
+            ax.axhline(60, color="red", lw=0.8, ls="--")
+            ax.set_xticks(range(2), ["keepalived (3 procs)", "vigild"], fontsize=8)
+            ax.set_title(
+                f"RSS, {m['vrrp_instances']} VRRP + {m['servers']} real servers", fontsize=9
+            )
+            ax.set_ylabel("MB", fontsize=8)
+        else:
+            s = p["startup"]
+            vals = [s[impl]["complete_s"] for impl in IMPLS]
+            ax.bar(range(2), vals, 0.6, color=[COLORS[i] for i in IMPLS])
+            ax.set_xticks(range(2), list(IMPLS))
+            ax.set_title(
+                f"start-up to full table\n{s['virtual_servers']} x {s['real_servers_each']}",
+                fontsize=9,
+            )
+            ax.set_ylabel("s from exec", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    title = doc.get("plot_title") or "IPVS in the VM (QEMU TCG, 1 vCPU): keepalived 2.2.7 vs vigil"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def host_api(args: argparse.Namespace) -> dict[str, Any]:
+    """``--host-api``: the API's cost at ``--startup-vs`` x ``--startup-rs`` on this host
+    (no IPVS here: vigild runs the checks and views, the kernel part reports unavailable),
+    so the views can be measured at a scale the VM cannot start in reasonable time."""
+    from tests.lab.lab import Lab
+
+    conf, _ = conf_startup(args)
+    with tempfile.TemporaryDirectory(prefix="bench-ipvs-api-") as tmp, Lab(Path(tmp)) as lab:
+        work = Path(tmp)
+        lab.add_namespace("vg")
+        REAL_NS["vg"] = lab.node("vg").ns
+        d = Daemon(lab, "vigil", conf, work, "api")
+        t = time.monotonic()
+        d.start()
+        d.wait_ready()
+        ready = time.monotonic() - t
+        log(f"host api: vigild ready after {ready:.1f}s")
+        from .failover import load_average
+
+        result = {
+            "host_load_1min": load_average(),
+            "virtual_servers": args.startup_vs,
+            "real_servers_each": args.startup_rs,
+            "ready_s": round(ready, 1),
+            "api": time_endpoints(str(d.handle.socket_path), args.api_rounds),
+        }
+        d.stop()
+    return result
+
+
+def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from tests.lab.vm import VmError, run_in_vm
+
+    from .failover import machine
+
+    configs = RESULTS / f"ipvs-configs-{os.getpid()}"  # runs may overlap
+    shutil.rmtree(configs, ignore_errors=True)
+    log(f"importing the keepalived configs into vigil's on the host ({configs})")
+    import_all(args, configs)
+    guest_argv = [sys.executable, "-m", "bench.ipvs", "--guest", "--configs", str(configs), *argv]
+    env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        res = run_in_vm(
+            guest_argv,
+            cwd=REPO_ROOT,
+            env=env,
+            timeout=args.timeout,
+            cpus=1,
+            memory_mb=args.memory,
+            stream=sys.stderr,
+        )
+    except VmError as exc:
+        print(f"bench.ipvs: {exc}", file=sys.stderr)
+        return 125
+    m = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), res.output, re.S)
+    if res.returncode != 0 or m is None:
+        print(f"bench.ipvs: the guest failed (exit {res.returncode}); logs in {res.logs}",
+              file=sys.stderr)  # fmt: skip
+        return res.returncode or 1
+    doc = json.loads(m.group(1))
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "agent/src"], capture_output=True, text=True,
+        cwd=REPO_ROOT, check=False,
+    ).stdout.strip()  # fmt: skip
+    doc = {
+        "benchmark": "ipvs",
+        "started": started,
+        "command": "python -m bench.ipvs " + " ".join(argv),
+        "vigil_commit": commit + ("+dirty" if dirty else ""),
+        "vm": {
+            "kernel": res.kernel,
+            "boot_s": res.boot_seconds,
+            "vcpus": 1,
+            "memory_mb": args.memory,
+            "accel": "tcg",
+        },
+        "machine": machine(),
+        **doc,
+    }
+    doc["summary"] = summary(doc)
+    out = args.json or RESULTS / f"ipvs-{started.replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print_table(doc["summary"])
+    print(f"wrote {out}")
+    if args.plot is not None:
+        print(f"wrote {plot(doc, args.plot)}")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.ipvs", description=__doc__.split("\n")[0])
+    p.add_argument("--phases", default="cpu,death,memory,startup")
+    p.add_argument("--cpu-servers", type=int, default=1000)
+    p.add_argument("--cpu-delay-loop", type=float, default=10.0)
+    p.add_argument("--cpu-seconds", type=float, default=60.0)
+    p.add_argument("--deaths", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--vrrp-instances", type=int, default=50)
+    p.add_argument("--memory-seconds", type=float, default=30.0)
+    p.add_argument("--startup-vs", type=int, default=100)
+    p.add_argument("--startup-rs", type=int, default=10)
+    p.add_argument("--api-rounds", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=3600.0, help="the guest's limit, s")
+    p.add_argument("--memory", type=int, default=2048, help="guest MiB")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--plot", type=Path)
+    p.add_argument("--replot", type=Path, help="draw --plot from this result file and exit")
+    p.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--configs", type=Path, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--host-api",
+        action="store_true",
+        help="time the API on this host at --startup-vs x --startup-rs (no VM) and exit",
+    )
+    args = p.parse_args(argv)
+    bad = set(args.phases.split(",")) - {"cpu", "death", "memory", "startup"}
+    if bad:
+        p.error(f"--phases: unknown {sorted(bad)}; choose from cpu, death, memory, startup")
+    if not 1 <= args.cpu_servers <= 62500 or args.deaths < 1 or args.startup_vs < 1:
+        p.error("--cpu-servers 1..62500, --deaths >= 1, --startup-vs >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.replot is not None:
+        out = args.plot or REPO_ROOT / "docs" / "img" / "ipvs.png"
+        print(plot(json.loads(args.replot.read_text()), out))
+        return 0
+    if args.host_api:
+        doc = {
+            "benchmark": "ipvs-api",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": "python -m bench.ipvs " + " ".join(argv),
+            "vigil_source": os.environ.get("PYTHONPATH", ""),
+            **host_api(args),
+        }
+        text = json.dumps(doc, indent=2)
+        print(text)
+        if args.json is not None:
+            args.json.write_text(text + "\n")
+        return 0
+    if args.guest:
+        if os.environ.get("VIGIL_VM") != "1":
+            print("bench.ipvs --guest runs inside the VM (python -m bench.ipvs)", file=sys.stderr)
+            return 2
+        result = guest(args)
+        print(BEGIN, json.dumps(result), END, sep="\n", flush=True)
+        return 0
+    return host(args, [a for a in argv if a not in ("--guest",)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
