@@ -299,13 +299,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-failover", action="store_true", help="only show the pair, skip the failover"
     )
+    act = parser.add_mutually_exclusive_group()
+    act.add_argument(
+        "--no-lb", action="store_true", help="skip the load-balancer act (it boots the IPVS VM)"
+    )
+    act.add_argument("--lb-only", action="store_true", help="only the load-balancer act")
     args = parser.parse_args(argv)
     steps: list[Step] = [wait_elected, show_status]
     if not args.no_failover:
         steps += [failover, preempt_back]
     if args.hold:
         steps.append(wait_for_user)
-    return run(steps)
+    code = 0 if args.lb_only else run(steps)
+    if code == 0 and not args.no_lb:
+        code = lb_act()
+    return code
+
+
+#: the load-balancer act's bound in the VM (it takes 2-4 minutes)
+LB_TIMEOUT = 600.0
+
+
+def lb_act(say: Callable[[str], None] = print) -> int:
+    """The HA load-balancer act (tests/lab/demo_lb.py) in the IPVS VM, streamed here."""
+    from .vm import VmError, run_in_vm
+
+    if os.geteuid() != 0:
+        say("make demo needs root: it boots a QEMU VM (try `sudo make demo`)")
+        return 2
+    say(
+        "\nThe load-balancer act needs IPVS, which this kernel lacks: booting the IPVS VM "
+        "(QEMU, Debian's cloud kernel; tests/lab/vm.py) ..."
+    )
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    try:
+        result = run_in_vm(
+            [sys.executable, "-m", "tests.lab.demo_lb"],
+            cwd=REPO_ROOT,
+            env=env,
+            timeout=LB_TIMEOUT,
+            stream=sys.stdout,
+        )
+    except VmError as exc:
+        say(f"the IPVS VM failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("\ninterrupted; the VM is stopped")
+        return 130
+    say(result.summary())
+    return 124 if result.timed_out else result.returncode
 
 
 if __name__ == "__main__":
