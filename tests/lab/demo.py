@@ -8,7 +8,8 @@ agent is SIGKILLed and its cable pulled; node2's event stream is printed as it h
 then node2's status and the outage the client measured. Finally node1's cable goes back
 in, its agent restarts (removing the VIPs its crashed predecessor left), and node1
 preempts back, again under a probe. Everything is removed on exit, on Ctrl-C and on
-SIGTERM; the whole run takes about 20 s.
+SIGTERM; this part takes about 20 s. Then the load-balancer act (tests/lab/demo_lb.py) runs
+in the IPVS VM (2-4 minutes; ``--no-lb`` skips it, ``--lb-only`` runs only it).
 
 The steps are plain functions of a ``Demo``; ``run(steps)`` runs a list of them, so a new
 scenario (a failover with the client probing the VIP, say) is one more function::
