@@ -23,12 +23,15 @@ VM (vigild starting under TCG is most of it). Each step is bounded in time.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from vigil.cli import main as vigilctl
 
 from .agents import AgentHandle
 from .demo import Demo, EventPrinter, _serialized
@@ -42,6 +45,8 @@ __all__ = ["main", "run"]
 DEMO_DIR = REPO_ROOT / "examples" / "demo"
 VIP = HA_VIPS["nat"]
 STEP_TIMEOUT = 60.0
+#: vigild under TCG on a busy host may take minutes to answer ready
+AGENT_START = 600.0
 
 
 @dataclass
@@ -66,10 +71,13 @@ def _state(agent: AgentHandle) -> str | None:
 
 
 def _ipvs_status(lb: LbDemo, name: str) -> None:
+    """``vigilctl ipvs status`` of one director: vigilctl's entry point, in this process
+    (a vigilctl process takes long to start in the VM), over the agent's socket."""
     agent = lb.agent(name)
-    res = agent.vigilctl("ipvs", "status", timeout=60)
-    lb.say(f"\n$ ip netns exec {agent.node.ns} vigilctl ipvs status      # on {name}")
-    lb.say((res.stdout + res.stderr).rstrip())
+    out, err = io.StringIO(), io.StringIO()
+    vigilctl(["--socket", str(agent.socket_path), "--timeout", "60", "ipvs", "status"], out, err)
+    lb.say(f"\n$ vigilctl --socket {agent.socket_path} ipvs status      # on {name}")
+    lb.say((out.getvalue() + err.getvalue()).rstrip())
 
 
 def _requests(lb: LbDemo, count: int) -> list[str]:
@@ -130,7 +138,7 @@ def build(lab: Lab, say: Callable[[str], None]) -> LbDemo:
             ha.directors[n - 1], DEMO_DIR / f"director{n}.yml", wait=False, log_level="info"
         )
     for name, agent in demo.agents.items():
-        agent.wait_ready(timeout=240)
+        agent.wait_ready(timeout=AGENT_START)
         agent.client.timeout = 60
         say(f"  vigild on {name}: pid {agent.pid}, config examples/demo/director{name[1]}.yml")
     lb = LbDemo(demo, ha)

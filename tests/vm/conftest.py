@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 VM_DIR = Path(__file__).resolve().parent
+#: how long a vigild may take to answer ready in the VM: 40-60 s for two at once on a
+#: quiet host, several minutes when other VMs and suites share the two cores
+AGENT_START = 600.0
 NOT_IN_VM = (
     "tests/vm run only inside the IPVS VM: "
     "`python -m tests.lab.vm pytest -q -m vm tests/vm` (make test-vm)"

@@ -43,6 +43,7 @@ from tests.lab.ipvs import (
 from tests.lab.lab import Lab
 from tests.lab.pytest_plugin import LAB_KEY
 from tests.lab.waiting import wait_for
+from tests.vm.conftest import AGENT_START
 
 NAT, DR, TUN = HA_VIPS["nat"], HA_VIPS["dr"], HA_VIPS["tun"]
 DELAY_LOOP, RETRY, DELAY_BEFORE_RETRY = 1.0, 1, 0.5
@@ -148,8 +149,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
         EchoServers(lab, ha.servers[:2])  # stopped by lab.close()
         d1 = lab.start_vigild(ha.directors[0], director_config(1), wait=False, log_level="info")
         d2 = lab.start_vigild(ha.directors[1], director_config(2), wait=False, log_level="info")
-        d1.wait_ready(timeout=240)
-        d2.wait_ready(timeout=240)
+        d1.wait_ready(timeout=AGENT_START)
+        d2.wait_ready(timeout=AGENT_START)
         p = Pair(ha, d1, d2)
         wait_for(lambda: vrrp_state(d1) == "MASTER", timeout=60, what="d1 MASTER")
         yield p
@@ -561,7 +562,7 @@ def restart_d2(pair: Pair) -> None:
     pair.d2 = pair.lab.start_vigild(
         ha.directors[1], director_config(2), wait=False, log_level="info"
     )
-    pair.d2.wait_ready(timeout=240)
+    pair.d2.wait_ready(timeout=AGENT_START)
     wait_for(lambda: vrrp_state(pair.d2) == "BACKUP", timeout=60, what="d2 BACKUP")
     wait_for(
         lambda: daemons(ha, 0) == {"master"} and daemons(ha, 1) == {"backup"},

@@ -23,6 +23,7 @@ from vigil.cli import main as vigilctl
 from tests.lab.ipvs import IpvsLab
 from tests.lab.pytest_plugin import LAB_KEY
 from tests.lab.waiting import wait_for
+from tests.vm.conftest import AGENT_START
 
 VRRP_VIP = "10.62.0.150"
 
@@ -205,7 +206,7 @@ def test_keepalived_and_vigil_program_the_same_table_from_one_keepalived_conf(
     vigil_conf.write_text(out.getvalue())
     agent = lab.start_vigild(ipl.director, vigil_conf, wait=False, log_level="info")
     try:
-        agent.wait_ready(timeout=240)
+        agent.wait_ready(timeout=AGENT_START)
         vigil_table = wait_for(
             converged(ipl), timeout=120, interval=0.5, what="vigil's table",
             observe=lambda: (listing(ipl), daemon_lines(ipl)),
