@@ -404,7 +404,7 @@ class Session:
     def __str__(self) -> str:
         return f"{self.local} -> {self.vip}:{self.port}"
 
-    def exchange(self, timeout: float = 10.0) -> str:
+    def exchange(self, timeout: float = 20.0) -> str:
         """Send one line and read it back; the outcome (see the class)."""
         if self.dead is not None:
             return self.dead

@@ -582,25 +582,25 @@ def failovers(pair: Pair, *, sync: bool) -> dict[str, dict[str, str]]:
     # 1. planned handover d1 -> d2
     first = open_sessions(ha)
     if sync:
-        wait_for(lambda: known_to(ha, 1, first), timeout=30, interval=0.3,
+        wait_for(lambda: known_to(ha, 1, first), timeout=60, interval=0.3,
                  what="d1's sync daemon sending the connections to d2",
                  observe=lambda: connections(ha, 1))  # fmt: skip
         # vigilctl's entry point in this process (a vigilctl process costs a minute in a
         # busy VM), over the agent's socket
         out, err = io.StringIO(), io.StringIO()
         argv = ["--socket", str(pair.d1.socket_path), "--timeout", "60"]
-        code = vigilctl([*argv, "handover", "VI_1", "--timeout", "15"], out, err)
+        code = vigilctl([*argv, "handover", "VI_1", "--timeout", "30"], out, err)
         assert code == 0, out.getvalue() + err.getvalue()
         assert "VI_1: handed over to 10.62.0.2" in out.getvalue(), out.getvalue()
     else:
-        status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/handover", {"timeout": 15})
+        status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/handover", {"timeout": 30})
         assert status == 200, body
     wait_master(pair, 1)
     result["handover"] = {str(s): s.exchange() for s in first}
     # 2. d2, master now, crashes -> d1
     second = open_sessions(ha)
     if sync:
-        wait_for(lambda: known_to(ha, 0, second), timeout=30, interval=0.3,
+        wait_for(lambda: known_to(ha, 0, second), timeout=60, interval=0.3,
                  what="d2's sync daemon sending the connections to d1",
                  observe=lambda: connections(ha, 0))  # fmt: skip
     crash(pair, 1)
