@@ -7,6 +7,9 @@ DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepa
         frr bird2 nftables shellcheck debootstrap systemd-container openssh-client \
         dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
 SETUP_STAMP := $(VENV)/.stamp-setup
+# The VM suite's bound (the guest's command; boot and shutdown add a minute): ~10-13 min on a
+# quiet 2-core host, far more when other QEMU guests share it.
+VM_TIMEOUT ?= 2400
 
 .PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench soak fuzz contract clean-lab help
 
@@ -45,7 +48,7 @@ demo: setup
 # host), the collection's ansible-test sanity, units and integration targets, and lint.
 test: setup
 	$(VPY) -m pytest -q --durations=30 agent/tests tests/tools tests/integration
-	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
+	$(VPY) -m tests.lab.vm --timeout $(VM_TIMEOUT) pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
 	tests/ansible_test.sh integration
@@ -60,7 +63,7 @@ test-integration: setup
 
 # IPVS on a real kernel: one QEMU boot runs the whole VM suite inside (tests/vm/).
 test-vm: setup
-	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
+	$(VPY) -m tests.lab.vm --timeout $(VM_TIMEOUT) pytest -q -m vm tests/vm
 
 test-hosts: setup
 	$(VPY) -m pytest -q -m hosts tests/integration

@@ -8,7 +8,8 @@ agent is SIGKILLed and its cable pulled; node2's event stream is printed as it h
 then node2's status and the outage the client measured. Finally node1's cable goes back
 in, its agent restarts (removing the VIPs its crashed predecessor left), and node1
 preempts back, again under a probe. Everything is removed on exit, on Ctrl-C and on
-SIGTERM; the whole run takes about 20 s.
+SIGTERM; this part takes about 20 s. Then the load-balancer act (tests/lab/demo_lb.py) runs
+in the IPVS VM (2-4 minutes; ``--no-lb`` skips it, ``--lb-only`` runs only it).
 
 The steps are plain functions of a ``Demo``; ``run(steps)`` runs a list of them, so a new
 scenario (a failover with the client probing the VIP, say) is one more function::
@@ -299,13 +300,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-failover", action="store_true", help="only show the pair, skip the failover"
     )
+    act = parser.add_mutually_exclusive_group()
+    act.add_argument(
+        "--no-lb", action="store_true", help="skip the load-balancer act (it boots the IPVS VM)"
+    )
+    act.add_argument("--lb-only", action="store_true", help="only the load-balancer act")
     args = parser.parse_args(argv)
     steps: list[Step] = [wait_elected, show_status]
     if not args.no_failover:
         steps += [failover, preempt_back]
     if args.hold:
         steps.append(wait_for_user)
-    return run(steps)
+    code = 0 if args.lb_only else run(steps)
+    if code == 0 and not args.no_lb:
+        code = lb_act()
+    return code
+
+
+#: the load-balancer act's bound in the VM (2-4 minutes on a quiet host)
+LB_TIMEOUT = 1200.0
+
+
+def lb_act(say: Callable[[str], None] = print) -> int:
+    """The HA load-balancer act (tests/lab/demo_lb.py) in the IPVS VM, streamed here."""
+    from .vm import VmError, run_in_vm
+
+    if os.geteuid() != 0:
+        say("make demo needs root: it boots a QEMU VM (try `sudo make demo`)")
+        return 2
+    say(
+        "\nThe load-balancer act needs IPVS, which this kernel lacks: booting the IPVS VM "
+        "(QEMU, Debian's cloud kernel; tests/lab/vm.py) ..."
+    )
+    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    try:
+        result = run_in_vm(
+            [sys.executable, "-m", "tests.lab.demo_lb"],
+            cwd=REPO_ROOT,
+            env=env,
+            timeout=LB_TIMEOUT,
+            stream=sys.stdout,
+        )
+    except VmError as exc:
+        say(f"the IPVS VM failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        say("\ninterrupted; the VM is stopped")
+        return 130
+    say(result.summary())
+    return 124 if result.timed_out else result.returncode
 
 
 if __name__ == "__main__":

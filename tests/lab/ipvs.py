@@ -21,8 +21,13 @@ which matters when starting a process takes a fifth of a second.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import selectors
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .capture import in_netns
@@ -33,9 +38,12 @@ from .waiting import wait_for
 __all__ = [
     "CLIENT",
     "CLIENT_DIRECT",
+    "ECHO_PORT",
     "GUE_PORT",
     "VIP",
+    "EchoServers",
     "IpvsLab",
+    "Session",
     "build_ipvs_lab",
     "http_get",
     "ipvsadm",
@@ -47,6 +55,8 @@ CLIENT_DIRECT = "10.62.2.10"
 DIRECTOR = "10.62.0.1"
 DIRECTOR_BACK = "10.62.1.1"
 GUE_PORT = 6080
+#: the long-lived connections' service: a TCP echo on every real server
+ECHO_PORT = 7
 
 
 @dataclass
@@ -296,3 +306,137 @@ def build_ha_lab(lab: Lab, servers: int = 3) -> HaLab:
             what=f"httpd on {node.name} ({rip}) answering d1",
         )
     return ha
+
+
+# ---------------------------------------------------------------------------- long-lived TCP
+
+
+class EchoServers:
+    """A TCP echo service on ``port`` in each of ``nodes``, served by one thread of the test
+    process (its listening sockets were made in the nodes' namespaces).
+
+    No process per connection: a checker's connect-and-close every delay_loop and the long
+    connections a failover test holds cost a few syscalls, not a process start in the VM.
+    ``accepted`` counts connections per node; ``stop`` (also a lab clean-up) closes all.
+    """
+
+    def __init__(self, lab: Lab, nodes: Sequence[Node], port: int = ECHO_PORT) -> None:
+        self.port = port
+        self.accepted: dict[str, int] = {n.name: 0 for n in nodes}
+        self._sel = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        for node in nodes:
+            listener = in_netns(node.ns, lambda: _listen(port))
+            self._sel.register(listener, selectors.EVENT_READ, ("listen", node.name))
+        self._thread = threading.Thread(target=self._serve, name="echo-servers", daemon=True)
+        self._thread.start()
+        lab.add_cleanup(self.stop)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            for key, _ in self._sel.select(timeout=0.2):
+                kind, name = key.data
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if kind == "listen":
+                    with contextlib.suppress(OSError):
+                        conn, _peer = sock.accept()
+                        conn.setblocking(False)
+                        self.accepted[name] += 1
+                        self._sel.register(conn, selectors.EVENT_READ, ("conn", name))
+                    continue
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        sock.sendall(data)  # small payloads: the send buffer takes them
+                        continue
+                except OSError:
+                    pass
+                self._sel.unregister(sock)
+                sock.close()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for key in list(self._sel.get_map().values()):
+            with contextlib.suppress(OSError):
+                key.fileobj.close()  # type: ignore[union-attr]
+        self._sel.close()
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", port))
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
+
+
+class Session:
+    """One long-lived TCP connection from the client to ``vip``:``port`` (an echo service):
+    open it, then :meth:`exchange` a line as often as wanted, each bounded in time.
+
+    An exchange's outcome is ``ok`` (the line came back), ``reset`` (ECONNRESET: a director
+    that does not know the connection answered for the VIP itself), ``closed`` (EOF),
+    ``stalled`` (nothing within the timeout) or ``error: ...``. After anything but ``ok``
+    the session is dead and every later exchange says so.
+    """
+
+    def __init__(self, client: Node, vip: str, *, source: str, port: int = ECHO_PORT) -> None:
+        self.vip, self.source, self.port = vip, source, port
+        self.count = 0
+        self.dead: str | None = None
+
+        def connect() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+            sock.bind((source, 0))
+            sock.settimeout(10)
+            sock.connect((vip, port))
+            return sock
+
+        self.sock = in_netns(client.ns, connect)
+        host, port_ = self.sock.getsockname()[:2]
+        self.local = f"{host}:{port_}"
+
+    def __str__(self) -> str:
+        return f"{self.local} -> {self.vip}:{self.port}"
+
+    def exchange(self, timeout: float = 20.0) -> str:
+        """Send one line and read it back; the outcome (see the class)."""
+        if self.dead is not None:
+            return self.dead
+        self.count += 1
+        line = f"vigil {self.local} #{self.count}\n".encode()
+        outcome = "ok"
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(line)
+            got = b""
+            deadline = time.monotonic() + timeout
+            while len(got) < len(line):  # bounded: the socket timeout and the deadline
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
+                chunk = self.sock.recv(len(line) - len(got))
+                if not chunk:
+                    outcome = "closed"
+                    break
+                got += chunk
+            if outcome == "ok" and got != line:
+                outcome = f"error: sent {line!r}, got back {got!r}"
+        except TimeoutError:
+            outcome = "stalled"
+        except ConnectionResetError:
+            outcome = "reset"
+        except OSError as exc:
+            outcome = "reset" if exc.errno == errno.ECONNRESET else f"error: {exc}"
+        if outcome != "ok":
+            self.dead = outcome
+            self.close()
+        return outcome
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -10,10 +10,13 @@ tests/integration.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.lab.ipvs import IpvsLab, build_ipvs_lab
+from tests.lab.lab import Lab
 from tests.lab.pytest_plugin import (
     lab,
     pytest_runtest_makereport,
@@ -23,6 +26,7 @@ from tests.lab.pytest_plugin import (
 )
 
 __all__ = [
+    "ipvs_lab",
     "lab",
     "pytest_collection_modifyitems",
     "pytest_runtest_makereport",
@@ -31,6 +35,9 @@ __all__ = [
 ]
 
 VM_DIR = Path(__file__).resolve().parent
+#: how long a vigild may take to answer ready in the VM: 40-60 s for two at once on a
+#: quiet host, several minutes when other VMs and suites share the two cores
+AGENT_START = 600.0
 NOT_IN_VM = (
     "tests/vm run only inside the IPVS VM: "
     "`python -m tests.lab.vm pytest -q -m vm tests/vm` (make test-vm)"
@@ -55,3 +62,16 @@ def _only_in_the_vm() -> None:
     if not in_vm():
         pytest.fail(NOT_IN_VM, pytrace=False)
     require_root()
+
+
+@pytest.fixture(scope="session")
+def ipvs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpvsLab]:
+    """One director, two real servers (busybox httpd) and a client (tests/lab/ipvs.py),
+    built once for the modules that need a single director (test_ipvs_keepalived.py, then
+    test_ipvs_kernel.py): building it costs ~20 s in the VM. Each test leaves the
+    director's IPVS table, sync daemons and addresses as it found them."""
+    the_lab = Lab(tmp_path_factory.mktemp("ipvs") / "lab")
+    try:
+        yield build_ipvs_lab(the_lab)
+    finally:
+        the_lab.close()

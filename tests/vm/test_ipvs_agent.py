@@ -12,6 +12,7 @@ client's requests say which real server answered (each page is its server's name
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import socket
@@ -19,16 +20,30 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from vigil.cli import main as vigilctl
 
 from tests.lab.agents import AgentHandle
 from tests.lab.capture import in_netns
-from tests.lab.ipvs import CLIENT, CLIENT_DIRECT, HA_GATEWAY, HA_VIPS, SORRY, HaLab, build_ha_lab
+from tests.lab.ipvs import (
+    CLIENT,
+    CLIENT_DIRECT,
+    ECHO_PORT,
+    HA_GATEWAY,
+    HA_VIPS,
+    SORRY,
+    EchoServers,
+    HaLab,
+    Session,
+    build_ha_lab,
+)
 from tests.lab.lab import Lab
 from tests.lab.pytest_plugin import LAB_KEY
 from tests.lab.waiting import wait_for
+from tests.vm.conftest import AGENT_START
 
 NAT, DR, TUN = HA_VIPS["nat"], HA_VIPS["dr"], HA_VIPS["tun"]
 DELAY_LOOP, RETRY, DELAY_BEFORE_RETRY = 1.0, 1, 0.5
@@ -47,9 +62,23 @@ def rs(i: int, **extra: Any) -> dict[str, Any]:
     return {"address": f"10.62.1.{10 + i}", **extra}
 
 
-def director_config(n: int, *, dr_servers: int = 2) -> dict[str, Any]:
-    http = [{"type": "http", "path": "/", "status_codes": [200]}]
+def echo_service(name: str, vip: str, forwarding: str) -> dict[str, Any]:
+    """The long-lived connections' service (an echo on rs1 and rs2), checked every 3 s."""
     return {
+        "name": name,
+        "address": vip,
+        "port": ECHO_PORT,
+        "scheduler": "rr",
+        "forwarding": forwarding,
+        **FAST,
+        "delay_loop": 3,
+        "real_servers": [rs(i, checks=["tcp"]) for i in (1, 2)],
+    }
+
+
+def director_config(n: int, *, dr_servers: int = 2, sync: bool = True) -> dict[str, Any]:
+    http = [{"type": "http", "path": "/", "status_codes": [200]}]
+    config: dict[str, Any] = {
         "global": {"router_id": f"d{n}"},
         "vrrp_instances": [
             {
@@ -92,9 +121,13 @@ def director_config(n: int, *, dr_servers: int = 2) -> dict[str, Any]:
                 **FAST,
                 "real_servers": [rs(i, checks=["tcp"]) for i in (1, 2, 3)],
             },
+            echo_service("echo_nat", NAT, "nat"),
+            echo_service("echo_dr", DR, "dr"),
         ],
-        "ipvs_sync_daemon": {"interface": "eth0", "instance": "VI_1"},
     }
+    if sync:
+        config["ipvs_sync_daemon"] = {"interface": "eth0", "instance": "VI_1"}
+    return config
 
 
 @dataclass
@@ -113,10 +146,11 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     lab = Lab(tmp_path_factory.mktemp("ipvs-ha") / "lab")
     try:
         ha = build_ha_lab(lab)
+        EchoServers(lab, ha.servers[:2])  # stopped by lab.close()
         d1 = lab.start_vigild(ha.directors[0], director_config(1), wait=False, log_level="info")
         d2 = lab.start_vigild(ha.directors[1], director_config(2), wait=False, log_level="info")
-        d1.wait_ready(timeout=240)
-        d2.wait_ready(timeout=240)
+        d1.wait_ready(timeout=AGENT_START)
+        d2.wait_ready(timeout=AGENT_START)
         p = Pair(ha, d1, d2)
         wait_for(lambda: vrrp_state(d1) == "MASTER", timeout=60, what="d1 MASTER")
         yield p
@@ -235,7 +269,7 @@ def in_pool(ha: HaLab, vip: str, rip: str) -> bool:
 
 def test_both_directors_program_the_same_table_and_follow_vrrp(pair: Pair) -> None:
     ha = pair.ha
-    want = {f"TCP {vip}:80" for vip in (NAT, DR, TUN)}
+    want = {f"TCP {vip}:80" for vip in (NAT, DR, TUN)} | {f"TCP {v}:{ECHO_PORT}" for v in (NAT, DR)}
 
     def full(director: int) -> dict[str, Any] | None:
         t = table(ha, director)
@@ -527,18 +561,180 @@ def test_the_sync_daemon_switches_on_every_transition(pair: Pair) -> None:
     assert sorted(set(pages(ha, NAT, 6))) == ["rs1", "rs2", "rs3"]
 
 
+# ------------------------------------------------- long-lived connections across a failover
+
+
+def connections(ha: HaLab, director: int) -> set[str]:
+    """``ipvsadm -Lnc``: the client ends (``addr:port``) of the director's IPVS
+    connections that are ESTABLISHED."""
+    out = set()
+    for line in ha.ipvsadm(director, "-Lnc").splitlines():
+        words = line.split()
+        if len(words) >= 6 and words[2] == "ESTABLISHED":
+            out.add(words[3])
+    return out
+
+
+def mac(ha: HaLab, director: int) -> str:
+    return str(ha.lab.link_info(ha.directors[director])["address"]).lower()
+
+
+def client_arp(ha: HaLab) -> dict[str, str]:
+    """The client's ARP table: IPv4 address -> MAC (complete entries only)."""
+    text = in_netns(ha.client.ns, Path("/proc/thread-self/net/arp").read_text)
+    return {w[0]: w[3].lower() for w in (x.split() for x in text.splitlines()[1:]) if w[2] != "0x0"}
+
+
+def wait_master(pair: Pair, director: int) -> None:
+    """``director`` is VRRP master and the client sends the VIPs' traffic to it (its GARPs
+    reached the client)."""
+    ha = pair.ha
+    agent = (pair.d1, pair.d2)[director]
+    wait_for(lambda: vrrp_state(agent) == "MASTER", timeout=60, what=f"d{director + 1} MASTER")
+    want = mac(ha, director)
+    wait_for(
+        lambda: all(client_arp(ha).get(vip) == want for vip in (NAT, DR)),
+        timeout=30,
+        interval=0.2,
+        what=f"the client's ARP entries for {NAT} and {DR} pointing at d{director + 1} ({want})",
+        observe=lambda: client_arp(ha),
+    )
+
+
+def open_sessions(ha: HaLab) -> list[Session]:
+    """A NAT and a DR echo connection through the VIPs, each answering once."""
+    sessions = [
+        Session(ha.client, NAT, source=CLIENT),
+        Session(ha.client, DR, source=CLIENT_DIRECT),
+    ]
+    for s in sessions:
+        assert s.exchange() == "ok", s
+    return sessions
+
+
+def known_to(ha: HaLab, director: int, sessions: list[Session]) -> bool:
+    have = connections(ha, director)
+    return all(s.local in have for s in sessions)
+
+
+def crash(pair: Pair, director: int) -> None:
+    """A director dies: its vigild SIGKILLed (its kernel keeps the VIPs, the IPVS table and
+    the sync daemon) and its cable pulled, so nothing it left keeps forwarding."""
+    (pair.d1, pair.d2)[director].kill()
+    pair.lab.cable_pull(pair.ha.directors[director])
+
+
+def restart_d2(pair: Pair) -> None:
+    """Back to d1 MASTER, d2 BACKUP, after :func:`crash` of d2 (or a test that failed on
+    the way there): d2's agent killed if it still runs, its cable back, d1 master, vigild
+    restarted on d2 with the sync config (it removes its predecessor's VIPs and adopts the
+    IPVS table); the daemons set."""
+    ha = pair.ha
+    if pair.d2.process.alive():
+        pair.d2.kill()
+    pair.lab.cable_plug(ha.directors[1])
+    wait_for(lambda: vrrp_state(pair.d1) == "MASTER", timeout=60, what="d1 MASTER")
+    pair.d2 = pair.lab.start_vigild(
+        ha.directors[1], director_config(2), wait=False, log_level="info"
+    )
+    pair.d2.wait_ready(timeout=AGENT_START)
+    wait_for(lambda: vrrp_state(pair.d2) == "BACKUP", timeout=60, what="d2 BACKUP")
+    wait_for(
+        lambda: daemons(ha, 0) == {"master"} and daemons(ha, 1) == {"backup"},
+        timeout=60,
+        what="master daemon on d1, backup daemon on d2",
+    )
+
+
+def failovers(pair: Pair, *, sync: bool) -> dict[str, dict[str, str]]:
+    """A planned handover d1 -> d2 (``vigilctl handover`` with sync, the API without), then
+    a crash of d2 (-> d1), each under a NAT and a DR echo connection opened on the master
+    of the moment; one exchange on each after each failover. Leaves d2 crashed and d1
+    MASTER. The outcome of each connection, by phase."""
+    ha = pair.ha
+    pair.d1.client.timeout = 60
+    result: dict[str, dict[str, str]] = {}
+    # 1. planned handover d1 -> d2
+    first = open_sessions(ha)
+    if sync:
+        wait_for(lambda: known_to(ha, 1, first), timeout=60, interval=0.3,
+                 what="d1's sync daemon sending the connections to d2",
+                 observe=lambda: connections(ha, 1))  # fmt: skip
+        # vigilctl's entry point in this process (a vigilctl process costs a minute in a
+        # busy VM), over the agent's socket
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--socket", str(pair.d1.socket_path), "--timeout", "60"]
+        code = vigilctl([*argv, "handover", "VI_1", "--timeout", "30"], out, err)
+        assert code == 0, out.getvalue() + err.getvalue()
+        assert "VI_1: handed over to 10.62.0.2" in out.getvalue(), out.getvalue()
+    else:
+        status, body = pair.d1.client.post("/v1/vrrp/instances/VI_1/handover", {"timeout": 30})
+        assert status == 200, body
+    wait_master(pair, 1)
+    result["handover"] = {str(s): s.exchange() for s in first}
+    # 2. d2, master now, crashes -> d1
+    second = open_sessions(ha)
+    if sync:
+        wait_for(lambda: known_to(ha, 0, second), timeout=60, interval=0.3,
+                 what="d2's sync daemon sending the connections to d1",
+                 observe=lambda: connections(ha, 0))  # fmt: skip
+    crash(pair, 1)
+    wait_master(pair, 0)
+    result["crash"] = {str(s): s.exchange() for s in second}
+    if sync:  # the connections of phase 1 again: they have been through both failovers
+        result["both"] = {str(s): s.exchange() for s in first}
+    for s in first + second:
+        s.close()
+    return result
+
+
+def test_with_sync_long_lived_connections_survive_a_handover_and_a_crash(pair: Pair) -> None:
+    """Done when: with the sync daemon on, a long-lived TCP connection through the VIP keeps
+    working across a planned `vigilctl handover` and across a director crash (NAT and DR)."""
+    try:
+        got = failovers(pair, sync=True)
+        print(f"with the sync daemon: {got}")
+        for phase in ("handover", "crash", "both"):
+            assert set(got[phase].values()) == {"ok"}, (phase, got)
+    finally:
+        restart_d2(pair)
+
+
+def test_without_sync_the_same_failovers_reset_the_connections(pair: Pair) -> None:
+    """The same failovers without the sync daemon: the new master has no entry for the
+    connection, so the client's next segment is not forwarded; the new director's own
+    stack holds the VIP and answers with a reset (never an echo)."""
+    ha = pair.ha
+    for agent, n in ((pair.d1, 1), (pair.d2, 2)):
+        agent.write_config(director_config(n, sync=False))
+        status, body = agent.client.post("/v1/reload")
+        assert status == 200, body
+    wait_for(lambda: daemons(ha, 0) == daemons(ha, 1) == set(), timeout=60, what="no daemons")
+    try:
+        got = failovers(pair, sync=False)
+        print(f"without the sync daemon: {got}")
+        for phase in ("handover", "crash"):
+            assert set(got[phase].values()) == {"reset"}, (phase, got)
+    finally:
+        pair.d1.write_config(director_config(1))
+        assert pair.d1.client.post("/v1/reload")[0] == 200
+        restart_d2(pair)
+
+
 def test_cleanup_after_sigkill_removes_exactly_what_the_journal_recorded(pair: Pair) -> None:
     ha, d2 = pair.ha, pair.d2
     ha.ipvsadm(1, "-A", "-t", "10.62.0.200:80", "-s", "rr")  # someone else's service
     journal = json.loads((d2.state_dir / "ipvs-journal.json").read_text())["entries"]
     assert sorted(journal) == [
+        f"service:tcp|{NAT}|{ECHO_PORT}",
         f"service:tcp|{NAT}|80",
+        f"service:tcp|{DR}|{ECHO_PORT}",
         f"service:tcp|{DR}|80",
         f"service:tcp|{TUN}|80",
         "sync:backup",
     ]
     d2.kill()
-    assert len(table(ha, 1)) == 4 and daemons(ha, 1) == {"backup"}  # a crash leaves it all
+    assert len(table(ha, 1)) == 6 and daemons(ha, 1) == {"backup"}  # a crash leaves it all
     res = pair.lab.run(
         ha.directors[1],
         [

@@ -1,8 +1,9 @@
 """vigil.ipvs.kernel against a real IPVS (the VM's kernel), with traffic through it.
 
-One topology for the whole module (tests/lab/ipvs.py: a client, a director and two real
-servers running busybox httpd on one bridge), built once because every process start
-costs ~0.2 s in the VM; each test starts from an empty IPVS table and leaves none. The
+One topology (the session fixture ``ipvs_lab`` of conftest.py, tests/lab/ipvs.py: a
+client, a director and two real servers running busybox httpd on one bridge, shared
+with test_ipvs_keepalived.py), built once because every process start costs ~0.2 s in
+the VM; each test starts from an empty IPVS table and leaves none. The
 adapter works from the test process (the VM's root namespace) on the director's namespace.
 ``ipvsadm`` (libnl, not pyroute2) is the independent witness of what the kernel holds.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
@@ -27,21 +28,11 @@ from vigil.ipvs.kernel import (
     SyncDaemon,
 )
 
-from tests.lab.ipvs import CLIENT, CLIENT_DIRECT, GUE_PORT, VIP, IpvsLab, build_ipvs_lab
-from tests.lab.lab import Lab
+from tests.lab.ipvs import CLIENT, CLIENT_DIRECT, GUE_PORT, VIP, IpvsLab
 from tests.lab.pytest_plugin import LAB_KEY
 from tests.lab.waiting import WaitTimeout, wait_for, wait_for_async
 
 WEB = ServiceKey.inet("tcp", VIP, 80)
-
-
-@pytest.fixture(scope="module")
-def ipvs_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpvsLab]:
-    the_lab = Lab(tmp_path_factory.mktemp("ipvs") / "lab")
-    try:
-        yield build_ipvs_lab(the_lab)
-    finally:
-        the_lab.close()
 
 
 @pytest.fixture
