@@ -5,10 +5,10 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepalived \
         frr bird2 nftables shellcheck debootstrap systemd-container openssh-client \
-        dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
+        dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm prometheus
 SETUP_STAMP := $(VENV)/.stamp-setup
 
-.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench soak fuzz contract clean-lab help
+.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts test-monitoring lint bench soak fuzz contract clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
@@ -42,9 +42,10 @@ demo: setup
 
 # Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
-# host), the collection's ansible-test sanity and units, and lint.
+# host), the collection's ansible-test sanity and units, the alerting rules, and lint.
 test: setup
 	$(VPY) -m pytest -q agent/tests tests/tools tests/integration
+	$(MAKE) --no-print-directory test-monitoring
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
@@ -60,6 +61,13 @@ test-integration: setup
 # IPVS on a real kernel: one QEMU boot runs the whole VM suite inside (tests/vm/).
 test-vm: setup
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
+
+# The shipped Prometheus alerting rules: syntax and promtool unit tests (Debian's
+# prometheus package). The end-to-end check (a real Prometheus scraping a partitioned pair)
+# is tests/integration/test_monitoring.py.
+test-monitoring:
+	promtool check rules monitoring/vigil-alerts.yml
+	promtool test rules monitoring/vigil-alerts.test.yml
 
 test-hosts: setup
 	$(VPY) -m pytest -q -m hosts tests/integration
