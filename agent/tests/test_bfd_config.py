@@ -11,7 +11,7 @@ import pytest
 from vigil.bfd.auth import AuthConfig
 from vigil.bfd.config import BfdConfig, BfdSessionConfig, diff_bfd
 from vigil.bfd.packet import AuthType
-from vigil.config import Config, ConfigError, Issue
+from vigil.config import ClusterContext, Config, ConfigError, Issue
 from vigil.subsystems import check_cluster, diff_configs, load_config, validate_data
 
 pytestmark = pytest.mark.unit
@@ -296,6 +296,19 @@ def test_a_session_to_a_node_without_one_back() -> None:
     (issue,) = pair_issues([sess("to-n2", B, local=A)], [sess("gw", R, local=B)])
     assert issue.file == "n1" and issue.path == "bfd.sessions[0].peer"
     assert "10.9.0.2 is n2, which has no BFD session to this node" in issue.message
+
+
+def test_node_addresses_from_the_context_find_sessions_without_local() -> None:
+    """Without ``local`` nothing says 10.9.0.2 is n2, unless the caller knows its addresses."""
+    one, two = [sess("to-n2", B)], [sess("gw", R)]
+    assert pair_issues(one, two) == []
+    addrs = {"n1": [ipaddress.ip_address(A)], "n2": [ipaddress.ip_address(B)]}
+    context = ClusterContext(addresses=lambda node: addrs[node])
+    (issue,) = check_cluster({"n1": node("n1", *one), "n2": node("n2", *two)}, context)
+    assert issue.file == "n1" and issue.path == "bfd.sessions[0].peer"
+    assert "10.9.0.2 is n2, which has no BFD session to this node" in issue.message
+    both = [sess("to-n1", A)]
+    assert check_cluster({"n1": node("n1", *one), "n2": node("n2", *both)}, context) == []
 
 
 def test_auth_mismatches_never_show_a_secret() -> None:

@@ -9,10 +9,18 @@ description and each host's variables and facts, validates all of them with the 
 schema (``vigil.config``, imported from the collection's ``agent/`` sources, never copied)
 plus the cross-node checks, and fails on every host before anything is written if any node
 is wrong. Only then does the target module get this host's YAML.
+
+A director pair is rendered the same way: ``virtual_servers[].real_servers_from`` names an
+inventory group whose hosts become the real servers (address and weight from their
+``vigil_real_server`` variable, the address from facts where it is absent), and
+``bfd.pair`` / ``bfd.gateways`` become BFD sessions between the members of the group and
+to named upstream gateways, with each host's own address as ``local``. The agent's own
+cross-node checks then see both ends of every session and both directors' services.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import ipaddress
@@ -33,11 +41,28 @@ HEADER = (
     "# Rendered by vigil.ha.agent_config from the Ansible inventory; local edits are overwritten.\n"
 )
 NODE_KEYS = ("router_id", "priority", "interface", "address", "address6", "instances", "global")
+DEFAULT_REAL_SERVER_VAR = "vigil_real_server"
+#: what a backend host's real-server variable may set
+REAL_SERVER_KEYS = (
+    "address",
+    "address6",
+    "interface",
+    "weight",
+    "port",
+    "upper_threshold",
+    "lower_threshold",
+)
+#: the collection's own keys in the cluster description, expanded and removed by the renderer
+RS_FROM = "real_servers_from"
+BFD_OPTIONS = ("min_tx", "min_rx", "multiplier", "passive", "min_ttl", "auth")
+BFD_PAIR_KEYS = ("name", "family", "interface", "multihop", "profile", "admin_down", *BFD_OPTIONS)
+GATEWAY_KEYS = ("name", "address", "host", "family", *BFD_PAIR_KEYS[2:])
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "cluster": {"type": "dict", "required": True},
     "group": {"type": "str"},
     "node_var": {"type": "str", "default": DEFAULT_NODE_VAR},
+    "real_server_var": {"type": "str", "default": DEFAULT_REAL_SERVER_VAR},
     "priority_base": {"type": "int", "default": 150},
     "priority_step": {"type": "int", "default": 10},
     "dest": {"type": "path", "default": "/etc/vigil/vigil.yml"},
@@ -55,6 +80,7 @@ PASSED_THROUGH = (
     "cluster",
     "group",
     "node_var",
+    "real_server_var",
     "priority_base",
     "priority_step",
     "dest",
@@ -119,6 +145,25 @@ class HostInput:
     name: str
     node: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    #: the host's real-server variable (a backend of a virtual server), if any
+    real_server: Any = None
+    #: ansible_host, when it is set
+    ansible_host: str | None = None
+
+
+@dataclass
+class Inventory:
+    """The inventory groups and any host's inputs, for real servers and gateways.
+
+    ``groups`` maps a group to its host names; ``host(name)`` gives that host's inputs
+    (None for a name not in the inventory).
+    """
+
+    groups: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    hosts: Mapping[str, HostInput] = field(default_factory=dict)
+
+    def host(self, name: str) -> HostInput | None:
+        return self.hosts.get(name)
 
 
 def plain(value: Any) -> Any:
@@ -204,6 +249,28 @@ class FactsView:
                     continue
         return [net for net in out if net.ip not in self.vips]
 
+    def all_addresses(self) -> set[Any]:
+        """Every address of every interface the facts list (without the VIPs)."""
+        out: set[Any] = set()
+        for name in self.facts.get("interfaces") or []:
+            for family in (4, 6):
+                out.update(net.ip for net in self.networks(str(name), family))
+        for key in ("default_ipv4", "default_ipv6"):
+            addr = (self.facts.get(key) or {}).get("address")
+            try:
+                ip = ipaddress.ip_address(str(addr)) if addr else None
+            except ValueError:
+                ip = None
+            if ip is not None and ip not in self.vips:
+                out.add(ip)
+        return out
+
+    def default_address(self, family: int) -> str | None:
+        """The address of the default route's interface for the family, from the facts."""
+        default = self.facts.get("default_ipv4" if family == 4 else "default_ipv6") or {}
+        addr = default.get("address")
+        return str(addr) if addr else None
+
     def address(self, name: str, family: int) -> str | None:
         nets = self.networks(name, family)
         if nets:
@@ -270,10 +337,14 @@ class ClusterRenderer:
         node_var: str = DEFAULT_NODE_VAR,
         priority_base: int = 150,
         priority_step: int = 10,
+        inventory: Inventory | None = None,
+        real_server_var: str = DEFAULT_REAL_SERVER_VAR,
     ) -> None:
         self.cluster = plain(cluster)
         self.hosts = list(hosts)
         self.node_var = node_var
+        self.inventory = inventory or Inventory(hosts={h.name: h for h in hosts})
+        self.real_server_var = real_server_var
         self.priority_base = priority_base
         self.priority_step = priority_step
         self.problems: list[Problem] = []
@@ -293,10 +364,12 @@ class ClusterRenderer:
             self._check_node(host, names)
         merged = {host.name: self._merged_instances(host, instances) for host in self.hosts}
         sources = {host.name: self._sources(host, merged[host.name]) for host in self.hosts}
-        return {
+        rendered = {
             host.name: self._render_host(index, host, merged[host.name], sources)
             for index, host in enumerate(self.hosts)
         }
+        LoadBalancerRenderer(self, merged).render(rendered)
+        return rendered
 
     def _check_node(self, host: HostInput, names: list[Any]) -> None:
         for key in host.node:
@@ -441,6 +514,338 @@ class ClusterRenderer:
         return unicast
 
 
+class LoadBalancerRenderer:
+    """The IPVS and BFD parts of every host's config: the collection's own keys expanded.
+
+    - ``virtual_servers[].real_servers_from: {group: G, KEY: VALUE...}``: one real server
+      per host of inventory group G, in inventory order, after the ``real_servers`` written
+      out; the other keys are every such server's settings (port, weight, checks...); the
+      host's real-server variable sets its ``address`` (``address6``), ``weight``, ``port``
+      and thresholds, and the address comes from its facts where it is absent (the default
+      route's interface, or the variable's ``interface``).
+    - ``ipvs_sync_daemon.interface``: the host's interface when left out.
+    - ``bfd.pair``: a session from each member to each other member (``local``: its own
+      address, ``peer``: the other's), named ``name`` (``peer``) in a pair and
+      ``NAME_HOST`` in a larger group.
+    - ``bfd.gateways``: one session from every member to each named gateway, by ``address``
+      or by inventory ``host``.
+
+    Problems name the host to fix and the field, and go to the renderer's list.
+    """
+
+    def __init__(self, base: ClusterRenderer, instances: Mapping[str, list[Any]]) -> None:
+        self.base = base
+        self.instances = instances
+        self.cluster = base.cluster
+        self.node_var = base.node_var
+        self.rs_var = base.real_server_var
+
+    def problem(self, host: str, path: str, message: str) -> None:
+        self.base.problem(host, path, message)
+
+    def everywhere(self, path: str, message: str) -> None:
+        """A problem of the shared description: reported on every member."""
+        for host in self.base.hosts:
+            self.problem(host.name, path, message)
+
+    def render(self, rendered: dict[str, dict[str, Any]]) -> None:
+        servers = self.cluster.get("virtual_servers")
+        if isinstance(servers, list):
+            expanded = self._virtual_servers(servers)
+            for config in rendered.values():
+                config["virtual_servers"] = copy.deepcopy(expanded)
+        if isinstance(self.cluster.get("ipvs_sync_daemon"), Mapping):
+            for host in self.base.hosts:
+                daemon = rendered[host.name]["ipvs_sync_daemon"]
+                if "interface" not in daemon:
+                    iface = self._interface(host)
+                    if iface:
+                        daemon["interface"] = iface
+        bfd = self.cluster.get("bfd")
+        if isinstance(bfd, Mapping) and ("pair" in bfd or "gateways" in bfd):
+            for host in self.base.hosts:
+                rendered[host.name]["bfd"] = self._bfd(host, bfd)
+
+    # ------------------------------------------------------------------ addresses
+
+    def _interface(self, host: HostInput) -> str | None:
+        """The host's interface: its variable, its instances' interface, the default route's."""
+        iface = host.node.get("interface")
+        if isinstance(iface, str):
+            return iface
+        for inst in self.instances.get(host.name) or []:
+            if isinstance(inst, Mapping) and isinstance(inst.get("interface"), str):
+                return str(inst["interface"])
+        return FactsView(host.facts).default_interface()
+
+    def _node_address(self, host: HostInput, family: int, interface: str | None) -> str | None:
+        """A group member's own address of the family: its variable, else its facts."""
+        given = host.node.get("address" if family == 4 else "address6")
+        if given:
+            return str(given)
+        facts = FactsView(host.facts, vip_ips(self.instances.get(host.name)))
+        iface = interface or self._interface(host)
+        found = facts.address(iface, family) if iface else None
+        return found or facts.default_address(family)
+
+    # ------------------------------------------------------------------ IPVS
+
+    def _virtual_servers(self, servers: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for index, vs in enumerate(servers):
+            if not isinstance(vs, Mapping) or RS_FROM not in vs:
+                out.append(vs)  # the schema names any problem in it
+                continue
+            vs = dict(vs)
+            spec = vs.pop(RS_FROM)
+            path = f"cluster.virtual_servers[{index}].{RS_FROM}"
+            written = vs.get("real_servers")
+            if written is None:
+                written = []
+            if not isinstance(written, list):
+                out.append(vs)  # the schema names it
+                continue
+            vs["real_servers"] = [*written, *self._from_group(vs, spec, path)]
+            out.append(vs)
+        return out
+
+    def _family(self, vs: Mapping[str, Any]) -> int:
+        text = vs.get("address")
+        if isinstance(text, str):
+            with contextlib.suppress(ValueError):
+                return ipaddress.ip_address(text).version
+        if vs.get("fwmark") is not None:
+            return 6 if vs.get("family") == 6 else 4
+        group = vs.get("group")
+        for entry in self.cluster.get("virtual_server_groups") or []:
+            if isinstance(entry, Mapping) and entry.get("name") == group:
+                for member in entry.get("members") or []:
+                    addr = member.get("address") if isinstance(member, Mapping) else None
+                    if isinstance(addr, str):
+                        return 6 if ":" in addr else 4
+                    if isinstance(member, Mapping) and member.get("family") == 6:
+                        return 6
+        return 4
+
+    def _from_group(self, vs: Mapping[str, Any], spec: Any, path: str) -> list[dict[str, Any]]:
+        name = vs.get("name") or vs.get("address") or "virtual server"
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("group"), str):
+            self.everywhere(
+                path,
+                "must be a mapping with group: INVENTORY_GROUP (and the real servers' "
+                "settings: port, weight, checks...)",
+            )
+            return []
+        template = {k: copy.deepcopy(v) for k, v in spec.items() if k != "group"}
+        if "address" in template:
+            self.everywhere(
+                f"{path}.address",
+                "the addresses come from the group's hosts; set "
+                f"{self.rs_var}.address on a host instead",
+            )
+            template.pop("address")
+        group = str(spec["group"])
+        inventory = self.base.inventory
+        if group not in inventory.groups:
+            known = ", ".join(sorted(g for g in inventory.groups if g not in ("all", "ungrouped")))
+            self.everywhere(
+                f"{path}.group",
+                f"{name}: group {group!r} is not in the inventory; it has: {known or 'none'}",
+            )
+            return []
+        members = list(inventory.groups[group])
+        if not members:
+            self.everywhere(
+                f"{path}.group", f"{name}: group {group!r} has no hosts; add the backends to it"
+            )
+            return []
+        family = self._family(vs)
+        out: list[dict[str, Any]] = []
+        for member in members:
+            host = inventory.host(member)
+            server = self._real_server(name, group, family, member, host, template)
+            if server is not None:
+                out.append(server)
+        return out
+
+    def _real_server(
+        self,
+        vs_name: str,
+        group: str,
+        family: int,
+        member: str,
+        host: HostInput | None,
+        template: Mapping[str, Any],
+    ) -> dict[str, Any] | None:
+        var = self.rs_var
+        given = host.real_server if host is not None else None
+        if given is None:
+            given = {}
+        if not isinstance(given, Mapping):
+            self.problem(
+                member,
+                var,
+                f"must be a mapping of real-server settings ({', '.join(REAL_SERVER_KEYS)}), "
+                f"got {type(given).__name__}",
+            )
+            return None
+        unknown = [k for k in given if k not in REAL_SERVER_KEYS]
+        for key in unknown:
+            self.problem(
+                member, f"{var}.{key}", f"unknown key; use one of {', '.join(REAL_SERVER_KEYS)}"
+            )
+        if unknown:
+            return None
+        server = copy.deepcopy(dict(template))
+        for key in ("weight", "port", "upper_threshold", "lower_threshold"):
+            if key in given:
+                server[key] = given[key]
+        key = "address" if family == 4 else "address6"
+        address = given.get(key)
+        if address is None and host is not None:
+            facts = FactsView(host.facts)
+            iface = given.get("interface")
+            if isinstance(iface, str):
+                address = facts.address(iface, family)
+            else:
+                address = facts.default_address(family)
+        if address is None:
+            where = f"on {given['interface']!r} " if isinstance(given.get("interface"), str) else ""
+            self.problem(
+                member,
+                f"{var}.{key}",
+                f"{vs_name}: real server {member} (group {group}) needs an IPv{family} address "
+                f"and its facts show none {where}(facts are gathered for it only in a play on "
+                f"its hosts); set {var}.{key} or gather facts on {group} first",
+            )
+            return None
+        server["address"] = str(address)
+        return server
+
+    # ------------------------------------------------------------------ BFD
+
+    def _bfd(self, host: HostInput, bfd: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: copy.deepcopy(v) for k, v in bfd.items() if k not in ("pair", "gateways")}
+        written = out.get("sessions")
+        sessions: list[Any] = list(written) if isinstance(written, list) else []
+        if written is not None and not isinstance(written, list):
+            return dict(bfd)  # the schema names it
+        if "pair" in bfd:
+            sessions.extend(self._pair_sessions(host, bfd["pair"]))
+        if "gateways" in bfd:
+            sessions.extend(self._gateway_sessions(host, bfd["gateways"]))
+        out["sessions"] = sessions
+        return out
+
+    def _pair_sessions(self, host: HostInput, spec: Any) -> list[dict[str, Any]]:
+        if spec is False or spec is None:
+            return []
+        if spec is True:
+            spec = {}
+        path = "cluster.bfd.pair"
+        if not isinstance(spec, Mapping):
+            self.problem(host.name, path, "must be true or a mapping of session options")
+            return []
+        bad = [k for k in spec if k not in BFD_PAIR_KEYS]
+        for key in bad:
+            self.problem(
+                host.name, f"{path}.{key}", f"unknown key; use one of {', '.join(BFD_PAIR_KEYS)}"
+            )
+        if bad:
+            return []
+        others = [h for h in self.base.hosts if h.name != host.name]
+        family = 6 if spec.get("family") == 6 else 4
+        iface = spec.get("interface") if isinstance(spec.get("interface"), str) else None
+        mine = self._node_address(host, family, iface)
+        var = "address" if family == 4 else "address6"
+        if mine is None:
+            self.problem(
+                host.name,
+                f"{self.node_var}.{var}",
+                f"bfd.pair needs this host's IPv{family} address and the facts show none; "
+                f"set {self.node_var}.{var} or gather facts",
+            )
+            return []
+        base = str(spec.get("name") or "peer")
+        options = {k: copy.deepcopy(v) for k, v in spec.items() if k not in ("name", "family")}
+        out: list[dict[str, Any]] = []
+        for other in others:
+            theirs = self._node_address(other, family, iface)
+            if theirs is None:
+                continue  # reported on that host
+            name = base if len(others) == 1 else f"{base}_{other.name}"
+            out.append({"name": name, "peer": theirs, "local": mine, **options})
+        return out
+
+    def _gateway_sessions(self, host: HostInput, spec: Any) -> list[dict[str, Any]]:
+        path = "cluster.bfd.gateways"
+        if not isinstance(spec, list):
+            self.problem(host.name, path, "must be a list of {name, address or host, options}")
+            return []
+        out: list[dict[str, Any]] = []
+        for index, gw in enumerate(spec):
+            where = f"{path}[{index}]"
+            if not isinstance(gw, Mapping) or not isinstance(gw.get("name"), str):
+                self.problem(host.name, where, "must be a mapping with a name, an address or host")
+                continue
+            bad = [k for k in gw if k not in GATEWAY_KEYS]
+            for key in bad:
+                known = ", ".join(GATEWAY_KEYS)
+                self.problem(host.name, f"{where}.{key}", f"unknown key; use one of {known}")
+            if bad:
+                continue
+            if ("address" in gw) == ("host" in gw):
+                self.problem(host.name, where, f"{gw['name']}: give exactly one of address or host")
+                continue
+            address = gw.get("address")
+            family = 6 if gw.get("family") == 6 else 4
+            if "host" in gw:
+                address = self._gateway_address(host, where, str(gw["host"]), family)
+                if address is None:
+                    continue
+            else:
+                with contextlib.suppress(ValueError):
+                    family = ipaddress.ip_address(str(address)).version
+            options = {
+                k: copy.deepcopy(v) for k, v in gw.items() if k not in ("address", "host", "family")
+            }
+            session = {**options, "peer": address}
+            iface = gw.get("interface") if isinstance(gw.get("interface"), str) else None
+            mine = self._node_address(host, family, iface)
+            if mine is not None:
+                session["local"] = mine
+            out.append(session)
+        return out
+
+    def _gateway_address(self, host: HostInput, where: str, name: str, family: int) -> str | None:
+        gateway = self.base.inventory.host(name)
+        if gateway is None:
+            self.problem(
+                host.name,
+                f"{where}.host",
+                f"{name} is not in the inventory; give its address instead, or add it",
+            )
+            return None
+        given = gateway.node.get("address" if family == 4 else "address6")
+        if given:
+            return str(given)
+        found = FactsView(gateway.facts).default_address(family)
+        if found:
+            return found
+        if gateway.ansible_host:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(gateway.ansible_host).version == family:
+                    return gateway.ansible_host
+        self.problem(
+            name,
+            f"{self.node_var}.{'address' if family == 4 else 'address6'}",
+            f"the BFD gateway {name} needs an IPv{family} address: set "
+            f"{self.node_var}.{'address' if family == 4 else 'address6'} or ansible_host on it, "
+            "or gather its facts",
+        )
+        return None
+
+
 def _unicast_on(value: Any) -> bool:
     return value is True or isinstance(value, Mapping)
 
@@ -481,6 +886,7 @@ class GroupChecker:
         # only the controller knows (each host's interfaces, from facts) goes in the context.
         context = self.vconf.ClusterContext(
             networks=self._networks,
+            addresses=self._addresses,
             distinct_priorities=True,
             fixes={
                 "priority": f"set {self.node_var}.priority or instances.NAME.priority, or "
@@ -499,6 +905,16 @@ class GroupChecker:
             for vip in (*inst.vips, *inst.excluded_vips)
         }
         return FactsView(self.hosts[host].facts if host in self.hosts else {}, frozenset(vips))
+
+    def _addresses(self, host: str) -> set[Any]:
+        """Every address of a host: its variables and its facts (without its VIPs)."""
+        out = self._facts(host).all_addresses()
+        node = self.hosts[host].node if host in self.hosts else {}
+        for key in ("address", "address6"):
+            with contextlib.suppress(ValueError, TypeError):
+                if node.get(key):
+                    out.add(ipaddress.ip_address(str(node[key])))
+        return out
 
     def _networks(self, host: str, interface: str, family: int) -> list[Any]:
         """A host's addresses on an interface, from facts (without the VIPs it may hold)."""
@@ -571,9 +987,11 @@ class ActionModule(ActionBase):
             node_var=args["node_var"],
             priority_base=args["priority_base"],
             priority_step=args["priority_step"],
+            inventory=self._inventory(args, task_vars, hosts),
+            real_server_var=args["real_server_var"],
         )
         rendered = renderer.render()
-        problems = list(renderer.problems)
+        problems = list(dict.fromkeys(renderer.problems))
         checker = GroupChecker(vconf, rendered, hosts, node_var=args["node_var"])
         if not problems:
             problems = checker.run()
@@ -601,6 +1019,44 @@ class ActionModule(ActionBase):
         )
         result.update(module_result)
         return result
+
+    def _inventory(
+        self, args: Mapping[str, Any], task_vars: Mapping[str, Any], members: list[HostInput]
+    ) -> Inventory:
+        """The groups and the hosts the cluster names (backends, gateways), read lazily."""
+        groups = {str(g): [str(h) for h in hs] for g, hs in (task_vars.get("groups") or {}).items()}
+        wanted: set[str] = set()
+        cluster = args["cluster"] if isinstance(args["cluster"], Mapping) else {}
+        for vs in cluster.get("virtual_servers") or []:
+            spec = vs.get(RS_FROM) if isinstance(vs, Mapping) else None
+            if isinstance(spec, Mapping) and str(spec.get("group")) in groups:
+                wanted.update(groups[str(spec.get("group"))])
+        bfd = cluster.get("bfd")
+        gateways = bfd.get("gateways") if isinstance(bfd, Mapping) else None
+        for gw in gateways if isinstance(gateways, list) else []:
+            if isinstance(gw, Mapping) and gw.get("host") is not None:
+                wanted.add(str(gw["host"]))
+        hosts = {h.name: h for h in members}
+        hostvars = task_vars.get("hostvars") or {}
+        known = set(groups.get("all") or []) | {h for hs in groups.values() for h in hs}
+        for name in sorted(wanted - set(hosts)):
+            if name not in known:
+                continue
+            hv = hostvars.get(name) if hasattr(hostvars, "get") else None
+            node = _host_var(hv, args["node_var"], name)
+            facts = _host_var(hv, "ansible_facts", name) or {}
+            hosts[name] = HostInput(
+                name,
+                plain(node) if isinstance(node, Mapping) else {},
+                plain(facts) if isinstance(facts, Mapping) else {},
+            )
+        for name, host in hosts.items():
+            hv = hostvars.get(name) if hasattr(hostvars, "get") else None
+            if name in wanted:
+                host.real_server = plain(_host_var(hv, args["real_server_var"], name))
+            ansible_host = _host_var(hv, "ansible_host", name)
+            host.ansible_host = str(ansible_host) if ansible_host else None
+        return Inventory(groups, hosts)
 
     def _group_hosts(
         self, args: Mapping[str, Any], task_vars: Mapping[str, Any]

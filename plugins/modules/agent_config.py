@@ -46,12 +46,32 @@ options:
       - The shared description of the group, in the vigil config format
         (see C(docs/configuration.md)) with the per-node fields left out.
       - "Keys: C(global), C(vrrp_scripts), C(track_files), C(track_processes),
-        C(vrrp_instances), C(vrrp_sync_groups) and C(x-*)."
+        C(vrrp_instances), C(vrrp_sync_groups), C(virtual_servers), C(virtual_server_groups),
+        C(ipvs_sync_daemon), C(bfd) and C(x-*)."
       - In an instance, C(priority) may be left out (host order decides), C(interface) too
         (the host's C(interface) variable or its default IPv4 interface from the facts), and
         C(unicast) may be V(true) (or a mapping without C(peers)/C(source)) to have the
         source and peers filled in from the hosts' addresses.
       - C(global.router_id) is set to each host's C(router_id) variable or its inventory name.
+      - "In a virtual server, C(real_servers_from: {group: GROUP, ...}) adds one real server
+        per host of the inventory group GROUP (after the C(real_servers) written out, in
+        inventory order); its other keys (C(port), C(weight), C(checks), C(forwarding), ...)
+        are every such real server's settings. Each backend's C(address) (C(address6) for an
+        IPv6 service), C(weight), C(port) and thresholds come from its variable named by
+        O(real_server_var); the address comes from its facts where it is absent (the default
+        route's interface, or the variable's C(interface)), so gather facts on the backends
+        or set it."
+      - C(ipvs_sync_daemon.interface) may be left out; each director's own interface is used.
+      - "C(bfd.pair: true) (or a mapping of session options: C(name) (default V(peer)),
+        C(family) 4 or 6, C(interface), C(profile), C(min_tx), ...) adds a BFD session from
+        each member to each other member, from its own address (C(address)/C(address6) of
+        O(node_var), else the facts) to the other's. In a pair both sessions are called
+        C(name), so a VRRP instance can track C(bfd:peer) or use C(fast_takeover_bfd: peer);
+        in a larger group they are called C(NAME_HOST)."
+      - "C(bfd.gateways) is a list of upstream gateways, each C({name, address}) or
+        C({name, host}) (an inventory host: its C(address) in O(node_var), its facts, or its
+        C(ansible_host)) plus session options; every member gets a session to each, from
+        its own address."
       - Every host of the group should see the same value; each host's own per-node
         settings go in the variable named by O(node_var).
     type: dict
@@ -76,6 +96,15 @@ options:
         C({VI_2: {priority: 200}}) to make this host the master of VI_2."
     type: str
     default: vigil_node
+  real_server_var:
+    description:
+      - Name of the host variable of a backend host (a member of a group named by a virtual
+        server's C(real_servers_from)) with its real-server settings.
+      - "Its keys: C(address), C(address6), C(interface) (where the facts give the address),
+        C(weight), C(port), C(upper_threshold), C(lower_threshold). Any other key is an
+        error that names the host."
+    type: str
+    default: vigil_real_server
   priority_base:
     description:
       - Priority of the first host of the group where no variable sets one.
@@ -717,6 +746,7 @@ def main() -> None:
             "cluster": {"type": "dict", "required": True},
             "group": {"type": "str"},
             "node_var": {"type": "str", "default": "vigil_node"},
+            "real_server_var": {"type": "str", "default": "vigil_real_server"},
             "priority_base": {"type": "int", "default": 150},
             "priority_step": {"type": "int", "default": 10},
             "dest": {"type": "path", "default": "/etc/vigil/vigil.yml"},

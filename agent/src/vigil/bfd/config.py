@@ -501,7 +501,9 @@ class BfdSection:
         return count, "BFD session" if count == 1 else "BFD sessions"
 
     def check_cluster(self, models: Mapping[str, BfdConfig], context: Any = None) -> list[Issue]:
-        return check_bfd_cluster(models)
+        addresses = getattr(context, "node_addresses", None)
+        known = {node: addresses(node) for node in models} if addresses is not None else None
+        return check_bfd_cluster(models, known)
 
 
 def _build_auth(auth: dict[str, Any]) -> BfdAuth:
@@ -702,10 +704,14 @@ def _same_secret(a: BfdKey, b: BfdKey) -> bool:
     return hmac.compare_digest(a.secret.encode(), b.secret.encode())
 
 
-def check_bfd_cluster(models: Mapping[str, BfdConfig]) -> list[Issue]:
+def check_bfd_cluster(
+    models: Mapping[str, BfdConfig],
+    addresses: Mapping[str, Iterable[IPAddress]] | None = None,
+) -> list[Issue]:
     """Sessions between two vigil nodes of the group, checked from both ends.
 
-    A node's addresses are the ``local`` addresses of its sessions; a session whose peer
+    A node's addresses are the ``local`` addresses of its sessions, and those ``addresses``
+    gives (what the caller knows of each node: the collection reads facts); a session whose peer
     is another node's address is a session between the two, and that node must have the
     matching session (peer = this node's local address, same single hop / multihop) with
     a compatible configuration. Sessions to anything else (an upstream router) are not
@@ -713,10 +719,17 @@ def check_bfd_cluster(models: Mapping[str, BfdConfig]) -> list[Issue]:
     """
     issues: list[Issue] = []
     owners: dict[IPAddress, str] = {}
+    known: dict[str, set[IPAddress]] = {node: set() for node in models}
     for node, model in models.items():
         for s in model.sessions:
             if s.local is not None:
                 owners.setdefault(s.local, node)
+                known[node].add(s.local)
+    for node, addrs in (addresses or {}).items():
+        if node in known:
+            for addr in addrs:
+                owners.setdefault(addr, node)
+                known[node].add(addr)
 
     def error(node: str, model: BfdConfig, s: BfdSessionConfig, key: str, message: str) -> None:
         path = f"bfd.sessions[{model.session_names.index(s.name)}]" + (f".{key}" if key else "")
@@ -730,7 +743,7 @@ def check_bfd_cluster(models: Mapping[str, BfdConfig]) -> list[Issue]:
             theirs = [
                 t
                 for t in models[other].sessions
-                if t.peer in _addresses(model) and (s.local is None or t.peer == s.local)
+                if t.peer in known[node] and (s.local is None or t.peer == s.local)
             ]
             match = next((t for t in theirs if t.multihop == s.multihop), None)
             if match is None:
@@ -758,10 +771,6 @@ def check_bfd_cluster(models: Mapping[str, BfdConfig]) -> list[Issue]:
                 continue
             _pair(node, model, s, other, match, error)
     return issues
-
-
-def _addresses(model: BfdConfig) -> set[IPAddress]:
-    return {s.local for s in model.sessions if s.local is not None}
 
 
 def _yn(flag: bool) -> str:

@@ -8,7 +8,7 @@ these on the controller before anything ships.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,9 @@ __all__ = ["ClusterContext", "check_cluster"]
 #: (node, interface, family) -> the interface's addresses on that node (as ip_interface),
 #: without the VIPs it may hold; empty when nothing is known about it
 Networks = Callable[[str, str, int], Sequence[Any]]
+#: node -> every address the node has (ip_address objects), for checks that need to know
+#: which node an address belongs to (a BFD peer that is another node of the group)
+Addresses = Callable[[str], Iterable[Any]]
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,15 @@ class ClusterContext:
     from facts): with it, VRIDs are checked per segment and VIPs against their subnet.
     ``fixes`` words a fix in the caller's terms (``{"priority": "set vigil_node.priority
     ..."}``) where the default would name a config key the caller does not write.
+    ``addresses`` tells every address of a node (the collection: host variables and facts),
+    so a BFD session to another node of the group is recognised even without ``local``.
     ``distinct_priorities`` makes equal priorities of one instance on two nodes an error:
     legal VRRP (the higher address wins), but a caller that assigns priorities itself (the
     collection does, from host order) wants exactly one highest.
     """
 
     networks: Networks | None = None
+    addresses: Addresses | None = None
     fixes: Mapping[str, str] = field(default_factory=dict)
     distinct_priorities: bool = False
 
@@ -47,6 +53,11 @@ class ClusterContext:
         if self.networks is None:
             return []
         return list(self.networks(node, interface, family))
+
+    def node_addresses(self, node: str) -> list[Any]:
+        if self.addresses is None:
+            return []
+        return list(self.addresses(node))
 
 
 def _router_ids(configs: Mapping[str, Config]) -> list[Issue]:
