@@ -42,13 +42,15 @@ demo: setup
 
 # Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
-# host), the collection's ansible-test sanity and units, the alerting rules, and lint.
+# host), the collection's ansible-test sanity, units and integration targets, the alerting
+# rules, and lint.
 test: setup
 	$(VPY) -m pytest -q agent/tests tests/tools tests/integration
 	$(MAKE) --no-print-directory test-monitoring
 	$(VPY) -m tests.lab.vm pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
+	tests/ansible_test.sh integration
 	$(MAKE) --no-print-directory lint
 
 

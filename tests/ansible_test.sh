@@ -19,7 +19,11 @@
 # --exclude, never with ignore entries (tests/sanity/ignore-*.txt stay empty).
 # SANITY_SCOPE=all includes it too, to see where it stands.
 #
-# Usage: tests/ansible_test.sh [sanity|units|all] [extra ansible-test arguments]
+# Integration: the targets in tests/integration/targets run with --local, on this host, each
+# against real vigild agents it starts in network namespaces of its own (setup_vigild); they
+# need root (or unprivileged user namespaces) and the agent's dependencies in $VENV.
+#
+# Usage: tests/ansible_test.sh [sanity|units|integration|all] [extra ansible-test arguments]
 # Exit status: ansible-test's (the first failing one with "all").
 set -euo pipefail
 
@@ -30,8 +34,8 @@ what=${1:-all}
 shift || true
 
 case "$what" in
-    sanity|units|all) ;;
-    *) echo "usage: $0 [sanity|units|all] [ansible-test args]" >&2; exit 2 ;;
+    sanity|units|integration|all) ;;
+    *) echo "usage: $0 [sanity|units|integration|all] [ansible-test args]" >&2; exit 2 ;;
 esac
 
 [ -x "$VENV/bin/ansible-test" ] || { echo "no $VENV/bin/ansible-test: run make setup" >&2; exit 2; }
@@ -101,5 +105,9 @@ if [ "$what" = sanity ] || [ "$what" = all ]; then
 fi
 if [ "$what" = units ] || [ "$what" = all ]; then
     ansible-test units --local --python "$PY" --color no "$@" || { s=$?; [ $rc -ne 0 ] || rc=$s; }
+fi
+if [ "$what" = integration ] || [ "$what" = all ]; then
+    ansible-test integration --local --python "$PY" --color no "$@" \
+        || { s=$?; [ $rc -ne 0 ] || rc=$s; }
 fi
 exit $rc

@@ -138,21 +138,46 @@ class AgentConnection:
             )
         return t.cast(dict, body[name])
 
-    def act(self, path: str, body: dict[str, t.Any]) -> dict[str, t.Any]:
+    def act(
+        self,
+        path: str,
+        body: dict[str, t.Any],
+        *,
+        send_timeout: bool = True,
+        answer_within: float | None = None,
+    ) -> dict[str, t.Any]:
         """POST a verified control action; a refusal or failed verification is a VigilError.
 
         The error carries what the agent observed so the task output shows why.
+        ``send_timeout`` puts the action timeout in the body (not every action takes one);
+        ``answer_within`` waits that long for the answer instead of the usual wait.
         """
-        if self.action_timeout is not None:
+        if send_timeout and self.action_timeout is not None:
             body = dict(body, timeout=self.action_timeout)
-        status, answer = self.call("POST", path, body)
+        usual = self.client.timeout
+        if answer_within is not None:
+            self.client.timeout = max(usual, answer_within)
+        try:
+            status, answer = self.call("POST", path, body)
+        finally:
+            self.client.timeout = usual
         if status == 200 and isinstance(answer, dict):
             return answer
         err = answer.get("error") if isinstance(answer, dict) else None
         data: dict[str, t.Any] = {"status": status}
         if isinstance(err, dict):
             message = str(err.get("message", ""))
-            for key in ("instance", "action", "before", "observed", "elapsed_s", "rolled_back"):
+            for key in (
+                "instance",
+                "action",
+                "before",
+                "observed",
+                "elapsed_s",
+                "rolled_back",
+                "virtual_server",
+                "real_server",
+                "session",
+            ):
                 if key in err:
                     data[key] = err[key]
             if "results" in err:  # maintenance: one result per instance

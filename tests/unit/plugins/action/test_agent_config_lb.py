@@ -10,8 +10,10 @@ checks over the result. Plain data and the real agent schema; no Ansible run, no
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import yaml
 from ansible_collections.vigil.ha.plugins.action import agent_config as ac
 
 VCONF = ac.import_vigil_config()
@@ -224,3 +226,32 @@ def test_bfd_errors_name_the_host_and_the_field() -> None:
     clu = {"bfd": {"pair": {"profil": "fast"}}}
     _, found = run(clu, hosts, inventory(hosts, {}))
     assert found[0].startswith("host lb1: cluster.bfd.pair.profil: unknown key; use one of name")
+
+
+def test_the_example_inventory_load_balancer_pair_renders_and_validates() -> None:
+    """docs/examples/inventory.yml's lb_pair, as Ansible would hand it over (no facts)."""
+    tests = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    path = os.path.join(os.path.dirname(tests), "docs", "examples", "inventory.yml")
+    with open(path) as fh:
+        inv = yaml.safe_load(fh)["all"]["children"]
+    pair = inv["vigil"]["children"]["lb_pair"]
+    backends = inv["web_backends"]["hosts"]
+    hosts = [ac.HostInput(name, h["vigil_node"], {}) for name, h in pair["hosts"].items()]
+    inventory = ac.Inventory(
+        {"lb_pair": list(pair["hosts"]), "web_backends": list(backends)},
+        {
+            **{h.name: h for h in hosts},
+            **{
+                name: ac.HostInput(name, {}, {}, real_server=h["vigil_real_server"])
+                for name, h in backends.items()
+            },
+        },
+    )
+    out, found = run(pair["vars"]["vigil_cluster"], hosts, inventory)
+    assert found == []
+    assert [rs["address"] for rs in out["lb3"]["virtual_servers"][0]["real_servers"]] == [
+        "10.77.1.21",
+        "10.77.1.22",
+    ]
+    assert [s["name"] for s in out["lb4"]["bfd"]["sessions"]] == ["peer", "upstream"]
+    assert out["lb4"]["ipvs_sync_daemon"]["interface"] == "host0"
