@@ -120,6 +120,10 @@ class LbLab:
     def play(self, inv: Any, playbook: str, *extra: str) -> AnsibleResult:
         return self.hl.playbook(inv, playbook, *extra, timeout=TIMEOUT)
 
+    def journal(self, host: str = "lb1") -> str:
+        res = self.hl.ssh(host, "journalctl -u vigild -n 40 --no-pager", check=False)
+        return f"--- journalctl -u vigild on {host}\n{res.stdout}{res.stderr}"
+
 
 @pytest.fixture(scope="module")
 def lb(module_host_lab: HostLab) -> Iterator[LbLab]:  # noqa: F811
@@ -146,10 +150,11 @@ def test_site_prepares_directors_and_converges(lb: LbLab, request: pytest.Fixtur
         assert sysctl(hl, h, "net.ipv4.ip_forward") == "0", h
     inv = lb.inventory("lb.yml")
     res = lb.play(inv, "vigil.ha.site")
-    assert res.returncode == 0, res.describe()
+    assert res.returncode == 0, res.describe() + lb.journal()
     for h in DIRECTORS:
-        modules = hl.ssh(h, "cat /etc/modules-load.d/vigil-ipvs.conf").stdout.split()
-        assert modules[-3:] == ["ip_vs", "ip_vs_rr", "nf_conntrack"], modules
+        text = hl.ssh(h, "cat /etc/modules-load.d/vigil-ipvs.conf").stdout
+        modules = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+        assert modules == ["ip_vs", "ip_vs_rr", "nf_conntrack"], text
         conf = hl.ssh(h, "cat /etc/sysctl.d/90-vigil-ipvs.conf").stdout
         assert "net.ipv4.ip_forward = 1" in conf and "net.ipv4.vs.conntrack = 1" in conf, conf
         assert sysctl(hl, h, "net.ipv4.ip_forward") == "1", h
