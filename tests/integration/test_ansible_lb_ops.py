@@ -20,6 +20,8 @@ metrics listener, the alerting rules installed on lb1) and web1, web2 (backends 
    fail before anything is drained; with a good inventory the roll stops at the first
    backend because the agent cannot drain without IPVS (503), and the second backend is
    never touched (its drain flag read from the agents' API stays false).
+5. With lb1's BFD session shut down (vigil.ha.bfd_session), the role's verification fails
+   naming lb2's session as Down, and not lb1's (AdminDown on purpose); then it comes back.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from tests.hosts.fixtures import hosts_rootfs, module_host_lab, stash_lab  # noq
 from tests.hosts.hostlab import AnsibleResult, HostLab
 from tests.hosts.scenario import agent_get, bfd_states
 from tests.lab.capture import in_netns
+from tests.lab.waiting import wait_for
 
 pytestmark = pytest.mark.hosts
 
@@ -266,3 +269,52 @@ def test_drain_refuses_bad_input_and_stops_at_first_failure(
         assert hl.ssh(h, "test -e /run/maintained", check=False).returncode != 0, h
     assert "web2" not in {line.split()[0] for line in res.stdout.splitlines() if "ok=" in line}
     assert drained(hl) == before
+
+
+def test_bfd_verification_names_a_session_that_is_down(
+    lb: LbLab, request: pytest.FixtureRequest
+) -> None:
+    hl = lb.hl
+    stash_lab(request, hl)
+    inv = lb.inventory("lb.yml")
+    down = hl.ansible(
+        "ansible",
+        [
+            "-i",
+            str(inv),
+            "lb1",
+            "-b",
+            "-m",
+            "vigil.ha.bfd_session",
+            "-a",
+            "name=peer state=disabled",
+        ],
+    )
+    assert down.returncode == 0, down.describe()
+    try:
+        wait_for(
+            lambda: bfd_states(hl, "lb2") == {"peer": "Down"},
+            timeout=20,
+            interval=0.5,
+            what="lb2's session Down after lb1 shut it down",
+        )
+        quick = lb.inventory("lb-quick.yml", vigil_verify_attempts=2)
+        res = lb.play(quick, "vigil.ha.site")
+        assert res.returncode != 0, res.describe()
+        lb1 = hl.host("lb1").address
+        # lb1's own session is AdminDown by an operator: not a problem; lb2's is.
+        assert f"lb2: BFD session peer to {lb1} is Down" in res.stdout, res.describe()
+        assert "lb1: BFD session" not in res.stdout, res.describe()
+    finally:
+        up = hl.ansible(
+            "ansible",
+            ["-i", str(inv), "lb1", "-b", "-m", "vigil.ha.bfd_session",
+             "-a", "name=peer state=enabled"],
+        )  # fmt: skip
+        assert up.returncode == 0, up.describe()
+    wait_for(
+        lambda: bfd_states(hl, "lb1") == {"peer": "Up"} and bfd_states(hl, "lb2") == {"peer": "Up"},
+        timeout=30,
+        interval=0.5,
+        what="the session Up again on both",
+    )
