@@ -15,7 +15,8 @@ Once per module (in file order, each test leaving the fleet converged for the ne
 
 ``VIGIL_FLEET_PAIRS`` (1..6, default 6) runs fewer pairs (a quicker local check). The
 Ansible runs use 12 forks so every host is worked on at once, as an operator would set
-for a fleet.
+for a fleet. Marked ``fleet``: ``make test-fleet`` runs it; ``make test`` leaves it out to
+stay within its time budget (bench.ansible --fleet measures the same steps).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tests.hosts.scenario import (
 )
 from tests.lab.waiting import wait_for
 
-pytestmark = pytest.mark.hosts
+pytestmark = [pytest.mark.hosts, pytest.mark.fleet]
 
 PLAYBOOK_TIMEOUT = 900.0
 PAIRS = int(os.environ.get("VIGIL_FLEET_PAIRS", str(FLEET_MAX_PAIRS)))
