@@ -274,6 +274,7 @@ def print_fleet(run: FleetRun, *, header: bool) -> None:
 
 def main_fleet(sizes: list[int], upgrade_at: list[int], out: Path | None) -> int:
     rootfs = ensure_rootfs()
+    load_at_start = os.getloadavg()[0]
     runs: list[FleetRun] = []
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         for i, n in enumerate(sizes):
@@ -287,6 +288,7 @@ def main_fleet(sizes: list[int], upgrade_at: list[int], out: Path | None) -> int
         "benchmark": "ansible-fleet",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_avg_1m_at_start": load_at_start,
         "load_avg_1m_at_end": os.getloadavg()[0],
         "targets": FLEET_TARGETS,
         "runs": [asdict(r) for r in runs],
