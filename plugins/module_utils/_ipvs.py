@@ -138,7 +138,7 @@ def holds_vip(vs: dict[str, t.Any], instances: list[dict[str, t.Any]]) -> bool:
     related = []
     for inst in instances:
         vips = inst.get("vips") or []
-        mine = [v for v in vips if str(v.get("address", "")).split("/")[0] in addresses]
+        mine = [v for v in vips if str(v.get("address", "")).split("/", maxsplit=1)[0] in addresses]
         if mine:
             related.append(inst)
             if inst.get("state") == "MASTER" and any(v.get("present") for v in mine):

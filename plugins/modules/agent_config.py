@@ -24,7 +24,8 @@ description:
     authentication on every node; priorities per VRID are distinct, so exactly one node is
     the highest; VRIDs are unique per segment; VIPs lie inside the interface's subnet where
     the facts show it; plus everything C(vigil.config.check_cluster) checks (router IDs,
-    unicast peers, sync groups).
+    unicast peers, sync groups, the same virtual servers and sync daemon on every director,
+    BFD sessions between two members configured on both ends).
   - "Any problem fails the task on every host B(before anything is written), naming the host
     and the field, for example
     C(host lb2: vrrp_instances[0].priority: VI_1 priority 150 here and on lb1; ...)."
@@ -246,6 +247,33 @@ EXAMPLES = r"""
   #     instances:
   #       VI_2: {priority: 200}
 
+- name: A director pair whose real servers are the hosts of the group web_backends
+  vigil.ha.agent_config:
+    group: directors
+    cluster:
+      vrrp_instances:
+        - name: VI_1
+          vrid: 61
+          virtual_ipaddresses: [10.0.0.200/24]
+          fast_takeover_bfd: peer
+      virtual_servers:
+        - name: web
+          address: 10.0.0.200
+          port: 80
+          real_servers_from:
+            group: web_backends
+            port: 8080
+            checks: [{type: http, path: /healthz}]
+      ipvs_sync_daemon:
+        instance: VI_1
+      bfd:
+        pair: {min_tx: 0.05, min_rx: 0.05}
+        gateways:
+          - {name: upstream, address: 10.0.0.1}
+  become: true
+  # host_vars/web1.yml (without an address, web1's facts give it):
+  #   vigil_real_server: {address: 10.0.1.21, weight: 3}
+
 - name: Preview a change without touching the hosts
   vigil.ha.agent_config:
     group: lb
@@ -305,6 +333,29 @@ agent:
       type: str
       returned: success
       sample: /etc/vigil/vigil.yml
+virtual_servers:
+  description:
+    - IPVS virtual server names by what the new config does to them on this host
+      (C(added), C(changed), C(removed), C(unchanged)), from the running config and the new
+      one. When the agent is not running every virtual server counts as added.
+  returned: success
+  type: dict
+  sample:
+    added: [web]
+    changed: []
+    removed: []
+    unchanged: []
+bfd_sessions:
+  description:
+    - BFD session names by what the new config does to them on this host, as for
+      RV(virtual_servers).
+  returned: success
+  type: dict
+  sample:
+    added: [peer, upstream]
+    changed: []
+    removed: []
+    unchanged: []
 instances:
   description:
     - VRRP instance names by what the new config does to them on this host.
@@ -426,10 +477,24 @@ def matches(expected: t.Any, running: t.Any) -> bool:
     return bool(expected == running)
 
 
-def instance_diff(expected: t.Any, running: t.Any) -> dict[str, list[str]]:
-    """Instance names added / changed / removed / unchanged from ``running`` to ``expected``."""
-    new = {i.get("name"): i for i in (expected or {}).get("vrrp_instances") or []}
-    old = {i.get("name"): i for i in (running or {}).get("vrrp_instances") or []}
+def named_items(config: t.Any, path: tuple[str, ...]) -> dict[t.Any, t.Any]:
+    """The named items of a config list (``("bfd", "sessions")``), by name."""
+    node = config or {}
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    items = node if isinstance(node, list) else []
+    return {i.get("name"): i for i in items if isinstance(i, dict)}
+
+
+def instance_diff(
+    expected: t.Any, running: t.Any, path: tuple[str, ...] = ("vrrp_instances",)
+) -> dict[str, list[str]]:
+    """Names added / changed / removed / unchanged from ``running`` to ``expected``.
+
+    ``path`` says which list: VRRP instances, ``("virtual_servers",)``, ``("bfd", "sessions")``.
+    """
+    new = named_items(expected, path)
+    old = named_items(running, path)
     return {
         "added": [n for n in new if n not in old],
         "changed": [n for n in new if n in old and not matches(new[n], old[n])],
@@ -689,6 +754,12 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         "reloaded": False,
         "agent": {"running": running, "socket": params["socket"], "config_source": source},
         "instances": diff,
+        "virtual_servers": instance_diff(
+            expected, agent.running_config if running else {}, ("virtual_servers",)
+        ),
+        "bfd_sessions": instance_diff(
+            expected, agent.running_config if running else {}, ("bfd", "sessions")
+        ),
         "priorities": {
             name: inst.get("priority") for name, inst in (plan.get("instances") or {}).items()
         },

@@ -233,7 +233,7 @@ def wait_up(
     """Poll the API until the real server's checks pass (state UP), at most ``limit`` s."""
     started = time.monotonic()
     rs: dict[str, t.Any] = {}
-    for _ in range(int(limit / POLL) + 2):
+    for _attempt in range(int(limit / POLL) + 2):
         _vs, rs = current(conn, vs_name, rs_name)
         if rs.get("state") == "UP":
             break

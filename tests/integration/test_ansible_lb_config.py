@@ -129,6 +129,8 @@ def test_a_director_pair_from_inventory_then_broken_inventories_write_nothing(
         assert counts[name]["failed"] == 0 and counts[name]["changed"] == 1, out
         result = lb.results("apply", name)["cfg"]
         assert result["changed"] is True and result["reloaded"] is True, result
+        assert result["virtual_servers"]["added"] == ["web"], result
+        assert result["bfd_sessions"]["added"] == ["peer"], result
     written = {name: yaml.safe_load(a.config_path.read_text()) for name, a in lb.agents.items()}
     for name in DIRECTORS:
         (vs,) = written[name]["virtual_servers"]
@@ -160,6 +162,9 @@ def test_a_director_pair_from_inventory_then_broken_inventories_write_nothing(
     out, counts = lb.run(apply)
     for name in DIRECTORS:
         assert counts[name]["changed"] == 0 and counts[name]["failed"] == 0, out
+        result = lb.results("apply", name)["cfg"]
+        assert result["virtual_servers"]["unchanged"] == ["web"], result
+        assert result["bfd_sessions"]["unchanged"] == ["peer"], result
     assert snapshot(lb.agents) == before
 
     # -- broken inventories: every one fails on both directors, nothing is written

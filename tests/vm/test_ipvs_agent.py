@@ -381,6 +381,81 @@ def test_a_drained_backend_gets_no_new_connections_while_its_own_finish(pair: Pa
     assert sorted(set(pages(ha, NAT, 6))) == ["rs1", "rs2", "rs3"]
 
 
+def run_module(name: str, args: dict[str, Any], *, check: bool = False) -> dict[str, Any]:
+    """A vigil.ha module's main() in this process, as Ansible would run it on the director.
+
+    In-process because a process start costs seconds in the VM; the collection is this
+    checkout, made importable as ``ansible_collections.vigil.ha`` through a symlink tree.
+    """
+    import contextlib
+    import importlib
+    import io
+    import os
+    import tempfile
+
+    from ansible.module_utils.testing import patch_module_args
+
+    try:
+        importlib.import_module("ansible_collections.vigil.ha.plugins.modules")
+    except ImportError:
+        base = tempfile.mkdtemp(prefix="vigil-coll-")
+        os.makedirs(os.path.join(base, "ansible_collections", "vigil"))
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        os.symlink(repo, os.path.join(base, "ansible_collections", "vigil", "ha"))
+        sys.path.insert(0, base)
+        for loaded in [m for m in sys.modules if m.startswith("ansible_collections")]:
+            del sys.modules[loaded]
+    module = importlib.import_module(f"ansible_collections.vigil.ha.plugins.modules.{name}")
+    out = io.StringIO()
+    full = dict(args, _ansible_check_mode=check, _ansible_diff=True)
+    with patch_module_args(full), contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        module.main()
+    return dict(json.loads(out.getvalue()))
+
+
+def test_the_real_server_module_drains_waits_and_enables(pair: Pair) -> None:
+    """vigil.ha.real_server (the collection's module) on the master director with IPVS."""
+    ha = pair.ha
+    held = hold(ha, NAT)
+    busy = None
+    base = {"socket": str(pair.d1.socket_path), "virtual_server": "web_nat"}
+    try:
+        busy = wait_for(
+            lambda: next((d for d, v in table(ha)[f"TCP {NAT}:80"].items() if v[2] == 1), None),
+            timeout=30,
+            what="the held connection in IPVS",
+        )
+        drain = {**base, "real_server": busy, "state": "drained"}
+        predicted = run_module("real_server", drain, check=True)
+        assert predicted["changed"] is True and predicted["action"] == "drain", predicted
+        assert table(ha)[f"TCP {NAT}:80"][busy][1] == 1  # check mode changed nothing
+        # the wait gives up while the connection is held: a failure that says so, drained
+        timed_out = run_module("real_server", {**drain, "wait": True, "wait_timeout": 2})
+        assert timed_out["failed"] is True and timed_out["changed"] is True, timed_out
+        assert "1 active connection(s) still open after 2s" in timed_out["msg"], timed_out
+        assert table(ha)[f"TCP {NAT}:80"][busy][1] == 0  # weight 0, still in IPVS
+        finish(held)
+        done = run_module("real_server", {**drain, "wait": True, "wait_timeout": 30})
+        assert done.get("failed") is not True and done["changed"] is False, done
+        assert done["wait"]["outcome"] == "drained" and done["after"]["ipvs_weight"] == 0
+        holder = run_module("real_server", {**drain, "director": "vip_holder"})
+        assert holder["holds_vip"] is True and holder["changed"] is False, holder
+        on_backup = run_module(
+            "real_server",
+            {**drain, "socket": str(pair.d2.socket_path), "director": "vip_holder"},
+        )
+        assert on_backup.get("skipped") is True and on_backup["holds_vip"] is False, on_backup
+    finally:
+        held.close()
+        if busy is not None:
+            enable = {**base, "real_server": busy, "state": "enabled", "wait": True}
+            enabled = run_module("real_server", enable)
+    assert enabled.get("failed") is not True and enabled["changed"] is True, enabled
+    assert enabled["wait"]["outcome"] == "up" and enabled["after"]["ipvs_weight"] == 1
+    assert table(ha)[f"TCP {NAT}:80"][busy][1] == 1
+    assert run_module("real_server", enable)["changed"] is False
+
+
 def test_ipvsadm_clear_and_edits_are_undone_within_one_delay_loop(pair: Pair) -> None:
     ha = pair.ha
     before = shape(table(ha))

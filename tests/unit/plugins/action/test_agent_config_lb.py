@@ -75,6 +75,10 @@ def run(
     return rendered, [str(p) for p in ac.GroupChecker(VCONF, rendered, hosts).run()]
 
 
+def problems(clu: dict[str, Any], hosts: list[ac.HostInput], inv: ac.Inventory) -> list[str]:
+    return run(clu, hosts, inv)[1]
+
+
 BACKENDS = {
     "web1": ({"address": "10.0.1.21", "weight": 3}, {}),
     "web2": (None, facts("10.0.1.22")),
@@ -111,7 +115,7 @@ def test_written_real_servers_stay_first() -> None:
 def test_a_backend_without_address_or_facts_is_named_with_the_variable() -> None:
     hosts = directors()
     backends = {**BACKENDS, "web3": ({"weight": 2}, {})}
-    _, found = run(lb_cluster(), hosts, inventory(hosts, backends))
+    found = problems(lb_cluster(), hosts, inventory(hosts, backends))
     assert found == [
         "host web3: vigil_real_server.address: web: real server web3 (group web) needs an "
         "IPv4 address and its facts show none (facts are gathered for it only in a play on "
@@ -122,9 +126,9 @@ def test_a_backend_without_address_or_facts_is_named_with_the_variable() -> None
 def test_unknown_keys_groups_and_empty_groups_are_named() -> None:
     hosts = directors()
     backends = {"web1": ({"address": "10.0.1.21", "wieght": 3}, {})}
-    _, found = run(lb_cluster(), hosts, inventory(hosts, backends))
+    found = problems(lb_cluster(), hosts, inventory(hosts, backends))
     assert found[0].startswith("host web1: vigil_real_server.wieght: unknown key; use one of")
-    _, found = run(
+    found = problems(
         lb_cluster(real_servers_from={"group": "webz"}), hosts, inventory(hosts, BACKENDS)
     )
     assert found[0] == (
@@ -132,7 +136,7 @@ def test_unknown_keys_groups_and_empty_groups_are_named() -> None:
         "not in the inventory; it has: empty, pair, web"
     )
     assert found[1].startswith("host lb2: ")
-    _, found = run(
+    found = problems(
         lb_cluster(real_servers_from={"group": "empty"}), hosts, inventory(hosts, BACKENDS)
     )
     assert "group 'empty' has no hosts" in found[0]
@@ -141,7 +145,7 @@ def test_unknown_keys_groups_and_empty_groups_are_named() -> None:
 def test_the_agent_schema_names_a_bad_weight_on_the_director() -> None:
     hosts = directors()
     backends = {"web1": ({"address": "10.0.1.21", "weight": -1}, {})}
-    _, found = run(lb_cluster(), hosts, inventory(hosts, backends))
+    found = problems(lb_cluster(), hosts, inventory(hosts, backends))
     assert found[0].startswith("host lb1: virtual_servers[0].real_servers[0].weight:"), found
 
 
@@ -199,7 +203,7 @@ def test_a_session_on_one_end_only_is_refused_even_without_local() -> None:
     """The checker learns each node's addresses from facts (ClusterContext.addresses)."""
     hosts = directors()
     clu = {"bfd": {"sessions": [{"name": "x", "peer": "10.0.0.12"}]}}
-    _, found = run(clu, hosts, inventory(hosts, {}))
+    found = problems(clu, hosts, inventory(hosts, {}))
     assert found == [
         "host lb1: bfd.sessions[0].peer: x: 10.0.0.12 is lb2, which has no BFD session to "
         "this node; add one there (peer: this address) or the session stays Down"
@@ -208,23 +212,23 @@ def test_a_session_on_one_end_only_is_refused_even_without_local() -> None:
 
 def test_bfd_errors_name_the_host_and_the_field() -> None:
     hosts = [ac.HostInput("lb1", {}, facts("10.0.0.11")), ac.HostInput("lb2", {}, {})]
-    _, found = run({"bfd": {"pair": True}}, hosts, inventory(hosts, {}))
+    found = problems({"bfd": {"pair": True}}, hosts, inventory(hosts, {}))
     assert found == [
         "host lb2: vigil_node.address: bfd.pair needs this host's IPv4 address and the facts "
         "show none; set vigil_node.address or gather facts"
     ]
     hosts = directors()
     clu = {"bfd": {"gateways": [{"name": "gw", "address": "10.0.0.1", "host": "gw"}]}}
-    _, found = run(clu, hosts, inventory(hosts, {}))
+    found = problems(clu, hosts, inventory(hosts, {}))
     assert found[0] == "host lb1: cluster.bfd.gateways[0]: gw: give exactly one of address or host"
     clu = {"bfd": {"gateways": [{"name": "gw", "host": "nowhere"}]}}
-    _, found = run(clu, hosts, inventory(hosts, {}))
+    found = problems(clu, hosts, inventory(hosts, {}))
     assert found[0] == (
         "host lb1: cluster.bfd.gateways[0].host: nowhere is not in the inventory; give its "
         "address instead, or add it"
     )
     clu = {"bfd": {"pair": {"profil": "fast"}}}
-    _, found = run(clu, hosts, inventory(hosts, {}))
+    found = problems(clu, hosts, inventory(hosts, {}))
     assert found[0].startswith("host lb1: cluster.bfd.pair.profil: unknown key; use one of name")
 
 
