@@ -5,13 +5,13 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 DEBS := iproute2 iputils-ping arping tcpdump procps psmisc kmod util-linux keepalived \
         frr bird2 nftables shellcheck debootstrap systemd-container openssh-client \
-        dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm
+        dnsmasq-base openssl qemu-system-x86 busybox-static ipvsadm prometheus
 SETUP_STAMP := $(VENV)/.stamp-setup
 # The VM suite's bound (the guest's command; boot and shutdown add a minute): ~10-13 min on a
 # quiet 2-core host, far more when other QEMU guests share it.
 VM_TIMEOUT ?= 2400
 
-.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts lint bench soak fuzz contract clean-lab help
+.PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts test-fleet test-monitoring lint bench soak fuzz contract clean-lab help
 
 help:
 	@echo "make setup   install Debian packages and the .venv (idempotent)"
@@ -45,9 +45,11 @@ demo: setup
 
 # Every suite: unit + namespace integration (incl. keepalived/FRR interop and the
 # systemd-nspawn Ansible hosts), IPVS in one QEMU boot (tests/vm, never collected on the
-# host), the collection's ansible-test sanity, units and integration targets, and lint.
+# host), the collection's ansible-test sanity, units and integration targets, the alerting
+# rules, and lint.
 test: setup
-	$(VPY) -m pytest -q --durations=30 agent/tests tests/tools tests/integration
+	$(VPY) -m pytest -q --durations=30 -m "not fleet" agent/tests tests/tools tests/integration
+	$(MAKE) --no-print-directory test-monitoring
 	$(VPY) -m tests.lab.vm --timeout $(VM_TIMEOUT) pytest -q -m vm tests/vm
 	tests/ansible_test.sh sanity
 	tests/ansible_test.sh units
@@ -65,8 +67,20 @@ test-integration: setup
 test-vm: setup
 	$(VPY) -m tests.lab.vm --timeout $(VM_TIMEOUT) pytest -q -m vm tests/vm
 
+# The shipped Prometheus alerting rules: syntax and promtool unit tests (Debian's
+# prometheus package). The end-to-end check (a real Prometheus scraping a partitioned pair)
+# is tests/integration/test_monitoring.py.
+test-monitoring:
+	promtool check rules monitoring/vigil-alerts.yml
+	promtool test rules monitoring/vigil-alerts.test.yml
+
 test-hosts: setup
-	$(VPY) -m pytest -q -m hosts tests/integration
+	$(VPY) -m pytest -q -m "hosts and not fleet" tests/integration
+
+# Six pairs with BFD on twelve systemd-nspawn hosts: site, rerun, rolling upgrade (about
+# 15 minutes on two cores; VIGIL_FLEET_PAIRS=1..6 for fewer).
+test-fleet: setup
+	$(VPY) -m pytest -q tests/integration/test_ansible_fleet.py
 
 # The chaos soak (not part of `make test`): a pair and a three-node group under seeded random
 # injections for SOAK_MINUTES, invariants checked throughout (docs/reliability.md).

@@ -361,3 +361,67 @@ def test_state_dir_lock_in_process() -> None:
         second.release()
     finally:
         shutil.rmtree(d)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http(method: str, port: int, path: str) -> tuple[int, str, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_metrics_listen_serves_metrics_only(env: Env) -> None:
+    port = _free_port()
+    proc = env.start("--metrics-listen", f"127.0.0.1:{port}")
+    env.wait_ready(proc)
+    status, ctype, body = _http("GET", port, "/metrics")
+    assert status == 200
+    assert ctype.startswith("text/plain")
+    assert "\nvigil_up 1.0\n" in body
+    # The same registry as the socket's /metrics.
+    sock_body = env.client().get("/metrics")[1]
+    assert "vigil_build_info" in body and "vigil_build_info" in str(sock_body)
+    # Nothing else: no API, no control actions, no other method.
+    assert _http("GET", port, "/v1/status")[0] == 404
+    assert _http("POST", port, "/v1/vrrp/maintenance")[0] == 404
+    assert _http("POST", port, "/metrics")[0] == 405
+    assert _stop(proc)[0] == 0
+    with pytest.raises(OSError):
+        _http("GET", port, "/metrics")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9650", "expected ADDRESS:PORT"),
+        ("127.0.0.1:0", "port in 1..65535"),
+        ("localhost:9650", "'localhost' is not an IP address"),
+    ],
+)
+def test_metrics_listen_bad_value_is_refused(env: Env, value: str, expected: str) -> None:
+    proc = env.start("--metrics-listen", value)
+    rc, err = proc.wait(timeout=20), proc.stderr.read() if proc.stderr else ""
+    assert rc == 2
+    assert "--metrics-listen" in err and expected in err
+
+
+def test_metrics_listen_port_in_use_fails_start(env: Env) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = env.start("--metrics-listen", f"127.0.0.1:{port}")
+        rc, err = proc.wait(timeout=20), proc.stderr.read() if proc.stderr else ""
+    assert rc == 1
+    assert f"cannot listen for metrics on 127.0.0.1 port {port}" in err

@@ -13,6 +13,7 @@ import copy
 import json
 import re
 import shlex
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,23 @@ from .hostlab import AnsibleResult, HostLab
 
 __all__ = [
     "CONFIG_PATH",
+    "FLEET_MAX_PAIRS",
     "GROUP",
     "HOSTS",
     "VIP",
     "ad_hoc_results",
+    "agent_get",
     "agent_pid",
     "base_cluster",
+    "bfd_states",
     "file_digest",
+    "fleet_cluster",
+    "fleet_holders",
+    "fleet_hosts",
+    "fleet_inventory",
+    "fleet_vip",
     "pair_inventory",
+    "upgraded_agent_source",
     "vip_holders",
 ]
 
@@ -134,3 +144,123 @@ def ad_hoc_results(result: AnsibleResult) -> dict[str, tuple[str, dict[str, Any]
             except ValueError:
                 found[m.group("host")] = (m.group("status"), {"unparsed": m.group("json")})
     return found
+
+
+# ------------------------------------------------------------------------- the fleet
+
+FLEET_MAX_PAIRS = 6
+
+
+def fleet_hosts(pairs: int) -> list[str]:
+    """``h1``..``h{2*pairs}``: pair N is ``h{2N-1}`` (preferred master) and ``h{2N}``."""
+    return [f"h{i}" for i in range(1, 2 * pairs + 1)]
+
+
+def fleet_vip(n: int) -> str:
+    """The VIP of pair ``n`` (1-based)."""
+    return f"10.77.0.{100 + n}"
+
+
+def fleet_cluster(n: int) -> dict[str, Any]:
+    """Pair ``n``'s shared config: one VRRPv3 instance (VRID 60+n, its own VIP) and a BFD
+    session between the two nodes (``bfd.pair``, rendered by vigil.ha.agent_config)."""
+    return {
+        "global": {"log_level": "info"},
+        "vrrp_instances": [
+            {
+                "name": "VI_1",
+                "interface": "host0",
+                "vrid": 60 + n,
+                "version": 3,
+                "advert_interval": 1,
+                "virtual_ipaddresses": [f"{fleet_vip(n)}/24"],
+            }
+        ],
+        "bfd": {"pair": True},
+    }
+
+
+def fleet_inventory(hl: HostLab, pairs: int, *, name: str = "fleet.yml") -> Path:
+    """``pairs`` pairs under group ``vigil``, each its own group ``pairN`` with its own
+    ``vigil_group``/``vigil_cluster``; every host's ``vigil_node.address`` is its lab
+    address (the hosts have no default route, so facts cannot give it)."""
+    if not 1 <= pairs <= FLEET_MAX_PAIRS:
+        raise ValueError(f"pairs: {pairs} is not in 1..{FLEET_MAX_PAIRS}")
+    children: dict[str, Any] = {}
+    for n in range(1, pairs + 1):
+        hosts: dict[str, Any] = {}
+        for h in (f"h{2 * n - 1}", f"h{2 * n}"):
+            addr = hl.host(h).address
+            hosts[h] = {"ansible_host": addr, "vigil_node": {"router_id": h, "address": addr}}
+        children[f"pair{n}"] = {
+            "hosts": hosts,
+            "vars": {"vigil_group": f"pair{n}", "vigil_cluster": fleet_cluster(n)},
+        }
+    data = {"all": {"vars": hl.connection_vars(), "children": {"vigil": {"children": children}}}}
+    path = hl.lab.workdir / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def fleet_holders(hl: HostLab, pairs: int) -> dict[int, list[str]]:
+    """For each pair, the hosts that have its VIP now (``ip`` over SSH, in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(n: int) -> tuple[int, list[str]]:
+        found = []
+        for h in (f"h{2 * n - 1}", f"h{2 * n}"):
+            vip = fleet_vip(n)
+            res = hl.ssh(h, f"ip -o addr show to {shlex.quote(vip)}", check=False, timeout=15)
+            if res.returncode == 0 and vip in res.stdout:
+                found.append(h)
+        return n, found
+
+    with ThreadPoolExecutor(max_workers=pairs) as pool:
+        return dict(pool.map(one, range(1, pairs + 1)))
+
+
+def agent_get(hl: HostLab, host: str, path: str) -> Any:
+    """GET ``path`` from the agent's API on ``host`` (the host's python3 over SSH; the
+    modules under test are not used)."""
+    script = (
+        "import http.client, socket, sys\n"
+        "class C(http.client.HTTPConnection):\n"
+        "    def connect(self):\n"
+        "        self.sock = socket.socket(socket.AF_UNIX)\n"
+        "        self.sock.connect('/run/vigil/vigil.sock')\n"
+        "c = C('localhost', timeout=10)\n"
+        "c.request('GET', sys.argv[1])\n"
+        "sys.stdout.write(c.getresponse().read().decode())\n"
+    )
+    res = hl.ssh(host, f"python3 -c {shlex.quote(script)} {shlex.quote(path)}", timeout=20)
+    return json.loads(res.stdout)
+
+
+def bfd_states(hl: HostLab, host: str) -> dict[str, str]:
+    """``{session: state}`` of the agent on ``host``."""
+    body = agent_get(hl, host, "/v1/bfd/sessions")
+    return {s["name"]: s["state"] for s in body["sessions"]}
+
+
+def upgraded_agent_source(hl: HostLab, tag: str) -> tuple[Path, str]:
+    """A copy of the snapshot's agent/ whose version is ``<version>+<tag>``: a new wheel for
+    the role to roll out (``-e vigil_agent_source=PATH``). Returns the path and version."""
+    src = hl.collections_dir() / "ansible_collections" / "vigil" / "ha" / "agent"
+    dest = hl.lab.workdir / f"agent-{tag}"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    init = dest / "src" / "vigil" / "__init__.py"
+    text = init.read_text()
+    m = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
+    if m is None:
+        raise RuntimeError(f"{init}: no __version__ line")
+    version = f"{m.group(1)}+{tag}"
+    init.write_text(text.replace(m.group(0), f'__version__ = "{version}"'))
+    pyproject = dest / "pyproject.toml"
+    ptext = pyproject.read_text()
+    ptext, count = re.subn(
+        r'^version = "[^"]+"$', f'version = "{version}"', ptext, count=1, flags=re.M
+    )
+    if count != 1:
+        raise RuntimeError(f"{pyproject}: no version line")
+    pyproject.write_text(ptext)
+    return dest, version

@@ -148,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="UID",
         help="also allow this uid on the API socket (root always may); repeatable",
     )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="ADDR:PORT",
+        help="also serve GET /metrics (read-only, nothing else) over TCP for Prometheus: "
+        "10.0.0.11:9650, [fd00::11]:9650 or :9650 (default: off; the API stays on the socket)",
+    )
     p.add_argument("--check", action="store_true", help="validate the config and exit")
     p.add_argument(
         "--cleanup",
@@ -269,6 +275,15 @@ def _main(args: argparse.Namespace) -> int:
     if args.cleanup:
         return run_cleanup(Path(args.state_dir or DEFAULT_STATE_DIR), sys.stdout)
     setup_logging(args.log_level or "info")
+    metrics_listen: tuple[str, int] | None = None
+    if args.metrics_listen:
+        from vigil.api.metrics_http import parse_listen
+
+        try:
+            metrics_listen = parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            log.error("agent: %s", exc)
+            return 2
     # *_created series double every counter's output and nobody alerts on them.
     prometheus_client.disable_created_metrics()
     try:
@@ -305,6 +320,7 @@ def _main(args: argparse.Namespace) -> int:
                 state_dir=state_dir,
                 allowed_uids=frozenset(args.api_allow_uid),
                 log_level_fixed=bool(args.log_level),
+                metrics_listen=metrics_listen,
             )
         )
     finally:
@@ -319,7 +335,9 @@ async def _serve(
     state_dir: Path,
     allowed_uids: frozenset[int],
     log_level_fixed: bool,
+    metrics_listen: tuple[str, int] | None = None,
 ) -> int:
+    from vigil.api.metrics_http import MetricsServer
     from vigil.api.server import ApiServer, SocketInUse
 
     notifier = SdNotifier()
@@ -338,6 +356,25 @@ async def _serve(
         log.error("agent: cannot open the API socket %s: %s", socket_path, exc)
         return 1
     log.info("agent: API listening on %s", socket_path)
+    metrics_server: MetricsServer | None = None
+    if metrics_listen is not None:
+        metrics_server = MetricsServer(agent, *metrics_listen)
+        try:
+            await metrics_server.start()
+        except OSError as exc:
+            log.error(
+                "agent: cannot listen for metrics on %s port %d: %s",
+                metrics_listen[0] or "every address",
+                metrics_listen[1],
+                exc,
+            )
+            await server.stop()
+            return 1
+        log.info(
+            "agent: metrics (GET /metrics only) on %s port %d",
+            metrics_listen[0] or "every address",
+            metrics_listen[1],
+        )
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_on_loop_exception)
@@ -378,6 +415,8 @@ async def _serve(
         for task in list(background):
             task.cancel()
         await agent.stop()
+        if metrics_server is not None:
+            await metrics_server.stop()
         await server.stop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
