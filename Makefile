@@ -78,7 +78,7 @@ test-hosts: setup
 	$(VPY) -m pytest -q -m "hosts and not fleet" tests/integration
 
 # Six pairs with BFD on twelve systemd-nspawn hosts: site, rerun, rolling upgrade (about
-# 15 minutes on two cores; VIGIL_FLEET_PAIRS=1..6 for fewer).
+# 11 minutes on two busy cores; VIGIL_FLEET_PAIRS=1..6 for fewer).
 test-fleet: setup
 	$(VPY) -m pytest -q tests/integration/test_ansible_fleet.py
 
