@@ -638,11 +638,13 @@ def restart_d2(pair: Pair) -> None:
         ha.directors[1], director_config(2), wait=False, log_level="info"
     )
     pair.d2.wait_ready(timeout=AGENT_START)
-    wait_for(lambda: vrrp_state(pair.d2) == "BACKUP", timeout=60, what="d2 BACKUP")
+    wait_for(lambda: vrrp_state(pair.d2) == "BACKUP", timeout=120, what="d2 BACKUP",
+             observe=lambda: (vrrp_state(pair.d1), vrrp_state(pair.d2)))  # fmt: skip
     wait_for(
         lambda: daemons(ha, 0) == {"master"} and daemons(ha, 1) == {"backup"},
-        timeout=60,
+        timeout=120,
         what="master daemon on d1, backup daemon on d2",
+        observe=lambda: (daemons(ha, 0), daemons(ha, 1)),
     )
 
 
