@@ -1088,6 +1088,9 @@ def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
     log(f"importing the keepalived configs into vigil's on the host ({configs})")
     import_all(args, configs)
     guest_argv = [sys.executable, "-m", "bench.ipvs", "--guest", "--configs", str(configs), *argv]
+    commit = subprocess.run(  # what is measured: the checkout as the run starts
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT, check=False
+    ).stdout.strip()
     env = {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     started = datetime.now(UTC).isoformat(timespec="seconds")
     try:
@@ -1109,9 +1112,6 @@ def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
               file=sys.stderr)  # fmt: skip
         return res.returncode or 1
     doc = json.loads(m.group(1))
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT, check=False
-    ).stdout.strip()
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "agent/src"], capture_output=True, text=True,
         cwd=REPO_ROOT, check=False,

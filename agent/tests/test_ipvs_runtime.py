@@ -345,6 +345,33 @@ async def test_a_dead_server_is_one_delete_and_comes_back_with_one_add(harness: 
     assert h.events("real_server_up")
 
 
+async def test_a_death_during_a_drift_check_is_applied_right_after_it(harness: Any) -> None:
+    """A real server that goes down while the worker awaits the kernel's dump must leave
+    IPVS in the pass right after, not only at the next drift check (bench.ipvs found the
+    mark cleared at the end of the pass that had not seen it)."""
+    h = await harness()
+    await h.until(lambda: h.kernel.weights() == {"10.62.1.11:80": 1, "10.62.1.12:80": 1}, "up")
+    gate, entered = asyncio.Event(), asyncio.Event()
+    gate.set()
+    dump = h.kernel.services
+
+    async def gated(only: Any = None) -> list[ServiceState]:
+        if not gate.is_set():
+            entered.set()
+            await gate.wait()
+        return await dump(only)
+
+    h.kernel.services = gated  # type: ignore[method-assign]
+    gate.clear()
+    await asyncio.wait_for(entered.wait(), 10)  # a drift check is waiting for its dump
+    held = h.sub.stats["drift_checks"]
+    h.health(12, False)
+    await h.until(lambda: h.sub.real_server_state("web", "10.62.1.12:80") == "DOWN", "verdict")
+    gate.set()
+    await h.until(lambda: h.kernel.weights() == {"10.62.1.11:80": 1}, "rs12 out of IPVS")
+    assert h.sub.stats["drift_checks"] == held, "it waited for another drift check"
+
+
 async def test_drift_is_corrected_and_reported(harness: Any) -> None:
     h = await harness()
     h.kernel.services_.clear()  # ipvsadm -C

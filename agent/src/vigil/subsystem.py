@@ -159,6 +159,11 @@ class Subsystem(Protocol):
     - ``openapi_paths()``: OpenAPI 3.1 path items for ``routes()``, merged into the served
       /v1/openapi.json (a test checks every route is documented).
     - ``collect_metrics()``: Prometheus metric families produced at scrape time.
+
+    Optional, for a subsystem whose views are large (IPVS with thousands of real servers):
+    ``async status_async()`` and ``async collect_metrics_async()`` give the same as
+    ``status()`` and ``collect_metrics()`` but build them between yields to the loop
+    (vigil.incremental); the API's ``/v1/status`` and ``/metrics`` use them when present.
     """
 
     name: str

@@ -736,21 +736,24 @@ class IpvsSubsystem:
             return
         if not await self._open():
             return
+        # This pass handles what is dirty now. What a check marks while the pass awaits the
+        # kernel stays marked (and the wake set) for the next pass, which runs at once:
+        # clearing it afterwards lost a real server's death until the next drift check.
+        dirty_now, self._dirty = self._dirty, set()
+        delete_now, self._delete = self._delete, set()
         if full or self._resync:
             await self._full_check()
         else:
             ops: list[Op] = [
                 Op(OpKind.DELETE_SERVICE, key, why="not configured any more")
-                for key in sorted(self._delete, key=str)
+                for key in sorted(delete_now, key=str)
                 if key in self.table
             ]
-            for name in sorted(self._dirty):
+            for name in sorted(dirty_now):
                 dirty = self.vs.get(name)
                 if dirty is not None:
                     ops += self._plan_vs(dirty)
             await self._apply(ops)
-        self._dirty.clear()
-        self._delete.clear()
         await self._sync_daemons(check=full)
 
     async def _open(self) -> bool:
