@@ -47,6 +47,11 @@ log = logging.getLogger("vigil.api")
 
 #: Most API connections open at once (see connection_limit()).
 MAX_CONNECTIONS = 64
+#: The listen backlog, which is also how many connections asyncio accepts in one go before
+#: the loop runs anything else: small, so a connection flood is taken in short slices that
+#: VRRP's timers interleave with, and the rest waits in the kernel (or is refused there)
+#: instead of costing the loop.
+ACCEPT_BACKLOG = 16
 #: An API connection without a request in progress (a fresh one, one between requests, or
 #: one still sending its request head) is closed after this many seconds.
 IDLE_TIMEOUT = 10.0
@@ -244,7 +249,7 @@ def bind_unix_socket(path: str) -> socket.socket:
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)
-    sock.listen(128)
+    sock.listen(ACCEPT_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -326,7 +331,7 @@ class ApiServer:
         runner.on_limit = self._at_limit
         try:
             await runner.setup()
-            await web.SockSite(runner, sock).start()
+            await web.SockSite(runner, sock, backlog=ACCEPT_BACKLOG).start()
         except BaseException:
             sock.close()
             await runner.cleanup()
