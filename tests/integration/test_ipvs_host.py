@@ -114,7 +114,7 @@ def test_checks_quorum_api_and_cli_without_ipvs_in_the_kernel(lab: Lab, tmp_path
     assert "no IPVS" in kernel["error"], kernel
     (unavailable,) = events(agent, "ipvs_unavailable")
     assert "this kernel has no IPVS (CONFIG_IP_VS)" in unavailable["message"]
-    assert body["agent"]["subsystems"] == ["vrrp", "ipvs"]
+    assert body["agent"]["subsystems"] == ["bfd", "vrrp", "ipvs"]
 
     # the checkers run anyway: one server up, the other refused
     def settled() -> dict[str, Any] | None:
