@@ -332,7 +332,9 @@ def lb_act(say: Callable[[str], None] = print) -> int:
         "\nThe load-balancer act needs IPVS, which this kernel lacks: booting the IPVS VM "
         "(QEMU, Debian's cloud kernel; tests/lab/vm.py) ..."
     )
-    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    env = {"PYTHONUNBUFFERED": "1"}  # the act's lines reach output.log, and here, live
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     try:
         result = run_in_vm(
             [sys.executable, "-m", "tests.lab.demo_lb"],

@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m tests.lab.demo_lb", description=__doc__).parse_args(
         argv
     )
+    if isinstance(sys.stdout, io.TextIOWrapper):  # in the VM stdout is a file: show it live
+        sys.stdout.reconfigure(line_buffering=True)
     return run()
 
 
