@@ -114,6 +114,10 @@ class ProcessHandle:
         """SIGKILL the whole group at once (a crash) and wait until it is gone."""
         self.signal_group(signal.SIGKILL)
         _wait_groups_gone([self], timeout=5.0)
+        # The group can look empty (the leader a zombie) before poll() saw the exit: reap
+        # the leader itself, so returncode is set when kill() returns.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5.0)
         self._forget()
 
     def _forget(self) -> None:
