@@ -50,8 +50,10 @@ def status(**kw: Any) -> dict[str, Any]:
                 {
                     "name": "web",
                     "in_ipvs": True,
-                    "real_servers": [rs("10.0.1.1:80"), rs("10.0.1.2:80", ipvs_weight=3,
-                                                          effective_weight=3)],
+                    "real_servers": [
+                        rs("10.0.1.1:80"),
+                        rs("10.0.1.2:80", ipvs_weight=3, effective_weight=3),
+                    ],
                 }
             ],
         },
