@@ -49,6 +49,17 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def names_diff_table(what: str, diff: dict[str, Any]) -> str:
+    """A reload diff of named items (``added``/``removed``/``changed``/``unchanged``) as a
+    two-column table headed ``what``; empty when the diff has none of those keys."""
+    rows = [
+        (key, ", ".join(map(str, diff.get(key) or [])) or "-")
+        for key in ("added", "removed", "changed", "unchanged")
+        if key in diff
+    ]
+    return table((what, "NAMES"), rows) if rows else ""
+
+
 def when(epoch: Any) -> str:
     if not isinstance(epoch, int | float):
         return str(epoch)

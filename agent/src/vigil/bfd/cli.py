@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from vigil.clikit import EXIT_OK, Ctl, kv, table
+from vigil.clikit import EXIT_OK, Ctl, kv, names_diff_table, table
 
 __all__ = ["GROUP", "BfdCli", "session_detail", "status_table"]
 
@@ -234,12 +234,7 @@ class BfdCli:
     def diff_text(self, diff: dict[str, Any]) -> str:
         if not any(diff.get(key) for key in ("added", "removed", "changed")):
             return ""
-        rows = [
-            (key, ", ".join(map(str, diff.get(key) or [])) or "-")
-            for key in ("added", "removed", "changed", "unchanged")
-            if key in diff
-        ]
-        return table(("BFD SESSIONS", "NAMES"), rows) if rows else ""
+        return names_diff_table("BFD SESSIONS", diff)
 
 
 GROUP = BfdCli()

@@ -15,7 +15,7 @@ import argparse
 from typing import Any
 from urllib.parse import quote
 
-from vigil.clikit import EXIT_API_ERROR, EXIT_OK, Ctl, table
+from vigil.clikit import EXIT_API_ERROR, EXIT_OK, Ctl, names_diff_table, table
 
 __all__ = ["GROUP", "IpvsCli", "status_table"]
 
@@ -275,12 +275,7 @@ class IpvsCli:
         return status_table(section)
 
     def diff_text(self, diff: dict[str, Any]) -> str:
-        rows = [
-            (key, ", ".join(map(str, diff.get(key) or [])) or "-")
-            for key in ("added", "removed", "changed", "unchanged")
-            if key in diff
-        ]
-        return table(("VIRTUAL SERVERS", "NAMES"), rows) if rows else ""
+        return names_diff_table("VIRTUAL SERVERS", diff)
 
 
 GROUP = IpvsCli()
