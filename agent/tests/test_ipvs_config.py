@@ -284,6 +284,14 @@ def test_every_problem_is_reported_at_once() -> None:
             "is listed twice (first as real_servers[0])",
         ),
         (
+            {"name": "fw", "fwmark": 62, "forwarding": "dr",
+             "real_servers": [{"address": "10.0.1.11", "port": 80},
+                              {"address": "10.0.1.11", "port": 443}]},
+            "virtual_servers[0].real_servers[1].address",
+            "10.0.1.11 is already real_servers[0]; with forwarding dr the kernel holds one "
+            "destination per address",
+        ),
+        (
             vs(real_servers=[{"address": "10.0.1.11", "upper_threshold": 5,
                               "lower_threshold": 9}]),
             "virtual_servers[0].real_servers[0].lower_threshold",

@@ -15,7 +15,9 @@ from vigil.ipvs.planner import (
     OpKind,
     ServerView,
     apply_op,
+    config_dest_keys,
     desired_entries,
+    desired_pool,
     live_weight,
     plan,
 )
@@ -133,6 +135,69 @@ def test_group_virtual_server_stands_for_every_member_with_the_same_pool() -> No
     ]
     assert all(len(e.destinations) == 1 for e in entries.values())
     assert all(d.forward == "dr" for e in entries.values() for d in e.destinations.values())
+
+
+def test_dr_and_tunnel_destinations_sit_on_the_service_port_as_keepalived_programs_them() -> None:
+    # keepalived and ipvsadm program a DR or tunnelled destination with the service's
+    # port: 80 for tcp VIP:80, 0 for a firewall mark; a NAT destination keeps its own port
+    data = {
+        "virtual_server_groups": [
+            {"name": "g", "members": [{"address": "10.62.0.100", "port": 80}, {"fwmark": 7}]}
+        ],
+        "virtual_servers": [
+            {
+                "group": "g",
+                "forwarding": "dr",
+                "real_servers": [
+                    {"address": "10.62.1.11", "port": 8080},
+                    {"address": "10.62.1.12", "port": 8080, "forwarding": "nat"},
+                ],
+            }
+        ],
+    }
+    vs = validate_data(data, check_files=False).section("ipvs").virtual_servers[0]
+    entries = desired_entries(vs, alive(vs), True)
+    dr, nat = ip_address("10.62.1.11"), ip_address("10.62.1.12")
+    by_port = {str(k): sorted((str(a), p) for a, p in e.destinations) for k, e in entries.items()}
+    assert by_port == {
+        "tcp 10.62.0.100:80": [("10.62.1.11", 80), ("10.62.1.12", 8080)],
+        "fwmark 7 (IPv4)": [("10.62.1.11", 0), ("10.62.1.12", 8080)],
+    }
+    for key, entry in entries.items():
+        assert all((d.addr, d.port) == k for k, d in entry.destinations.items())
+        back = config_dest_keys(vs, key)
+        assert {back[k] for k in entry.destinations} == {(dr, 8080), (nat, 8080)}
+    # the pool the API and drain read stays keyed by the configured port
+    assert set(desired_pool(vs, alive(vs), True)) == {(dr, 8080), (nat, 8080)}
+
+
+def test_a_kernel_table_with_the_service_port_is_no_drift() -> None:
+    vs = (
+        validate_data(
+            {
+                "virtual_servers": [
+                    {
+                        "fwmark": 62,
+                        "forwarding": "dr",
+                        "real_servers": [{"address": "10.62.1.11", "port": 80}],
+                    }
+                ]
+            },
+            check_files=False,
+        )
+        .section("ipvs")
+        .virtual_servers[0]
+    )
+    want = desired_entries(vs, alive(vs), True)
+    (key,) = want
+    (dest,) = want[key].destinations.values()
+    assert dest.port == 0
+    kernel = {key: Entry(want[key].service, {(dest.addr, 0): dest})}
+    assert plan(want, kernel, owned=set(kernel)) == []
+    # a table an older vigil left, on the configured port, is corrected in place
+    old = Destination(addr=dest.addr, port=80, weight=dest.weight, forward="dr")
+    ops = plan(want, {key: Entry(want[key].service, {(dest.addr, 80): old})}, owned={key})
+    assert sorted(op.kind.name for op in ops) == ["ADD_DEST", "DELETE_DEST"]
 
 
 def test_service_attributes_follow_the_config() -> None:

@@ -175,13 +175,6 @@ def empty(ipl: IpvsLab) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known divergence (issue 12): for a fwmark service with DR or tunnel forwarding "
-    "keepalived (like ipvsadm) programs each destination with the service's port, 0, while "
-    "vigil programs the real server's configured port (80); the kernel forwards the same "
-    "either way, but the tables differ. strict: this fails once vigil matches keepalived",
-)
 def test_keepalived_and_vigil_program_the_same_table_from_one_keepalived_conf(
     ipvs_lab: IpvsLab, tmp_path: Path
 ) -> None:

@@ -26,9 +26,11 @@ from vigil.api.errors import BadRequest, json_error, json_response, json_respons
 from vigil.incremental import run_steps
 from vigil.ipvs.control import MAX_WAIT, ControlError
 from vigil.ipvs.kernel import Counters
-from vigil.ipvs.planner import service_key
+from vigil.ipvs.planner import config_dest_keys, dest_key, service_key
 
 if TYPE_CHECKING:
+    from vigil.ipvs.config import VirtualServerConfig
+    from vigil.ipvs.kernel import ServiceKey
     from vigil.ipvs.runtime import IpvsSubsystem, RsState, VsState
 
 __all__ = [
@@ -104,14 +106,32 @@ def _by_destination(sub: IpvsSubsystem, vs: VsState) -> tuple[dict[Any, list[Any
     observed: dict[Any, list[Any]] = {}
     for key in vs.keys:
         entry = sub.table.get(key)
+        st = sub.observed.get(key)
+        if entry is None and st is None:
+            continue
+        # DR and tunnelled destinations sit on the service's port, not the configured one
+        back = config_dest_keys(vs.cfg, key) if _moves_ports(vs.cfg, key) else None
         if entry is not None:
             for dkey, dest in entry.destinations.items():
+                if back is not None:
+                    dkey = back.get(dkey, dkey)
                 programmed.setdefault(dkey, []).append(dest)
-        st = sub.observed.get(key)
         if st is not None:
             for d in st.destinations:
-                observed.setdefault((d.destination.addr, d.destination.port), []).append(d)
+                dkey = (d.destination.addr, d.destination.port)
+                if back is not None:
+                    dkey = back.get(dkey, dkey)
+                observed.setdefault(dkey, []).append(d)
     return programmed, observed
+
+
+def _moves_ports(cfg: VirtualServerConfig, key: ServiceKey) -> bool:
+    """Whether some destination of ``cfg`` sits on another port in service ``key``."""
+    port = key.port or 0
+    sorry = cfg.sorry_server
+    if sorry is not None and sorry.forwarding.method != "nat" and sorry.port != port:
+        return True
+    return any(rs.forwarding.method != "nat" and rs.port != port for rs in cfg.real_servers)
 
 
 def _static(rs: RsState) -> dict[str, Any]:
@@ -194,14 +214,15 @@ def vs_view(sub: IpvsSubsystem, vs: VsState) -> dict[str, Any]:
     sorry = cfg.sorry_server
     sorry_view = None
     if sorry is not None:
-        dkey = (sorry.address, sorry.port)
         sorry_view = {
             "address": str(sorry.address),
             "port": sorry.port,
             "forwarding": str(sorry.forwarding),
             "active": not vs.quorum.up,
             "in_ipvs": any(
-                (e := sub.table.get(k)) is not None and dkey in e.destinations for k in keys
+                (e := sub.table.get(k)) is not None
+                and dest_key(k, sorry.address, sorry.port, sorry.forwarding) in e.destinations
+                for k in keys
             ),
         }
     return {

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
@@ -39,9 +39,12 @@ __all__ = [
     "OpKind",
     "ServerView",
     "apply_op",
+    "config_dest_keys",
     "desired_entries",
+    "dest_key",
     "destination_for",
     "entries_from_kernel",
+    "kernel_port",
     "plan",
     "plan_steps",
     "service_for",
@@ -166,10 +169,42 @@ def destination_for(
     )
 
 
+def kernel_port(key: ServiceKey, port: int, method: str) -> int:
+    """The port a destination of service ``key`` is programmed with.
+
+    Under NAT the kernel rewrites the destination port, so it is the real server's own.
+    Under direct routing and tunnelling the packet reaches the real server as the client
+    sent it, and the destination carries the service's port: 0 for a firewall mark (what
+    keepalived and ipvsadm program, and what ``ipvsadm -Ln`` then shows).
+    """
+    return port if method == "nat" else (key.port or 0)
+
+
+def dest_key(key: ServiceKey, address: IPAddress, port: int, forwarding: Forwarding) -> DestKey:
+    """Where a configured real server (or sorry server) sits in service ``key``'s pool."""
+    return (address, kernel_port(key, port, forwarding.method))
+
+
+def config_dest_keys(vs: VirtualServerConfig, key: ServiceKey) -> dict[DestKey, DestKey]:
+    """Service ``key``'s destination keys back to the configured (address, port) of each
+    real server and the sorry server (they differ under DR and tunnelling)."""
+    out: dict[DestKey, DestKey] = {}
+    sorry = vs.sorry_server
+    if sorry is not None:
+        out[dest_key(key, sorry.address, sorry.port, sorry.forwarding)] = (
+            sorry.address,
+            sorry.port,
+        )
+    for rs in vs.real_servers:
+        out[dest_key(key, rs.address, rs.port, rs.forwarding)] = (rs.address, rs.port)
+    return out
+
+
 def desired_pool(
     vs: VirtualServerConfig, servers: Mapping[str, ServerView], quorum_up: bool
 ) -> dict[DestKey, Destination]:
-    """The destinations every service of ``vs`` should hold.
+    """The destinations every service of ``vs`` should hold, by configured (address, port)
+    (each service's own keys and ports: :func:`desired_entries`).
 
     ``servers`` maps a real server's label to what it should be; a real server without a
     view is not in IPVS. Below quorum, with a sorry server, every real server is taken
@@ -203,12 +238,19 @@ def desired_pool(
 def desired_entries(
     vs: VirtualServerConfig, servers: Mapping[str, ServerView], quorum_up: bool
 ) -> dict[ServiceKey, Entry]:
-    """Every IPVS service ``vs`` stands for, each with the same pool."""
+    """Every IPVS service ``vs`` stands for, each with the same pool (its DR and tunnelled
+    destinations on the service's port, :func:`kernel_port`)."""
     pool = desired_pool(vs, servers, quorum_up)
     out: dict[ServiceKey, Entry] = {}
     for ep in vs.services:
         service = service_for(vs, ep)
-        out[service.key] = Entry(service, dict(pool))
+        svc_port = service.key.port or 0
+        dests: dict[DestKey, Destination] = {}
+        for dest in pool.values():
+            if dest.forward != "nat" and dest.port != svc_port:
+                dest = replace(dest, port=svc_port)
+            dests.setdefault((dest.addr, dest.port), dest)
+        out[service.key] = Entry(service, dests)
     return out
 
 

@@ -66,6 +66,7 @@ from vigil.ipvs.planner import (
     ServerView,
     apply_op,
     desired_entries,
+    dest_key,
     entries_from_kernel,
     live_weight,
     plan_entry,
@@ -1071,7 +1072,9 @@ class IpvsSubsystem:
                 except IpvsError:
                     continue
                 for d in dests:
-                    if (d.destination.addr, d.destination.port) == (rs.address, rs.port):
+                    if (d.destination.addr, d.destination.port) == dest_key(
+                        key, rs.address, rs.port, rs.forwarding
+                    ):
                         out[key] = (d.destination.weight, d.active_conns, d.inactive_conns)
         return out
 

@@ -293,6 +293,7 @@ class SemanticChecker:
         self._forwarding(base, vs, None)
         vs_port = vs.get("port") if vs.get("address") is not None else None
         seen: dict[tuple[Any, int], int] = {}
+        passthrough: dict[Any, int] = {}
         total = 0
         dynamic = False
         for j, rs in enumerate(vs["real_servers"]):
@@ -324,6 +325,18 @@ class SemanticChecker:
                     f"real_servers[{seen[key]}]); list each once",
                 )
             seen.setdefault(key, j)
+            if method in ("dr", "tun") and not vs_port:
+                # the kernel holds such a destination on the service's port (0 for a
+                # firewall mark), so one address can be there once
+                first = passthrough.setdefault(rs["address"], j)
+                if first != j:
+                    self.error(
+                        [*path, "address"],
+                        f"{rs['address']} is already real_servers[{first}]; with forwarding "
+                        f"{method} the kernel holds one destination per address on the "
+                        "service's own port, whatever port is configured: list the address "
+                        "once (a check can still probe another port with connect_port)",
+                    )
             upper, lower = rs["upper_threshold"], rs["lower_threshold"]
             if upper and lower > upper:
                 self.error(
