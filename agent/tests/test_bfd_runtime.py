@@ -425,6 +425,7 @@ async def test_wrong_key_keeps_it_down_and_counts() -> None:
         node.engine.close()
 
 
+@pytest.mark.serial  # 300 ms detection times on a real loop: run alone in make test
 async def test_authenticated_pair_and_a_key_rollover_without_a_flap() -> None:
     old = AuthConfig.single(AuthType.METICULOUS_KEYED_MD5, 1, b"old")
     _wire, a, b = await up_pair(spec_a={"auth": old}, spec_b={"auth": old})

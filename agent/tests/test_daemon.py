@@ -242,6 +242,7 @@ def test_second_agent_on_the_same_socket_is_refused(env: Env) -> None:
     assert env.client().get("/v1/health")[0] == 200
 
 
+@pytest.mark.serial  # two agents on 1 s timers in one process: run alone in make test
 def test_two_agents_side_by_side(env: Env) -> None:
     a = env.start()
     b = env.start(socket_name="run/b.sock", state="state-b")

@@ -155,6 +155,7 @@ async def test_imprecise_deadlines_use_call_at(mode: str) -> None:
     timer.close()
 
 
+@pytest.mark.serial  # a callback a few ms before a deadline: run alone in make test
 async def test_on_lead_runs_once_before_a_precise_deadline(mode: str) -> None:
     loop = asyncio.get_running_loop()
     order: list[tuple[str, float]] = []

@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from tests.lab import Lab, wait_for
 from tests.lab.agents import AgentHandle
 
@@ -208,6 +210,7 @@ def test_api_flood_under_fd_limit_keeps_one_master(lab: Lab) -> None:
     assert "64 connections open (the limit)" in limit[0]["message"]
 
 
+@pytest.mark.serial  # counts adverts on the wire against a deadline: run alone in make test
 def test_advert_path_and_link_state_survive_fd_exhaustion(lab: Lab) -> None:
     a1, a2 = start_pair(lab)
     original = nofile(a1.pid)

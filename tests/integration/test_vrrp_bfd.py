@@ -199,6 +199,7 @@ def start_fast_pair(lab: Lab) -> dict[str, Any]:
     return agents
 
 
+@pytest.mark.serial  # a client outage of at most 200 ms: run alone in make test
 def test_crash_of_the_master_fast_takeover_at_advert_1s(lab: Lab) -> None:
     """SIGKILL of n1's vigild, then its cable pulled (the crash of bench.failover): n2's
     session to n1 goes Down after 3 x 20 ms and n2 takes over at once, instead of at
