@@ -62,10 +62,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         # with pytest-xdist (make test runs `-n 3 --dist loadgroup`):
         if item.get_closest_marker("hosts") is not None:
-            # every nspawn host of every lab lands in one cgroup (`--keep-unit` without
-            # systemd on the machine: nspawn's own cgroup + "/payload"), so the systemd of
-            # hosts booted side by side manage the same units' cgroups and stop each
-            # other's vigild; host tests take turns on one worker
+            # every nspawn host of every lab lands in the same cgroup (`--keep-unit`
+            # without systemd on the machine), so containers of two labs would share their
+            # units' cgroups: the host tests take turns on one worker
             item.add_marker(pytest.mark.xdist_group("nspawn-hosts"))
         elif _shares_a_fixture(item):
             # tests sharing a module's fixture stay on one worker, which sets it up once
