@@ -241,6 +241,10 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
         assert lines[0] == summary["kernel"] != os.uname().release, lines
         assert lines[1] == h, lines
         idents[h] = (lines[2], lines[3])
+        state = hl.ssh(
+            h, "systemctl is-system-running; systemctl --failed --plain --no-legend", check=False
+        )
+        summary.setdefault("systemd", {})[h] = state.stdout.strip()  # for the record
     assert idents["lb1"][0] != idents["lb2"][0], idents  # machine-id
     assert idents["lb1"][1] != idents["lb2"][1], idents  # SSH host key
     build_backends(lab)
