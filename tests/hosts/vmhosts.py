@@ -113,9 +113,12 @@ mount --move /sys /newroot/sys
 exec switch_root /newroot /sbin/init
 """
 
+#: ``systemd.default_timeout_start_sec``: under TCG a Python daemon's start (Type=notify)
+#: can take longer than systemd's default 90 s on a busy machine.
 KERNEL_ARGS = (
     "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init "
-    "systemd.mask=serial-getty@ttyS0.service systemd.show_status=false"
+    "systemd.mask=serial-getty@ttyS0.service systemd.show_status=false "
+    "systemd.default_timeout_start_sec=600"
 )
 
 
