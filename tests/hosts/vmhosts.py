@@ -89,7 +89,8 @@ n=0
 until mount -t virtiofs -o ro hostroot /host 2>/dev/null; do
     n=$((n + 1)); [ "$n" -lt 50 ] || fail "cannot mount virtiofs tag hostroot"; sleep 0.1
 done
-[ -x "/host$ROOTFS/sbin/init" ] || fail "no /sbin/init in $ROOTFS"
+# (/sbin/init is an absolute link: look at its target inside the rootfs)
+[ -x "/host$ROOTFS/usr/lib/systemd/systemd" ] || fail "no systemd in $ROOTFS"
 mount -t tmpfs -o mode=0755 tmpfs /rw || fail "tmpfs"
 mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o "lowerdir=/host$ROOTFS,upperdir=/rw/upper,workdir=/rw/work" \
