@@ -177,7 +177,10 @@ class VmHostLab(HostLab):
             (hdir / "hostname").write_text(f"{name}\n")
             (hdir / "hosts").write_text((self.dir / "etc-hosts").read_text())
             (hdir / "authorized_keys").write_text(self.key.with_suffix(".pub").read_text())
-            addrs = [f"{address}/{self.network.prefixlen}", *(extra_addresses or {}).get(name, ())]
+            extra = (extra_addresses or {}).get(name, ())
+            if isinstance(extra, str):
+                raise TypeError(f"extra_addresses[{name!r}]: a list of ADDR/PLEN, not a string")
+            addrs = [f"{address}/{self.network.prefixlen}", *extra]
             (hdir / "addresses").write_text("".join(f"{a}\n" for a in addrs))
             tap = f"vt-{name}"
             self.lab.ip(sw, "tuntap", "add", "dev", tap, "mode", "tap")
@@ -224,25 +227,26 @@ class VmHostLab(HostLab):
     def _wait_vm(self, host: Host, timeout: float) -> None:
         last: list[str] = []
 
-        def answers() -> bool:
+        def answers() -> str:
+            # wait_for takes an exception for "not yet": a dead VM ends the wait instead.
             if not host.alive():
-                raise HostLabError(
-                    f"QEMU for {host.name} exited ({host.process.returncode}):\n"
-                    f"{host.process.log_text(tail=20)}\n--- console\n{self.console(host.name)}"
-                )
+                return "exited"
             res = self.ssh(host, "systemctl is-active ssh", check=False, timeout=20.0)
             last[:] = [res.stdout.strip(), res.stderr.strip()[-300:]]
-            return res.returncode == 0
+            return "up" if res.returncode == 0 else ""
 
         try:
-            wait_for(answers, timeout=timeout, interval=1.0, what=f"ssh to VM {host.name}")
-        except HostLabError:
-            raise
+            seen = wait_for(answers, timeout=timeout, interval=1.0, what=f"ssh to VM {host.name}")
         except AssertionError as exc:
             raise HostLabError(
                 f"VM {host.name} ({host.address}) did not answer SSH within {timeout:.0f}s: "
                 f"{exc}; last ssh output {last}\n--- console\n{self.console(host.name)}"
             ) from None
+        if seen == "exited":
+            raise HostLabError(
+                f"QEMU for {host.name} exited ({host.process.returncode}) while booting:\n"
+                f"{host.process.log_text(tail=20)}\n--- console\n{self.console(host.name)}"
+            )
 
     def poweroff(self, name: str, timeout: float = 10.0) -> None:
         """Stop one VM (QEMU ends at once; nothing of the guest outlives it)."""

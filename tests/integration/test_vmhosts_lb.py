@@ -57,7 +57,7 @@ BACKENDS = {"web1": "10.77.1.21", "web2": "10.77.1.22"}
 VIP = "10.77.0.110"
 GATEWAY = "10.77.1.254"
 CLIENT = "10.77.0.5"
-BACKEND_NET = {"lb1": "10.77.1.11/24", "lb2": "10.77.1.12/24"}
+BACKEND_NET = {"lb1": ["10.77.1.11/24"], "lb2": ["10.77.1.12/24"]}
 PLAY_TIMEOUT = 2400.0
 CLUSTER: dict[str, Any] = {
     "global": {"log_level": "info"},
