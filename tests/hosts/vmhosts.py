@@ -117,11 +117,11 @@ exec switch_root /newroot /sbin/init
 #: ``systemd.firstboot=off``: the rootfs's empty machine-id makes every boot a first boot,
 #: and systemd-firstboot would wait for answers on the console (a file here) forever.
 #: ``systemd.default_timeout_start_sec``: under TCG a Python daemon's start (Type=notify)
-#: can take longer than systemd's default 90 s on a busy machine. With ``quiet`` systemd
-#: still reports a slow or failed unit on the console.
+#: can take longer than systemd's default 90 s on a busy machine. Every unit's start is
+#: reported on the console (quoted when a boot fails).
 KERNEL_ARGS = (
     "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init "
-    "systemd.mask=serial-getty@ttyS0.service systemd.firstboot=off "
+    "systemd.mask=serial-getty@ttyS0.service systemd.firstboot=off systemd.show_status=true "
     "systemd.default_timeout_start_sec=600"
 )
 
