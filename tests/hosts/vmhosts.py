@@ -119,6 +119,8 @@ exec switch_root /newroot /sbin/init
 #: ``systemd.default_timeout_start_sec``: under TCG a Python daemon's start (Type=notify)
 #: can take longer than systemd's default 90 s on a busy machine. Every unit's start is
 #: reported on the console (quoted when a boot fails).
+SSH_CONNECT_TIMEOUT = "ConnectTimeout=60"
+
 KERNEL_ARGS = (
     "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init "
     "systemd.mask=serial-getty@ttyS0.service systemd.firstboot=off systemd.show_status=true "
@@ -250,6 +252,16 @@ class VmHostLab(HostLab):
                 f"QEMU for {host.name} exited ({host.process.returncode}) while booting:\n"
                 f"{host.process.log_text(tail=20)}\n--- console\n{self.console(host.name)}"
             )
+
+    def ssh_options(self) -> list[str]:
+        """HostLab's, with a 60 s ConnectTimeout: an emulated guest on busy cores took
+        more than the nspawn hosts' 5 s for sshd's banner exchange (seen after site)."""
+        opts = super().ssh_options()
+        return [SSH_CONNECT_TIMEOUT if o == "ConnectTimeout=5" else o for o in opts]
+
+    def connection_vars(self) -> dict[str, str]:
+        """HostLab's, with Ansible's own connection timeout raised to match."""
+        return {**super().connection_vars(), "ansible_ssh_timeout": "60"}
 
     def poweroff(self, name: str, timeout: float = 10.0) -> None:
         """Stop one VM (QEMU ends at once; nothing of the guest outlives it)."""
