@@ -79,7 +79,7 @@ test-hosts: setup
 
 # Issue 14 on VM hosts with their own kernel (IPVS): two QEMU TCG directors built by
 # vigil.ha.site, drain, failover and the info modules under client load (one scenario,
-# about half an hour on two cores; not in make test).
+# about an hour on two busy cores: boot 3.5 min, site 25 min; not in make test).
 test-vmhosts: setup
 	$(VPY) -m pytest -q -s -m vmhosts tests/integration/test_vmhosts_lb.py
 
