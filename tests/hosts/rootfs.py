@@ -40,6 +40,10 @@ PACKAGES = (
     "systemd",
     "systemd-sysv",
     "dbus",
+    # A Debian host loads kernel modules with kmod (the role's IPVS preparation runs
+    # modprobe; the VM hosts have their own kernel) and operators read IPVS with ipvsadm.
+    "kmod",
+    "ipvsadm",
 )
 # Units that would slow a boot down, wait for a network that never answers, or fight the
 # passive console.

@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -73,7 +73,9 @@ __all__ = [
     "ensure_initramfs",
     "ensure_kernel",
     "main",
+    "qemu_argv",
     "run_in_vm",
+    "start_virtiofsd",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -325,10 +327,10 @@ def _cpio_entry(
     return out
 
 
-def _initramfs_modules(kernel: Kernel) -> list[Path]:
-    """Module files for INITRAMFS_MODULES with their dependencies, in load order."""
+def _initramfs_modules(kernel: Kernel, modules: Sequence[str] = INITRAMFS_MODULES) -> list[Path]:
+    """Module files for ``modules`` with their dependencies, in load order."""
     order: list[Path] = []
-    for name in INITRAMFS_MODULES:
+    for name in modules:
         out = _run(
             ["modprobe", "-d", str(kernel.modules.parents[2]), "-S", kernel.version,
              "--show-depends", name],
@@ -343,12 +345,12 @@ def _initramfs_modules(kernel: Kernel) -> list[Path]:
     return order
 
 
-def _initramfs_key(kernel: Kernel) -> str:
+def _initramfs_key(kernel: Kernel, init: str, modules: Sequence[str]) -> str:
     blob = json.dumps(
         {
             "kernel": kernel.version,
-            "init": STAGE1_INIT,
-            "modules": INITRAMFS_MODULES,
+            "init": init,
+            "modules": list(modules),
             "busybox": hashlib.sha256(BUSYBOX.read_bytes()).hexdigest(),
         },
         sort_keys=True,
@@ -356,11 +358,22 @@ def _initramfs_key(kernel: Kernel) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def ensure_initramfs(kernel: Kernel) -> Path:
-    """The initramfs for ``kernel`` (built when missing; one per kernel+recipe is kept)."""
+def ensure_initramfs(
+    kernel: Kernel,
+    *,
+    init: str = STAGE1_INIT,
+    modules: Sequence[str] = INITRAMFS_MODULES,
+    name: str = "initramfs",
+) -> Path:
+    """The initramfs for ``kernel`` (built when missing; one per kernel+recipe is kept).
+
+    ``init``, ``modules`` and ``name`` give another flavour: the VM hosts
+    (``tests.hosts.vmhosts``) boot systemd with a stage 1 of their own and a NIC driver.
+    """
     if not BUSYBOX.is_file():
         raise VmError(f"{BUSYBOX} is missing: apt-get install busybox-static (make setup)")
-    target = CACHE_DIR / f"initramfs-{kernel.version}-{_initramfs_key(kernel)}.cpio"
+    key = _initramfs_key(kernel, init, modules)
+    target = CACHE_DIR / f"{name}-{kernel.version}-{key}.cpio"
     with _lock(CACHE_DIR / "cache.lock"):
         if target.is_file():
             return target
@@ -370,10 +383,10 @@ def ensure_initramfs(kernel: Kernel) -> Path:
             _cpio_entry("dev/console", 0o020600, ino=3, rdev=(5, 1)),
             _cpio_entry("modules", 0o040755, ino=4),
             _cpio_entry("bin/busybox", 0o100755, BUSYBOX.read_bytes(), ino=5),
-            _cpio_entry("init", 0o100755, STAGE1_INIT.encode(), ino=6),
+            _cpio_entry("init", 0o100755, init.encode(), ino=6),
         ]
         names = []
-        for n, path in enumerate(_initramfs_modules(kernel), start=10):
+        for n, path in enumerate(_initramfs_modules(kernel, modules), start=10):
             data = path.read_bytes()
             base = path.name
             if base.endswith(".xz"):
@@ -387,7 +400,7 @@ def ensure_initramfs(kernel: Kernel) -> Path:
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(b"".join(members))
         tmp.replace(target)
-        for old in CACHE_DIR.glob(f"initramfs-{kernel.version}-*.cpio"):
+        for old in CACHE_DIR.glob(f"{name}-{kernel.version}-*.cpio"):
             if old != target:
                 old.unlink()
     return target
@@ -504,6 +517,50 @@ class _Stream:
             self._pending = b""
 
 
+def start_virtiofsd(
+    spawn: Callable[[list[str]], ProcessHandle], sock: Path, source: Path
+) -> ProcessHandle:
+    """Start virtiofsd (``spawn(argv)`` starts and records it) sharing ``source`` on
+    ``sock``; returns once it listens. ``sandbox=chroot``: the default sandbox fails here."""
+    proc = spawn(
+        [
+            VIRTIOFSD, f"--socket-path={sock}", "-o", f"source={source}",
+            "-o", "sandbox=chroot", "-o", "cache=auto", "-o", "no_posix_lock",
+            "-o", "log_level=warn",
+        ]
+    )  # fmt: skip
+    wait_for(lambda: sock.exists() or not proc.alive(), timeout=10, what=f"virtiofsd on {sock}")
+    if not proc.alive():
+        raise VmError(f"virtiofsd for {source} exited: {proc.log_text(tail=20)}")
+    return proc
+
+
+def qemu_argv(
+    name: str,
+    kernel: Kernel,
+    initrd: Path,
+    *,
+    cpus: int,
+    memory_mb: int,
+    append: str,
+    console: Path,
+) -> list[str]:
+    """QEMU under TCG booting ``kernel``: shared memfd memory (virtiofs needs it), no
+    default devices, no reboot (a guest reboot ends QEMU), the serial console in a file.
+    The caller adds its virtiofs and network devices."""
+    mem = f"{memory_mb}M"
+    return [
+        QEMU, "-name", name,
+        "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", str(cpus), "-m", mem,
+        "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
+        "-numa", "node,memdev=mem",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", str(kernel.image), "-initrd", str(initrd),
+        "-append", append,
+        "-serial", f"file:{console}",
+    ]  # fmt: skip
+
+
 class Vm:
     """One boot: prepare the run directory, start virtiofsd x2 and QEMU, wait, stop all.
 
@@ -590,31 +647,19 @@ class Vm:
     def _start_virtiofsd(self, name: str, source: Path) -> None:
         """virtiofsd sharing ``source`` on ``<dir>/<name>.sock``; returns once it listens."""
         assert self.dir is not None
-        sock = self.dir / f"{name}.sock"
-        proc = self._spawn(
-            f"virtiofsd-{name}",
-            [
-                VIRTIOFSD, f"--socket-path={sock}", "-o", f"source={source}",
-                "-o", "sandbox=chroot", "-o", "cache=auto", "-o", "no_posix_lock",
-                "-o", "log_level=warn",
-            ],
-        )  # fmt: skip
-        wait_for(lambda: sock.exists() or not proc.alive(), timeout=10, what=f"virtiofsd on {sock}")
-        if not proc.alive():
-            raise VmError(f"virtiofsd for {source} exited: {proc.log_text(tail=20)}")
+        start_virtiofsd(
+            lambda argv: self._spawn(f"virtiofsd-{name}", argv), self.dir / f"{name}.sock", source
+        )
 
     def _qemu_argv(self, kernel: Kernel, initrd: Path) -> list[str]:
         assert self.dir is not None
-        mem = f"{self.memory_mb}M"
         return [
-            QEMU, "-name", f"vigil-vm-{self.registry.run_id}",
-            "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", str(self.cpus), "-m", mem,
-            "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
-            "-numa", "node,memdev=mem",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-kernel", str(kernel.image), "-initrd", str(initrd),
-            "-append", f"console=ttyS0 {KERNEL_VERBOSITY} panic=-1 rdinit=/init",
-            "-serial", f"file:{self.dir / 'console.log'}",
+            *qemu_argv(
+                f"vigil-vm-{self.registry.run_id}", kernel, initrd,
+                cpus=self.cpus, memory_mb=self.memory_mb,
+                append=f"console=ttyS0 {KERNEL_VERBOSITY} panic=-1 rdinit=/init",
+                console=self.dir / "console.log",
+            ),
             "-chardev", f"socket,id=root,path={self.dir / 'root.sock'}",
             "-device", "vhost-user-fs-pci,chardev=root,tag=hostroot",
             "-chardev", f"socket,id=share,path={self.dir / 'share.sock'}",
