@@ -41,10 +41,32 @@ def test_a_blocked_loop_is_measured_and_logged_once(caplog: pytest.LogCaptureFix
 
     with caplog.at_level(logging.WARNING, logger="vigil.agent"):
         lag = asyncio.run(main())
-    assert lag.stalls == 2 and 0.25 <= lag.worst() < 1.0
+    assert lag.stalls == 2 and 0.25 <= lag.worst() < 5.0
     lines = [r.getMessage() for r in caplog.records if "event loop ran" in r.getMessage()]
     assert len(lines) == 1, lines  # once per burst
     assert lines[0].startswith("agent: the event loop ran 0.")
+    # sleeping uses no CPU: where the time went is told from the CPU time used
+    assert "(not running: starved of CPU, stopped or blocked)" in lines[0], lines
+
+
+def test_a_stall_that_burns_cpu_is_told_apart(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        lag = LoopLag(period=0.01, stall=0.1)
+        lag.start()
+        await asyncio.sleep(0.05)
+        end = time.process_time() + 0.3
+        while time.process_time() < end:  # a callback that computes for 0.3 s
+            pass
+        await asyncio.sleep(0.05)
+        lag.stop()
+
+    with caplog.at_level(logging.WARNING, logger="vigil.agent"):
+        asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if "event loop ran" in r.getMessage()]
+    # CPU time, not wall time: 0.3 s of it whatever the machine's load did to the lag
+    assert len(lines) == 1 and "(busy" in lines[0], lines
+    used = float(lines[0].split("the process used ")[1].split(" s of CPU")[0])
+    assert 0.29 <= used < 1.0, lines
 
 
 def test_accept_pace_gives_a_burst_then_the_rate() -> None:
