@@ -1,7 +1,7 @@
 """A brief takeover, and what it costs a client: vigil vs keepalived (issue 15, defect 2).
 
     python -m bench.takeover [--rounds N] [--interval S] [--impls vigil keepalived]
-                             [--scenarios spoof stall] [--json FILE]
+                             [--scenarios spoof stall cut] [--json FILE]
 
 Same topology as bench.failover (bench.pair): switch, n1 (priority 150, master), n2
 (priority 100), a client probing the VIP every 10 ms, both implementations from the same
@@ -16,6 +16,13 @@ import-keepalived``). Each round is a fresh pair that has converged; then one of
           and answered 400 probes (about 4 s), then continued (SIGCONT). The outage while
           n1 is stopped is the failover itself; what the defect was about is the outage
           after n1 resumes and wins again.
+  cut     n1's port on the switch drops every frame both ways (an nftables bridge filter
+          in the switch; n1 keeps its carrier, its sends succeed, it stays master) until
+          n2 has taken over and answered 100 probes, then the cut heals. Both are master
+          for a moment; n2 steps back on n1's first advert that reaches it. Nothing tells
+          n1 that n2 was master unless one of n2's adverts reaches it first (then n1
+          answers that lower priority with a GARP burst): the outage after the heal is
+          that race (a partition behind the switch; issue 15's soak at VRRPv2 1 s).
 
 Measured per round: whether n2 ever held the VIP, the longest client outage overall and
 the longest one that starts after the injection ended (the spoof sent, or SIGCONT), and
@@ -46,14 +53,15 @@ from tests.lab.waiting import wait_for
 from .failover import machine, run_header
 from .pair import BenchError, InstanceSpec, Pair
 
-__all__ = ["SCENARIOS", "main", "spoof_round", "stall_round"]
+__all__ = ["SCENARIOS", "cut_round", "main", "spoof_round", "stall_round"]
 
-SCENARIOS = ("spoof", "stall")
+SCENARIOS = ("spoof", "stall", "cut")
 VIP = "10.99.0.100"
 N1_ADDR = "10.99.0.11"
 PROBE_INTERVAL = 0.01
 SETTLE_REPLIES = 150  # replies after the step back: any outage has closed by then
 STALL_SERVED = 400  # probes n2 answers while n1 is stopped (~4 s at 10 ms)
+CUT_SERVED = 100  # probes n2 answers while n1 is cut off (~1 s at 10 ms)
 
 
 def neighbour_mac(lab: Lab, client: str, vip: str) -> str | None:
@@ -148,6 +156,45 @@ def stall_round(
     return _outcome(result, resumed_at, took_over, neighbour_mac(lab, client, VIP), n1_mac)
 
 
+def cut_round(
+    lab: Lab,
+    *,
+    client: str,
+    node: str,
+    n1_mac: str,
+    settled: Callable[[], bool],
+    masterships: Callable[[], int],
+    served: int = CUT_SERVED,
+) -> dict[str, Any]:
+    """Cut ``node``'s switch port until n2 served ``served`` probes, heal; the client's
+    view of it."""
+    link = lab.link(node)
+    table = "bench_cut"
+    rules = (
+        f"table bridge {table} {{\n"
+        "  chain forward { type filter hook forward priority -300; policy accept;\n"
+        f'    iifname "{link.port}" drop\n    oifname "{link.port}" drop\n  }}\n}}\n'
+    )
+    probe = Probe(lab, client, VIP, interval=PROBE_INTERVAL, realtime=True).start()
+    healed_at = 0.0
+    try:
+        probe.wait_received(50)
+        before = masterships()
+        lab.run(link.switch, ["nft", "-f", "-"], input=rules)
+        try:
+            wait_for(lambda: lab.has_address("n2", VIP), timeout=20, what="n2 to take over")
+            probe.wait_received(served, timeout=served * PROBE_INTERVAL * 10)
+        finally:
+            lab.run(link.switch, ["nft", "delete", "table", "bridge", table], check=False)
+            healed_at = time.monotonic()
+        wait_for(settled, timeout=15, what="the pair to settle (n1 master, n2 backup)")
+        probe.wait_received(SETTLE_REPLIES * 4, timeout=60)  # 6 s: a stale MAC shows
+    finally:
+        result = probe.stop()
+    took_over = masterships() > before
+    return _outcome(result, healed_at, took_over, neighbour_mac(lab, client, VIP), n1_mac)
+
+
 def n2_masterships(pair: Pair) -> int:
     """How often n2 became MASTER: vigil's counter, or keepalived's log lines."""
     handle = pair.handles["n2"]
@@ -180,6 +227,15 @@ def run_round(impl: str, scenario: str, interval: float, workdir: Path) -> dict[
                 vrid=51,
                 version=version,
                 interval=interval,
+                n1_mac=n1_mac,
+                settled=pair.converged,
+                masterships=masterships,
+            )
+        elif scenario == "cut":
+            out = cut_round(
+                pair.lab,
+                client="client",
+                node="n1",
                 n1_mac=n1_mac,
                 settled=pair.converged,
                 masterships=masterships,

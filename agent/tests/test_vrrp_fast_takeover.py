@@ -198,6 +198,8 @@ class Target:
         self.faults: dict[str, str] = {}
         self.deltas: dict[str, int] = {}
         self.peer_downs: list[tuple[str, Any]] = []
+        self.unheard: list[str] = []
+        self.ups: list[str] = []
 
     def set_fault(self, source: str, reason: str) -> None:
         self.faults[source] = reason
@@ -210,6 +212,12 @@ class Target:
 
     def peer_down(self, reason: str, peer: Any) -> None:
         self.peer_downs.append((reason, peer))
+
+    def peer_unheard(self, reason: str) -> None:
+        self.unheard.append(reason)
+
+    def peer_up(self, reason: str) -> None:
+        self.ups.append(reason)
 
 
 class Host:
@@ -250,7 +258,11 @@ def test_tracking_maps_bfd_to_weights_fault_and_fast_takeover() -> None:
 
     master.update(State.DOWN, "Up -> Down: remote AdminDown", details(State.DOWN, 3))
     assert inst.peer_downs == []  # a peer that said AdminDown is not a dead master
+    # ... but any Down means the peer may not hear us (a master re-announces its VIPs with
+    # its next advert), and the Up after it the same
+    assert inst.unheard == ["BFD session master to 10.0.0.2 went Down"] and inst.ups == []
     master.update(State.UP, "Init -> Up: remote Up", details(State.UP, 0))
+    assert inst.ups == ["BFD session master to 10.0.0.2 is Up again"]
     reason = "Up -> Down: no packet for 0.061s (detection time 3 x 20ms)"
     master.update(State.DOWN, reason, details(State.DOWN, 1))
     ((why, peer),) = inst.peer_downs

@@ -139,6 +139,9 @@ class NodeRuntime:
     agent: AgentHandle | None = None
     extra_vip: bool = False
     expect_exit: bool = False
+    #: a statedir_full injection filled the state dir: a start-up that exits 1 because
+    #: it cannot write its journal is the promised behaviour then, not a crash
+    state_full: bool = False
     restarting: bool = False
     generation: int = 0
     exits: list[dict[str, Any]] = field(default_factory=list)
@@ -212,6 +215,8 @@ class Supervisor:
         try:
             with node.lock:
                 expected, node.expect_exit = node.expect_exit, False
+            if not expected and node.state_full and agent.process.returncode == 1:
+                expected = "the state journal cannot be written" in agent.log(tail=40)
             node.exits.append(
                 {
                     "time": time.monotonic(),

@@ -56,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     opened_s = time.monotonic() - t0
     Path(str(args.out) + ".opened").write_text(str(len(socks)))
     deadline = time.monotonic() + args.hold
-    # Hold: wait for SIGTERM (checked between short waits) or the end of --hold.
+    # Hold: wait for SIGTERM or the end of --hold. sigtimedwait takes a pending SIGTERM
+    # itself (the handler never runs for it), so its answer is what says "stop".
     while not stop and time.monotonic() < deadline:
-        signal.sigtimedwait({signal.SIGTERM}, 0.2)
+        if signal.sigtimedwait({signal.SIGTERM}, 0.2) is not None:
+            stop.append(signal.SIGTERM)
     # Count connections the agent closed on its own (an idle timeout would do that).
     closed_by_agent = 0
     for s in socks:

@@ -586,6 +586,9 @@ class StateDirFull(Injection):
             rec.notes["reload"] = status
             rec.notes["body"] = str(body)[:300]
         else:
+            # A restart while the dir is full exits 1 (the promised start-up refusal) and
+            # the supervisor starts it again, as systemd's Restart= would.
+            node.state_full = True
             rec.notes["old_pid"] = ctx.cluster.kill(node)
 
     def heal(self, ctx: SoakContext, rec: InjectionRecord) -> None:
@@ -605,6 +608,7 @@ class StateDirFull(Injection):
             rec.notes["reload_back"] = status
         else:
             ok = ctx.cluster.wait_restarted(node, rec.notes.get("old_pid"), timeout=60)
+            node.state_full = False  # every refused start before this one is recorded
             rec.notes["restarted"] = ok
             if not ok:
                 rec.errors.append(f"{node.name}: vigild not ready again within 60 s")

@@ -266,3 +266,59 @@ def test_a_peer_shutting_bfd_down_is_no_takeover(lab: Lab) -> None:
     status, body = agents["n2"].client.get("/v1/bfd/sessions/peer")
     assert body["local_diag"] == 3
     assert state(agents["n2"]) == "BACKUP" and lab.has_address("n1", VIP)
+
+
+def test_master_cut_off_for_a_moment_announces_again_when_its_adverts_resume(lab: Lab) -> None:
+    """The soak's ``partition``: n1 is cut off (nothing in or out over IP) for well under
+    2 intervals at VRRPv2 1 s, so it stays MASTER while n2, whose BFD session to n1 went
+    Down, takes over at once and draws the client to its MAC. On the heal n2 steps back
+    on n1's first advert without a word; n1 must announce the VIP again itself
+    (``vrrp_reannounce``), else the client keeps sending to n2's MAC until its neighbour
+    entry goes stale (2.8-6.9 s in the soak before the fix).
+
+    Whether n1 hears one of n2's adverts after the heal (and answers that lower priority
+    with a GARP burst) is a race; n1's VRRP input stays cut until n2 has stepped back,
+    so the test always takes the path the soak found."""
+    from bench.takeover import neighbour_mac
+    from tests.lab import nft
+
+    agents = start_fast_pair(lab)
+    n1_mac = str(lab.link_info("n1")["address"])
+    probe = lab.probe("client", VIP, interval=0.01, realtime=True)
+    probe.wait_received(20, timeout=10)
+    nft.isolate(lab, "n1")
+    try:
+        wait_for(lambda: lab.has_address("n2", VIP), timeout=5, interval=0.01, what="n2 takes over")
+        # the client is answered by n2 now (its neighbour entry names n2's MAC)
+        probe.wait_received(20, timeout=5)
+        assert state(agents["n1"]) == "MASTER", "n1 must still be master (cut off < 2 intervals)"
+        lab.run(
+            "n1",
+            ["nft", "-f", "-"],
+            input="table inet vigil_lab_vrrp_in {\n"
+            "  chain input { type filter hook input priority -300; policy accept;\n"
+            "    meta l4proto 112 drop\n  }\n}\n",
+        )
+    finally:
+        nft.heal(lab, "n1", "isolate")
+    healed = time.monotonic()
+    try:
+        wait_for(
+            lambda: state(agents["n2"]) == "BACKUP" and not lab.has_address("n2", VIP),
+            timeout=10,
+            what="n2 to step back on n1's advert",
+        )
+    finally:
+        nft.heal(lab, "n1", "vrrp_in")
+    wait_master(lab, agents, "n1", timeout=10)
+    probe.wait_received(300, timeout=30)  # 3 s of replies: a stale MAC would show here
+    result = probe.stop()
+    t0 = float(result.raw["t0_monotonic"])
+    after = [o for o in result.outages if t0 + o.start >= healed - 0.01]
+    worst_after = max((o.duration_ms for o in after), default=0.0)
+    print(f"\ncut off for a moment: client outage after the heal {worst_after:.0f} ms")
+    assert worst_after <= 200, result.outages
+    assert neighbour_mac(lab, "client", VIP) == n1_mac
+    _status, events = agents["n1"].client.get("/v1/events")
+    again = [e for e in events if e["kind"] == "vrrp_reannounce"]
+    assert again and again[0]["instance"] == "VI_1", [e["kind"] for e in events]

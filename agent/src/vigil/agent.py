@@ -34,6 +34,7 @@ from vigil.events import EventBus, EventPublisher
 from vigil.journal import CleanupReport, Journal, JournalWriteError
 from vigil.kernel import KernelEvents
 from vigil.log import LEVELS, set_level
+from vigil.looplag import LoopLag
 from vigil.metrics import AgentMetrics, SubsystemCollector
 from vigil.sched import apply_realtime_priority, current_policy
 from vigil.sdnotify import SdNotifier
@@ -139,6 +140,9 @@ class Agent:
             self._spec_of[sub.name] = spec
         self._running: list[Subsystem] = []
         self._services_started = False
+        self.loop_lag = LoopLag()
+        self.metrics.loop_lag.set_function(self.loop_lag.worst)
+        self.metrics.loop_stalls.set_function(lambda: float(self.loop_lag.stalls))
         self.metrics.degraded.set_function(lambda: 1.0 if self.ready and self.problems() else 0.0)
         self.metrics.add_collector(
             SubsystemCollector(
@@ -355,6 +359,7 @@ class Agent:
         )
 
     async def _start_services(self) -> None:
+        self.loop_lag.start()
         await self.kernel.start()
         self._services_started = True
         track = self.section(TRACK_SECTION)
@@ -365,6 +370,7 @@ class Agent:
         if not self._services_started:
             return
         self._services_started = False
+        self.loop_lag.stop()
         try:
             await self.tracker_service.stop()
         except Exception:

@@ -83,6 +83,17 @@ class AgentMetrics:
             ["kind", "subsystem"],
             registry=self.registry,
         )
+        self.loop_lag = Gauge(
+            "vigil_event_loop_lag_seconds",
+            "Worst lateness of the event loop over the last 10-20 s (timers, adverts and BFD "
+            "packets are late by as much)",
+            registry=self.registry,
+        )
+        self.loop_stalls = Gauge(
+            "vigil_event_loop_stalls",
+            "Times the event loop ran more than 0.25 s late since the start",
+            registry=self.registry,
+        )
         ProcessCollector(registry=self.registry)
 
     def count_event(self, event: Event) -> None:

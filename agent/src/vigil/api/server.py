@@ -29,7 +29,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import web
+from aiohttp import web, web_runner
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -52,6 +52,14 @@ MAX_CONNECTIONS = 64
 #: VRRP's timers interleave with, and the rest waits in the kernel (or is refused there)
 #: instead of costing the loop.
 ACCEPT_BACKLOG = 16
+#: How many new API connections the agent takes per second at most (a token bucket, with
+#: ACCEPT_BURST at once): past that it stops reading the listening socket until the next
+#: token, and more connections wait in the kernel's backlog (or are refused there). A
+#: connection flood thus costs a bounded share of the one event loop that also sends the
+#: VRRP adverts and BFD packets, instead of turning the agent into a CPU-bound process
+#: whose timers wait for the scheduler.
+ACCEPT_RATE = 200.0
+ACCEPT_BURST = 16
 #: An API connection without a request in progress (a fresh one, one between requests, or
 #: one still sending its request head) is closed after this many seconds.
 IDLE_TIMEOUT = 10.0
@@ -221,6 +229,115 @@ class _ApiRunner(web.AppRunner):
         return server
 
 
+class PacedAccept:
+    """A token bucket for accepts: ``take(now)`` is True while a token is left;
+    ``wait(now)`` is how long until the next one. Pure (the caller passes the time)."""
+
+    def __init__(self, rate: float = ACCEPT_RATE, burst: int = ACCEPT_BURST) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self._at: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self, now: float) -> float:
+        self._refill(now)
+        return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+class _PacedSocketSite(web_runner.BaseSite):
+    """aiohttp's SockSite, but the listening socket is read at most ACCEPT_RATE times a
+    second (see PacedAccept): asyncio's own server accepts whatever is waiting, as fast as
+    a flood connects, on every turn of the loop."""
+
+    __slots__ = ("_accepting", "_pace", "_pending", "_resume", "_sock")
+
+    def __init__(
+        self, runner: web.BaseRunner, sock: socket.socket, pace: PacedAccept | None = None
+    ) -> None:
+        super().__init__(runner, backlog=ACCEPT_BACKLOG)
+        self._sock = sock
+        self._pace = pace or PacedAccept()
+        self._resume: asyncio.TimerHandle | None = None
+        self._accepting = False
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @property
+    def name(self) -> str:
+        return f"http://unix:{self._sock.getsockname()}:"
+
+    async def start(self) -> None:
+        await super().start()
+        self._watch(True)
+
+    def _watch(self, on: bool) -> None:
+        loop = asyncio.get_running_loop()
+        if on and not self._accepting:
+            loop.add_reader(self._sock.fileno(), self._readable)
+        elif not on and self._accepting:
+            loop.remove_reader(self._sock.fileno())
+        self._accepting = on
+
+    def _readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        for _ in range(ACCEPT_BURST):
+            if not self._pace.take(loop.time()):
+                # Out of tokens: leave the rest in the backlog until the next one.
+                self._watch(False)
+                self._resume = loop.call_later(self._pace.wait(loop.time()), self._resumed)
+                return
+            try:
+                conn, _addr = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                self._pace.tokens += 1.0  # nothing was waiting: the token was not used
+                return
+            except OSError as exc:
+                # EMFILE and friends: try again in a moment rather than spin.
+                _client_log.warning("accept", "api: cannot accept a connection: %s", exc)
+                self._watch(False)
+                self._resume = loop.call_later(0.1, self._resumed)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(loop.connect_accepted_socket(server, conn))
+            self._pending.add(task)
+            task.add_done_callback(self._accepted)
+
+    def _accepted(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _client_log.warning("accept", "api: a new connection failed: %s", task.exception())
+
+    def _resumed(self) -> None:
+        self._resume = None
+        if self._sock.fileno() >= 0:
+            self._watch(True)
+
+    async def stop(self) -> None:
+        self._runner._check_site(self)
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        if self._sock.fileno() >= 0:
+            self._watch(False)
+            self._sock.close()
+        for task in list(self._pending):
+            task.cancel()
+        self._runner._unreg_site(self)
+
+
 def bind_unix_socket(path: str) -> socket.socket:
     """A listening AF_UNIX socket at `path`, mode 0600, its directory created 0755.
 
@@ -331,7 +448,7 @@ class ApiServer:
         runner.on_limit = self._at_limit
         try:
             await runner.setup()
-            await web.SockSite(runner, sock, backlog=ACCEPT_BACKLOG).start()
+            await _PacedSocketSite(runner, sock).start()
         except BaseException:
             sock.close()
             await runner.cleanup()

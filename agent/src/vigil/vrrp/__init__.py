@@ -23,6 +23,7 @@ SPEC = SubsystemSpec(
             "cleanup_failed",
             "vrrp_tx_failed",
             "vrrp_stalled",
+            "vrrp_reannounce",
             "journal_failed",
         }
     ),

@@ -57,6 +57,7 @@ class InstanceAddresses:
     _garp_refreshing: bool
     _vmac: VmacSpec | None
     _journal_blocked: bool
+    _vips_deferred: bool
     pulse: Pulse
 
     @property
@@ -276,12 +277,32 @@ class InstanceAddresses:
         else:
             # The VIPs are being added by the ordered address queue: announce after them.
             self._queue(self._garp_burst(addrs, garp.master_repeat))
-        if kind is GarpKind.STALLED:
+        if kind in (GarpKind.STALLED, GarpKind.REANNOUNCE):
             self._garp_task(self._garp_later(LOWER_PRIO_SETTLE, addrs, garp.master_repeat))
         if garp.master_delay > 0:
             self._garp_task(self._garp_later(garp.master_delay, addrs, garp.master_repeat))
         if garp.master_refresh > 0:
             self._garp_task(self._garp_refresh(addrs))
+
+    def reannounce(self, why: str, cause: str) -> None:
+        """A master that learns a backup may have taken over without its knowing (its
+        adverts could not go out, or its fast_takeover_bfd session was Down) announces
+        its VIPs again, as after a stall: that backup steps back silently on our next
+        advert, and clients it drew to its MAC would stay there until their neighbour
+        entries go stale (seconds)."""
+        if (
+            self.machine.state is not VrrpState.MASTER
+            or self._vips_deferred
+            or self._journal_blocked
+        ):
+            return
+        self.owner.publish(
+            "vrrp_reannounce",
+            self.name,
+            f"{why}; announcing the VIPs again in case a backup took over meanwhile",
+            cause=cause,
+        )
+        self._schedule_garp(GarpKind.REANNOUNCE)
 
     def _garp_task(self, coro: Coroutine[Any, Any, object]) -> None:
         task = self.loop.create_task(coro)

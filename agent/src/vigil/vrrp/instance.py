@@ -265,6 +265,9 @@ class InstanceRuntime(InstanceAddresses):
         self._tx_retry: asyncio.TimerHandle | None = None
         self._tx_backoff: asyncio.TimerHandle | None = None
         self._vips_deferred = False  # became master, VIPs wait for an advert to go out
+        #: why the peer may have taken over unheard (our fast_takeover_bfd session went
+        #: Down while we were master): the next advert that goes out re-announces the VIPs
+        self._peer_unheard: str | None = None
         self._journal_blocked = False  # became master, VIPs refused: the journal failed
 
     # ------------------------------------------------------------ set-up / tear-down
@@ -711,7 +714,17 @@ class InstanceRuntime(InstanceAddresses):
         """Count a master's advert; retry a failed one soon, give up past the bound."""
         error = sock.down_reason or sock.last_tx_error
         if ok and self.tx.failing_since is not None:
-            log.info("(%s) adverts go out again", self.name)
+            failed_for = self.now() - self.tx.failing_since
+            log.info("(%s) adverts go out again (failed for %.2fs)", self.name, failed_for)
+            # Nobody heard us meanwhile: a backup may have taken over and drawn the
+            # clients to its MAC, and it steps back silently on this very advert.
+            self.reannounce(f"adverts go out again after failing for {failed_for:.2f}s", "tx")
+            self._peer_unheard = None
+        elif ok and self._peer_unheard is not None:
+            # The peer could not hear us a moment ago (fast_takeover_bfd session Down) and
+            # may have taken over; this advert makes it step back without a word.
+            self.reannounce(f"first advert since {self._peer_unheard}", "bfd")
+            self._peer_unheard = None
         if ok and self._vips_deferred:
             self._vips_deferred = False
             self._add_vips(self._owned_addresses(), self._routes())
@@ -842,6 +855,17 @@ class InstanceRuntime(InstanceAddresses):
     def peer_down(self, reason: str, peer: IPAddress | None) -> None:
         """Fast peer detection: the master's BFD session went Down (VrrpMachine.peer_down)."""
         self._run(self.machine.peer_down(self.now(), reason, peer=peer))
+
+    def peer_unheard(self, reason: str) -> None:
+        """Our fast_takeover_bfd session went Down: the peer may take over at once. A
+        master announces its VIPs again with its next advert that goes out."""
+        if self.machine.state is VrrpState.MASTER:
+            self._peer_unheard = reason
+
+    def peer_up(self, reason: str) -> None:
+        """Our fast_takeover_bfd session is Up again after a Down: the peer could not hear
+        us meanwhile and may have taken over (and stepped back silently)."""
+        self.reannounce(reason, "bfd")
 
     def release_hold(self) -> None:
         """End a preemption hold (handover, maintenance); normal preemption applies."""

@@ -154,6 +154,7 @@ class GarpKind(enum.StrEnum):
     MASTER = "master"  # became master: garp master_repeat now, again after master_delay
     LOWER_PRIORITY = "lower_priority"  # master heard a lower priority: garp lower_prio_*
     STALLED = "stalled"  # a master's advert went out so late a backup may have taken over
+    REANNOUNCE = "reannounce"  # a master learns a backup may have taken over unheard
 
 
 # ---------------------------------------------------------------------------- actions

@@ -57,6 +57,10 @@ class TrackTarget(Protocol):
 
     def peer_down(self, reason: str, peer: Any) -> None: ...
 
+    def peer_unheard(self, reason: str) -> None: ...
+
+    def peer_up(self, reason: str) -> None: ...
+
 
 class TrackHost(Protocol):
     """What tracking needs of the VRRP subsystem."""
@@ -108,6 +112,8 @@ class InstanceTracking:
         self.bindings: dict[str, list[Binding]] = {}
         #: instance -> the tracker key of its fast takeover BFD session
         self.fast: dict[str, str] = {}
+        #: fast_takeover_bfd sessions seen Down and not Up since (keys)
+        self._fast_down: set[str] = set()
         self.applied: dict[str, dict[str, Effect]] = {}
         self._unwatch: dict[str, Callable[[], None]] = {}
 
@@ -243,10 +249,23 @@ class InstanceTracking:
                 self._apply(inst, b, effect)
 
     def _fast_takeover(self, tracker: Tracker) -> None:
-        """A BFD session some instance uses for fast peer detection went Down: tell it."""
+        """A BFD session some instance uses for fast peer detection went Down: tell it.
+        Up again after a Down: tell it too (a master announces its VIPs again)."""
         details = tracker.details()
+        if tracker.ok and tracker.key in self._fast_down:
+            self._fast_down.discard(tracker.key)
+            for name, key in self.fast.items():
+                inst = self._target(name) if key == tracker.key else None
+                if inst is not None:
+                    inst.peer_up(f"BFD session {tracker.name} to {details.get('peer')} is Up again")
+            return
         if tracker.ok or details.get("bfd_state") != "Down":
             return
+        self._fast_down.add(tracker.key)
+        for name, key in self.fast.items():
+            inst = self._target(name) if key == tracker.key else None
+            if inst is not None:
+                inst.peer_unheard(f"BFD session {tracker.name} to {details.get('peer')} went Down")
         for name, key in self.fast.items():
             if key != tracker.key:
                 continue
