@@ -285,6 +285,7 @@ table inet vigiltx {
     assert a1.health()[0] == 200
 
 
+@pytest.mark.serial  # advert gaps on the wire under a flood: run alone in make test
 def test_connection_flood_does_not_starve_the_masters_adverts(lab: Lab, tmp_path: Any) -> None:
     """The soak's ``api_flood`` (8192 idle connections as fast as they open, the soak's
     own flood tool) at the master: its adverts, captured on its wire, keep their interval

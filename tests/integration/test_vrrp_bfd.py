@@ -268,6 +268,7 @@ def test_a_peer_shutting_bfd_down_is_no_takeover(lab: Lab) -> None:
     assert state(agents["n2"]) == "BACKUP" and lab.has_address("n1", VIP)
 
 
+@pytest.mark.serial  # a client outage of at most 200 ms: run alone in make test
 def test_master_cut_off_for_a_moment_announces_again_when_its_adverts_resume(lab: Lab) -> None:
     """The soak's ``partition``: n1 is cut off (nothing in or out over IP) for well under
     2 intervals at VRRPv2 1 s, so it stays MASTER while n2, whose BFD session to n1 went
