@@ -11,10 +11,10 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 # quiet 2-core host, far more when other QEMU guests share it.
 VM_TIMEOUT ?= 2400
 # pytest-xdist workers for the unit and namespace tests: most of their time is spent waiting
-# on protocol timers, so three share the 2-core machine (22 min in one process, 13 in three);
-# tests marked `serial` (a deadline or an outage measured on the wire) run alone afterwards.
-# Every lab has its own name prefix, so workers never meet; the nspawn host tests take turns
-# on one worker (tests/lab/pytest_plugin.py says why).
+# on protocol timers, so three share the 2-core machine (22 min in one process). Work goes
+# out a module at a time (a module's tests may share a converged pair of hosts); tests
+# marked `serial` (a deadline or an outage measured on the wire) run alone afterwards.
+# Every lab has its own name prefix, so workers never meet.
 TEST_WORKERS ?= 3
 
 .PHONY: setup debs vm-assets sync-client test-vm demo test test-unit test-integration test-hosts test-fleet test-vmhosts test-monitoring lint bench soak fuzz contract clean-lab help
@@ -54,7 +54,7 @@ demo: setup
 # host), the collection's ansible-test sanity, units and integration targets, the alerting
 # rules, and lint.
 test: setup
-	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=30 \
+	$(VPY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=30 \
 	    -m "not fleet and not vmhosts and not serial" agent/tests tests/tools tests/integration
 	$(VPY) -m pytest -q --durations=10 -m "serial and not fleet and not vmhosts" \
 	    agent/tests tests/tools tests/integration

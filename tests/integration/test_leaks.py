@@ -25,12 +25,6 @@ from tests.lab.lab import netns_exists
 from tests.lab.probe import REPO_ROOT
 from tests.lab.registry import RUN_ROOT, proc_alive
 
-# These tests run the lab's clean-up tool, which looks at every lab run on the machine.
-# Run beside the nspawn host tests (pytest-xdist) they were seen to leave a concurrent
-# run's containers without their vigild (cause not yet found; the tool alone, run by hand
-# beside a live host lab, stops nothing): make test runs them alone.
-pytestmark = pytest.mark.serial
-
 CHILD_TESTS = textwrap.dedent(
     """
     import json

@@ -60,26 +60,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.integration)
-        # with pytest-xdist (make test runs `-n 3 --dist loadgroup`):
-        if item.get_closest_marker("hosts") is not None:
-            # every nspawn host of every lab lands in the same cgroup (`--keep-unit`
-            # without systemd on the machine), so containers of two labs would share their
-            # units' cgroups: the host tests take turns on one worker
-            item.add_marker(pytest.mark.xdist_group("nspawn-hosts"))
-        elif _shares_a_fixture(item):
-            # tests sharing a module's fixture stay on one worker, which sets it up once
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-
-
-def _shares_a_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(
-        d.scope in ("module", "class", "package")
-        for defs in info.name2fixturedefs.values()
-        for d in defs
-    )
 
 
 @pytest.fixture
