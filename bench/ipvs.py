@@ -1078,6 +1078,71 @@ def host_api(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def host_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """``--host-memory``: the memory phase's config run by vigild alone on this host (no
+    IPVS here: the checks run and the kernel part reports unavailable), RSS after
+    ``--memory-seconds``; keepalived's checker needs IPVS, so its figure comes from the VM."""
+    from tests.lab.lab import Lab
+    from tests.lab.waiting import wait_for
+
+    conf = conf_memory(args)
+    with tempfile.TemporaryDirectory(prefix="bench-ipvs-mem-") as tmp, Lab(Path(tmp)) as lab:
+        work = Path(tmp)
+        lab.add_switch()
+        lab.add_namespace("srv")
+        lab.connect("srv", addrs=[f"{a}/16" for a in backend_addresses(args.cpu_servers)])
+        lab.add_namespace("vg")
+        lab.connect("vg", addrs=[DIRECTOR_ADDR["vigil"]])
+        REAL_NS.update({name: lab.node(name).ns for name in ("srv", "vg")})
+        last = f"{PORT0}-{PORT0 + min(args.cpu_servers, PER_ADDRESS) - 1}"
+        for addr in backend_addresses(args.cpu_servers):
+            proc = lab.spawn(
+                "srv",
+                [sys.executable, "-m", "tests.lab.check_servers", "--listen", addr,
+                 "--ports", last, "--max-duration", "3600"],
+                name=f"web-{addr}",
+                cwd=str(REPO_ROOT),
+            )  # fmt: skip
+            wait_for(lambda p=proc: "listening" in p.log_text(), 300, what=f"web {addr}")
+        d = Daemon(lab, "vigil", conf, work, "memory")
+        t = time.monotonic()
+        d.start()
+        d.wait_ready()
+        ready = time.monotonic() - t
+        log(f"host memory: vigild ready after {ready:.1f}s; waiting {args.memory_seconds:g}s")
+        time.sleep(args.memory_seconds)
+        pid = d.measured_pid()
+        st = d.status()
+        from .failover import load_average
+
+        result = {
+            "host_load_1min": load_average(),
+            "vrrp_instances": args.vrrp_instances,
+            "servers": args.cpu_servers,
+            "delay_loop_s": args.cpu_delay_loop,
+            "after_s": args.memory_seconds,
+            "ready_s": round(ready, 1),
+            "rss_mb": round(status_kb(pid, "VmRSS") / 1024, 1),
+            "hwm_mb": round(status_kb(pid, "VmHWM") / 1024, 1),
+            "vrrp_masters": sum(
+                1 for i in st.get("vrrp", {}).get("instances", []) if i.get("state") == "MASTER"
+            ),
+            "checker_runs": st["ipvs"]["checker"]["runs"],
+        }
+        d.stop()
+    return result
+
+
+def _head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    ).stdout.strip()
+
+
 def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tests.lab.vm import VmError, run_in_vm
 
@@ -1167,6 +1232,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the API on this host at --startup-vs x --startup-rs (no VM) and exit",
     )
+    p.add_argument(
+        "--host-memory",
+        action="store_true",
+        help="run the memory phase's config with vigild alone on this host (no VM) and exit",
+    )
     args = p.parse_args(argv)
     bad = set(args.phases.split(",")) - {"cpu", "death", "memory", "startup"}
     if bad:
@@ -1183,13 +1253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.plot or REPO_ROOT / "docs" / "img" / "ipvs.png"
         print(plot(json.loads(args.replot.read_text()), out))
         return 0
-    if args.host_api:
+    if args.host_api or args.host_memory:
         doc = {
-            "benchmark": "ipvs-api",
+            "benchmark": "ipvs-api" if args.host_api else "ipvs-memory-host",
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.ipvs " + " ".join(argv),
             "vigil_source": os.environ.get("PYTHONPATH", ""),
-            **host_api(args),
+            "vigil_commit": _head(),
+            **(host_api(args) if args.host_api else host_memory(args)),
         }
         text = json.dumps(doc, indent=2)
         print(text)
