@@ -514,3 +514,18 @@ def test_libyaml_and_the_pure_python_loader_give_the_same_result(text: str) -> N
         assert fast.issues, "a broken document must report an issue"
     else:
         assert yamlload._load_fast(text) is not None, "a good document is libyaml's"
+
+
+def test_config_strings_are_fresh_and_interned() -> None:
+    """The data holds none of the composer's strings (they would pin the freed node
+    tree's memory; see yamlload._Duplicates.construct_scalar): every key and text is an
+    interned copy, so a repeated key is one object."""
+    import sys
+
+    from vigil.config import yamlload
+
+    data = yamlload.load_yaml("servers:\n  - address: 10.0.0.1\n  - address: 10.0.0.2\n").data
+    first, second = data["servers"]
+    (k1,), (k2,) = first.keys(), second.keys()
+    assert k1 is k2 and sys.intern("address") is k1
+    assert sys.intern("10.0.0.2") is second["address"]

@@ -15,6 +15,7 @@ the expansion).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,9 +39,20 @@ class _TooComplex(Exception):
 
 
 class _Duplicates:
-    """Notes duplicate keys per mapping node instead of letting the last one win."""
+    """Notes duplicate keys per mapping node instead of letting the last one win, and
+    builds strings that do not pin the node tree's memory (see construct_scalar)."""
 
     duplicates: dict[int, list[tuple[Any, int, int]]]
+
+    def construct_scalar(self, node: yaml.ScalarNode | yaml.MappingNode) -> str:
+        """The scalar's text as a fresh, interned string. The composer's own string was
+        allocated among the nodes, marks and tokens of the whole document; kept alive in
+        the data it would keep their memory from going back to the system once the tree
+        is freed (for a 1000-real-server config, 5 MB of resident memory for good).
+        Interning also makes the many repeated keys one object each."""
+        value: str = super().construct_scalar(node)  # type: ignore[misc]
+        fresh = value.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+        return sys.intern(fresh)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
