@@ -120,7 +120,7 @@ class QuorumTracker(Tracker):
         self._set_state(TrackerState.OK if up else TrackerState.FAILED, reason)
 
 
-@dataclass
+@dataclass(slots=True)
 class RsState:
     """One real server of one virtual server, as the runtime knows it."""
 

@@ -38,7 +38,7 @@ def os_error(what: str, exc: OSError) -> str:
     return f"{what}: {text[:1].lower()}{text[1:]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a checker connects: the real server's address and port, or the overrides."""
 
