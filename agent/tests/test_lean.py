@@ -28,7 +28,7 @@ def test_the_agent_does_not_import_the_unused_parts() -> None:
         import vigil.daemon, vigil.api.app, vigil.ipvs.kernel, vigil.ipvs.runtime
         import vigil.vrrp.runtime, vigil.net.netlink
         unused = ["pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "aiohttp.client",
-                  "aiohttp.connector"]
+                  "aiohttp.connector", "unittest.case", "unittest.runner"]
         print(sorted(m for m in unused if m in sys.modules))
         print("pyroute2.netlink.generic.ipvs" in sys.modules, "aiohttp.web" in sys.modules)
         """
@@ -64,10 +64,11 @@ def test_the_whole_library_loads_on_first_use_of_a_package_name() -> None:
 def test_nothing_is_replaced_once_imported() -> None:
     out = run(
         """
-        import sys, aiohttp, pyroute2
-        full = sys.modules["aiohttp"], sys.modules["pyroute2"]
+        import sys, aiohttp, pyroute2, unittest
+        full = sys.modules["aiohttp"], sys.modules["pyroute2"], sys.modules["unittest"]
         import vigil
-        print(sys.modules["aiohttp"] is full[0], sys.modules["pyroute2"] is full[1])
+        print(sys.modules["aiohttp"] is full[0], sys.modules["pyroute2"] is full[1],
+              sys.modules["unittest"] is full[2])
         """
     )
-    assert out.strip() == "True True"
+    assert out.strip() == "True True True"

@@ -3,13 +3,15 @@
 ``import pyroute2.anything`` first runs ``pyroute2/__init__.py``, which imports every
 socket class the library has (IPDB, NDB, conntrack, nftables, wireless, plan9, ...);
 ``from aiohttp import web`` first runs ``aiohttp/__init__.py``, which imports the whole
-HTTP client and builds two TLS contexts from the system's CA bundle. vigild uses
-neither: together that is about 9 MB of resident memory and much of the imports' time,
-which under the IPVS VM's emulated CPU is many seconds of vigild's start.
+HTTP client and builds two TLS contexts from the system's CA bundle; pyroute2's rtnl
+socket imports ``unittest.mock`` (for its mock mode), which first runs
+``unittest/__init__.py`` (the whole test runner). vigild uses none of that: together
+about 9.5 MB of resident memory and much of the imports' time, which under the IPVS
+VM's emulated CPU is many seconds of vigild's start.
 
 :func:`lean_packages` puts a bare package module for each in ``sys.modules`` instead, so
-``pyroute2.netlink.generic.ipvs`` or ``aiohttp.web`` load just what they import
-themselves. Nothing else changes: the first access to a name the package itself defines
+``pyroute2.netlink.generic.ipvs``, ``aiohttp.web`` or ``unittest.mock`` load just what
+they import themselves. Nothing else changes: the first access to a name the package itself defines
 (``pyroute2.IPRoute``, ``from aiohttp import ClientSession``, ``__all__``) runs the real
 ``__init__`` into the same module, so code that wants the whole library (tests, users'
 scripts) gets it. Submodules (``from pyroute2 import config``) import as usual.
@@ -27,7 +29,7 @@ from typing import Any
 __all__ = ["LEAN", "lean_package", "lean_packages"]
 
 #: the packages made lean, and whether their own submodules need ``__version__`` early
-LEAN: dict[str, bool] = {"pyroute2": False, "aiohttp": True}
+LEAN: dict[str, bool] = {"pyroute2": False, "aiohttp": True, "unittest": False}
 
 _VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
 
