@@ -451,6 +451,30 @@ async def test_drift_proc_cannot_show_is_corrected_by_the_full_dump(harness: Any
     assert h.kernel.dests[WEB][key].upper_threshold == 0
 
 
+async def test_a_failed_dump_or_op_does_not_stop_the_light_checks(harness: Any) -> None:
+    """A failure makes the next drift check a full one (to retry); once that went
+    through, /proc answers again (a failure remembered for its report must not turn
+    every later check into a dump)."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    dump = h.kernel.services
+    failed: list[bool] = []
+
+    async def once(only: Any = None) -> list[ServiceState]:
+        if not failed:
+            failed.append(True)
+            raise _err("list", "IPVS services", errno.EIO)
+        return await dump(only)
+
+    h.kernel.services = once  # type: ignore[method-assign]
+    h.kernel.services_.clear()  # ipvsadm -C: /proc differs, the dump fails once
+    h.kernel.dests.clear()
+    await h.until(lambda: len(h.kernel.weights()) == 2, "table restored after the failure")
+    assert failed and h.events("ipvs_error")
+    light = h.sub.stats["light_checks"]
+    await h.until(lambda: h.sub.stats["light_checks"] >= light + 3, "light checks again")
+
+
 async def test_without_proc_every_drift_check_dumps(harness: Any) -> None:
     h = await harness(kernel=FakeKernel(proc=False))
     await h.until(lambda: h.sub.stats["drift_checks"] >= 3, "three drift checks")

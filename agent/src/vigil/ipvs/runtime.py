@@ -202,6 +202,7 @@ class IpvsSubsystem:
         self._resync = True
         self._synced_once = False
         self._light_left = 0  # light drift checks before the next full one
+        self._op_failed = False  # an op failed since the last full check: retry in one
         self._waiters: list[asyncio.Future[None]] = []
         self._worker: asyncio.Task[None] | None = None
         self._watches: dict[str, Callable[[], None]] = {}
@@ -784,7 +785,7 @@ class IpvsSubsystem:
         with what was programmed; dump and correct over netlink when it differs, when an
         operation is failing (to retry it), and every FULL_CHECK_EVERY checks anyway for
         what /proc does not show (scheduler flags, persistence, thresholds, tunnels)."""
-        if self._resync or self._failing or self._light_left <= 0 or not self._proc_matches():
+        if self._resync or self._op_failed or self._light_left <= 0 or not self._proc_matches():
             self._light_left = FULL_CHECK_EVERY - 1
             await self._full_check()
             return
@@ -851,6 +852,7 @@ class IpvsSubsystem:
     async def _full_check(self) -> None:
         """Dump our services, report what someone else changed, correct everything."""
         self.stats["drift_checks"] += 1
+        self._op_failed = False  # this check retries them; a new failure sets it again
         wanted = self.desired()
         keys = set(wanted) | set(self.owned) | set(self.table)
         expected = dict(self.table)
@@ -913,6 +915,7 @@ class IpvsSubsystem:
                 await self._send(op)
             except IpvsError as exc:
                 self.stats["op_failures"] += 1
+                self._op_failed = True
                 if op.kind is OpKind.ADD_SERVICE:
                     skip.add(op.key)
                 if exc.errno in (errno.EEXIST, errno.ESRCH, errno.ENOENT):
