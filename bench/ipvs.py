@@ -45,6 +45,7 @@ namespaces, ``ka`` (keepalived) and ``vg`` (vigild), each with its own IPVS tabl
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import json
@@ -524,14 +525,16 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         log(f"cpu {kind}: {impl} table complete after {at - d.started:.1f}s; warming up")
         time.sleep(args.cpu_delay_loop + 5)  # a whole round of checks before the window
         pid = d.measured_pid()
+        fails0 = check_failures(d) if impl == "vigil" else None
         runs0 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
         c0, t0 = run_ns(pid), time.monotonic()
         time.sleep(args.cpu_seconds)
         c1, t1 = run_ns(pid), time.monotonic()
         runs1 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
+        fails1 = check_failures(d) if impl == "vigil" else None
         table = read_table(d.ns)
         in_table = sum(len(v) for v in table.values())
-        row = {
+        row: dict[str, Any] = {
             "cpu_pct": round(100 * (c1 - c0) / 1e9 / (t1 - t0), 2),
             "process": "checker child" if impl == "keepalived" else "vigild (whole agent)",
             "servers_in_table_after": in_table,
@@ -539,12 +542,31 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         }
         if runs0 is not None and runs1 is not None:
             row["checks_per_s_measured"] = round((runs1 - runs0) / (t1 - t0), 1)
+        if fails0 is not None and fails1 is not None:  # which checks failed, and how
+            row["check_failures_in_window"] = fails1[0] - fails0[0]
+            row["last_errors"] = fails1[1]
         out[impl] = row
         log(f"cpu {kind}: {impl} {row}")
         d.stop()
     k, v = out["keepalived"]["cpu_pct"], out["vigil"]["cpu_pct"]
     out["ratio"] = round(v / k, 2) if k > 0 else None
     return out
+
+
+def check_failures(d: Daemon) -> tuple[int, dict[str, int]]:
+    """vigild's failed check runs so far (all checkers), and the last result of each
+    checker whose last run failed, counted by text (what the failures were)."""
+    st, body = d.handle.client.get("/v1/ipvs/virtual_servers")
+    if st != 200:
+        return 0, {}
+    total, errors = 0, collections.Counter[str]()
+    for vs in body.get("virtual_servers", body if isinstance(body, list) else []):
+        for rs in vs.get("real_servers", []):
+            for check in rs.get("checks", []):
+                total += int(check.get("counters", {}).get("failures", 0))
+                if check.get("ok") is False:
+                    errors[str(check.get("last_result"))] += 1
+    return total, dict(errors.most_common(5))
 
 
 def vigil_down_event(d: Daemon, since: float, label: str) -> float | None:
