@@ -45,6 +45,7 @@ namespaces, ``ka`` (keepalived) and ``vg`` (vigild), each with its own IPVS tabl
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import hashlib
 import json
@@ -524,14 +525,16 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         log(f"cpu {kind}: {impl} table complete after {at - d.started:.1f}s; warming up")
         time.sleep(args.cpu_delay_loop + 5)  # a whole round of checks before the window
         pid = d.measured_pid()
+        fails0 = check_failures(d) if impl == "vigil" else None
         runs0 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
         c0, t0 = run_ns(pid), time.monotonic()
         time.sleep(args.cpu_seconds)
         c1, t1 = run_ns(pid), time.monotonic()
         runs1 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
+        fails1 = check_failures(d) if impl == "vigil" else None
         table = read_table(d.ns)
         in_table = sum(len(v) for v in table.values())
-        row = {
+        row: dict[str, Any] = {
             "cpu_pct": round(100 * (c1 - c0) / 1e9 / (t1 - t0), 2),
             "process": "checker child" if impl == "keepalived" else "vigild (whole agent)",
             "servers_in_table_after": in_table,
@@ -539,12 +542,31 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         }
         if runs0 is not None and runs1 is not None:
             row["checks_per_s_measured"] = round((runs1 - runs0) / (t1 - t0), 1)
+        if fails0 is not None and fails1 is not None:  # which checks failed, and how
+            row["check_failures_in_window"] = fails1[0] - fails0[0]
+            row["last_errors"] = fails1[1]
         out[impl] = row
         log(f"cpu {kind}: {impl} {row}")
         d.stop()
     k, v = out["keepalived"]["cpu_pct"], out["vigil"]["cpu_pct"]
     out["ratio"] = round(v / k, 2) if k > 0 else None
     return out
+
+
+def check_failures(d: Daemon) -> tuple[int, dict[str, int]]:
+    """vigild's failed check runs so far (all checkers), and the last result of each
+    checker whose last run failed, counted by text (what the failures were)."""
+    st, body = d.handle.client.get("/v1/ipvs/virtual_servers")
+    if st != 200:
+        return 0, {}
+    total, errors = 0, collections.Counter[str]()
+    for vs in body.get("virtual_servers", body if isinstance(body, list) else []):
+        for rs in vs.get("real_servers", []):
+            for check in rs.get("checks", []):
+                total += int(check.get("counters", {}).get("failures", 0))
+                if check.get("ok") is False:
+                    errors[str(check.get("last_result"))] += 1
+    return total, dict(errors.most_common(5))
 
 
 def vigil_down_event(d: Daemon, since: float, label: str) -> float | None:
@@ -1078,6 +1100,71 @@ def host_api(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def host_memory(args: argparse.Namespace) -> dict[str, Any]:
+    """``--host-memory``: the memory phase's config run by vigild alone on this host (no
+    IPVS here: the checks run and the kernel part reports unavailable), RSS after
+    ``--memory-seconds``; keepalived's checker needs IPVS, so its figure comes from the VM."""
+    from tests.lab.lab import Lab
+    from tests.lab.waiting import wait_for
+
+    conf = conf_memory(args)
+    with tempfile.TemporaryDirectory(prefix="bench-ipvs-mem-") as tmp, Lab(Path(tmp)) as lab:
+        work = Path(tmp)
+        lab.add_switch()
+        lab.add_namespace("srv")
+        lab.connect("srv", addrs=[f"{a}/16" for a in backend_addresses(args.cpu_servers)])
+        lab.add_namespace("vg")
+        lab.connect("vg", addrs=[DIRECTOR_ADDR["vigil"]])
+        REAL_NS.update({name: lab.node(name).ns for name in ("srv", "vg")})
+        last = f"{PORT0}-{PORT0 + min(args.cpu_servers, PER_ADDRESS) - 1}"
+        for addr in backend_addresses(args.cpu_servers):
+            proc = lab.spawn(
+                "srv",
+                [sys.executable, "-m", "tests.lab.check_servers", "--listen", addr,
+                 "--ports", last, "--max-duration", "3600"],
+                name=f"web-{addr}",
+                cwd=str(REPO_ROOT),
+            )  # fmt: skip
+            wait_for(lambda p=proc: "listening" in p.log_text(), 300, what=f"web {addr}")
+        d = Daemon(lab, "vigil", conf, work, "memory")
+        t = time.monotonic()
+        d.start()
+        d.wait_ready()
+        ready = time.monotonic() - t
+        log(f"host memory: vigild ready after {ready:.1f}s; waiting {args.memory_seconds:g}s")
+        time.sleep(args.memory_seconds)
+        pid = d.measured_pid()
+        st = d.status()
+        from .failover import load_average
+
+        result = {
+            "host_load_1min": load_average(),
+            "vrrp_instances": args.vrrp_instances,
+            "servers": args.cpu_servers,
+            "delay_loop_s": args.cpu_delay_loop,
+            "after_s": args.memory_seconds,
+            "ready_s": round(ready, 1),
+            "rss_mb": round(status_kb(pid, "VmRSS") / 1024, 1),
+            "hwm_mb": round(status_kb(pid, "VmHWM") / 1024, 1),
+            "vrrp_masters": sum(
+                1 for i in st.get("vrrp", {}).get("instances", []) if i.get("state") == "MASTER"
+            ),
+            "checker_runs": st["ipvs"]["checker"]["runs"],
+        }
+        d.stop()
+    return result
+
+
+def _head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=False,
+    ).stdout.strip()
+
+
 def host(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from tests.lab.vm import VmError, run_in_vm
 
@@ -1167,6 +1254,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the API on this host at --startup-vs x --startup-rs (no VM) and exit",
     )
+    p.add_argument(
+        "--host-memory",
+        action="store_true",
+        help="run the memory phase's config with vigild alone on this host (no VM) and exit",
+    )
     args = p.parse_args(argv)
     bad = set(args.phases.split(",")) - {"cpu", "death", "memory", "startup"}
     if bad:
@@ -1183,13 +1275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.plot or REPO_ROOT / "docs" / "img" / "ipvs.png"
         print(plot(json.loads(args.replot.read_text()), out))
         return 0
-    if args.host_api:
+    if args.host_api or args.host_memory:
+        from tests.lab.vm import precompile
+
+        precompile(REPO_ROOT)  # as installed (and as the VM runs do): vigil byte-compiled
         doc = {
-            "benchmark": "ipvs-api",
+            "benchmark": "ipvs-api" if args.host_api else "ipvs-memory-host",
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m bench.ipvs " + " ".join(argv),
             "vigil_source": os.environ.get("PYTHONPATH", ""),
-            **host_api(args),
+            "vigil_commit": _head(),
+            **(host_api(args) if args.host_api else host_memory(args)),
         }
         text = json.dumps(doc, indent=2)
         print(text)

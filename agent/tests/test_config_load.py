@@ -487,3 +487,45 @@ def test_realtime_priority_is_checked_and_applied_by_policy(tmp_path: Path) -> N
     assert seen["set"] is None and seen["policy"] == ("rr", 7)
     assert seen["raw"] == os.SCHED_RR | os.SCHED_RESET_ON_FORK
     assert seen["back"] is None and seen["after"] == ("other", 0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\nb:\n  - x: 1\n    y: [1, 2]\n  - x: 2\n    x: 3\nc: {d: e}\n",
+        "base: &b {k: 1}\nuse:\n  <<: *b\n  k: 2\nlist: [*b, *b]\n",
+        "a: 1\n\tb: 2\n",  # a syntax error: the pure-Python loader words it
+        "a:" + " [" * 60 + " 1" + " ]" * 60 + "\n",  # too deep: the same
+        "",
+    ],
+)
+def test_libyaml_and_the_pure_python_loader_give_the_same_result(text: str) -> None:
+    """vigil reads configs with libyaml when it is there (faster, less memory at start)
+    and falls back to PyYAML's pure-Python loader for the wording of any problem: the
+    data, the line of every path and the issues must not depend on which one ran."""
+    from vigil.config import yamlload
+
+    assert yamlload._CSafeLoader is not None, "PyYAML here is built with libyaml"
+    fast = yamlload.load_yaml(text)
+    slow = yamlload._load(yamlload._LineLoader(text))
+    assert (fast.data, fast.lines, fast.issues) == (slow.data, slow.lines, slow.issues)
+    broken = "\t" in text or "[" * 2 in text.replace(" ", "")
+    if broken:
+        assert fast.issues, "a broken document must report an issue"
+    else:
+        assert yamlload._load_fast(text) is not None, "a good document is libyaml's"
+
+
+def test_config_strings_are_fresh_and_interned() -> None:
+    """The data holds none of the composer's strings (they would pin the freed node
+    tree's memory; see yamlload._Duplicates.construct_scalar): every key and text is an
+    interned copy, so a repeated key is one object."""
+    import sys
+
+    from vigil.config import yamlload
+
+    data = yamlload.load_yaml("servers:\n  - address: 10.0.0.1\n  - address: 10.0.0.2\n").data
+    first, second = data["servers"]
+    (k1,), (k2,) = first.keys(), second.keys()
+    assert k1 is k2 and sys.intern("address") is k1
+    assert sys.intern("10.0.0.2") is second["address"]

@@ -492,3 +492,25 @@ def test_keepalived_hex_strings() -> None:
     assert data == bytes([0x01, 0x02, 0xFF]) and mask == bytes([0xFF, 0x0F, 0xFF])
     with pytest.raises(SettingsError):
         parse_hex("zz")
+
+
+@pytest.mark.parametrize("phase", [0.001, 0.25, 0.5, 0.999])
+def test_a_death_is_declared_one_delay_before_retry_after_the_next_run(phase: float) -> None:
+    """bench.ipvs's death: delay_loop 1, retry 1, delay_before_retry 1, the backend's
+    refusal instant. As keepalived's tcp_epilog: the next regular run fails (the
+    server stays up, FAILING), the retry 1 s after it fails too, and that is the
+    verdict; so 1-2 s after the death, whatever the phase, and no later."""
+    dead_from = 10.0 + phase
+    sim = Sim(
+        CheckMachine("rs tcp", timing(delay_loop=1.0, retry=1, delay_before_retry=1.0)),
+        lambda n: FAIL if sim.now >= dead_from else OK,
+        duration=0.0,
+    )
+    sim.start(0.0)
+    sim.until(dead_from)
+    assert sim.m.state is CheckState.UP
+    sim.until(dead_from + 3.0)
+    downs = [t for t, a in sim.log if isinstance(a, Transition) and a.new is CheckState.DOWN]
+    next_run = min(r for r in sim.runs if r >= dead_from)
+    assert downs == pytest.approx([next_run + 1.0])
+    assert 1.0 <= downs[0] - dead_from <= 2.0

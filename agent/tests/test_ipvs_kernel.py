@@ -6,8 +6,10 @@ kernel side (a real IPVS in a VM) is in tests/vm/test_ipvs_kernel.py.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 import struct
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
@@ -260,3 +262,66 @@ def test_errors_name_operation_target_and_reason() -> None:
 def test_a_fresh_adapter_has_sent_nothing() -> None:
     kernel = IpvsKernel(netns="vgl-none")
     assert kernel.requests == 0 and kernel.netns == "vgl-none"
+
+
+# ---------------------------------------------------------------------------- /proc/net/ip_vs
+
+#: as the kernel prints it (ip_vs_ctl.c, ip_vs_info_seq_show): an IPv4 service with two
+#: destinations, a persistent IPv6 one, a fwmark one, and a service without destinations
+PROC_TEXT = "\n".join(
+    [
+        "IP Virtual Server version 1.2.1 (size=4096)",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn",
+        "TCP  0A3E0064:0050 wlc ",
+        "  -> 0A3E010C:0050      Masq    1      3          12        ",
+        "  -> 0A3E010B:0050      Route   2      0          0         ",
+        "TCP  [fd00:0062:0000:0000:0000:0000:0000:0064]:01BB sh persistent 300 00000080",
+        "  -> [fd00:0062:0000:0000:0000:0000:0000:000b]:01BB      Tunnel  0      1"
+        "          0         ",
+        "FWM  00000007 rr ",
+        "UDP  0A3E0064:0035 rr ",
+        "  -> 0A3E010B:0035      Masq    5      0          0         ",
+        "",
+    ]
+)
+
+
+def test_proc_view_matches_what_the_kernel_prints() -> None:
+    from vigil.ipvs.kernel import parse_proc_table, proc_service_id, proc_view
+
+    shown = parse_proc_table(PROC_TEXT)
+    web = ServiceKey.inet("tcp", "10.62.0.100", 80)
+    dests = [
+        Destination(addr=ipaddress.ip_address("10.62.1.11"), port=80, weight=2, forward="dr"),
+        Destination(addr=ipaddress.ip_address("10.62.1.12"), port=80, weight=1),
+    ]
+    ident, want = proc_view(web, Service(web, "wlc"), dests)
+    assert shown[ident] == want
+    v6 = ServiceKey.inet("tcp", "fd00:62::64", 443)
+    tun = Destination(addr=ipaddress.ip_address("fd00:62::b"), port=443, weight=0, forward="tun")
+    ident6, want6 = proc_view(v6, Service(v6, "sh", persistence_timeout=300), [tun])
+    assert shown[ident6] == want6
+    mark = ServiceKey.mark(7)
+    assert shown[proc_service_id(mark)] == proc_view(mark, Service(mark, "rr"), [])[1]
+    dns = ServiceKey.inet("udp", "10.62.0.100", 53)
+    five = Destination(addr=ipaddress.ip_address("10.62.1.11"), port=53, weight=5)
+    assert shown[proc_service_id(dns)] == proc_view(dns, Service(dns, "rr"), [five])[1]
+    # what differs is seen: a weight, a forwarding method, a scheduler, a missing server
+    assert (
+        proc_view(dns, Service(dns, "rr"), [replace(five, weight=1)])[1]
+        != shown[proc_service_id(dns)]
+    )
+    assert (
+        proc_view(dns, Service(dns, "rr"), [replace(five, forward="dr")])[1]
+        != shown[proc_service_id(dns)]
+    )
+    assert proc_view(dns, Service(dns, "wrr"), [five])[1] != shown[proc_service_id(dns)]
+    assert proc_view(web, Service(web, "wlc"), dests[:1])[1] != want
+
+
+def test_proc_lists_a_fwmark_of_both_families_as_unknown() -> None:
+    from vigil.ipvs.kernel import parse_proc_table
+
+    text = "\n".join([*PROC_TEXT.splitlines()[:3], "FWM  00000007 rr ", "FWM  00000007 wlc "])
+    assert parse_proc_table(text) == {"FWM 00000007": None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import os
 import pwd
@@ -37,7 +38,7 @@ from vigil.ipvs.kernel import (
     ServiceState,
     SyncDaemon,
 )
-from vigil.ipvs.runtime import IpvsSubsystem
+from vigil.ipvs.runtime import FULL_CHECK_EVERY, IpvsSubsystem
 from vigil.journal import CleanupReport, JournalNamespace
 from vigil.subsystem import SubsystemContext
 from vigil.subsystems import diff_configs, validate_data
@@ -66,6 +67,9 @@ class FakeKernel:
     daemons: dict[str, SyncDaemon] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     requests: int = 0
+    dumps: int = 0
+    proc: bool = True  # offers /proc/net/ip_vs (False: as in another namespace)
+    proc_reads: int = 0
     on_write: Callable[[str], None] | None = None
 
     async def open(self) -> None:
@@ -83,8 +87,41 @@ class FakeKernel:
         if self.on_write is not None:
             self.on_write(what)
 
+    def proc_table(self) -> str | None:
+        """/proc/net/ip_vs as the kernel prints it (ip_vs_ctl.c, ip_vs_info_seq_show)."""
+        if not self.proc:
+            return None
+        self.proc_reads += 1
+        lines = [
+            "IP Virtual Server version 1.2.1 (size=4096)",
+            "Prot LocalAddress:Port Scheduler Flags",
+            "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn",
+        ]
+        fwd = {"nat": "Masq", "dr": "Route", "tun": "Tunnel", "local": "Local"}
+        for key, svc in self.services_.items():
+            if key.fwmark is not None:
+                head = f"FWM  {key.fwmark:08X} {svc.scheduler} "
+            elif key.family == 4:
+                head = f"{str(key.protocol).upper()}  {int(key.addr):08X}:{key.port:04X} "  # type: ignore[arg-type]
+                head += f"{svc.scheduler} "
+            else:
+                assert isinstance(key.addr, ipaddress.IPv6Address)
+                head = f"{str(key.protocol).upper()}  [{key.addr.exploded}]:{key.port:04X} "
+                head += f"{svc.scheduler} "
+            if svc.persistence_timeout:
+                head += f"persistent {svc.persistence_timeout} FFFFFFFF"
+            lines.append(head)
+            for d in self.dests[key].values():
+                addr = f"{int(d.addr):08X}" if d.addr.version == 4 else f"[{d.addr.exploded}]"
+                lines.append(
+                    f"  -> {addr}:{d.port:04X}      {fwd[d.forward]:<7} {d.weight:<6} "
+                    f"{0:<10} {0:<10}"
+                )
+        return "\n".join(lines) + "\n"
+
     async def services(self, only: Any = None) -> list[ServiceState]:
         self.requests += 1
+        self.dumps += 1
         out = []
         for key, svc in self.services_.items():
             if only is not None and key not in only:
@@ -384,6 +421,64 @@ async def test_drift_is_corrected_and_reported(harness: Any) -> None:
     )
     await h.until(lambda: set(h.kernel.weights().values()) == {1}, "weight restored")
     assert "weight 9, want 1" in h.events("drift_corrected")[-1].message
+
+
+async def test_drift_checks_read_proc_and_dump_only_every_tenth(harness: Any) -> None:
+    """Between full dumps a drift check is one read of /proc/net/ip_vs: no netlink."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    dumps, light = h.kernel.dumps, h.sub.stats["light_checks"]
+    await h.until(lambda: h.sub.stats["light_checks"] >= light + 2 * FULL_CHECK_EVERY, "20 more")
+    checks = h.sub.stats["light_checks"] - light
+    assert h.kernel.dumps - dumps <= checks // (FULL_CHECK_EVERY - 1) + 1, (
+        "a dump at most every tenth drift check"
+    )
+    assert h.kernel.dumps - dumps >= 1, "the full dump still comes"
+    assert not h.events("drift_corrected")
+
+
+async def test_drift_proc_cannot_show_is_corrected_by_the_full_dump(harness: Any) -> None:
+    """A threshold is not in /proc/net/ip_vs: the periodic netlink dump finds it."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    key = next(iter(h.kernel.dests[WEB]))
+    old = h.kernel.dests[WEB][key]
+    h.kernel.dests[WEB][key] = Destination(
+        addr=old.addr, port=old.port, weight=old.weight, upper_threshold=77
+    )
+    (drift,) = await h.until(lambda: h.events("drift_corrected"), "drift event", timeout=10)
+    assert "upper threshold" in drift.message or "threshold" in drift.message, drift.message
+    assert h.kernel.dests[WEB][key].upper_threshold == 0
+
+
+async def test_a_failed_dump_or_op_does_not_stop_the_light_checks(harness: Any) -> None:
+    """A failure makes the next drift check a full one (to retry); once that went
+    through, /proc answers again (a failure remembered for its report must not turn
+    every later check into a dump)."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    dump = h.kernel.services
+    failed: list[bool] = []
+
+    async def once(only: Any = None) -> list[ServiceState]:
+        if not failed:
+            failed.append(True)
+            raise _err("list", "IPVS services", errno.EIO)
+        return await dump(only)
+
+    h.kernel.services = once  # type: ignore[method-assign]
+    h.kernel.services_.clear()  # ipvsadm -C: /proc differs, the dump fails once
+    h.kernel.dests.clear()
+    await h.until(lambda: len(h.kernel.weights()) == 2, "table restored after the failure")
+    assert failed and h.events("ipvs_error")
+    light = h.sub.stats["light_checks"]
+    await h.until(lambda: h.sub.stats["light_checks"] >= light + 3, "light checks again")
+
+
+async def test_without_proc_every_drift_check_dumps(harness: Any) -> None:
+    h = await harness(kernel=FakeKernel(proc=False))
+    await h.until(lambda: h.sub.stats["drift_checks"] >= 3, "three drift checks")
+    assert h.sub.stats["light_checks"] == 0
 
 
 async def test_adoption_keeps_the_service_and_corrects_it_in_place(

@@ -494,8 +494,21 @@ def test_the_real_server_module_drains_waits_and_enables(pair: Pair) -> None:
     assert run_module("real_server", enable)["changed"] is False
 
 
+def ipvs_kernel(agent: AgentHandle) -> dict[str, Any]:
+    return dict(agent.client.get("/v1/status")[1]["ipvs"]["kernel"])
+
+
 def test_ipvsadm_clear_and_edits_are_undone_within_one_delay_loop(pair: Pair) -> None:
     ha = pair.ha
+    # In steady state a drift check is a read of /proc/net/ip_vs that matches what was
+    # programmed (the real kernel's format, parsed by vigil.ipvs.kernel): no dump.
+    k0 = ipvs_kernel(pair.d1)
+    wait_for(
+        lambda: ipvs_kernel(pair.d1)["light_checks"] >= k0["light_checks"] + 2,
+        timeout=6 * DELAY_LOOP + 30,
+        interval=0.5,
+        what="two drift checks answered by /proc/net/ip_vs",
+    )
     before = shape(table(ha))
     since = last_seq(pair.d1)
     ha.ipvsadm(0, "-C")

@@ -57,9 +57,23 @@ def freeze_heap() -> None:
     garbage collector's sight (``gc.freeze``). With thousands of real servers that is a
     million objects, and every full collection walked them all: a pause of up to a second
     on the event loop. Reference counting still frees them; only a reference cycle among
-    them that becomes garbage later (an old config after a reload) is kept."""
+    them that becomes garbage later (an old config after a reload) is kept.
+
+    Then hand the C heap's free pages back to the system (glibc's ``malloc_trim``): what
+    reading the config used and freed, about 3 MB of resident memory with a thousand
+    real servers, would otherwise stay with the process."""
     gc.collect()
     gc.freeze()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 @dataclass

@@ -529,8 +529,9 @@ _VIRTUAL_SERVER = {
 _KERNEL = {
     "type": "object",
     "description": "available (IPVS usable), used, error (why not), netns, requests (netlink "
-    "requests sent), last_read (epoch), drift_interval_s, passes, drift_checks, "
-    "drift_corrections, ops, op_failures",
+    "requests sent), last_read (epoch), drift_interval_s, passes, drift_checks (netlink "
+    "dumps), light_checks (drift checks /proc/net/ip_vs answered), drift_corrections, ops, "
+    "op_failures",
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
 _RS = {

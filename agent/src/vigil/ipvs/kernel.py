@@ -38,9 +38,10 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 from typing import Any, Literal, TypeAlias
 
 from pyroute2 import config as pyroute2_config
@@ -84,6 +85,9 @@ __all__ = [
     "ServiceKey",
     "ServiceState",
     "SyncDaemon",
+    "parse_proc_table",
+    "proc_service_id",
+    "proc_view",
 ]
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
@@ -423,6 +427,70 @@ class SyncDaemon:
 
     def __str__(self) -> str:
         return f"{self.state} sync daemon on {self.interface} (syncid {self.syncid})"
+
+
+# ------------------------------------------------------------------------ /proc/net/ip_vs
+
+#: /proc/net/ip_vs's word for each forwarding method (the kernel's ip_vs_fwd_name)
+_PROC_FORWARD = {"nat": "Masq", "local": "Local", "tun": "Tunnel", "dr": "Route"}
+
+#: a service as /proc/net/ip_vs shows it: (scheduler, {"ADDR:PORT Forward weight", ...});
+#: None for an id listed twice (fwmark services of both families look alike there)
+ProcService: TypeAlias = tuple[str, frozenset[str]] | None
+
+
+def _proc_addr(addr: IPAddress) -> str:
+    if isinstance(addr, IPv4Address):
+        return f"{int(addr):08X}"
+    return f"[{addr.exploded}]"
+
+
+def proc_service_id(key: ServiceKey) -> str:
+    if key.fwmark is not None:
+        return f"FWM {key.fwmark:08X}"
+    assert key.protocol is not None and key.addr is not None and key.port is not None
+    return f"{key.protocol.upper()} {_proc_addr(key.addr)}:{key.port:04X}"
+
+
+def proc_view(
+    key: ServiceKey, service: Service, dests: Iterable[Destination]
+) -> tuple[str, ProcService]:
+    """(id, what /proc/net/ip_vs would show) for a service with these destinations: the
+    service's identity, its scheduler, and each destination's address, port, forwarding
+    method and weight. It shows nothing of scheduler flags, persistence netmask,
+    thresholds or tunnel settings."""
+    shown = frozenset(
+        f"{_proc_addr(d.addr)}:{d.port:04X} {_PROC_FORWARD.get(d.forward, 'Masq')} {d.weight}"
+        for d in dests
+    )
+    return proc_service_id(key), (service.scheduler, shown)
+
+
+def parse_proc_table(text: str) -> dict[str, ProcService]:
+    """/proc/net/ip_vs -> {service id: (scheduler, destinations)}, ids as :func:`proc_view`
+    makes them (connection counts are left out)."""
+    out: dict[str, ProcService] = {}
+    dests: set[str] | None = None
+    current = ""
+    scheduler = ""
+
+    def close() -> None:
+        if dests is None:
+            return
+        out[current] = None if current in out else (scheduler, frozenset(dests))
+
+    for line in text.splitlines()[3:]:  # the version line and two column headers
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        if parts[0] == "->":
+            if dests is not None and len(parts) >= 4:
+                dests.add(f"{parts[1]} {parts[2]} {parts[3]}")
+            continue
+        close()
+        current, scheduler, dests = f"{parts[0]} {parts[1]}", parts[2], set()
+    close()
+    return out
 
 
 # ------------------------------------------------------------------------ wire
@@ -828,6 +896,17 @@ class IpvsKernel:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def proc_table(self) -> str | None:
+        """/proc/net/ip_vs, one read with no netlink at all; None when this adapter works
+        in another network namespace than the process (the file shows the process's) or
+        the file cannot be read."""
+        if self._netns is not None:
+            return None
+        try:
+            return Path("/proc/net/ip_vs").read_text()
+        except OSError:
+            return None
 
     # -- one request
 

@@ -14,9 +14,14 @@ All kernel work happens in one worker task, one pass at a time, so the kernel ne
 two writers and the picture of the kernel kept here (``table``: what was programmed,
 updated op by op) stays true. A pass is triggered by a change (a real server going down,
 a drain, a VRRP transition, a reload) and every ``delay_loop`` (the smallest of the
-virtual servers'), when the kernel's table is dumped and compared with ``table``: a
-difference is someone else's doing (``ipvsadm -C``, an edited weight), corrected at once
-and reported as a ``drift_corrected`` event. Nothing here blocks the loop: checks are
+virtual servers'), when the kernel's table is compared with ``table``: a difference is
+someone else's doing (``ipvsadm -C``, an edited weight), corrected at once and reported
+as a ``drift_corrected`` event. That drift check reads ``/proc/net/ip_vs`` (one read, no
+netlink: services, schedulers, destinations, forwarding methods, weights) and dumps the
+table over netlink only when that differs, while an operation is failing, and every
+``FULL_CHECK_EVERY``-th time for what /proc does not show (scheduler flags, persistence,
+thresholds, tunnel settings); a dump costs one request per service, parsed in Python.
+Changes are applied before a drift check, never after it. Nothing here blocks the loop: checks are
 callbacks, netlink requests are awaited, scripts are subprocesses.
 
 The journal (``ipvs`` namespace) names every service before it is added and every sync
@@ -57,7 +62,16 @@ from vigil.ipvs.journal import (
     service_entry,
     service_key_text,
 )
-from vigil.ipvs.kernel import IpvsError, IpvsKernel, ServiceKey, ServiceState, SyncDaemon
+from vigil.ipvs.kernel import (
+    IpvsError,
+    IpvsKernel,
+    ServiceKey,
+    ServiceState,
+    SyncDaemon,
+    parse_proc_table,
+    proc_service_id,
+    proc_view,
+)
 from vigil.ipvs.notify import Notifier, NotifyJob
 from vigil.ipvs.planner import (
     Entry,
@@ -89,6 +103,9 @@ __all__ = ["IpvsSubsystem", "QuorumTracker", "factory"]
 
 #: drift checks run every delay_loop (the smallest), within these bounds (seconds)
 DRIFT_MIN, DRIFT_MAX, DRIFT_IDLE = 0.2, 60.0, 5.0
+#: a drift check dumps the table over netlink at least every this many; in between it
+#: reads /proc/net/ip_vs and dumps only when that differs from what was programmed
+FULL_CHECK_EVERY = 10
 #: how long start and reload wait for the kernel to be programmed
 SETTLE_TIMEOUT = 60.0
 VRRP_KIND = "vrrp"
@@ -104,7 +121,7 @@ class QuorumTracker(Tracker):
         self._set_state(TrackerState.OK if up else TrackerState.FAILED, reason)
 
 
-@dataclass
+@dataclass(slots=True)
 class RsState:
     """One real server of one virtual server, as the runtime knows it."""
 
@@ -173,6 +190,7 @@ class IpvsSubsystem:
         self.stats: dict[str, int] = {
             "passes": 0,
             "drift_checks": 0,
+            "light_checks": 0,
             "drift_corrections": 0,
             "ops": 0,
             "op_failures": 0,
@@ -184,6 +202,8 @@ class IpvsSubsystem:
         self._delete: set[ServiceKey] = set()
         self._resync = True
         self._synced_once = False
+        self._light_left = 0  # light drift checks before the next full one
+        self._op_failed = False  # an op failed since the last full check: retry in one
         self._waiters: list[asyncio.Future[None]] = []
         self._worker: asyncio.Task[None] | None = None
         self._watches: dict[str, Callable[[], None]] = {}
@@ -742,9 +762,11 @@ class IpvsSubsystem:
         # clearing it afterwards lost a real server's death until the next drift check.
         dirty_now, self._dirty = self._dirty, set()
         delete_now, self._delete = self._delete, set()
-        if full or self._resync:
+        if self._resync or not self._synced_once:
             await self._full_check()
         else:
+            # What changed goes first, ahead of a drift check (a dead real server leaves
+            # IPVS without waiting for a dump of the whole table).
             ops: list[Op] = [
                 Op(OpKind.DELETE_SERVICE, key, why="not configured any more")
                 for key in sorted(delete_now, key=str)
@@ -755,7 +777,38 @@ class IpvsSubsystem:
                 if dirty is not None:
                     ops += self._plan_vs(dirty)
             await self._apply(ops)
+            if full:
+                await self._drift_check()
         await self._sync_daemons(check=full)
+
+    async def _drift_check(self) -> None:
+        """Every delay_loop: read /proc/net/ip_vs (one read, no netlink) and compare it
+        with what was programmed; dump and correct over netlink when it differs, when an
+        operation is failing (to retry it), and every FULL_CHECK_EVERY checks anyway for
+        what /proc does not show (scheduler flags, persistence, thresholds, tunnels)."""
+        if self._resync or self._op_failed or self._light_left <= 0 or not self._proc_matches():
+            self._light_left = FULL_CHECK_EVERY - 1
+            await self._full_check()
+            return
+        self._light_left -= 1
+        self.stats["light_checks"] += 1
+
+    def _proc_matches(self) -> bool:
+        """/proc/net/ip_vs shows our services exactly as ``table`` holds them."""
+        text = self.kernel.proc_table()
+        if text is None:
+            return False
+        shown = parse_proc_table(text)
+        for key in set(self.table) | set(self.owned):
+            entry = self.table.get(key)
+            if entry is None:
+                if proc_service_id(key) in shown:
+                    return False  # ours, not programmed, yet there: let the dump see it
+                continue
+            ident, want = proc_view(key, entry.service, entry.destinations.values())
+            if shown.get(ident) != want:
+                return False
+        return True
 
     async def _open(self) -> bool:
         if self.kernel_ok:
@@ -800,6 +853,7 @@ class IpvsSubsystem:
     async def _full_check(self) -> None:
         """Dump our services, report what someone else changed, correct everything."""
         self.stats["drift_checks"] += 1
+        self._op_failed = False  # this check retries them; a new failure sets it again
         wanted = self.desired()
         keys = set(wanted) | set(self.owned) | set(self.table)
         expected = dict(self.table)
@@ -862,6 +916,7 @@ class IpvsSubsystem:
                 await self._send(op)
             except IpvsError as exc:
                 self.stats["op_failures"] += 1
+                self._op_failed = True
                 if op.kind is OpKind.ADD_SERVICE:
                     skip.add(op.key)
                 if exc.errno in (errno.EEXIST, errno.ESRCH, errno.ENOENT):

@@ -34,7 +34,7 @@ from vigil.net.model import (
 )
 
 if TYPE_CHECKING:
-    from pyroute2 import AsyncIPRoute
+    from pyroute2.iproute import AsyncIPRoute
 
     from vigil.net.netlink import Netlink
 

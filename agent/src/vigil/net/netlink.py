@@ -26,8 +26,8 @@ import time
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from typing import Any, Literal
 
-from pyroute2 import AsyncIPRoute
 from pyroute2 import config as pyroute2_config
+from pyroute2.iproute import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vigil.net.model import (

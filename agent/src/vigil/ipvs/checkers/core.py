@@ -142,7 +142,7 @@ class CheckResult:
         return self.error or "failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckTiming:
     """When a checker runs; resolved from a checker's settings (no ``None`` left here)."""
 
@@ -253,7 +253,7 @@ def _secs(value: float) -> str:
     return f"{value:.2f}s"
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckCounters:
     runs: int = 0
     successes: int = 0
@@ -273,6 +273,24 @@ class CheckCounters:
 
 class CheckMachine:
     """One checker of one real server. See the module docstring for the rules."""
+
+    # a thousand real servers are a thousand of these: no per-instance __dict__
+    __slots__ = (
+        "_deadline",
+        "_dynamic_weight",
+        "_failures",
+        "_has_run",
+        "_last",
+        "_last_transition",
+        "_name",
+        "_phase",
+        "_retrying",
+        "_run_started",
+        "_state",
+        "_timing",
+        "_weight_offset",
+        "counters",
+    )
 
     def __init__(self, name: str, timing: CheckTiming) -> None:
         self._name = name
@@ -523,7 +541,7 @@ class CheckMachine:
 # ---------------------------------------------------------------------------- server
 
 
-@dataclass
+@dataclass(slots=True)
 class _Reported:
     alive: bool | None = None
     weight: int | None = None
@@ -533,7 +551,7 @@ def clamp_weight(weight: int) -> int:
     return max(0, min(WEIGHT_MAX, weight))
 
 
-@dataclass
+@dataclass(slots=True)
 class ServerHealth:
     """One real server: its checkers folded into alive/dead and an effective weight."""
 

@@ -88,7 +88,7 @@ class EngineStats:
         return dict(self.__dict__)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Check:
     name: str
     settings: CheckSettings
@@ -101,7 +101,7 @@ class _Check:
     due_at: float = 0.0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Server:
     settings: RealServer
     health: ServerHealth

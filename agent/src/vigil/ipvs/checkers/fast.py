@@ -3,8 +3,8 @@ HTTP.
 
 A coroutine run costs a Task, a Future per wait, a timeout context and a handful of
 handles; at a thousand checks a second that is most of the engine's CPU. These runs are
-plain objects driven by the loop's reader/writer callbacks and one timer: connect_ex,
-writable -> SO_ERROR, send the request, readable -> parse, done. The result goes to the
+plain objects driven by one timer and a :class:`Poller`: connect_ex, writable -> SO_ERROR,
+send the request, readable -> parse, done. The result goes to the
 engine's ``done`` callback exactly once; ``cancel()`` closes everything. Same settings,
 same results and error texts as the coroutine probes (which stay for TLS and the other
 kinds).
@@ -16,7 +16,9 @@ import asyncio
 import errno
 import hashlib
 import os
+import select
 import socket
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +26,82 @@ from .core import CheckResult
 from .settings import NetCheck
 from .sockets import Endpoint, close, fail, open_socket, os_error
 
-__all__ = ["FastHttpRun", "FastTcpRun", "Run"]
+__all__ = ["FastHttpRun", "FastTcpRun", "Poller", "Run"]
 
 Done = Callable[[CheckResult], None]
 OK = CheckResult(ok=True)
+
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+
+
+class Poller:
+    """One epoll set for the check sockets of a loop; the loop watches the set itself.
+
+    Through asyncio a check's socket costs an ``add_writer`` and a ``remove_writer``
+    (HTTP: and a reader pair), each a selector key, a Handle and an ``epoll_ctl``. Here
+    a socket is added once (writable: connected), switched with one ``MOD`` (readable:
+    the reply), and never deleted: closing it takes it out of the set (the descriptor
+    is never duplicated). Level-triggered, so nothing is lost between two polls.
+
+    A descriptor closed and reused within one batch of events: the stale event is not
+    handed to the new socket's handler (:meth:`_ready` compares handlers).
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # weakly: the loop holds this poller (its reader), not the other way round, so a
+        # closed and dropped loop takes its poller (and the epoll descriptor) with it
+        self._loop = weakref.ref(loop)
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Poller:
+        poller = cls._by_loop.get(loop)
+        if poller is None or poller.epoll.closed:
+            poller = cls._by_loop[loop] = cls(loop)
+        return poller
+
+    def watch(self, fd: int, events: int, handler: Callable[[], None]) -> None:
+        """Call ``handler`` while ``fd`` is ready for ``events`` (replaces a watch)."""
+        if fd in self.handlers:
+            try:
+                self.epoll.modify(fd, events)
+            except FileNotFoundError:  # closed without forget(): a new socket
+                self.epoll.register(fd, events)
+        else:
+            try:
+                self.epoll.register(fd, events)
+            except FileExistsError:  # registered, handler forgotten: take it over
+                self.epoll.modify(fd, events)
+        self.handlers[fd] = handler
+
+    def forget(self, fd: int) -> None:
+        """``fd`` is about to be closed, which removes it from the set."""
+        self.handlers.pop(fd, None)
+
+    def close(self) -> None:
+        if not self.epoll.closed:
+            loop = self._loop()
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self.epoll.fileno())
+            self.epoll.close()
+        self.handlers.clear()
+
+    def _ready(self) -> None:
+        try:
+            events = self.epoll.poll(0, 512)
+        except OSError:
+            return
+        handlers = self.handlers
+        batch = [(fd, handlers.get(fd)) for fd, _ in events]
+        for fd, handler in batch:
+            if handler is not None and handlers.get(fd) is handler:
+                handler()
 
 
 class Run:
@@ -37,6 +111,7 @@ class Run:
         self, loop: asyncio.AbstractEventLoop, check: NetCheck, endpoint: Endpoint, done: Done
     ) -> None:
         self.loop = loop
+        self.poller = Poller.of(loop)
         self.check = check
         self.endpoint = endpoint
         self.done = done
@@ -44,8 +119,7 @@ class Run:
         self.fd = -1
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
-        self.reading = False
-        self.writing = False
+        self.watching = False
         self._starting = False
 
     def start(self) -> None:
@@ -68,8 +142,8 @@ class Run:
         if err == 0:
             self.connected()
         elif err in (errno.EINPROGRESS, errno.EAGAIN):
-            self.loop.add_writer(self.fd, self._on_connect)
-            self.writing = True
+            self.poller.watch(self.fd, _OUT, self._on_connect)
+            self.watching = True
             timeout = self.check.connect_timeout
             self.arm(timeout, f"connect timeout after {timeout:g}s")
         else:
@@ -85,8 +159,6 @@ class Run:
         self.finish(fail(error))
 
     def _on_connect(self) -> None:
-        self.loop.remove_writer(self.fd)
-        self.writing = False
         assert self.sock is not None
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
@@ -118,11 +190,9 @@ class Run:
             self.timer.cancel()
             self.timer = None
         if self.sock is not None:
-            if self.reading:
-                self.loop.remove_reader(self.fd)
-            if self.writing:
-                self.loop.remove_writer(self.fd)
-            self.reading = self.writing = False
+            if self.watching:
+                self.poller.forget(self.fd)
+                self.watching = False
             close(self.sock, self.check)
             self.sock = None
 
@@ -185,17 +255,13 @@ class FastHttpRun(Run):
             self.finish(fail(os_error("send request", exc)))
             return
         if self.sent < len(request):
-            if not self.writing:
-                self.loop.add_writer(self.fd, self._send)
-                self.writing = True
+            self.poller.watch(self.fd, _OUT, self._send)
+            self.watching = True
             return
-        if self.writing:
-            self.loop.remove_writer(self.fd)
-            self.writing = False
         timeout = self.probe.read_timeout
         self.arm(timeout, "")
-        self.loop.add_reader(self.fd, self._on_read)
-        self.reading = True
+        self.poller.watch(self.fd, _IN, self._on_read)
+        self.watching = True
 
     def _expired(self, error: str) -> None:
         if error:

@@ -40,6 +40,8 @@ __all__ = [
 class TcpProbe:
     """TCP_CHECK: connect and close."""
 
+    __slots__ = ("check", "endpoint")
+
     def __init__(self, check: TcpCheck, server: RealServer) -> None:
         self.check = check
         self.endpoint = Endpoint.for_check(check, server)

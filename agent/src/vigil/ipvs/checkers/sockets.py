@@ -38,7 +38,7 @@ def os_error(what: str, exc: OSError) -> str:
     return f"{what}: {text[:1].lower()}{text[1:]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a checker connects: the real server's address and port, or the overrides."""
 
@@ -64,9 +64,9 @@ class Endpoint:
 
 def open_socket(check: NetCheck, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A non-blocking socket with the checker's mark, device and source applied."""
+    # SOCK_NONBLOCK makes Python's socket non-blocking already (timeout 0): no fcntl
     sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     try:
-        sock.setblocking(False)
         if check.fwmark is not None:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, check.fwmark)
         if check.bind_if is not None:

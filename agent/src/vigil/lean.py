@@ -1,0 +1,83 @@
+"""Import only the parts of pyroute2 and aiohttp that vigild uses.
+
+``import pyroute2.anything`` first runs ``pyroute2/__init__.py``, which imports every
+socket class the library has (IPDB, NDB, conntrack, nftables, wireless, plan9, ...);
+``from aiohttp import web`` first runs ``aiohttp/__init__.py``, which imports the whole
+HTTP client and builds two TLS contexts from the system's CA bundle; pyroute2's rtnl
+socket imports ``unittest.mock`` (for its mock mode), which first runs
+``unittest/__init__.py`` (the whole test runner). vigild uses none of that: together
+about 9.5 MB of resident memory and much of the imports' time, which under the IPVS
+VM's emulated CPU is many seconds of vigild's start.
+
+:func:`lean_packages` puts a bare package module for each in ``sys.modules`` instead, so
+``pyroute2.netlink.generic.ipvs``, ``aiohttp.web`` or ``unittest.mock`` load just what
+they import themselves. Nothing else changes: the first access to a name the package itself defines
+(``pyroute2.IPRoute``, ``from aiohttp import ClientSession``, ``__all__``) runs the real
+``__init__`` into the same module, so code that wants the whole library (tests, users'
+scripts) gets it. Submodules (``from pyroute2 import config``) import as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LEAN", "lean_package", "lean_packages"]
+
+#: the packages made lean, and whether their own submodules need ``__version__`` early
+LEAN: dict[str, bool] = {"pyroute2": False, "aiohttp": True, "unittest": False}
+
+_VERSION = re.compile(r"""^__version__\s*=\s*["']([^"']+)["']""", re.M)
+
+
+def lean_package(name: str, *, version: bool = False) -> bool:
+    """Install the bare package ``name`` unless it is imported already or absent (or its
+    ``__version__``, when ``version``, cannot be read); True if installed."""
+    if name in sys.modules:
+        return False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return False
+    module = importlib.util.module_from_spec(spec)
+    if version:
+        try:
+            found = _VERSION.search(Path(spec.origin or "").read_text())
+        except OSError:
+            found = None
+        if found is None:
+            return False
+        module.__version__ = found.group(1)  # type: ignore[attr-defined]
+    state = {"full": False}
+
+    def __getattr__(attr: str) -> Any:
+        if attr.startswith("__") and attr not in ("__all__", "__version__"):
+            raise AttributeError(attr)
+        if not attr.startswith("_"):
+            try:
+                sub = importlib.util.find_spec(f"{name}.{attr}")
+            except (ImportError, ValueError):
+                sub = None
+            if sub is not None:
+                return importlib.import_module(f"{name}.{attr}")
+        if state["full"]:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        state["full"] = True
+        assert spec.loader is not None
+        spec.loader.exec_module(module)  # the real __init__, into this module
+        return getattr(module, attr)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = module
+    return True
+
+
+def lean_packages() -> list[str]:
+    """:func:`lean_package` for every package in :data:`LEAN`; the ones installed."""
+    return [name for name, version in LEAN.items() if lean_package(name, version=version)]
