@@ -11,7 +11,8 @@ SETUP_STAMP := $(VENV)/.stamp-setup
 # quiet 2-core host, far more when other QEMU guests share it.
 VM_TIMEOUT ?= 2400
 # pytest-xdist workers for the unit and namespace tests: most of their time is spent waiting
-# on protocol timers, so three share the 2-core machine (22 min in one process). Work goes
+# on protocol timers, so three share the 2-core machine (22 min in one process, 11.5 in
+# three with the serial pass; all of make test 25 min). Work goes
 # out a module at a time (a module's tests may share a converged pair of hosts); tests
 # marked `serial` (a deadline or an outage measured on the wire) run alone afterwards.
 # Every lab has its own name prefix, so workers never meet.
