@@ -253,10 +253,8 @@ class HostLab:
 
     # ------------------------------------------------------------------ boot
 
-    def boot(self, names: Sequence[str], *, timeout: float = 60.0) -> list[Host]:
-        """Boot hosts (in parallel) and return once each answers SSH with systemd running."""
-        self._setup()
-        started: list[Host] = []
+    def _plan(self, names: Sequence[str]) -> dict[str, str]:
+        """Each new host's lab address (names checked), written to the hosts file."""
         planned: dict[str, str] = {}
         for name in names:
             if name in self.hosts or name in planned or name == CONTROLLER:
@@ -266,6 +264,13 @@ class HostLab:
             planned[name] = str(self.network.network_address + self._next_host)
             self._next_host += 1
         self._write_hosts_file(planned)
+        return planned
+
+    def boot(self, names: Sequence[str], *, timeout: float = 60.0) -> list[Host]:
+        """Boot hosts (in parallel) and return once each answers SSH with systemd running."""
+        self._setup()
+        started: list[Host] = []
+        planned = self._plan(names)
         for name, address in planned.items():
             hdir = self._host_files(name, address)
             argv = [

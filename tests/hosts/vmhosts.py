@@ -37,7 +37,6 @@ the guest runs 15-20x slower than on the host: one end-to-end scenario, not a su
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 import time
 import uuid
@@ -54,7 +53,7 @@ from tests.lab.vm import (
 )
 from tests.lab.waiting import wait_for
 
-from .hostlab import CONTROLLER, Host, HostLab, HostLabError
+from .hostlab import Host, HostLab, HostLabError
 
 __all__ = ["HOST_INIT", "VmHostLab"]
 
@@ -166,15 +165,7 @@ class VmHostLab(HostLab):
         self._setup()
         kernel, initrd = self._kernel()
         sw = self.lab.node("sw")
-        planned: dict[str, str] = {}
-        for name in names:
-            if name in self.hosts or name in planned or name == CONTROLLER:
-                raise HostLabError(f"host {name!r} is already booted (or named twice)")
-            if not re.fullmatch(r"[a-z][a-z0-9-]{0,10}", name):
-                raise ValueError(f"host name {name!r}: use 1-11 lowercase letters/digits/-")
-            planned[name] = str(self.network.network_address + self._next_host)
-            self._next_host += 1
-        self._write_hosts_file(planned)
+        planned = self._plan(names)
         started: list[Host] = []
         for name, address in planned.items():
             hdir = self.dir / name
