@@ -42,6 +42,14 @@ IPAddress = IPv4Address | IPv6Address
 # much later: after the peer that was master for a moment has stepped back (issue 15).
 LOWER_PRIO_SETTLE = 0.05
 
+# An IPv6 VIP added with IFA_F_NODAD is not usable when the kernel acknowledges the add:
+# its local route goes in from the kernel's address worker, which needs the rtnl lock.
+# While another process holds that lock (namespaces being created or deleted, a routing
+# daemon's burst), packets to the VIP are dropped for milliseconds. The kernel reports the
+# address (RTM_NEWADDR) only once it is usable, so an NA waits for that report, this long
+# at most: an NA sent earlier draws clients to a node that drops their packets.
+V6_READY_MAX = 0.5
+
 
 class InstanceAddresses:
     """The address half of an instance; the attributes below are the instance's."""
@@ -65,6 +73,9 @@ class InstanceAddresses:
         raise NotImplementedError
 
     def set_fault(self, source: str, reason: str) -> None:
+        raise NotImplementedError
+
+    def now(self) -> float:
         raise NotImplementedError
 
     # ------------------------------------------------------------ addresses
@@ -312,12 +323,51 @@ class InstanceAddresses:
     async def _garp_burst(self, addrs: list[IPAddress], count: int) -> None:
         if self.machine.state is not VrrpState.MASTER:
             return
+        await self._until_ready(addrs)
+        if self.machine.state is not VrrpState.MASTER:
+            return
         await self._announce(addrs, count)
 
+    def _unready(self, addrs: list[IPAddress]) -> list[IPAddress]:
+        """IPv6 VIPs among ``addrs`` the kernel has not reported yet (see V6_READY_MAX)."""
+        present = self.owner.kernel_addresses
+        return [
+            addr.ip
+            for dev, addr in self._owned_addresses()
+            if addr.version == 6 and addr.ip in addrs and (dev, addr) not in present
+        ]
+
+    async def _until_ready(self, addrs: list[IPAddress]) -> None:
+        """Wait (bounded) until the kernel has reported every IPv6 VIP in ``addrs``."""
+        if not self._unready(addrs):
+            return
+        t0 = self.now()
+        deadline = t0 + V6_READY_MAX
+        while (pending := self._unready(addrs)) and self.now() < deadline:
+            await self.pulse.next(deadline - self.now())
+        if pending:
+            log.warning(
+                "(%s) the kernel has not reported %s after %.1fs; announcing anyway",
+                self.name,
+                ", ".join(map(str, pending)),
+                V6_READY_MAX,
+            )
+        else:
+            log.debug("(%s) IPv6 VIPs usable after %.1f ms", self.name, 1e3 * (self.now() - t0))
+
     def _garp_now(self, addrs: list[IPAddress], count: int) -> None:
-        """A master burst whose first round goes out now and the rest from a task."""
+        """A master burst whose first round goes out now and the rest from a task.
+
+        IPv6 VIPs the kernel has not reported yet are announced from the task, once it has.
+        """
         if self.machine.state is not VrrpState.MASTER or count < 1 or not addrs:
             return
+        later = self._unready(addrs)
+        if later:
+            self._garp_task(self._garp_burst(later, count))
+            addrs = [a for a in addrs if a not in later]
+            if not addrs:
+                return
         rest: dict[str, int] = {}
         for dev, vips, mac in self._garp_targets(addrs):
             try:
@@ -353,6 +403,7 @@ class InstanceAddresses:
         """
         if count < 1 or not addrs:
             return 0
+        await self._until_ready(addrs)
         sent = 0
         for dev, vips, mac in self._garp_targets(addrs):
             if skip is not None and dev not in skip:
