@@ -39,7 +39,7 @@ def test_the_agent_does_not_import_the_unused_parts() -> None:
 def test_the_whole_library_loads_on_first_use_of_a_package_name() -> None:
     out = run(
         """
-        import vigil, sys
+        import vigil.daemon, sys
         import pyroute2, aiohttp
         from pyroute2 import config  # a submodule: no full load
         print("pyroute2.ndb" in sys.modules, "aiohttp.client" in sys.modules)
@@ -66,9 +66,24 @@ def test_nothing_is_replaced_once_imported() -> None:
         """
         import sys, aiohttp, pyroute2, unittest
         full = sys.modules["aiohttp"], sys.modules["pyroute2"], sys.modules["unittest"]
-        import vigil
+        import vigil.daemon
         print(sys.modules["aiohttp"] is full[0], sys.modules["pyroute2"] is full[1],
               sys.modules["unittest"] is full[2])
         """
     )
     assert out.strip() == "True True True"
+
+
+def test_importing_vigil_as_a_library_changes_nothing() -> None:
+    """Only the agent process (vigil.daemon) makes the libraries lean: a script that
+    imports vigil's client or config gets pyroute2 and aiohttp as they are."""
+    out = run(
+        """
+        import sys
+        import vigil, vigil.client, vigil.config
+        import pyroute2, aiohttp
+        print(hasattr(pyroute2, "__path__") and "pyroute2.ndb" in sys.modules,
+              "aiohttp.client" in sys.modules)
+        """
+    )
+    assert out.split("\n")[0] == "True True"

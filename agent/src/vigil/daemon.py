@@ -26,14 +26,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import prometheus_client
+from vigil.lean import lean_packages
 
-from vigil import __version__, subsystems
-from vigil.agent import Agent, ReloadResult
-from vigil.config import Config, ConfigError
-from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError
-from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging
-from vigil.sdnotify import SdNotifier
+# Before anything imports pyroute2 or aiohttp: the agent process loads only the parts of
+# them it uses (see vigil.lean). A library user's ``import vigil`` changes nothing.
+lean_packages()
+
+import prometheus_client  # noqa: E402
+
+from vigil import __version__, subsystems  # noqa: E402
+from vigil.agent import Agent, ReloadResult  # noqa: E402
+from vigil.config import Config, ConfigError  # noqa: E402
+from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError  # noqa: E402
+from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging  # noqa: E402
+from vigil.sdnotify import SdNotifier  # noqa: E402
 
 __all__ = [
     "DEFAULT_CONFIG",
