@@ -37,13 +37,21 @@ def main(argv: list[str] | None = None) -> int:
     want = min(hard, args.count + 64)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    # Room for the interpreter's own files and the result: past this the flood stops, and
+    # says so, instead of dying on EMFILE without a result.
+    budget = max(0, min(want, resource.getrlimit(resource.RLIMIT_NOFILE)[0]) - 64)
     socks: list[socket.socket] = []
     errors: Counter[str] = Counter()
     t0 = time.monotonic()
-    for _ in range(args.count):
+    for _ in range(min(args.count, budget)):
         if stop:
             break
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            # EMFILE: this process's own open-files hard limit is below --count.
+            errors[errno.errorcode.get(exc.errno or 0, str(exc.errno))] += 1
+            break
         s.setblocking(False)
         try:
             s.connect(args.socket)
@@ -74,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         s.close()
     result = {
         "requested": args.count,
+        "capped_at": budget if budget < args.count else None,
         "connected": len(socks),
         "refused": dict(errors),
         "closed_by_agent": closed_by_agent,
