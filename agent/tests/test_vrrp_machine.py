@@ -439,17 +439,43 @@ class TestMaster:
         assert machine.timer_expired(2.0) == [SendAdvert(100)]
         assert machine.next_deadline() == pytest.approx(3.0)
 
-    def test_priority_zero_from_peer_gets_an_advert_and_rearm(self) -> None:
+    def test_priority_zero_from_peer_gets_an_advert_a_garp_burst_and_rearm(self) -> None:
+        """A rival master leaving (it was master beside us, e.g. across a partition):
+        the clients it drew away come back on our lower_prio GARP/NA burst."""
         machine = as_master(0.0)
-        assert machine.advert_received(0.3, "10.0.0.2", 0, 1.0) == [SendAdvert(100)]
+        assert machine.advert_received(0.3, "10.0.0.2", 0, 1.0) == [
+            SendAdvert(100),
+            SendGratuitous(GarpKind.LOWER_PRIORITY),
+        ]
         assert machine.next_deadline() == pytest.approx(1.25)  # 1.3 on the advert grid
         assert machine.state is VrrpState.MASTER
+        # the burst at most once per holdoff, as for lower priorities
+        assert machine.advert_received(0.4, "10.0.0.2", 0, 1.0) == [SendAdvert(100)]
+
+    def test_priority_zero_with_our_own_address_draws_no_burst(self) -> None:
+        machine = as_master(0.0)
+        own = str(machine.params.address)
+        assert machine.advert_received(0.3, own, 0, 1.0) == [SendAdvert(100)]
+
+    def test_a_preempted_master_sends_a_step_back_notice(self) -> None:
+        """One advert at its own priority after the transition, before the VIPs go: the
+        winner, which may not have known of us (a partition healing), answers it with
+        its GARP/NA burst."""
+        machine = as_master(0.0, advert_interval=1.0)
+        actions = machine.advert_received(0.5, "10.0.0.2", 150, 1.0)
+        assert actions[:3] == [actions[0], SendAdvert(100), RemoveVips()]
+        assert kinds(actions)[0] is Transition
+        winner = as_master(0.0, base_priority=150)
+        assert winner.advert_received(0.5, "10.0.0.3", 100, 1.0) == [
+            SendAdvert(150),
+            SendGratuitous(GarpKind.LOWER_PRIORITY),
+        ]
 
     def test_higher_priority_sends_master_to_backup_with_learned_interval(self) -> None:
         machine = as_master(0.0, advert_interval=1.0)
         actions = machine.advert_received(0.5, "10.0.0.2", 150, 0.2)
-        assert kinds(actions) == [Transition, RemoveVips, LearnedInterval]
-        assert SendAdvert(0) not in actions
+        assert kinds(actions) == [Transition, SendAdvert, RemoveVips, LearnedInterval]
+        assert SendAdvert(0) not in actions and SendAdvert(100) in actions
         assert head(actions).trigger is Trigger.PREEMPTED
         assert "higher priority advert from 10.0.0.2 (150, ours 100)" in str(head(actions))
         assert machine.state is VrrpState.BACKUP
@@ -461,7 +487,7 @@ class TestMaster:
     def test_v2_higher_priority_uses_own_interval(self) -> None:
         machine = as_master(0.0, version=2, advert_interval=2)
         actions = machine.advert_received(0.5, "10.0.0.2", 150, 2)
-        assert kinds(actions) == [Transition, RemoveVips]
+        assert kinds(actions) == [Transition, SendAdvert, RemoveVips]  # + step-back notice
         assert machine.next_deadline() == pytest.approx(0.5 + 6 + 156 / 256)
 
     def test_lower_priority_is_answered_at_once(self) -> None:
@@ -482,7 +508,7 @@ class TestMaster:
     def test_equal_priority_higher_peer_address_wins(self, ours: str, peer: str) -> None:
         machine = as_master(0.0, primary_address=ours)
         actions = machine.advert_received(0.5, peer, 100, 1.0)
-        assert kinds(actions) == [Transition, RemoveVips]
+        assert kinds(actions) == [Transition, SendAdvert, RemoveVips]  # + step-back notice
         assert f"equal priority 100 from higher address {peer}" in head(actions).reason
         assert machine.state is VrrpState.BACKUP
 
@@ -801,11 +827,11 @@ class TestInputAndApi:
         clock.advance(4.0)  # -> MASTER at 3.61, advert; another at 4.61 is not yet due
         machine.advert_received(4.2, "10.0.0.2", 0, 1.0)  # answered at once
         clock.advance_to(6.0)
-        machine.advert_received(6.1, "10.0.0.2", 200, 1.0)  # -> BACKUP
+        machine.advert_received(6.1, "10.0.0.2", 200, 1.0)  # -> BACKUP, step-back notice
         clock.advance_to(6.5)
         machine.stop(6.5)
         assert machine.counters.to_dict() == {
-            "adverts_sent": 3,
+            "adverts_sent": 4,
             "adverts_received": 2,
             "became_master": 1,
             "released_master": 1,

@@ -26,6 +26,18 @@ Where the RFCs leave room the machine follows keepalived 2.2.7:
   is set);
 * a master that leaves for a higher-priority peer sends no priority-0 advert (the peer is
   already master) and removes its VIPs;
+
+Beyond keepalived, for a master that was cut off (a partition behind a switch, a stall):
+both nodes were master for a while and clients followed the other one's GARP/NA. Whoever
+hears the other first after the heal must make the winner announce its VIPs again, or the
+clients stay on the loser's MAC until their neighbour entries go stale (seconds):
+
+* a master that leaves for a higher-priority peer first sends one advert at its own
+  priority (the *step-back notice*): the winner, which may never have known it had a
+  rival, answers that lower priority with its ``lower_prio`` GARP burst;
+* a master that hears priority 0 from another address (a rival master leaving) asks for
+  that burst too, besides answering with its advert.
+
 * ``preempt_delay``: a backup does not preempt a live lower-priority master until
   ``preempt_delay`` seconds after it entered BACKUP (start, recovery from FAULT), or, later
   on, after it first saw that lower-priority master following a master of higher or equal
@@ -736,10 +748,14 @@ class VrrpMachine:
         """RFC 5798 6.4.3, plus keepalived's immediate answer to a lower priority."""
         mine = self._effective
         if priority == PRIORITY_STOP:
-            if not self._may_answer(now):
-                return []
-            self._arm(_Timer.ADVERT, self._next_advert(now))
-            return [self._advert(mine)]
+            answer: list[Action] = []
+            if self._may_answer(now):
+                self._arm(_Timer.ADVERT, self._next_advert(now))
+                answer.append(self._advert(mine))
+            if src != self._params.address:
+                # A rival master leaves: clients it drew away must come back to us.
+                answer.extend(self._lower_prio_garp(now))
+            return answer
         higher_addr = self._peer_address_higher(src)
         if priority > mine or (priority == mine and higher_addr):
             actions: list[Action] = []
@@ -753,19 +769,25 @@ class VrrpMachine:
             released = self._release_to_backup(
                 now, Trigger.PREEMPTED, reason, release=False, master=winner
             )
+            # The step-back notice (module docstring): right after the transition, before
+            # the VIPs go. The winner answers this lower priority with a GARP/NA burst.
+            released.insert(1, self._advert(mine))
             return released + actions
         if priority == mine and src == self._params.address:
             return []  # our own address: a reflection or a duplicate address; nothing to win
-        answer: list[Action] = []
+        answer = []
         if self._may_answer(now):
             answer.append(self._advert(mine))
+        return answer + self._lower_prio_garp(now)
+
+    def _lower_prio_garp(self, now: float) -> list[Action]:
+        """The ``lower_prio`` GARP/NA burst, at most once per LOWER_PRIO_GARP_HOLDOFF."""
         last = self._lower_garp_at
         if last is None or now - last >= LOWER_PRIO_GARP_HOLDOFF:
             self._lower_garp_at = now
-            answer.append(SendGratuitous(GarpKind.LOWER_PRIORITY))
-        else:
-            self.answers_suppressed += 1
-        return answer
+            return [SendGratuitous(GarpKind.LOWER_PRIORITY)]
+        self.answers_suppressed += 1
+        return []
 
     def _may_answer(self, now: float) -> bool:
         """Take a token for an immediate answer (ANSWER_BURST, refilled one per interval)."""
