@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigil.api.errors import BadRequest, json_error, json_response
+from vigil.api.openapi_parts import action_operation
 from vigil.bfd.control import MAX_WAIT, ControlError
 from vigil.bfd.packet import RejectReason, State
 
@@ -201,33 +202,9 @@ _NAME_PARAM = [{"name": "name", "in": "path", "required": True, "schema": {"type
 
 
 def _action(op_id: str, summary: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "description": description,
-            "operationId": op_id,
-            "parameters": _NAME_PARAM,
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": props,
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "done and verified",
-                    "content": {"application/json": {"schema": _RESULT}},
-                },
-                **_ERRORS,
-            },
-        }
-    }
+    return action_operation(
+        op_id, summary, description, props, parameters=_NAME_PARAM, result=_RESULT, errors=_ERRORS
+    )
 
 
 _TIMEOUT = {

@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigil.api.errors import BadRequest, json_error, json_response, json_response_async
+from vigil.api.openapi_parts import action_operation
 from vigil.incremental import run_steps
 from vigil.ipvs.control import MAX_WAIT, ControlError
 from vigil.ipvs.kernel import Counters
@@ -576,33 +577,9 @@ _ERRORS = {
 
 
 def _action(op_id: str, summary: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "description": description,
-            "operationId": op_id,
-            "parameters": [_NAME, _RS],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": props,
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "done and verified",
-                    "content": {"application/json": {"schema": _RESULT}},
-                },
-                **_ERRORS,
-            },
-        }
-    }
+    return action_operation(
+        op_id, summary, description, props, parameters=[_NAME, _RS], result=_RESULT, errors=_ERRORS
+    )
 
 
 IPVS_OPENAPI_PATHS: dict[str, Any] = {

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigil.api.errors import BadRequest, json_error, json_response
+from vigil.api.openapi_parts import action_operation
 from vigil.vrrp.control import MAX_TIMEOUT, ControlError
 from vigil.vrrp.machine import VrrpState
 from vigil.vrrp.policy import MAX_DURATION
@@ -311,33 +312,15 @@ _CONTROL_ERRORS: dict[str, Any] = {
 def _control_op(
     op_id: str, summary: str, description: str, props: dict[str, Any], result: dict[str, Any]
 ) -> dict[str, Any]:
-    return {
-        "post": {
-            "summary": summary,
-            "description": description,
-            "operationId": op_id,
-            "parameters": [_NAME_PARAM],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": props,
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "done and verified",
-                    "content": {"application/json": {"schema": result}},
-                },
-                **_CONTROL_ERRORS,
-            },
-        }
-    }
+    return action_operation(
+        op_id,
+        summary,
+        description,
+        props,
+        parameters=[_NAME_PARAM],
+        result=result,
+        errors=_CONTROL_ERRORS,
+    )
 
 
 _TIMEOUT_PROP = {
