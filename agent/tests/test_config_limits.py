@@ -14,7 +14,7 @@ import pytest
 
 from vigil.config import ConfigError
 from vigil.config.loader import MAX_CONFIG_BYTES
-from vigil.config.yamlload import MAX_DEPTH, MAX_NODES
+from vigil.config.yamlload import MAX_ALIAS_NODES, MAX_DEPTH, MAX_NODES
 from vigil.subsystems import check_command, load_config
 
 pytestmark = pytest.mark.unit
@@ -68,7 +68,45 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, alias_bomb()))
     (issue,) = info.value.issues
-    assert f"more than {MAX_NODES} values" in issue.message
+    assert f"aliases add more than {MAX_ALIAS_NODES} values" in issue.message
+
+
+def test_a_director_with_ten_thousand_checked_real_servers_loads(tmp_path: Path) -> None:
+    """1000 virtual servers x 10 real servers, each with an HTTP check: 2.6 MB and about
+    250,000 values, which the first limits (1 MiB, 200,000 values) refused."""
+    rs = (
+        "      - address: 10.78.{a}.{b}\n        port: 80\n        weight: 1\n"
+        "        checks:\n          - type: http\n            connect_timeout: 2\n"
+        "            retry: 1\n            delay_before_retry: 1\n            path: /\n"
+        "            status_codes: [200]\n"
+    )
+    parts = ["global:\n  router_id: lb\nvirtual_servers:\n"]
+    for v in range(1000):
+        parts.append(
+            f"  - address: 10.79.{v // 250}.{v % 250 + 1}\n    port: 80\n    protocol: tcp\n"
+            "    scheduler: wrr\n    delay_loop: 10\n    real_servers:\n"
+        )
+        parts += [rs.format(a=v // 25, b=(v % 25) * 10 + r + 1) for r in range(10)]
+    text = "".join(parts)
+    assert 2 << 20 < len(text) < MAX_CONFIG_BYTES
+    config = load_config(write(tmp_path, text))
+    assert len(config.section("ipvs").virtual_servers) == 1000
+
+
+def test_a_plain_config_with_too_many_values_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow list of 2 bytes per value fits 4 million values in the size limit. (The
+    limit is lowered here: libyaml takes seconds to compose two million values.)"""
+    from vigil.config import yamlload
+
+    monkeypatch.setattr(yamlload, "MAX_NODES", 5000)
+    text = "x-many: [" + ",".join(["1"] * 5010) + "]\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL + text))
+    (issue,) = info.value.issues
+    assert "more than 5000 values" in issue.message
+    assert MAX_NODES * 2 < MAX_CONFIG_BYTES  # what the real limit is there for
 
 
 def test_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> None:
@@ -76,7 +114,7 @@ def test_oversized_file_is_refused_without_reading_it_all(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as info:
         load_config(path)
     (issue,) = info.value.issues
-    assert "larger than 1024 KiB" in issue.message and issue.file == path
+    assert f"larger than {MAX_CONFIG_BYTES >> 20} MiB" in issue.message and issue.file == path
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])

@@ -12,6 +12,7 @@ import subprocess
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+from vigil.config.loader import MAX_CONFIG_BYTES
 
 from tests.lab import Lab, wait_for
 from tests.lab.agents import AgentHandle, bin_path
@@ -113,10 +114,10 @@ def test_deep_nesting_is_the_same_typed_error_everywhere(lab: Lab) -> None:
 
 def test_oversized_config_is_refused_by_reload(lab: Lab) -> None:
     agent = one(lab)
-    agent.write_config("# " + "x" * (2 << 20) + "\n")
+    agent.write_config("# " + "x" * (MAX_CONFIG_BYTES + 1024) + "\n")
     status, body = agent.reload()
     assert status == 422, body
-    assert "larger than 1024 KiB" in body["error"]["issues"][0]["message"]
+    assert f"larger than {MAX_CONFIG_BYTES >> 20} MiB" in body["error"]["issues"][0]["message"]
     assert lab.has_address("n1", VIP)
 
 

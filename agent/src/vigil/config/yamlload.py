@@ -9,8 +9,8 @@ win, are reported as issues instead.
 Hostile or broken input gets a clear issue, never a traceback: nesting deeper than
 MAX_DEPTH levels is refused while the document is composed (PyYAML composes recursively,
 and 600 levels would hit Python's recursion limit), and so is a document whose aliases
-expand to more than MAX_NODES nodes (a "billion laughs" would make every later stage walk
-the expansion).
+add more than MAX_ALIAS_NODES values (a "billion laughs" would make every later stage walk
+the expansion), or that has more than MAX_NODES values in all.
 """
 
 from __future__ import annotations
@@ -21,12 +21,18 @@ from typing import Any
 
 import yaml
 
-from .errors import Issue, format_path
+from .errors import Issue
 
 #: Deepest nesting of mappings and lists a config may have (a real one needs about 6).
 MAX_DEPTH = 50
-#: Most nodes a config may have once aliases are expanded (a real one has a few thousand).
-MAX_NODES = 200_000
+#: Most values a config may have once aliases are expanded. A director with 1000 virtual
+#: servers of 10 HTTP-checked real servers each has about 250,000; the file size limit
+#: (8 MiB) keeps a plainly written one well below this.
+MAX_NODES = 2_000_000
+#: Most values YAML aliases may add to a config ("billion laughs": a few lines expanding
+#: to millions of values that every later stage would walk). Anchoring one check block
+#: for each of 10,000 real servers adds about 120,000.
+MAX_ALIAS_NODES = 500_000
 
 
 class _TooComplex(Exception):
@@ -112,15 +118,24 @@ if _CSafeLoader is not None:
             self.duplicates = {}
 
 
-def _too_deep(root: yaml.Node) -> bool:
-    """Nesting deeper than MAX_DEPTH (iterative: libyaml composed it already)."""
+@dataclass
+class _Shape:
+    too_deep: bool
+    nodes: int  # distinct nodes
+    aliased: bool  # some node is reached twice (an alias)
+
+
+def _shape(root: yaml.Node) -> _Shape:
+    """Depth, size and aliases of the composed tree, in one iterative pass."""
     stack: list[tuple[yaml.Node, int]] = [(root, 1)]
     seen: set[int] = set()
+    aliased = False
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            return True
+            return _Shape(True, len(seen), aliased)
         if id(node) in seen:
+            aliased = True
             continue
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
@@ -128,7 +143,20 @@ def _too_deep(root: yaml.Node) -> bool:
                 stack += [(key, depth + 1), (value, depth + 1)]
         elif isinstance(node, yaml.SequenceNode):
             stack += [(item, depth + 1) for item in node.value]
-    return False
+    return _Shape(False, len(seen), aliased)
+
+
+def _too_big(root: yaml.Node, shape: _Shape) -> str | None:
+    """Why the document is too big once its aliases are expanded, or None."""
+    expanded = _expanded_size(root) if shape.aliased else shape.nodes
+    if expanded - shape.nodes > MAX_ALIAS_NODES:
+        return (
+            f"the config's YAML aliases add more than {MAX_ALIAS_NODES} values "
+            "(aliases repeating aliases?); write it out plainly"
+        )
+    if expanded > MAX_NODES:
+        return f"the config has more than {MAX_NODES} values; split it or write less"
+    return None
 
 
 @dataclass
@@ -144,6 +172,8 @@ def _scalar_key(loader: Any, key_node: yaml.Node) -> Any:
     """The key as the constructor built it, so paths match the data (``1`` stays an int)."""
     if not isinstance(key_node, yaml.ScalarNode):
         return "<complex key>"
+    if key_node.tag == "tag:yaml.org,2002:str":
+        return key_node.value  # what the constructor made of it, without building it again
     value = loader.construct_object(key_node)
     return value if isinstance(value, str | int) and not isinstance(value, bool) else str(value)
 
@@ -151,33 +181,44 @@ def _scalar_key(loader: Any, key_node: yaml.Node) -> Any:
 def _walk(
     loader: Any,
     node: yaml.Node,
-    path: list[Any],
+    path: str,
     out: LoadedYaml,
     seen: set[int],
 ) -> None:
+    """Record the line of every key and item under its dotted path (``path`` is the
+    node's own, as :func:`format_path` writes it; built one step at a time here)."""
     if id(node) in seen:  # aliases point back at nodes already walked
         return
     seen.add(id(node))
+    lines = out.lines
     if isinstance(node, yaml.MappingNode):
         for key, line, first in loader.duplicates.get(id(node), []):
             out.issues.append(
                 Issue(
-                    format_path([*path, key]),
+                    _child(path, key),
                     f"duplicate key (first given on line {first}); keep only one",
                     line,
                 )
             )
         for key_node, value_node in node.value:
-            key = _scalar_key(loader, key_node)
-            child = [*path, key]
+            child = _child(path, _scalar_key(loader, key_node))
             # After a merge (<<) the explicit keys come last and win, so the last line wins.
-            out.lines[format_path(child)] = key_node.start_mark.line + 1
-            _walk(loader, value_node, child, out, seen)
+            lines[child] = key_node.start_mark.line + 1
+            if isinstance(value_node, yaml.CollectionNode):
+                _walk(loader, value_node, child, out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            child = [*path, index]
-            out.lines.setdefault(format_path(child), item.start_mark.line + 1)
-            _walk(loader, item, child, out, seen)
+            child = f"{path}[{index}]"
+            lines.setdefault(child, item.start_mark.line + 1)
+            if isinstance(item, yaml.CollectionNode):
+                _walk(loader, item, child, out, seen)
+
+
+def _child(path: str, key: Any) -> str:
+    """``format_path`` of the path plus one key."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
 
 
 def _expanded_size(root: yaml.Node) -> int:
@@ -229,11 +270,16 @@ def _load_fast(text: str) -> LoadedYaml | None:
         node = loader.get_single_node()
         if node is None:
             return LoadedYaml(data=None)
-        if _too_deep(node) or _expanded_size(node) > MAX_NODES:
-            return None
+        shape = _shape(node)
+        if shape.too_deep:
+            return None  # the pure-Python composer names the line
+        too_big = _too_big(node, shape)
+        if too_big is not None:
+            # The same issue the pure-Python loader gives, without its minutes of parsing.
+            return LoadedYaml(data=None, issues=[Issue("", too_big, None)])
         data = loader.construct_document(node)
         out = LoadedYaml(data=data)
-        _walk(loader, node, [], out, set())
+        _walk(loader, node, "", out, set())
         return out
     except (yaml.YAMLError, RecursionError):
         return None
@@ -246,15 +292,12 @@ def _load(loader: _LineLoader) -> LoadedYaml:
         node = loader.get_single_node()
         if node is None:
             return LoadedYaml(data=None)
-        if _expanded_size(node) > MAX_NODES:
-            raise _TooComplex(
-                f"the config expands to more than {MAX_NODES} values (YAML aliases "
-                "repeating aliases?); write it out plainly",
-                None,
-            )
+        too_big = _too_big(node, _shape(node))
+        if too_big is not None:
+            raise _TooComplex(too_big, None)
         data = loader.construct_document(node)
         out = LoadedYaml(data=data)
-        _walk(loader, node, [], out, set())
+        _walk(loader, node, "", out, set())
         return out
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
