@@ -527,9 +527,11 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         pid = d.measured_pid()
         fails0 = check_failures(d) if impl == "vigil" else None
         runs0 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
+        conns0 = backend_connections(work)
         c0, t0 = run_ns(pid), time.monotonic()
         time.sleep(args.cpu_seconds)
         c1, t1 = run_ns(pid), time.monotonic()
+        conns1 = backend_connections(work)
         runs1 = d.status()["ipvs"]["checker"]["runs"] if impl == "vigil" else None
         fails1 = check_failures(d) if impl == "vigil" else None
         table = read_table(d.ns)
@@ -542,6 +544,11 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         }
         if runs0 is not None and runs1 is not None:
             row["checks_per_s_measured"] = round((runs1 - runs0) / (t1 - t0), 1)
+        # Seen from the backends, the same way for both (each check is one connection;
+        # the counts are rewritten every second, so +-1 s of the window)
+        row["connections_per_s_at_backends"] = round((conns1 - conns0) / (t1 - t0), 1)
+        if conns1 > conns0:
+            row["cpu_ms_per_connection"] = round(1e3 * (c1 - c0) / 1e9 / (conns1 - conns0), 3)
         if fails0 is not None and fails1 is not None:  # which checks failed, and how
             row["check_failures_in_window"] = fails1[0] - fails0[0]
             row["last_errors"] = fails1[1]
@@ -550,7 +557,21 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         d.stop()
     k, v = out["keepalived"]["cpu_pct"], out["vigil"]["cpu_pct"]
     out["ratio"] = round(v / k, 2) if k > 0 else None
+    kc = out["keepalived"].get("cpu_ms_per_connection")
+    vc = out["vigil"].get("cpu_ms_per_connection")
+    out["ratio_per_check"] = round(vc / kc, 2) if kc and vc else None
     return out
+
+
+def backend_connections(work: Path) -> int:
+    """Connections the check servers have accepted so far (all addresses)."""
+    total = 0
+    for path in work.glob("conns-*"):
+        if path.name.endswith(".tmp"):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            total += int(path.read_text().strip() or 0)
+    return total
 
 
 def check_failures(d: Daemon) -> tuple[int, dict[str, int]]:
@@ -891,7 +912,8 @@ def guest(args: argparse.Namespace) -> dict[str, Any]:
                 proc = lab.spawn(
                     "srv",
                     [sys.executable, "-m", "tests.lab.check_servers", "--listen", addr,
-                     "--ports", last, "--max-duration", str(args.timeout)],
+                     "--ports", last, "--max-duration", str(args.timeout),
+                     "--count-file", str(work / f"conns-{addr}")],
                     name=f"web-{addr}",
                     cwd=str(REPO_ROOT),
                 )  # fmt: skip

@@ -10,6 +10,8 @@ address, so a scale test needs a handful of processes for a thousand real server
 * ``--sni-log FILE``: every TLS handshake appends the server name the client sent (or
   ``-`` for none), one per line.
 * Body: ``vigil check server <port>\\n`` (the tests compute its MD5).
+* ``--count-file FILE``: the number of connections accepted so far, rewritten every
+  second (a benchmark counts the checks each implementation made, failed ones included).
 
 Bounded by ``--max-duration``; exits on SIGTERM.
 """
@@ -37,6 +39,7 @@ class Server:
         self.slow = slow
         self.sni_log = sni_log
         self.requests = 0
+        self.connections = 0
 
     def status(self, port: int) -> int:
         if self.control is None:
@@ -51,6 +54,7 @@ class Server:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         port = writer.get_extra_info("sockname")[1]
+        self.connections += 1
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             self.requests += 1
@@ -99,12 +103,25 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"check_servers: listening on {args.listen} ports {len(args.ports)}", flush=True)
+    counter = (
+        asyncio.create_task(write_counts(server, args.count_file)) if args.count_file else None
+    )
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), args.max_duration)
+    if counter is not None:
+        counter.cancel()
     for srv in listeners:
         srv.close()
     print(f"check_servers: answered {server.requests} requests", flush=True)
     return 0
+
+
+async def write_counts(server: Server, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    while True:
+        tmp.write_text(f"{server.connections}\n")
+        tmp.replace(path)
+        await asyncio.sleep(1.0)
 
 
 def ports(text: str) -> list[int]:
@@ -125,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control", type=Path)
     p.add_argument("--slow", type=float, default=30.0)
     p.add_argument("--sni-log", type=Path)
+    p.add_argument("--count-file", type=Path)
     p.add_argument("--max-duration", type=float, default=600.0)
     return asyncio.run(serve(p.parse_args(argv)))
 
