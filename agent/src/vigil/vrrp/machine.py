@@ -25,7 +25,13 @@ Where the RFCs leave room the machine follows keepalived 2.2.7:
   (:attr:`GarpKind.LOWER_PRIORITY`; the runtime sends it only if ``garp.lower_prio_repeat``
   is set);
 * a master that leaves for a higher-priority peer sends no priority-0 advert (the peer is
-  already master) and removes its VIPs;
+  already master) and removes its VIPs (but see the step-back notice below);
+* ``preempt_delay``: a backup does not preempt a live lower-priority master until
+  ``preempt_delay`` seconds after it entered BACKUP (start, recovery from FAULT), or, later
+  on, after it first saw that lower-priority master following a master of higher or equal
+  priority. A dead master (no adverts) is taken over at Master_Down as always. Unlike
+  keepalived, which preempts only at the next Master_Down expiry after the delay, the
+  machine preempts the moment the delay has passed.
 
 Beyond keepalived, for a master that was cut off (a partition behind a switch, a stall):
 both nodes were master for a while and clients followed the other one's GARP/NA. Whoever
@@ -38,20 +44,14 @@ clients stay on the loser's MAC until their neighbour entries go stale (seconds)
 * a master that hears priority 0 from another address (a rival master leaving) asks for
   that burst too, besides answering with its advert.
 
-* ``preempt_delay``: a backup does not preempt a live lower-priority master until
-  ``preempt_delay`` seconds after it entered BACKUP (start, recovery from FAULT), or, later
-  on, after it first saw that lower-priority master following a master of higher or equal
-  priority. A dead master (no adverts) is taken over at Master_Down as always. Unlike
-  keepalived, which preempts only at the next Master_Down expiry after the delay, the
-  machine preempts the moment the delay has passed.
-
 Beyond keepalived: fast peer detection (:meth:`VrrpMachine.peer_down`). A backup told by a
 BFD session to its master that the master is gone takes over at once, as if Master_Down
 had expired; docs/vrrp.md describes the trade-off.
 
 Action order: a state change puts its :class:`Transition` first, then the side effects in
 the order they must happen (becoming master: ``SendAdvert``, ``AddVips``,
-``SendGratuitous``; leaving it: ``SendAdvert(0)`` where due, then ``RemoveVips``). The
+``SendGratuitous``; leaving it: ``SendAdvert(0)`` where due, or the step-back notice,
+then ``RemoveVips``). The
 runtime executes them in order and runs notify scripts after the whole list. The address
 owner preempts even with ``preempt: false`` (RFC 5798 6.1).
 
