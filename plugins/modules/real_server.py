@@ -19,6 +19,8 @@ description:
     restarts and reloads, and a drained server counts 0 toward the quorum.
   - With O(wait), the task then waits until the real server has no active connection left
     on this director, and fails when O(wait_timeout) passes first (the server stays drained).
+    A director that does not carry the virtual server now (its address is on the other
+    director) does not wait (C(wait.outcome) V(standby)).
   - O(state=enabled) lifts the drain. The real server gets its weight back, and its health
     checks still decide whether it serves. With O(wait), the task then waits until its
     checks pass (C(state) V(UP)).
@@ -179,6 +181,9 @@ wait:
   description:
     - With O(wait) and not in check mode, how the wait ended, C(outcome) V(drained),
       V(up) or V(timeout), with C(waited_s) and, for a drain, C(active_connections).
+    - V(standby) (a drain, with C(reason)) means this director does not carry the virtual
+      server now (the other director holds its address), so it did not wait; the
+      connections its IPVS shows are the sync daemon's copies.
   returned: when O(wait) is true and not in check mode
   type: dict
   sample: {outcome: drained, active_connections: 0, waited_s: 41.3, timeout_s: 300}

@@ -560,8 +560,8 @@ _RESULT = {
         "after": _SNAPSHOT,
         "wait": {
             "type": "object",
-            "description": "with wait: outcome (drained | timeout), active_connections, "
-            "waited_s, timeout_s",
+            "description": "with wait: outcome (drained | timeout | standby, with reason), "
+            "active_connections, waited_s, timeout_s",
         },
         "elapsed_s": {"type": "number"},
     },

@@ -5,7 +5,12 @@
   IPVS, so its connections are not cut). The call returns once the kernel shows weight 0
   (verified by a fresh read), or fails with what it saw. With ``wait`` it then follows
   the real server's active connections and returns when they reach zero or the timeout
-  passes, and says which (``wait.outcome``: ``drained`` or ``timeout``). A drained server
+  passes, and says which (``wait.outcome``: ``drained`` or ``timeout``). A director that
+  does not carry the virtual server's traffic now (its address is on the other director,
+  the VRRP master) does not wait (``standby``): the connections its IPVS shows are the
+  sync daemon's copies of the master's, which the master does not keep up to date once
+  they close, so they would hold the wait for the copies' timeout (15 minutes for an
+  established TCP one) while nothing passes through this director. A drained server
   counts 0 toward the quorum (draining the last one brings the sorry server in). The
   drain is persisted in the state dir (``ipvs-control.json``, written whole and renamed,
   so it is all or nothing) and survives restarts and reloads; a real server removed from
@@ -26,7 +31,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +57,7 @@ __all__ = [
     "DrainWatch",
     "Outcome",
     "resolve_target",
+    "standby_reason",
 ]
 
 
@@ -116,6 +122,36 @@ class Outcome(enum.StrEnum):
     WAITING = "waiting"
     DRAINED = "drained"  # no active connection left (or the server is not in IPVS)
     TIMEOUT = "timeout"
+    STANDBY = "standby"  # this director does not carry the virtual server now
+
+
+def standby_reason(
+    vs: VirtualServerConfig,
+    local: set[Any],
+    vrrp_state: Callable[[str], str | None],
+) -> str | None:
+    """Why this director carries none of ``vs``'s traffic now, or None if it may.
+
+    ``local``: the addresses on this node's interfaces. A virtual server with addresses is
+    carried where one of them is local (the VRRP master holds the VIP); a firewall-mark one
+    follows its ``ha_suspend`` instance. Without either, nothing tells: None.
+    """
+    addresses = sorted({ep.address for ep in vs.services if ep.address is not None}, key=str)
+    if addresses:
+        if any(a in local for a in addresses):
+            return None
+        return (
+            f"{', '.join(map(str, addresses))} is not on this director (the other one holds "
+            "it): the connections IPVS shows here are the sync daemon's copies"
+        )
+    if vs.ha_suspend:
+        state = vrrp_state(vs.ha_suspend)
+        if state != "MASTER":
+            return (
+                f"VRRP instance {vs.ha_suspend} is {state or 'not running'} here, so this "
+                "director does not serve the firewall mark now: its connections are copies"
+            )
+    return None
 
 
 @dataclass
@@ -277,6 +313,8 @@ class DrainControl:
                     result["message"] += (
                         f"; no active connection left after {result['wait']['waited_s']:.1f}s"
                     )
+                elif outcome == Outcome.STANDBY:
+                    result["message"] += f"; not waited for: {result['wait']['reason']}"
                 else:
                     result["message"] += (
                         f"; {result['wait']['active_connections']} active connection(s) "
@@ -292,21 +330,31 @@ class DrainControl:
         watch = DrainWatch(loop.time(), limit)
         observed: dict[str, Any] = {}
         outcome = Outcome.WAITING
+        reason: str | None = None
         for _ in range(int(limit / POLL_INTERVAL) + 2):
             observed = await self.observe(vs, rs)
             outcome = watch.observe(loop.time(), observed["active_connections"])
+            if outcome is Outcome.WAITING:
+                # Looked at on every round: a failover during the wait makes this
+                # director the one to wait on, or not.
+                reason = await self.sub.standby_reason(vs)
+                if reason is not None:
+                    outcome = Outcome.STANDBY
             if outcome is not Outcome.WAITING:
                 break
             await asyncio.sleep(POLL_INTERVAL)
         if outcome is Outcome.WAITING:
             outcome = Outcome.TIMEOUT
-        return {
+        out = {
             "outcome": str(outcome),
             "active_connections": observed.get("active_connections") or 0,
             "waited_s": round(loop.time() - watch.started, 3),
             "timeout_s": limit,
             "observed": observed,
         }
+        if reason is not None and outcome is Outcome.STANDBY:
+            out["reason"] = reason
+        return out
 
     async def enable(self, vs_name: str, rs_text: str) -> dict[str, Any]:
         sub = self.sub

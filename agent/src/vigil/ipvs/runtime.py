@@ -54,7 +54,7 @@ from vigil.ipvs.config import (
     RealServerConfig,
     VirtualServerConfig,
 )
-from vigil.ipvs.control import DrainControl, DrainStore
+from vigil.ipvs.control import DrainControl, DrainStore, standby_reason
 from vigil.ipvs.journal import (
     adopt_at_startup,
     daemon_entry,
@@ -594,6 +594,16 @@ class IpvsSubsystem:
             return None
         state = tracker.details().get("vrrp_state")
         return str(state) if state is not None else ("MASTER" if tracker.ok else "BACKUP")
+
+    async def standby_reason(self, vs: VirtualServerConfig) -> str | None:
+        """Why this director carries none of ``vs``'s traffic now (see
+        :func:`vigil.ipvs.control.standby_reason`), or None; asked of the kernel."""
+        try:
+            local = {a.address.ip for a in await self.ctx.kernel.netlink.addresses()}
+        except Exception as exc:  # cannot tell: wait as if it carried the traffic
+            log.debug("ipvs: cannot list the local addresses: %s", exc)
+            return None
+        return standby_reason(vs, local, self.vrrp_state)
 
     def _is_master(self, instance: str) -> bool:
         tracker = self.ctx.trackers.get(f"{VRRP_KIND}:{instance}")
