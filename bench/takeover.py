@@ -20,9 +20,11 @@ import-keepalived``). Each round is a fresh pair that has converged; then one of
           in the switch; n1 keeps its carrier, its sends succeed, it stays master) until
           n2 has taken over and answered 100 probes, then the cut heals. Both are master
           for a moment; n2 steps back on n1's first advert that reaches it. Nothing tells
-          n1 that n2 was master unless one of n2's adverts reaches it first (then n1
-          answers that lower priority with a GARP burst): the outage after the heal is
-          that race (a partition behind the switch; issue 15's soak at VRRPv2 1 s).
+          n1 that n2 was master unless one of n2's adverts reaches it (then n1 answers
+          that lower priority with a GARP burst): in plain VRRP the outage after the heal
+          is a race (a partition behind the switch; issue 15's soak at VRRPv2 1 s). vigil's
+          n2 sends one advert at its own priority as it steps back (the step-back notice),
+          so n1 answers whichever advert crossed first.
 
 Measured per round: whether n2 ever held the VIP, the longest client outage overall and
 the longest one that starts after the injection ended (the spoof sent, or SIGCONT), and
