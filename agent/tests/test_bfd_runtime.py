@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
+import logging
 import random
 import socket
 import struct
@@ -820,5 +821,29 @@ async def test_keyed_authentication_takes_the_short_path() -> None:
     await packets_flow(a, b, 10)
     assert a.engine.stats()["repeats"] > 0
     assert a.snap().auth_failures == 0
+    for node in (a, b):
+        node.engine.close()
+
+
+async def test_a_flood_from_spoofed_sources_keeps_the_reject_log_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Keyed by source, 2,000 packets from 2,000 addresses made 2,000 log lines and kept
+    2,000 entries for good (the BFD fuzz's RSS growth). Now: one line per reason."""
+    _wire, a, b = await up_pair()
+    engine = a.engine
+    stray = ControlPacket(
+        state=State.UP, detect_mult=3, my_discr=5, your_discr=12345,
+        desired_min_tx=1, required_min_rx=1,
+    ).pack()  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="vigil.bfd"):
+        for i in range(2000):
+            src = ipaddress.ip_address(f"10.200.{i // 250}.{i % 250 + 1}")
+            engine._on_datagram(BfdDatagram(stray, 4, src, 50000, A4, 0, 255, False))
+    assert engine.stats()["unmatched"] == {"no_session": 2000}
+    assert len(engine._reject_log.last) == 1
+    dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "from 10.200.0.1" in dropped[0].getMessage()
+    assert a.snap().state is State.UP
     for node in (a, b):
         node.engine.close()
