@@ -309,7 +309,12 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
     seen = window(read_records(str(records_path)), t0, t1)
     summary["drain"]["client"] = seen
     save()
-    assert seen["requests"] > 0 and seen["failed"] == 0, seen
+    # Failed client requests are collected and asserted at the end, so one run (an hour
+    # of emulated CPU) also reports the failover and the ad hoc modules.
+    lost: list[tuple[str, dict[str, Any]]] = []
+    assert seen["requests"] > 0, seen
+    if seen["failed"]:
+        lost.append(("drain", seen))
     for h in DIRECTORS:
         dests = ipvsadm(hl, h)[f"TCP {VIP}:80"]["dests"]
         assert set(dests) == rips and all(d["weight"] == 1 for d in dests.values()), (h, dests)
@@ -326,7 +331,9 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
     seen = window(read_records(str(records_path)), t0, time.monotonic())
     summary["failover"]["client"] = seen
     save()
-    assert seen["requests"] > 0 and seen["failed"] == 0, seen
+    assert seen["requests"] > 0, seen
+    if seen["failed"]:
+        lost.append(("failover", seen))
 
     # 6. ad hoc, against the kernel's own table
     for h in DIRECTORS:
@@ -360,4 +367,5 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
     summary["client_total"] = total
     save()
     print(json.dumps(summary, indent=2))
+    assert not lost, lost
     assert total["failed"] == 0, total
