@@ -3,6 +3,7 @@ journal that says when it cannot write, an all-or-nothing maintenance store."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -50,6 +51,17 @@ def test_rate_limited_log_one_line_per_burst(caplog: pytest.LogCaptureFixture) -
     assert caplog.records[-1].getMessage() == "refused 999 (and 997 more like it within 3600s)"
 
 
+def test_rate_limited_log_reports_the_end_of_a_burst_to_its_caller() -> None:
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), interval=3600)
+    summaries: list[int] = []
+    assert limited.warning("k", "first", on_summary=summaries.append) is True
+    for _ in range(5):
+        assert limited.warning("k", "again", on_summary=summaries.append) is False
+    limited._flush("k")
+    limited._flush("k")  # nothing left out since: no second report
+    assert summaries == [5]
+
+
 def _full(src: object, dst: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -69,6 +81,27 @@ def test_journal_flush_fails_and_keeps_changes_pending(
     assert journal.flush() is True
     assert journal.error is None and not journal.pending
     assert Journal(tmp_path).load() == {"VI_1": JournalEntry()}
+
+
+def test_journal_reports_a_streak_of_failures_once_and_the_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vigil.journal import Journal as AgentJournal
+
+    reports: list[tuple[str, str | None]] = []
+    ns = AgentJournal(tmp_path, on_error=lambda name, msg: reports.append((name, msg))).namespace(
+        "ipvs"
+    )
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", _full)
+        for _ in range(3):
+            ns.record("x", {"a": 1})  # no event loop: each record writes, and fails
+    assert len(reports) == 1 and reports[0][0] == "ipvs", reports
+    assert "No space left" in str(reports[0][1])
+    ns.flush()
+    assert reports[1:] == [("ipvs", None)]
+    ns.record("y", {})
+    assert len(reports) == 2, "a good write after a good write reports nothing"
 
 
 def test_maintenance_store_save_is_all_or_nothing(
@@ -126,6 +159,41 @@ def test_api_connection_limit_evicts_idle_and_refuses_when_all_busy() -> None:
         assert _read_all(idle) == b"", "the oldest idle connection was closed"
         for s in streams:
             s.close()
+
+
+def test_api_connection_flood_is_paced_and_reported_once_per_burst() -> None:
+    with AgentThread(server_options={"max_connections": 64, "idle_timeout": 30}) as at:
+        conns: list[socket.socket] = []
+        try:
+            # More than one burst of accepts (16) at once: the rest wait for tokens.
+            for _ in range(40):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                conns.append(s)
+                # the listen backlog (16) fills up: the rest are refused in the kernel
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    s.connect(at.socket_path)
+
+            def paced() -> list[dict[str, object]]:
+                try:
+                    status, events = at.client.get("/v1/events")
+                except ApiUnreachable:  # the backlog is still full of the flood
+                    return []
+                assert status == 200, events
+                return [
+                    e
+                    for e in events
+                    if e["kind"] == "api_connection_limit" and e["data"]["action"] == "pace"
+                ]
+
+            wait_for(lambda: paced(), what="an api_connection_limit event for the pacing")
+            first = paced()
+            assert len(first) == 1, first
+            assert "faster than 200 a second" in str(first[0]["message"])
+            assert first[0]["data"]["more"] == 0
+        finally:
+            for s in conns:
+                s.close()
 
 
 def test_api_idle_connection_is_closed() -> None:

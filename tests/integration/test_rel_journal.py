@@ -137,6 +137,51 @@ def test_a_vip_the_journal_cannot_name_is_never_added(lab: Lab) -> None:
     assert a1b.health()[0] == 200
 
 
+def test_a_journal_write_that_fails_on_a_backup_is_an_event(lab: Lab) -> None:
+    """Soak finding: a backup's reload records the new VIP ahead (it adds nothing) and that
+    write failed with a log line only; every failing journal write now says so in the event
+    stream, once per streak, and again when the journal can be written."""
+    lab.add_switch()
+    state_dir = tiny_state_dir(lab, "n2")
+    for i, name in enumerate(("n1", "n2"), start=1):
+        lab.add_namespace(name)
+        lab.connect(name, addrs=[f"10.99.0.1{i}/24"])
+    a1 = lab.start_vigild("n1", node_config("n1", 150, [VIP1]), log_level="info")
+    a2 = lab.start_vigild(
+        "n2", node_config("n2", 100, [VIP1]), ["--state-dir", str(state_dir)], log_level="info"
+    )
+    wait_for(lambda: state(a2)["state"] == "BACKUP", timeout=10, what="n2 BACKUP")
+    # (a write batched from the start may still be pending: it fails too, and counts)
+    seq = a2.client.get("/v1/events")[1][-1]["seq"]
+    filler = fill(state_dir)
+    a2.write_config(node_config("n2", 100, [VIP1, VIP2]))
+    status, body = a2.reload()
+    assert status == 200, body
+    # the master follows at once (a backup hearing adverts whose addresses differ from its
+    # own would discard them and take over after its master-down interval)
+    a1.write_config(node_config("n1", 150, [VIP1, VIP2]))
+    status, body = a1.reload()
+    assert status == 200, body
+
+    def kinds() -> list[dict[str, Any]]:
+        events = a2.client.get(f"/v1/events?since={seq}")[1]
+        return [e for e in events if e["kind"].startswith("journal_w")]
+
+    wait_for(lambda: kinds(), timeout=5, what="a journal_write_failed event")
+    failed = kinds()
+    assert [e["kind"] for e in failed] == ["journal_write_failed"], failed
+    assert failed[0]["data"]["namespace"] == "vrrp", failed
+    assert "No space left" in failed[0]["message"], failed
+    assert state(a2)["state"] == "BACKUP", "a backup adds nothing: it stays BACKUP"
+    os.unlink(filler)
+    # the pending change is written again by the subsystem's periodic retry
+    wait_for(
+        lambda: [e["kind"] for e in kinds()] == ["journal_write_failed", "journal_writable"],
+        timeout=10,
+        what="journal_writable once there is room",
+    )
+
+
 def test_maintenance_on_a_full_state_dir_changes_nothing(lab: Lab) -> None:
     state_dir = tiny_state_dir(lab, "n1")
     a1, _a2 = pair(lab, state_dir)

@@ -139,7 +139,7 @@ class Agent:
         self._prefetched_metrics: dict[str, list[Any]] | None = None
         self.events.listeners.append(self.metrics.count_event)
         # the services every subsystem shares
-        self.journal = Journal(state_dir)
+        self.journal = Journal(state_dir, on_error=self._journal_error)
         self.kernel = KernelEvents(netns)
         self.trackers = TrackerRegistry()
         self.tracker_service = TrackerService(self.trackers, self.kernel.link_problem)
@@ -177,6 +177,26 @@ class Agent:
             return sub.collect_metrics()
 
         return collect
+
+    def _journal_error(self, namespace: str, message: str | None) -> None:
+        """A journal's writes started failing (an event at WARNING), or work again."""
+        if message is not None:
+            self.events.publish(
+                "journal_write_failed",
+                None,
+                f"{namespace}: {message}; nothing new is added to the kernel until it can "
+                f"be written: free space in or fix the permissions of {self.state_dir}",
+                warning=True,
+                namespace=namespace,
+                error=message,
+            )
+        else:
+            self.events.publish(
+                "journal_writable",
+                None,
+                f"{namespace}: the state journal can be written again",
+                namespace=namespace,
+            )
 
     def _context(self, spec: SubsystemSpec) -> SubsystemContext:
         return SubsystemContext(

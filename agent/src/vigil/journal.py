@@ -76,7 +76,8 @@ class JournalNamespace:
         self.failures = 0  # writes that failed (a metric)
         #: the last write failure, or None once a write succeeded again
         self.last_error: str | None = None
-        #: called with the error text when a write fails, and with None when it works again
+        #: called with the error text when writes start failing, with None when one works
+        #: again
         self.on_error: Callable[[str | None], None] | None = None
 
     def load(self) -> dict[str, Any]:
@@ -176,8 +177,9 @@ class JournalNamespace:
             message = f"cannot write the journal {self.path}: {exc.strerror or exc}"
             self.failures += 1
             _write_log.error("write", "journal: %s", message)
+            first = self.last_error is None
             self.last_error = message
-            if self.on_error is not None:
+            if first and self.on_error is not None:
                 self.on_error(message)
             raise JournalWriteError(exc.errno or 0, message) from exc
         if self.last_error is not None:
@@ -188,16 +190,32 @@ class JournalNamespace:
 
 
 class Journal:
-    """The journals of one agent (one state dir): a namespace per subsystem."""
+    """The journals of one agent (one state dir): a namespace per subsystem.
 
-    def __init__(self, state_dir: Path) -> None:
+    ``on_error(namespace, message)`` is told when a namespace's writes start failing
+    (``message``, once per streak of failures) and when they work again (None), whichever
+    path wrote: a change batched for later, a flush before acting, a retry.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        on_error: Callable[[str, str | None], None] | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.namespaces: dict[str, JournalNamespace] = {}
+        self.on_error = on_error
 
     def namespace(self, name: str) -> JournalNamespace:
         if name not in self.namespaces:
-            self.namespaces[name] = JournalNamespace(self.state_dir, name)
+            ns = JournalNamespace(self.state_dir, name)
+            ns.on_error = lambda message, name=name: self._report(name, message)
+            self.namespaces[name] = ns
         return self.namespaces[name]
+
+    def _report(self, name: str, message: str | None) -> None:
+        if self.on_error is not None:
+            self.on_error(name, message)
 
     def flush(self) -> None:
         """Write every namespace's pending changes (at stop); failures are logged."""

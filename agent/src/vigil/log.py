@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = [
@@ -115,6 +116,10 @@ class RateLimitedLog:
     burst that ends is still reported; otherwise with the next message). A flood of
     malformed requests or refused connections thus costs two lines per interval, not one
     per request.
+
+    A caller that also reports the first message elsewhere (an event) passes
+    ``on_summary``: it is called with the count when the summary line is written, so the
+    end of a burst reaches that audience too.
     """
 
     def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
@@ -123,17 +128,30 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, tuple[int, int, str]] = {}  # key -> (count, level, text)
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._on_summary: dict[str, Callable[[int], None]] = {}
 
-    def warning(self, key: str, msg: str, *args: Any) -> bool:
-        return self.log(logging.WARNING, key, msg, *args)
+    def warning(
+        self, key: str, msg: str, *args: Any, on_summary: Callable[[int], None] | None = None
+    ) -> bool:
+        return self.log(logging.WARNING, key, msg, *args, on_summary=on_summary)
 
     def error(self, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
         return self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)
 
-    def log(self, level: int, key: str, msg: str, *args: Any, exc_info: bool = False) -> bool:
+    def log(
+        self,
+        level: int,
+        key: str,
+        msg: str,
+        *args: Any,
+        exc_info: bool = False,
+        on_summary: Callable[[int], None] | None = None,
+    ) -> bool:
         """Log now (with the traceback if ``exc_info``), or count it; True when logged."""
         now = time.monotonic()
         last = self._last.get(key)
+        if on_summary is not None:
+            self._on_summary[key] = on_summary
         if last is not None and now - last < self.interval:
             count, _, _ = self._suppressed.get(key, (0, level, ""))
             text = msg % args if args else msg
@@ -168,3 +186,9 @@ class RateLimitedLog:
             self.logger.log(
                 level, "%s (and %d more like it within %gs)", text, count - 1, self.interval
             )
+        report = self._on_summary.get(key)
+        if report is not None:
+            try:
+                report(count)
+            except Exception:  # a report must not break the logging path
+                self.logger.debug("summary report for %s failed", key, exc_info=True)

@@ -86,12 +86,23 @@ def connection_limit(wanted: int = MAX_CONNECTIONS) -> int:
     return min(wanted, max(4, soft // 4))
 
 
-def _at_limit(server: object, action: str, limit: int) -> None:
-    """Tell the agent (an ``api_connection_limit`` event), once per burst like the log."""
+def _at_limit(server: object, action: str, limit: int, more: int = 0) -> None:
+    """Tell the agent (an ``api_connection_limit`` event), once per burst like the log:
+    at the first connection of a burst, and with ``more`` (how many came after it) when
+    the burst's summary line is written."""
     report = getattr(server, "on_limit", None)
     if report is not None:
         with contextlib.suppress(Exception):
-            report(action, limit)
+            report(action, limit, more)
+
+
+def _report_limit(server: object, key: str, limit: int, msg: str, *args: Any) -> None:
+    """Log ``msg`` rate-limited under ``key``; the first of a burst and its summary are
+    also reported as events."""
+    if _client_log.warning(
+        key, msg, *args, on_summary=lambda more: _at_limit(server, key, limit, more)
+    ):
+        _at_limit(server, key, limit)
 
 
 class SocketInUse(Exception):
@@ -127,20 +138,22 @@ class JsonErrorRequestHandler(RequestHandler):
                     victim = min(idle, key=lambda h: h.opened)
                     victim.evicted = True
                     victim.force_close()
-                    if _client_log.warning(
+                    _report_limit(
+                        server,
                         "evict",
+                        limit,
                         "api: %d connections open (the limit); closing the oldest idle one",
                         limit,
-                    ):
-                        _at_limit(server, "evict", limit)
+                    )
                 else:
                     self.refused = True
-                    if _client_log.warning(
+                    _report_limit(
+                        server,
                         "refuse",
+                        limit,
                         "api: %d connections open and busy (the limit); refusing new ones",
                         limit,
-                    ):
-                        _at_limit(server, "refuse", limit)
+                    )
                     with contextlib.suppress(Exception):
                         cast(asyncio.Transport, transport).write(_REFUSAL)
                     transport.close()
@@ -216,7 +229,7 @@ class _ApiRunner(web.AppRunner):
         super().__init__(app, **kw)
         self._allowed = allowed_uids
         self._max_connections = max_connections
-        self.on_limit: Callable[[str, int], None] | None = None
+        self.on_limit: Callable[[str, int, int], None] | None = None
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -296,6 +309,16 @@ class _PacedSocketSite(web_runner.BaseSite):
         for _ in range(ACCEPT_BURST):
             if not self._pace.take(loop.time()):
                 # Out of tokens: leave the rest in the backlog until the next one.
+                _report_limit(
+                    server,
+                    "pace",
+                    int(self._pace.rate),
+                    "api: new connections arrive faster than %d a second; taking %d a "
+                    "second, the rest wait in the kernel's backlog of %d or are refused there",
+                    int(self._pace.rate),
+                    int(self._pace.rate),
+                    ACCEPT_BACKLOG,
+                )
                 self._watch(False)
                 self._resume = loop.call_later(self._pace.wait(loop.time()), self._resumed)
                 return
@@ -417,20 +440,32 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._inode: tuple[int, int] | None = None
 
-    def _at_limit(self, action: str, limit: int) -> None:
-        what = (
-            "closing the oldest idle one to make room"
-            if action == "evict"
-            else "every one busy: refusing new ones with 503"
-        )
+    def _at_limit(self, action: str, limit: int, more: int = 0) -> None:
+        if action == "pace":
+            text = (
+                f"API: new connections arrive faster than {limit} a second (a flood?); "
+                f"taking {limit} a second, the rest wait in the kernel's backlog or are "
+                "refused there"
+            )
+        else:
+            what = (
+                "closing the oldest idle one to make room"
+                if action == "evict"
+                else "every one busy: refusing new ones with 503"
+            )
+            text = f"API: {limit} connections open (the limit), {what}"
+        if more:
+            text += f"; {more} more times within 10 s"
+        else:
+            text += "; more within 10 s are reported once, when the burst ends"
         self.agent.events.publish(
             "api_connection_limit",
             None,
-            f"API: {limit} connections open (the limit), {what}; more within 10 s are counted "
-            "in the log, not reported again",
+            text,
             warning=True,
             action=action,
             limit=limit,
+            more=more,
         )
 
     async def start(self) -> None:
