@@ -27,13 +27,37 @@ def test_the_agent_does_not_import_the_unused_parts() -> None:
         import sys
         import vigil.daemon, vigil.api.app, vigil.ipvs.kernel, vigil.ipvs.runtime
         import vigil.vrrp.runtime, vigil.net.netlink
+        import vigil.metrics, vigil.incremental, vigil.bfd.subsystem
         unused = ["pyroute2.ndb", "pyroute2.ipdb", "pyroute2.conntrack", "aiohttp.client",
-                  "aiohttp.connector", "unittest.case", "unittest.runner"]
+                  "aiohttp.connector", "unittest.case", "unittest.runner",
+                  "prometheus_client.exposition", "http.server", "wsgiref",
+                  "pyroute2.netlink.rtnl.tcmsg.common_act", "pyroute2.netlink.rtnl.tcmsg.em_meta"]
         print(sorted(m for m in unused if m in sys.modules))
         print("pyroute2.netlink.generic.ipvs" in sys.modules, "aiohttp.web" in sys.modules)
+        htb = sys.modules["pyroute2.netlink.rtnl.tcmsg.sched_htb"]
+        print("options" in vars(htb))  # installed, not run
         """
     )
-    assert out.split("\n")[:2] == ["[]", "True True"]
+    assert out.split("\n")[:3] == ["[]", "True True", "False"]
+
+
+def test_a_lazy_module_runs_on_first_use() -> None:
+    out = run(
+        """
+        import sys
+        import vigil.daemon
+        from pyroute2.netlink.rtnl.tcmsg import plugins, tcmsg
+        htb = plugins["htb"]
+        print("options" in vars(htb), htb.options.__name__, "options" in vars(htb))
+        try:
+            htb.no_such_name
+        except AttributeError:
+            print("AttributeError")
+        from pyroute2.netlink.rtnl.tcmsg import cls_u32
+        print(cls_u32.options.__name__)
+        """
+    )
+    assert out.split("\n")[:3] == ["False options True", "AttributeError", "options"]
 
 
 def test_the_whole_library_loads_on_first_use_of_a_package_name() -> None:
@@ -45,7 +69,9 @@ def test_the_whole_library_loads_on_first_use_of_a_package_name() -> None:
         print("pyroute2.ndb" in sys.modules, "aiohttp.client" in sys.modules)
         from pyroute2 import IPRoute
         from aiohttp import ClientSession, web
-        print(IPRoute.__name__, ClientSession.__name__, "pyroute2.ndb" in sys.modules)
+        from prometheus_client import generate_latest, start_http_server
+        print(IPRoute.__name__, ClientSession.__name__, "pyroute2.ndb" in sys.modules,
+              generate_latest.__name__)
         print(bool(aiohttp.__version__), len(pyroute2.__all__) > 10)
         try:
             pyroute2.no_such_name
@@ -55,7 +81,7 @@ def test_the_whole_library_loads_on_first_use_of_a_package_name() -> None:
     )
     assert out.split("\n")[:4] == [
         "False False",
-        "IPRoute ClientSession True",
+        "IPRoute ClientSession True generate_latest",
         "True True",
         "AttributeError",
     ]

@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from vigil.lean import lean_packages
+from vigil.lean import lazy_modules, lean_packages
 
 # Before anything imports pyroute2 or aiohttp: the agent process loads only the parts of
 # them it uses (see vigil.lean). A library user's ``import vigil`` changes nothing.
 lean_packages()
+lazy_modules()
 
-import prometheus_client  # noqa: E402
+from prometheus_client.metrics import disable_created_metrics  # noqa: E402
 
 from vigil import __version__, subsystems  # noqa: E402
 from vigil.agent import Agent, ReloadResult  # noqa: E402
@@ -291,7 +292,7 @@ def _main(args: argparse.Namespace) -> int:
             log.error("agent: %s", exc)
             return 2
     # *_created series double every counter's output and nobody alerts on them.
-    prometheus_client.disable_created_metrics()
+    disable_created_metrics()
     try:
         config = subsystems.load_config(args.config)
     except ConfigError as exc:

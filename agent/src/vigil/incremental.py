@@ -3,7 +3,7 @@
 A view of a thousand virtual servers with ten real servers each is ~10 MB of JSON; encoding
 it in one call holds the loop (and every VRRP advert, BFD packet and check) for a good part
 of a second. These helpers produce exactly the bytes of the one-shot calls
-(``json.dumps(obj, separators=(",", ":"), default=str)``, ``generate_latest``) but hand the
+(``json.dumps(obj, separators=(",", ":"), default=str)``, the metrics text) but hand the
 loop back every ``SLICE_S`` of work:
 
 - :func:`dumps_async` descends into the outer levels of dicts and lists (where the bulk is)
@@ -23,8 +23,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import generate_latest
 from prometheus_client.metrics_core import Metric
+
+from vigil.promtext import exposition
 
 __all__ = ["SLICE_S", "Slicer", "dumps_async", "exposition_async", "run_steps"]
 
@@ -94,34 +95,24 @@ async def dumps_async(obj: Any, slicer: Slicer | None = None) -> str:
     return "".join(out)
 
 
-class _Families:
-    """A collector of fixed families (for ``generate_latest``)."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
-
-    def collect(self) -> list[Metric]:
-        return self.families
-
-
 def _chunkable(fam: Metric) -> bool:
     names = {fam.name + s for s in _OM_SUFFIXES}
     return len(fam.samples) > _CHUNK and not any(s.name in names for s in fam.samples)
 
 
 async def exposition_async(families: Iterable[Metric], slicer: Slicer | None = None) -> bytes:
-    """``generate_latest`` of a registry whose ``collect()`` gave ``families``, in slices."""
+    """:func:`vigil.promtext.exposition` of ``families``, in slices."""
     slicer = slicer or Slicer()
     out: list[bytes] = []
     for fam in families:
         if not _chunkable(fam):
-            out.append(generate_latest(_Families([fam])))
+            out.append(exposition([fam]))
             await slicer.tick()
             continue
         for start in range(0, len(fam.samples), _CHUNK):
             part = copy.copy(fam)
             part.samples = fam.samples[start : start + _CHUNK]
-            text = generate_latest(_Families([part]))
+            text = exposition([part])
             if start:
                 text = text.split(b"\n", 2)[2]  # the family's # HELP and # TYPE lines
             out.append(text)

@@ -11,19 +11,17 @@ import logging
 import platform
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    ProcessCollector,
-    generate_latest,
-)
+# From prometheus_client's modules, not its package: the package imports its HTTP, WSGI
+# and push-gateway clients too (see vigil.promtext).
+from prometheus_client.metrics import Counter, Gauge
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from vigil import __version__
 from vigil.events import Event
+from vigil.promtext import CONTENT_TYPE as CONTENT_TYPE_LATEST
+from vigil.promtext import exposition
 
 __all__ = ["CONTENT_TYPE_LATEST", "AgentMetrics", "SubsystemCollector"]
 
@@ -104,4 +102,4 @@ class AgentMetrics:
         self.registry.register(collector)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return exposition(self.registry.collect())
