@@ -26,12 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from vigil.lean import lazy_modules, lean_packages
+from vigil.lean import lazy_modules, lean_packages, no_system_mime_types
 
 # Before anything imports pyroute2 or aiohttp: the agent process loads only the parts of
 # them it uses (see vigil.lean). A library user's ``import vigil`` changes nothing.
 lean_packages()
 lazy_modules()
+no_system_mime_types()
 
 from prometheus_client.metrics import disable_created_metrics  # noqa: E402
 

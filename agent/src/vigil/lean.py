@@ -35,7 +35,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["LAZY", "LEAN", "lazy_modules", "lean_package", "lean_packages"]
+__all__ = [
+    "LAZY",
+    "LEAN",
+    "lazy_modules",
+    "lean_package",
+    "lean_packages",
+    "no_system_mime_types",
+]
 
 #: the packages made lean, and whether their own submodules need ``__version__`` early
 LEAN: dict[str, bool] = {
@@ -109,6 +116,20 @@ def lean_package(name: str, *, version: bool = False) -> bool:
 def lean_packages() -> list[str]:
     """:func:`lean_package` for every package in :data:`LEAN`; the ones installed."""
     return [name for name, version in LEAN.items() if lean_package(name, version=version)]
+
+
+def no_system_mime_types() -> bool:
+    """aiohttp's file responses build a ``mimetypes.MimeTypes`` when ``aiohttp.web`` is
+    imported, which reads the system's type tables (``/etc/mime.types``: about 0.4 MB of
+    dictionaries in vigild). vigild never serves files or guesses a type (every answer
+    says its own), so its process reads none: Python's built-in table stays. True if set
+    (not when something read them already)."""
+    import mimetypes
+
+    if mimetypes.inited:
+        return False
+    mimetypes.knownfiles = []
+    return True
 
 
 def lazy_modules(parent: str = LAZY_PARENT, names: tuple[str, ...] = LAZY) -> list[str]:

@@ -9,7 +9,6 @@ voluptuous prefixes the path as the error travels up.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -39,6 +38,8 @@ def show(value: Any) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'priority'?"`` when a close match exists, else ``""``."""
+    import difflib  # only for a mistake: the agent does not keep it loaded for nothing
+
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {matches[0]!r}?" if matches else ""
 
@@ -262,6 +263,8 @@ class Struct:
             if not isinstance(key, str):
                 errors.append(vol.Invalid(f"keys must be strings, got {show(key)}", path=[key]))
             elif key not in self.allowed:
+                import difflib
+
                 matches = difflib.get_close_matches(key, self.allowed, n=1, cutoff=0.6)
                 if matches:
                     suggested.add(matches[0])
