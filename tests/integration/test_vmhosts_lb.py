@@ -171,6 +171,25 @@ def build_backends(lab: Lab) -> None:
     lab.connect("client", "eth0", addrs=[f"{CLIENT}/24"])
 
 
+def collect_director_logs(hl: VmHostLab, into: Path) -> None:
+    """Each director's agent events, journal and restarts, saved in the lab dir when the
+    lab closes (the VMs still run then), so a failed run says which director did what."""
+    for h in DIRECTORS:
+        try:
+            res = hl.ssh(
+                h,
+                "systemctl show vigild -p NRestarts -p ActiveEnterTimestamp; "
+                "PATH=$PATH:/opt/vigil/bin vigilctl events 2>&1 | tail -n 400; "
+                "journalctl -u vigild --no-pager -o short-precise 2>&1 | tail -n 600",
+                timeout=120,
+                check=False,
+            )
+            text = res.stdout + res.stderr
+        except Exception as exc:  # diagnostics only: never fail the teardown for them
+            text = f"could not collect: {exc!r}"
+        (into / f"director-{h}.log").write_text(text)
+
+
 def write_inventory(hl: VmHostLab) -> Path:
     directors = {
         h: {
@@ -249,6 +268,7 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
     assert idents["lb1"][1] != idents["lb2"][1], idents  # SSH host key
     build_backends(lab)
     inv = write_inventory(hl)
+    lab.add_cleanup(lambda: collect_director_logs(hl, lab.workdir))
 
     # 2. the pair from the inventory
     res = play("site", "vigil.ha.site")
