@@ -343,7 +343,16 @@ def test_connection_flood_does_not_starve_the_masters_adverts(lab: Lab, tmp_path
     # n2 (priority 100) takes over after Master_Down = 3 x 0.1 + (256 - 100) / 256 x 0.1
     master_down = 0.3 + 156 / 256 * 0.1
     print(f"\nflood: {result}; {len(stamps)} adverts, worst gap {worst * 1000:.0f} ms")
-    assert result["connected"] >= 64, result  # the flood did fill the API
+    # the flood came faster than the API takes connections: most were refused in the
+    # kernel, and the agent said so (whether the 64-connection limit is also reached
+    # depends on how long the connect phase lasts: 58-93 got in, in the soak's floods)
+    assert result["connected"] >= ACCEPT_BURST and sum(result["refused"].values()) > 0, result
+    status, events = a1.client.get("/v1/events")
+    assert status == 200, events
+    paced = [
+        e for e in events if e["kind"] == "api_connection_limit" and e["data"]["action"] == "pace"
+    ]
+    assert paced, [e["kind"] for e in events]
     # what got in: the pace's tokens over the connect phase, the burst, the backlog
     allowed = ACCEPT_RATE * result["open_s"] + ACCEPT_BURST + ACCEPT_BACKLOG + 64
     assert result["connected"] <= allowed, (result, allowed)
