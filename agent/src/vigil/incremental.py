@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client.metrics_core import Metric
 
-from vigil.promtext import exposition
+from vigil.promtext import OM_SUFFIXES, exposition
 
 __all__ = ["SLICE_S", "Slicer", "dumps_async", "exposition_async", "run_steps"]
 
@@ -35,7 +35,6 @@ SLICE_S = 0.005
 _DESCEND = 3
 #: samples per chunk of a large metric family
 _CHUNK = 250
-_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
@@ -96,7 +95,7 @@ async def dumps_async(obj: Any, slicer: Slicer | None = None) -> str:
 
 
 def _chunkable(fam: Metric) -> bool:
-    names = {fam.name + s for s in _OM_SUFFIXES}
+    names = {fam.name + s for s in OM_SUFFIXES}
     return len(fam.samples) > _CHUNK and not any(s.name in names for s in fam.samples)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["CONTENT_TYPE", "exposition"]
+__all__ = ["CONTENT_TYPE", "OM_SUFFIXES", "exposition"]
 
 #: The content type of the text format version written here.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -32,7 +32,7 @@ _NOT_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 #: Families whose text type differs from their OpenMetrics one; counters get ``_total``.
 _TYPE = {"stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 #: OpenMetrics-only samples, written as gauges of their own after the family.
-_OM_SUFFIXES = ("_created", "_gsum", "_gcount")
+OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 
 def _name(name: str) -> str:
@@ -82,7 +82,7 @@ def exposition(families: Iterable[Any]) -> bytes:
         out.append(f"# HELP {_name(name)} {doc}\n# TYPE {_name(name)} {kind}\n")
         extra: dict[str, list[str]] = {}
         for sample in family.samples:
-            for suffix in _OM_SUFFIXES:
+            for suffix in OM_SUFFIXES:
                 if sample.name == family.name + suffix:
                     extra.setdefault(suffix, []).append(_line(sample))
                     break
