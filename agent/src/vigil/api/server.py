@@ -427,8 +427,10 @@ class ApiServer:
         shutdown_timeout: float = 3.0,
         max_connections: int | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        accept_rate: float = ACCEPT_RATE,
     ) -> None:
         self.agent = agent
+        self.accept_rate = accept_rate
         self.max_connections = connection_limit(
             MAX_CONNECTIONS if max_connections is None else max_connections
         )
@@ -483,7 +485,7 @@ class ApiServer:
         runner.on_limit = self._at_limit
         try:
             await runner.setup()
-            await _PacedSocketSite(runner, sock).start()
+            await _PacedSocketSite(runner, sock, PacedAccept(rate=self.accept_rate)).start()
         except BaseException:
             sock.close()
             await runner.cleanup()
