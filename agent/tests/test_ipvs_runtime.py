@@ -68,6 +68,7 @@ class FakeKernel:
     log: list[str] = field(default_factory=list)
     requests: int = 0
     dumps: int = 0
+    daemon_lists: int = 0
     proc: bool = True  # offers /proc/net/ip_vs (False: as in another namespace)
     proc_reads: int = 0
     on_write: Callable[[str], None] | None = None
@@ -183,6 +184,7 @@ class FakeKernel:
 
     async def sync_daemons(self) -> list[SyncDaemon]:
         self.requests += 1
+        self.daemon_lists += 1
         return list(self.daemons.values())
 
     async def start_sync_daemon(self, daemon: SyncDaemon) -> None:
@@ -594,6 +596,27 @@ async def test_the_sync_daemon_follows_the_vrrp_instance(harness: Any, files: Pa
         "backup sync daemon on eth0 (syncid 7) started",
     ]
     assert set(journal(h.state_dir)) >= {"sync:backup"}
+
+
+async def test_a_sync_daemon_stopped_by_someone_else_is_restarted_with_the_dumps(
+    harness: Any, files: Path
+) -> None:
+    """The daemons are listed with the netlink dumps (every tenth drift check), not on the
+    light checks in between: a stopped one comes back within ten delay_loops, reported."""
+    trackers = TrackerRegistry()
+    trackers.publish(VrrpState("VI_1"))
+    sec = section(files, ipvs_sync_daemon={"interface": "eth0", "instance": "VI_1", "syncid": 7})
+    h = await harness(sec, trackers=trackers)
+    assert set(h.kernel.daemons) == {"backup"}
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    lists, dumps, light = h.kernel.daemon_lists, h.kernel.dumps, h.sub.stats["light_checks"]
+    await h.until(lambda: h.sub.stats["light_checks"] >= light + 2 * FULL_CHECK_EVERY, "20 more")
+    assert h.kernel.daemon_lists - lists <= h.kernel.dumps - dumps, "listed only with dumps"
+    assert h.kernel.daemon_lists > lists, "but listed all the same"
+    del h.kernel.daemons["backup"]  # ipvsadm --stop-daemon backup
+    await h.until(lambda: set(h.kernel.daemons) == {"backup"}, "the daemon back", timeout=10)
+    (drift,) = h.events("drift_corrected")
+    assert "backup sync daemon was stopped by someone else" in drift.message
 
 
 async def test_ha_suspend_holds_the_pool_and_resumes_checks_on_master(

@@ -772,8 +772,10 @@ class IpvsSubsystem:
         # clearing it afterwards lost a real server's death until the next drift check.
         dirty_now, self._dirty = self._dirty, set()
         delete_now, self._delete = self._delete, set()
+        dumped = False  # did this pass read the kernel over netlink?
         if self._resync or not self._synced_once:
             await self._full_check()
+            dumped = True
         else:
             # What changed goes first, ahead of a drift check (a dead real server leaves
             # IPVS without waiting for a dump of the whole table).
@@ -788,20 +790,26 @@ class IpvsSubsystem:
                     ops += self._plan_vs(dirty)
             await self._apply(ops)
             if full:
-                await self._drift_check()
-        await self._sync_daemons(check=full)
+                dumped = await self._drift_check()
+        # The sync daemons are read back with the netlink dumps, not on every light check:
+        # listing them costs as much as a dump (a tenth of the agent's idle CPU under QEMU
+        # at delay_loop 1), and /proc shows nothing of them. A change of state is applied
+        # at once all the same (want != daemons).
+        await self._sync_daemons(check=dumped)
 
-    async def _drift_check(self) -> None:
+    async def _drift_check(self) -> bool:
         """Every delay_loop: read /proc/net/ip_vs (one read, no netlink) and compare it
         with what was programmed; dump and correct over netlink when it differs, when an
         operation is failing (to retry it), and every FULL_CHECK_EVERY checks anyway for
-        what /proc does not show (scheduler flags, persistence, thresholds, tunnels)."""
+        what /proc does not show (scheduler flags, persistence, thresholds, tunnels).
+        True when it dumped."""
         if self._resync or self._op_failed or self._light_left <= 0 or not self._proc_matches():
             self._light_left = FULL_CHECK_EVERY - 1
             await self._full_check()
-            return
+            return True
         self._light_left -= 1
         self.stats["light_checks"] += 1
+        return False
 
     def _proc_matches(self) -> bool:
         """/proc/net/ip_vs shows our services exactly as ``table`` holds them."""
