@@ -42,7 +42,7 @@ import yaml
 
 from tests.hosts.fixtures import hosts_rootfs  # noqa: F401
 from tests.hosts.hostlab import AnsibleResult
-from tests.hosts.scenario import ad_hoc_results, bfd_states
+from tests.hosts.scenario import ad_hoc_results, agent_get, bfd_states
 from tests.hosts.vmhosts import VmHostLab
 from tests.lab.http_client import read_records
 from tests.lab.lab import Lab
@@ -283,6 +283,10 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
         assert set(dests) == rips, table
         assert all(d["forward"] == "Masq" and d["weight"] == 1 for d in dests.values()), table
         assert bfd_states(hl, h) == {"peer": "Up"}, h
+        # the role's default vigil_realtime_priority (10): the event loop runs at SCHED_RR,
+        # so Ansible's modules in these single-vCPU guests cannot delay the adverts
+        scheduling = agent_get(hl, h, "/v1/status")["agent"]["scheduling"]
+        assert scheduling == {"policy": "rr", "priority": 10}, (h, scheduling)
 
     # 3. the client, from here to the end
     records_path = lab.workdir / "client.jsonl"

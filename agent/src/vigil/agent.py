@@ -119,6 +119,8 @@ class Agent:
         self.socket_path = socket_path
         self.state_dir = state_dir
         self.loaded_at = time.time()
+        #: why global.realtime_priority is not in force (None: it is, or it is 0)
+        self.scheduling_problem: str | None = None
         self.notifier = notifier or SdNotifier(address="")
         self.log_level_fixed = log_level_fixed
         self.phase = "starting"  # starting -> running -> stopping -> stopped
@@ -277,7 +279,7 @@ class Agent:
                 "state_dir": str(self.state_dir),
                 "last_event_seq": self.events.last_seq,
                 "subsystems": [sub.name for sub in self.subsystems],
-                "scheduling": dict(zip(("policy", "priority"), current_policy(), strict=True)),
+                "scheduling": self._scheduling_view(),
                 "trackers": self.tracker_service.views(),
             }
         }
@@ -490,6 +492,12 @@ class Agent:
         )
         return ReloadResult(ok=True, changed=changed, diff=diff_dict)
 
+    def _scheduling_view(self) -> dict[str, Any]:
+        view: dict[str, Any] = dict(zip(("policy", "priority"), current_policy(), strict=True))
+        if self.scheduling_problem is not None:
+            view["problem"] = self.scheduling_problem
+        return view
+
     def _apply_scheduling(self, old: Config | None, new: Config) -> None:
         """``global.realtime_priority``, at start and when a reload changes it."""
         priority = int(getattr(new.globals, "realtime_priority", 0) or 0)
@@ -497,6 +505,9 @@ class Agent:
         if priority == before and (old is not None or not priority):
             return
         problem = apply_realtime_priority(priority)
+        self.scheduling_problem = (
+            None if problem is None else f"global.realtime_priority {priority}: {problem}"
+        )
         if problem is not None:
             log.warning("agent: global.realtime_priority: %s; normal policy instead", problem)
         elif priority:

@@ -112,6 +112,7 @@ class CoreCtl(Ctl):
                     ("uptime", f"{agent.get('uptime_s')}s"),
                     ("config", agent.get("config_source")),
                     ("loaded", when(agent.get("config_loaded_at"))),
+                    ("sched", _scheduling_text(agent.get("scheduling"))),
                 ]
             )
         )
@@ -217,6 +218,18 @@ class CoreCtl(Ctl):
         ]
         self.out.write(table(("SEQ", "TIME", "KIND", "INSTANCE", "MESSAGE"), rows))
         return EXIT_OK
+
+
+def _scheduling_text(view: Any) -> str:
+    """``rr 10``, ``other``, or ``other (why global.realtime_priority is not in force)``."""
+    if not isinstance(view, dict):
+        return "unknown"
+    text = str(view.get("policy", "unknown"))
+    if view.get("priority"):
+        text += f" {view['priority']}"
+    if view.get("problem"):
+        text += f" ({view['problem']})"
+    return text
 
 
 def _event_line(e: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ by default) still bounds what a runaway agent could take.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 
@@ -46,5 +47,12 @@ def apply_realtime_priority(priority: int) -> str | None:
         else:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     except OSError as exc:
-        return f"cannot set SCHED_RR priority {priority}: {exc.strerror or exc}"
+        why = f"cannot set SCHED_RR priority {priority}: {exc.strerror or exc}"
+        if exc.errno == errno.EPERM and priority:
+            why += (
+                " (it needs CAP_SYS_NICE, for systemd no RestrictRealtime=yes; and on a "
+                "kernel with RT group scheduling and cgroup v1, a real-time budget in the "
+                "service's cpu cgroup, cpu.rt_runtime_us)"
+            )
+        return why
     return None
