@@ -34,6 +34,7 @@ from tests.hosts.scenario import (
     HOSTS,
     VIP,
     ad_hoc_results,
+    agent_get,
     agent_pid,
     base_cluster,
     file_digest,
@@ -99,6 +100,13 @@ def test_site_converges_a_pair_and_a_rerun_changes_nothing(pair: Pair) -> None:
     for h in HOSTS:
         pid, state = agent_pid(pair.hl, h)
         assert state == "active" and pid > 0, f"{h}: vigild is {state} (pid {pid})"
+        # the role's vigil_realtime_priority (10): SCHED_RR, or, where the container's
+        # cgroup refuses it, the normal policy with the reason shown (never silently)
+        sched = agent_get(pair.hl, h, "/v1/status")["agent"]["scheduling"]
+        assert sched == {"policy": "rr", "priority": 10} or (
+            sched["policy"] == "other" and "global.realtime_priority 10" in sched["problem"]
+        ), (h, sched)
+        print(f"{h}: scheduling {sched}")
     second = pair.site()
     pair.site_runs.append(second)
     assert second.returncode == 0, second.describe()
