@@ -150,6 +150,12 @@ def test_five_second_stall_of_the_master(lab: Lab) -> None:
     assert out["mac_is_master"], out
     stalled = events(a1, "vrrp_stalled")
     assert stalled and stalled[0]["data"]["late"] > 3.0, stalled
+    # the loop's own measure (its selector's wait overran by the stop) saw it too
+    status, text = a1.client.get("/metrics")
+    assert status == 200
+    stalls = [ln for ln in str(text).splitlines() if ln.startswith("vigil_event_loop_stalls ")]
+    assert stalls and float(stalls[0].split()[1]) >= 1, stalls
+    assert "(not running: starved of CPU, stopped or blocked)" in a1.log(tail=None), a1.log()
 
 
 def test_a_master_cut_off_behind_the_switch_wins_its_clients_back(lab: Lab) -> None:

@@ -41,6 +41,7 @@ from vigil.agent import Agent, ReloadResult  # noqa: E402
 from vigil.config import Config, ConfigError  # noqa: E402
 from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError  # noqa: E402
 from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging  # noqa: E402
+from vigil.looplag import new_event_loop  # noqa: E402
 from vigil.sdnotify import SdNotifier  # noqa: E402
 
 __all__ = [
@@ -320,17 +321,18 @@ def _main(args: argparse.Namespace) -> int:
         log.error("agent: %s", exc)
         return 1
     try:
-        return asyncio.run(
-            _serve(
-                config,
-                config_path=args.config,
-                socket_path=socket_path,
-                state_dir=state_dir,
-                allowed_uids=frozenset(args.api_allow_uid),
-                log_level_fixed=bool(args.log_level),
-                metrics_listen=metrics_listen,
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(
+                _serve(
+                    config,
+                    config_path=args.config,
+                    socket_path=socket_path,
+                    state_dir=state_dir,
+                    allowed_uids=frozenset(args.api_allow_uid),
+                    log_level_fixed=bool(args.log_level),
+                    metrics_listen=metrics_listen,
+                )
             )
-        )
     finally:
         lock.release()
 
