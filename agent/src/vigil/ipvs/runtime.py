@@ -792,7 +792,7 @@ class IpvsSubsystem:
             if full:
                 dumped = await self._drift_check()
         # The sync daemons are read back with the netlink dumps, not on every light check:
-        # listing them costs as much as a dump (a tenth of the agent's idle CPU under QEMU
+        # listing them costs as much as a dump (a fifth of the agent's CPU samples under QEMU
         # at delay_loop 1), and /proc shows nothing of them. A change of state is applied
         # at once all the same (want != daemons).
         await self._sync_daemons(check=dumped)
