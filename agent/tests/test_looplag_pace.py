@@ -67,9 +67,7 @@ def test_a_blocked_loop_is_measured_and_logged_once(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_stall_that_burns_cpu_is_told_apart(
-    mode: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_stall_that_burns_cpu_is_told_apart(mode: str, caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> None:
         lag = LoopLag(period=0.01, stall=0.1)
         lag.start()
