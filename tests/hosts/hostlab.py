@@ -274,6 +274,7 @@ class HostLab:
         for name, address in planned.items():
             hdir = self._host_files(name, address)
             argv = [
+                *self._own_cgroup(name),
                 "nsenter", f"--net=/run/netns/{self.sw.ns}",
                 "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                 "--volatile=overlay", "--network-bridge=br0", "--console=passive",
@@ -291,6 +292,40 @@ class HostLab:
         for host in started:
             self._wait_ready(host, timeout)
         return started
+
+    def _own_cgroup(self, name: str) -> list[str]:
+        """A wrapper that moves the container's nspawn into a cgroup of its own, in each
+        hierarchy systemd keeps its units in (the named v1 ``systemd`` one and the unified
+        one), before it execs.
+
+        With ``--keep-unit`` nspawn puts the container in ``payload`` under its own cgroup.
+        Started from one cgroup, every host of a lab had the same ``payload``, so their
+        systemds created and removed the same unit cgroups: one host's
+        ``systemd-tmpfiles-setup.service`` once failed with "Failed to attach to cgroup
+        /system.slice/systemd-tmpfiles-setup.service: No such file or directory" when its
+        twin removed that directory first. The directories go when the lab closes.
+        """
+        dirs: list[Path] = []
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            hier, controllers, path = line.split(":", 2)
+            if controllers == "name=systemd":
+                root = Path("/sys/fs/cgroup/systemd")
+            elif hier == "0" and not controllers:
+                unified = Path("/sys/fs/cgroup/unified")
+                root = unified if (unified / "cgroup.procs").exists() else Path("/sys/fs/cgroup")
+            else:
+                continue
+            base = root / path.lstrip("/")
+            if not (base / "cgroup.procs").exists():
+                continue
+            cg = base / f"vigil-lab-{self.sw.ns}-{name}"
+            cg.mkdir(exist_ok=True)
+            dirs.append(cg)
+        if not dirs:
+            return []
+        self.lab.add_cleanup(lambda: _remove_cgroups(dirs), after_processes=True)
+        moves = " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in dirs)
+        return ["sh", "-c", f'{moves} && exec "$@"', "sh"]
 
     def _container_init(self, host: Host) -> int | None:
         """The container's pid 1 as the host sees it: nspawn's child in another pid ns."""
@@ -525,3 +560,14 @@ class HostLab:
 
     def playbook(self, inventory: Path, playbook: str, *extra: str, **kw: Any) -> AnsibleResult:
         return self.ansible("ansible-playbook", ["-i", str(inventory), playbook, *extra], **kw)
+
+
+def _remove_cgroups(dirs: Iterable[Path]) -> None:
+    """Remove the cgroups ``_own_cgroup`` made, deepest first (the container's systemd
+    left its own below them). A directory that still holds a process stays."""
+    for top in dirs:
+        if not top.is_dir():
+            continue
+        for current, _subdirs, _files in os.walk(top, topdown=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(current)
