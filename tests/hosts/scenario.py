@@ -232,7 +232,9 @@ def agent_get(hl: HostLab, host: str, path: str) -> Any:
         "c.request('GET', sys.argv[1])\n"
         "sys.stdout.write(c.getresponse().read().decode())\n"
     )
-    res = hl.ssh(host, f"python3 -c {shlex.quote(script)} {shlex.quote(path)}", timeout=20)
+    # 60 s, as the other SSH steps: in a single-vCPU emulated (TCG) VM host an SSH login
+    # and a python3 start took over 20 s once, right after vigil.ha.site (VM-host run 8)
+    res = hl.ssh(host, f"python3 -c {shlex.quote(script)} {shlex.quote(path)}", timeout=60)
     return json.loads(res.stdout)
 
 
