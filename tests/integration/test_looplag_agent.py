@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from tests.lab import Lab, wait_for
+from tests.lab.configs import one_instance
 
 VIP = "10.97.0.100"
 
@@ -26,20 +27,7 @@ def test_an_idle_agent_wakes_for_its_own_work_only(lab: Lab) -> None:
     lab.add_switch()
     lab.add_namespace("n1")
     lab.connect("n1", addrs=["10.97.0.11/24"])
-    config = {
-        "global": {"router_id": "n1"},
-        "vrrp_instances": [
-            {
-                "name": "VI_1",
-                "interface": "eth0",
-                "vrid": 53,
-                "priority": 150,
-                "version": 3,
-                "advert_interval": 1,
-                "virtual_ipaddresses": [f"{VIP}/24"],
-            }
-        ],
-    }
+    config = one_instance("n1", 53, VIP, advert_interval=1)
     agent = lab.start_vigild("n1", config, log_level="info")
     wait_for(lambda: lab.has_address("n1", VIP), timeout=10, what="n1 MASTER with the VIP")
     wait_for(

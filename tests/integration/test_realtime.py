@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.lab import Lab, wait_for
 from tests.lab.agents import AgentHandle
+from tests.lab.configs import one_instance
 
 VIP = "10.98.0.100"
 
@@ -35,19 +36,7 @@ def rr_allowed_here() -> str | None:
 
 
 def agent(lab: Lab, name: str, wrapper: tuple[str, ...] = ()) -> AgentHandle:
-    config = {
-        "global": {"router_id": name, "realtime_priority": 10},
-        "vrrp_instances": [
-            {
-                "name": "VI_1",
-                "interface": "eth0",
-                "vrid": 52,
-                "priority": 150,
-                "version": 3,
-                "virtual_ipaddresses": [f"{VIP}/24"],
-            }
-        ],
-    }
+    config = one_instance(name, 52, VIP, realtime_priority=10)
     return lab.start_vigild(name, config, log_level="info", wrapper=wrapper)
 
 

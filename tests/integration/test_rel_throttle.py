@@ -14,6 +14,7 @@ from typing import Any
 from tests.lab import Lab, wait_for
 from tests.lab.agents import AgentHandle
 from tests.lab.capture import Capture
+from tests.lab.configs import one_instance
 from tests.lab.spoof import spoof_advert
 
 VIP = "10.99.0.100"
@@ -25,20 +26,7 @@ def one(lab: Lab, interval: float = 1.0) -> AgentHandle:
     for name, addr in (("n1", "10.99.0.11"), ("client", "10.99.0.20")):
         lab.add_namespace(name)
         lab.connect(name, addrs=[f"{addr}/24"])
-    config = {
-        "global": {"router_id": "n1"},
-        "vrrp_instances": [
-            {
-                "name": "VI_1",
-                "interface": "eth0",
-                "vrid": 51,
-                "priority": 150,
-                "version": 3,
-                "advert_interval": interval,
-                "virtual_ipaddresses": [f"{VIP}/24"],
-            }
-        ],
-    }
+    config = one_instance("n1", 51, VIP, advert_interval=interval)
     agent = lab.start_vigild("n1", config, log_level="info")
     wait_for(lambda: lab.has_address("n1", VIP), timeout=10, what="n1 MASTER with the VIP")
     return agent
