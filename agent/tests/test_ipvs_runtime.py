@@ -425,6 +425,34 @@ async def test_drift_is_corrected_and_reported(harness: Any) -> None:
     assert "weight 9, want 1" in h.events("drift_corrected")[-1].message
 
 
+async def test_drift_seen_half_done_is_reported_in_full_when_the_correction_fails(
+    harness: Any,
+) -> None:
+    """``ipvsadm -C`` racing a dump (found by the VM suite): the dump saw the service
+    without its real servers, and the flush removed the service before the correction's
+    adds reached it (ESRCH). The dump that redoes the correction reports the missing
+    service as drift too, not only the first half."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    dump = h.kernel.services
+    raced: list[bool] = []
+
+    async def racing(only: Any = None) -> list[ServiceState]:
+        states = await dump(only)
+        if not raced:
+            raced.append(True)
+            h.kernel.services_.clear()  # the flush finishes after the dump
+            h.kernel.dests.clear()
+        return states
+
+    h.kernel.services = racing  # type: ignore[method-assign]
+    h.kernel.dests[WEB].clear()  # the flush has removed the real servers so far
+    await h.until(lambda: len(h.kernel.weights()) == 2, "table restored")
+    findings = [f for e in h.events("drift_corrected") for f in e.data["findings"]]
+    assert any(f.startswith("add ") and f"to {WEB}: missing" in f for f in findings), findings
+    assert f"add service {WEB}: missing" in findings, findings
+
+
 async def test_drift_checks_read_proc_and_dump_only_every_tenth(harness: Any) -> None:
     """Between full dumps a drift check is one read of /proc/net/ip_vs: no netlink."""
     h = await harness()

@@ -202,6 +202,10 @@ class IpvsSubsystem:
         self._delete: set[ServiceKey] = set()
         self._resync = True
         self._synced_once = False
+        # An op failed because the kernel no longer matched our picture: someone else
+        # changed the table while we corrected it. The dump that follows reports what it
+        # finds as drift (a resync for any other reason adopts quietly).
+        self._stale = False
         self._light_left = 0  # light drift checks before the next full one
         self._op_failed = False  # an op failed since the last full check: retry in one
         self._waiters: list[asyncio.Future[None]] = []
@@ -889,7 +893,7 @@ class IpvsSubsystem:
             await slicer.tick()
         self.observed = {st.service.key: st for st in states}
         self.observed_at = time.time()
-        if self._synced_once and not self._resync:
+        if self._synced_once and (self._stale or not self._resync):
             drift: list[Op] = []
             await run_steps(plan_steps(expected, observed, set(expected), drift), slicer)
             if drift:
@@ -918,7 +922,7 @@ class IpvsSubsystem:
             self._forget_service(key)
         self.table = dict(observed)
         self._synced_once = True
-        self._resync = False  # an op below that finds the table changed again sets it
+        self._resync = self._stale = False  # an op below that finds the table changed sets them
         ops: list[Op] = []
         owned = set(self.owned) | set(self.table)
         await run_steps(plan_steps(wanted, observed, owned, ops), slicer)
@@ -939,6 +943,7 @@ class IpvsSubsystem:
                     skip.add(op.key)
                 if exc.errno in (errno.EEXIST, errno.ESRCH, errno.ENOENT):
                     self._resync = True  # our picture is stale: dump next pass
+                    self._stale = True
                     self._wake.set()
                 self._report_failure(str(op), str(exc))
                 continue
