@@ -1,5 +1,6 @@
-"""Pure parts of the IPVS adapter: value types, and messages encoded to bytes with
-pyroute2's codec and decoded back, so the parsers see what the kernel would send. The
+"""Pure parts of the IPVS adapter: value types, and messages encoded to bytes and decoded
+back as the adapter does it (vigil.ipvs.genl, checked byte for byte against pyroute2 in
+test_ipvs_genl.py), so the parsers see what the kernel would send. The
 kernel side (a real IPVS in a VM) is in tests/vm/test_ipvs_kernel.py.
 """
 
@@ -9,13 +10,14 @@ import errno
 import ipaddress
 import socket
 import struct
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 import pytest
 
 from vigil.ipvs import kernel as k
+from vigil.ipvs.genl import Reply, decode_replies, encode_request
 from vigil.ipvs.kernel import (
     Counters,
     Destination,
@@ -28,12 +30,23 @@ from vigil.ipvs.kernel import (
 from vigil.net.netlink import NetlinkFailure
 
 
-def roundtrip(msg: Any) -> Any:
-    """Encode to bytes and decode a fresh message from them."""
-    msg.encode()
-    out = k._IpvsMsg(msg.data)
-    out.decode()
-    return out
+@dataclass
+class Sent:
+    """A request as encoded for the kernel (``data``), read back as a reply would be."""
+
+    data: bytes
+    reply: Reply
+
+    def get_attr(self, name: str) -> Any:
+        return self.reply.get_attr(name)
+
+
+def roundtrip(cmd: int, attrs: dict[str, Any]) -> Sent:
+    """Encode as the adapter sends it (vigil.ipvs.genl) and decode those bytes as the
+    adapter decodes the kernel's replies."""
+    data = encode_request(k._IpvsMsg, 0x1E, 0, 1, cmd, 1, list(attrs.items()))
+    (reply,), _, _ = decode_replies(data, 1, 0x1E, k._IpvsMsg)
+    return Sent(data, reply)
 
 
 def raw_attr(data: bytes, nested_type: int, attr_type: int) -> bytes:
@@ -128,9 +141,7 @@ def test_service_roundtrip_ipv4_persistent_with_flags() -> None:
         persistence_timeout=300,
         persistence_prefix=24,
     )
-    msg = roundtrip(
-        k.build_message(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": k.service_attrs(svc)})
-    )
+    msg = roundtrip(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": k.service_attrs(svc)})
     assert raw_attr(msg.data, 1, 9) == bytes([255, 255, 255, 0])  # NETMASK, network order
     assert raw_attr(msg.data, 1, 4) == struct.pack("!H", 443)  # PORT, big-endian
     flags, mask = struct.unpack("=II", raw_attr(msg.data, 1, 7))
@@ -143,9 +154,7 @@ def test_service_roundtrip_ipv6_prefix_is_a_host_order_u32() -> None:
     svc = Service(ServiceKey.inet("udp", "fd00::100", 53), "sh",
                   sched_flags=frozenset({"sh-fallback"}), persistence_timeout=60,
                   persistence_prefix=64)  # fmt: skip
-    msg = roundtrip(
-        k.build_message(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": k.service_attrs(svc)})
-    )
+    msg = roundtrip(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": k.service_attrs(svc)})
     assert raw_attr(msg.data, 1, 9) == struct.pack("=I", 64)
     assert raw_attr(msg.data, 1, 3) == IPv6Address("fd00::100").packed
     assert k.parse_service(msg.get_attr("IPVS_CMD_ATTR_SERVICE"))[0] == svc
@@ -170,7 +179,7 @@ def test_fwmark_service_and_the_kernels_hashed_flag() -> None:
         ("IPVS_SVC_ATTR_STATS64", {"attrs": [("IPVS_STATS_ATTR_CONNS", 5),
                                              ("IPVS_STATS_ATTR_INBYTES", 1 << 40)]}),
     ]  # fmt: skip
-    msg = roundtrip(k.build_message(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": dumped}))
+    msg = roundtrip(k.IPVS_CMD_NEW_SERVICE, {"IPVS_CMD_ATTR_SERVICE": dumped})
     parsed, counters = k.parse_service(msg.get_attr("IPVS_CMD_ATTR_SERVICE"))
     assert parsed == Service(ServiceKey.mark(7), "rr", sched_flags=frozenset({"flag-1"}))
     assert (counters.conns, counters.bytes_in) == (5, 1 << 40)
@@ -181,10 +190,10 @@ def test_destination_roundtrip_with_gue_tunnel_port_big_endian() -> None:
     dest = Destination(IPv4Address("10.0.1.11"), 80, weight=5, forward="tun",
                        tunnel_type="gue", tunnel_port=6080, tunnel_csum="remcsum",
                        upper_threshold=100, lower_threshold=10)  # fmt: skip
-    msg = roundtrip(k.build_message(k.IPVS_CMD_NEW_DEST, {
+    msg = roundtrip(k.IPVS_CMD_NEW_DEST, {
         "IPVS_CMD_ATTR_SERVICE": k.service_key_attrs(key),
         "IPVS_CMD_ATTR_DEST": k.dest_attrs(dest),
-    }))  # fmt: skip
+    })  # fmt: skip
     assert raw_attr(msg.data, 2, 14) == struct.pack("!H", 6080)  # TUN_PORT
     assert raw_attr(msg.data, 2, 3) == struct.pack("=I", 2)  # FWD_METHOD: tunnel
     state = k.parse_destination(msg.get_attr("IPVS_CMD_ATTR_DEST"), 4)
@@ -196,9 +205,7 @@ def test_destination_without_tunnel_sends_no_tunnel_attributes(forward: str) -> 
     dest = Destination(IPv6Address("fd00::11"), 8080, forward=forward)  # type: ignore[arg-type]
     names = [a for a, _ in k.dest_attrs(dest)]
     assert not [n for n in names if "TUN" in n]
-    msg = roundtrip(
-        k.build_message(k.IPVS_CMD_NEW_DEST, {"IPVS_CMD_ATTR_DEST": k.dest_attrs(dest)})
-    )
+    msg = roundtrip(k.IPVS_CMD_NEW_DEST, {"IPVS_CMD_ATTR_DEST": k.dest_attrs(dest)})
     assert k.parse_destination(msg.get_attr("IPVS_CMD_ATTR_DEST"), 6).destination == dest
     assert [a for a, _ in k.dest_attrs(dest, full=False)] == [
         "IPVS_DEST_ATTR_ADDR", "IPVS_DEST_ATTR_PORT", "IPVS_DEST_ATTR_ADDR_FAMILY",
@@ -224,7 +231,7 @@ def test_destination_as_dumped_reads_the_real_forwarding_method() -> None:
         ("IPVS_DEST_ATTR_TUN_PORT", 0),
         ("IPVS_DEST_ATTR_TUN_FLAGS", 0),
     ]  # fmt: skip
-    msg = roundtrip(k.build_message(k.IPVS_CMD_GET_DEST, {"IPVS_CMD_ATTR_DEST": dumped}))
+    msg = roundtrip(k.IPVS_CMD_GET_DEST, {"IPVS_CMD_ATTR_DEST": dumped})
     state = k.parse_destination(msg.get_attr("IPVS_CMD_ATTR_DEST"), 4)
     assert state.destination == Destination(IPv4Address("10.0.1.12"), 80, weight=3)
     assert (state.active_conns, state.inactive_conns, state.persistent_conns) == (2, 9, 1)
@@ -234,14 +241,10 @@ def test_destination_as_dumped_reads_the_real_forwarding_method() -> None:
 def test_sync_daemon_roundtrip() -> None:
     daemon = SyncDaemon("backup", "eth1", 9, maxlen=1400, group=IPv4Address("239.1.2.3"),
                         port=8849, ttl=2)  # fmt: skip
-    msg = roundtrip(
-        k.build_message(k.IPVS_CMD_NEW_DAEMON, {"IPVS_CMD_ATTR_DAEMON": k.daemon_attrs(daemon)})
-    )
+    msg = roundtrip(k.IPVS_CMD_NEW_DAEMON, {"IPVS_CMD_ATTR_DAEMON": k.daemon_attrs(daemon)})
     assert k.parse_daemon(msg.get_attr("IPVS_CMD_ATTR_DAEMON")) == daemon
     v6 = SyncDaemon("master", "eth1", 1, group=IPv6Address("ff02::8:1"))
-    msg = roundtrip(
-        k.build_message(k.IPVS_CMD_NEW_DAEMON, {"IPVS_CMD_ATTR_DAEMON": k.daemon_attrs(v6)})
-    )
+    msg = roundtrip(k.IPVS_CMD_NEW_DAEMON, {"IPVS_CMD_ATTR_DAEMON": k.daemon_attrs(v6)})
     assert k.parse_daemon(msg.get_attr("IPVS_CMD_ATTR_DAEMON")) == v6
 
 
