@@ -270,3 +270,33 @@ async def test_engine_on_loopback_reports_changes_and_honours_concurrency() -> N
         for srv in servers:
             srv.close()
     assert engine.stats.running == 0
+
+
+async def test_the_start_report_logs_a_server_starting_alive_at_debug_and_one_dead_at_info(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ten thousand real servers starting alive would be ten thousand INFO lines (and a
+    good part of the start-up); one that starts dead is news."""
+    up, down = tmp_path / "up", tmp_path / "down"
+    up.write_text("0\n")
+    down.write_text("1\n")
+    rs = [
+        RealServer(
+            address="10.0.0.1", port=80, name="up", checks=(FileCheck(path=str(up), weight=0),)
+        ),
+        RealServer(
+            address="10.0.0.2", port=80, name="down", checks=(FileCheck(path=str(down), weight=0),)
+        ),
+    ]
+    engine = CheckEngine(rs)
+    with caplog.at_level("DEBUG", logger="vigil.ipvs.checkers"):
+        await engine.start()
+    try:
+        levels = {
+            r.getMessage().split("]")[0].lstrip("["): r.levelname
+            for r in caplog.records
+            if "starts" in r.getMessage()
+        }
+        assert levels == {"up": "DEBUG", "down": "INFO"}, levels
+    finally:
+        await engine.stop()

@@ -99,6 +99,7 @@ class _Check:
     task: asyncio.Task[None] | None = None
     run: Any = None  # a callback-driven run in flight (fast.Run)
     due_at: float = 0.0
+    make_run: Any = None  # the probe's make_run, if it has one (looked up once)
 
 
 @dataclass(eq=False, slots=True)
@@ -273,7 +274,10 @@ class CheckEngine:
         entry = _Server(server, health)
         for machine, settings in zip(machines, server.checks, strict=True):
             probe = self._probe(settings, server)
-            entry.checks.append(_Check(machine.name, settings, machine, probe, entry))
+            make_run = getattr(probe, "make_run", None)
+            entry.checks.append(
+                _Check(machine.name, settings, machine, probe, entry, make_run=make_run)
+            )
         self._servers[name] = entry
         return entry
 
@@ -363,8 +367,10 @@ class CheckEngine:
         if loop is None or self._stopping:
             return
         now = loop.time()
-        actions = c.machine.timer_expired(now)
-        if not any(isinstance(a, RunCheck) for a in actions):
+        for action in c.machine.timer_expired(now):
+            if isinstance(action, RunCheck):
+                break
+        else:
             self._arm(c)  # woke a little early: wait for the rest
             return
         c.due_at = now
@@ -382,7 +388,7 @@ class CheckEngine:
         self.stats.max_running = max(self.stats.max_running, self.stats.running)
         started = loop.time()
         self.stats.max_queue_wait = max(self.stats.max_queue_wait, started - c.due_at)
-        make_run = getattr(c.probe, "make_run", None)
+        make_run = c.make_run
         run = make_run(loop, lambda r: self._finished(c, r, started)) if make_run else None
         if run is not None:
             c.run = run
@@ -487,7 +493,10 @@ class CheckEngine:
             self._callback(self.on_transition, t)
 
     def _emit_change(self, change: ServerChange) -> None:
-        log.info("%s", change)
+        # a server that starts alive (the usual start) at DEBUG: ten thousand of them
+        # are ten thousand lines, and a good part of a large config's start-up
+        quiet = change.was_alive is None and change.alive
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s", change)
         if self.on_change is not None:
             self._callback(self.on_change, change)
 

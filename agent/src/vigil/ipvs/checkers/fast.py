@@ -59,11 +59,21 @@ class Poller:
         self.handlers: dict[int, Callable[[], None]] = {}
         loop.add_reader(self.epoll.fileno(), self._ready)
 
+    #: the last loop asked for and its poller, both weakly (a run asks once per check,
+    #: and the weak dictionary's lookup makes a new weak reference each time)
+    _last: tuple[weakref.ReferenceType[Any], weakref.ReferenceType[Poller]] | None = None
+
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> Poller:
+        last = cls._last
+        if last is not None and last[0]() is loop:
+            poller = last[1]()
+            if poller is not None and not poller.epoll.closed:
+                return poller
         poller = cls._by_loop.get(loop)
         if poller is None or poller.epoll.closed:
             poller = cls._by_loop[loop] = cls(loop)
+        cls._last = (weakref.ref(loop), weakref.ref(poller))
         return poller
 
     def watch(self, fd: int, events: int, handler: Callable[[], None]) -> None:

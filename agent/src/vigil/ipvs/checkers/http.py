@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .core import CheckResult
+from .fast import FastHttpRun
 from .httpparse import ResponseParser
 from .settings import HttpCheck, HttpUrl, RealServer
 from .sockets import Endpoint, close, connect, fail
@@ -190,8 +191,6 @@ class HttpProbe:
         """The callback-driven run (:mod:`.fast`) for plain HTTP; None: use :meth:`run`."""
         if self.check.tls:
             return None
-        from .fast import FastHttpRun
-
         return FastHttpRun(loop, self, done)
 
     async def run(self) -> CheckResult:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .core import CheckResult
 from .dns import DnsQuery, DnsReject, check_response
+from .fast import FastTcpRun
 from .settings import DnsCheck, NetCheck, RealServer, SmtpCheck, TcpCheck, UdpCheck
 from .sockets import Endpoint, close, connect, fail, open_socket, os_error
 
@@ -56,8 +57,6 @@ class TcpProbe:
 
     def make_run(self, loop: asyncio.AbstractEventLoop, done: Callable[[CheckResult], None]) -> Any:
         """The callback-driven run the engine prefers (:mod:`.fast`)."""
-        from .fast import FastTcpRun
-
         return FastTcpRun(loop, self.check, self.endpoint, done)
 
 
