@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vigil.incremental import SLICE_S, Slicer
+
 from .core import CheckMachine, CheckResult, RunCheck, ServerChange, ServerHealth, Transition
 from .http import HttpProbe, TlsContexts
 from .icmp import Pingers, PingProbe
@@ -115,7 +117,8 @@ class CheckEngine:
     ``concurrency`` bounds the runs in flight; ``rng`` draws the warmup jitter (seed it
     in tests); ``file_threads`` sizes the FILE_CHECK read pool; ``bfd_state`` reads a
     BFD session's state for BFD checks (see :class:`~.local.BfdProbe`), and
-    :meth:`bfd_changed` runs a session's checks at once.
+    :meth:`bfd_changed` runs a session's checks at once. ``slice_s``: the longest stretch
+    of :meth:`add_server` and :meth:`start` work between two yields to the loop.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class CheckEngine:
         file_threads: int = 2,
         helo_name: str | None = None,
         bfd_state: BfdState | None = None,
+        slice_s: float = SLICE_S,
     ) -> None:
         if not isinstance(concurrency, int) or concurrency < 1:
             raise SettingsError(f"CheckEngine.concurrency: must be >= 1, got {concurrency!r}")
@@ -148,6 +152,9 @@ class CheckEngine:
         self._pingers = Pingers()
         self._files = ThreadPoolExecutor(file_threads, thread_name_prefix="vigil-filecheck")
         self._loop: asyncio.AbstractEventLoop | None = None
+        # adding and starting thousands of servers is pure work (a FILE check's read
+        # aside): hand the loop back every slice of it
+        self._slicer = Slicer(slice_s)
         self._started = False
         self._stopping = False
         for server in servers:
@@ -181,6 +188,7 @@ class CheckEngine:
         await self._prepare(list(self._servers.values()))
         for server in list(self._servers.values()):
             await self._start_server(server)
+            await self._slicer.tick()
 
     async def stop(self) -> None:
         """Cancel timers and runs in flight (scripts' process groups are killed)."""
@@ -199,7 +207,8 @@ class CheckEngine:
         self._started = False
 
     async def add_server(self, server: RealServer) -> None:
-        """Start checking one more server (a reload added it)."""
+        """Check one more server (before start, or a reload added it)."""
+        await self._slicer.tick()
         entry = self._build(server)
         if self._started:
             await self._prepare([entry])
