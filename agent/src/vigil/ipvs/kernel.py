@@ -42,7 +42,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -918,7 +918,7 @@ class IpvsKernel:
         attrs: Mapping[str, Attrs] | None,
         *,
         op: str,
-        target: str,
+        target: str | Callable[[], str],
         kind: str,
         dump: bool = False,
     ) -> list[Any]:
@@ -930,7 +930,8 @@ class IpvsKernel:
         try:
             return await self._chan.request(cmd, GENL_VERSION, top, flags)
         except GenlError as exc:
-            raise IpvsError(op, target + self._where(), exc.code, _reason(kind, exc.code)) from None
+            where = (target() if callable(target) else target) + self._where()
+            raise IpvsError(op, where, exc.code, _reason(kind, exc.code)) from None
 
     # -- services and destinations
 
@@ -1016,7 +1017,7 @@ class IpvsKernel:
                 "IPVS_CMD_ATTR_DEST": dest_attrs(dest, full=full),
             },
             op=op,
-            target=f"{dest} {prep} {key}",
+            target=lambda: f"{dest} {prep} {key}",  # text only for an error
             kind="destination",
         )
 

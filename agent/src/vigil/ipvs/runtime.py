@@ -953,7 +953,8 @@ class IpvsSubsystem:
                 self._report_failure(str(op), str(exc))
                 continue
             self.stats["ops"] += 1
-            self._failing.pop(str(op), None)
+            if self._failing:  # (the op's text is built only when something failed)
+                self._failing.pop(str(op), None)
             apply_op(self.table, op)
             if op.kind is OpKind.DELETE_SERVICE:
                 self._forget_service(op.key)
