@@ -257,12 +257,13 @@ class TablePoller:
         self.resolution = 0.0  # the longest read plus pause of the last until()
 
     def until(
-        self, cond: Callable[[str], bool], timeout: float, interval: float
+        self, cond: Callable[[str], bool], timeout: float, interval: float, stall: float = 300.0
     ) -> tuple[float | None, int]:
         """Poll until ``cond(text)``; (monotonic time it first held or None, polls).
 
-        A read of a large table is itself costly (10,000 destinations under TCG: about a
-        second of the guest's one CPU), so the pause after a read is at least
+        A table that stops growing for ``stall`` seconds before ``cond`` holds ends the
+        wait (None). A read of a large table is itself costly (10,000 destinations under
+        TCG: about a second of the guest's one CPU), so the pause after a read is at least
         ``READ_DUTY`` times as long as the read took: the poller takes at most a tenth of
         the CPU from the daemon it measures. At 0.1 s between reads of a growing table it
         took so much that vigild had not finished 1000 x 10 after 16 minutes. The time a
@@ -273,6 +274,8 @@ class TablePoller:
             deadline = time.monotonic() + timeout
             polls = 0
             self.resolution = interval
+            report = time.monotonic() + 30
+            seen, moved = -1, time.monotonic()  # the table's size, and when it last changed
             for _ in range(int(timeout / interval) + 10):
                 polls += 1
                 began = time.monotonic()
@@ -280,6 +283,16 @@ class TablePoller:
                 now = time.monotonic()
                 if cond(text):
                     return now, polls
+                size = count_dests(text)
+                if size != seen:
+                    seen, moved = size, now
+                elif size > 1 and now - moved > stall:
+                    log(f"  {self.ns}: stuck at {size - 1} destinations for {stall:.0f} s")
+                    break
+                if now >= report:  # a long wait says how far it got
+                    report = now + 30
+                    log(f"  {self.ns}: {count_dests(text) - 1} destinations so far "
+                        f"(a read took {now - began:.2f} s)")  # fmt: skip
                 if now > deadline:
                     break
                 pause = max(interval, READ_DUTY * (now - began))
@@ -856,8 +869,17 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
             return n >= total
 
         poller = TablePoller(d.ns)
-        at, _ = poller.until(complete, 1800, 0.1)
+        at, _ = poller.until(complete, 1800, 0.1, stall=90)
         if at is None:
+            if impl == "vigil":
+                log("vigild's log:\n" + d.handle.log(tail=60))
+                with contextlib.suppress(Exception):
+                    _, body = d.handle.client.get("/v1/events")
+                    events = body.get("events", body) if isinstance(body, dict) else body
+                    for e in list(events)[-40:]:
+                        log(f"  event {e.get('kind')}: {str(e.get('message'))[:300]}")
+                with contextlib.suppress(Exception):
+                    log(f"  ipvs kernel: {d.status()['ipvs']['kernel']}")
             raise RuntimeError(f"{impl}: startup table never complete")
         row: dict[str, Any] = {"complete_s": round(at - d.started, 2)}
         row["poll_resolution_s"] = round(poller.resolution, 2)

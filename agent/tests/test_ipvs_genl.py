@@ -388,3 +388,23 @@ async def test_a_dump_already_waiting_hands_the_loop_back_between_its_parts() ->
     finally:
         stop.set()
         k.close()
+
+
+async def test_a_reply_that_never_comes_fails_the_request_and_frees_the_channel() -> None:
+    k = FakeKernel()
+    k.chan.reply_timeout = 0.2
+    svc = {"IPVS_CMD_ATTR_SERVICE": {"attrs": SERVICE}}
+    try:
+        task = asyncio.create_task(request(k.chan, IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK))
+        await k.request()  # read, never answered
+        with pytest.raises(GenlError) as lost:
+            await task
+        assert lost.value.code == errno.ETIMEDOUT
+        task = asyncio.create_task(
+            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
+        )
+        seq, _, _ = await k.request()
+        k.send(reply(1, svc, seq) + control(NLMSG_DONE, seq))
+        assert len(await task) == 1
+    finally:
+        k.close()

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Iterable
@@ -32,6 +33,8 @@ from typing import Any
 from pyroute2.netlink import NLM_F_MULTI, nla
 
 from vigil.incremental import Slicer
+
+log = logging.getLogger("vigil.ipvs")
 
 __all__ = ["Channel", "GenlError", "Reply", "decode_replies", "encode_request"]
 
@@ -248,6 +251,8 @@ class Channel:
         self._sock = sock
         self._seq = 0
         self._lock = asyncio.Lock()
+        #: seconds to wait for the kernel's next datagram once the socket ran dry
+        self.reply_timeout = 10.0
 
     def close(self) -> None:
         self._sock.close()
@@ -274,7 +279,7 @@ class Channel:
                     try:
                         data = sock.recv(_READ)
                     except BlockingIOError:
-                        data = await loop.sock_recv(sock, _READ)
+                        data = await self._wait(loop, seq, cmd, len(out))
                     replies, finished, error = decode_replies(data, seq, self.family, self.cls)
                     out += replies
                     if error is not None:
@@ -284,3 +289,16 @@ class Channel:
                     await self._slicer.tick()
             except OSError as exc:  # ENOBUFS: replies were lost; the socket closed
                 raise GenlError(exc.errno or errno.EIO) from None
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, seq: int, cmd: int, got: int) -> bytes:
+        """The next datagram, within ``reply_timeout``: a reply that never comes must
+        fail the request (the caller retries), not hold the channel for ever."""
+        try:
+            return await asyncio.wait_for(loop.sock_recv(self._sock, _READ), self.reply_timeout)
+        except TimeoutError:
+            log.warning(
+                "netlink: no reply to request %d (command %d) within %g s after %d "
+                "message(s); giving it up",
+                seq, cmd, self.reply_timeout, got,
+            )  # fmt: skip
+            raise OSError(errno.ETIMEDOUT, "no reply") from None
