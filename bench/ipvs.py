@@ -242,7 +242,8 @@ def parse_table(text: str) -> dict[str, dict[str, int]]:
 
 
 def count_dests(text: str) -> int:
-    return text.count("  -> ")
+    """The destinations in /proc/net/ip_vs (its header has an arrow line too)."""
+    return text.count("  -> ") - text.count("  -> RemoteAddress")
 
 
 #: a table poll pauses at least this many times as long as its read took
@@ -286,12 +287,12 @@ class TablePoller:
                 size = count_dests(text)
                 if size != seen:
                     seen, moved = size, now
-                elif size > 1 and now - moved > stall:
-                    log(f"  {self.ns}: stuck at {size - 1} destinations for {stall:.0f} s")
+                elif size > 0 and now - moved > stall:
+                    log(f"  {self.ns}: stuck at {size} destinations for {stall:.0f} s")
                     break
                 if now >= report:  # a long wait says how far it got
                     report = now + 30
-                    log(f"  {self.ns}: {count_dests(text) - 1} destinations so far "
+                    log(f"  {self.ns}: {count_dests(text)} destinations so far "
                         f"(a read took {now - began:.2f} s)")  # fmt: skip
                 if now > deadline:
                     break
@@ -790,6 +791,20 @@ def count_ipvs_writes(pcap: Path, family: int) -> dict[str, int]:
     return counts
 
 
+def vigil_ipvs_counters(d: Daemon) -> dict[str, Any] | str:
+    """vigild's IPVS worker counters (ops sent, failures, passes, drift checks), with a
+    long limit: /v1/status of 1000 x 10 takes seconds under TCG."""
+    from vigil.client import ApiClient
+
+    try:
+        _, body = ApiClient(str(d.handle.socket_path), timeout=120).get("/v1/status")
+        k = body["ipvs"]["kernel"]
+    except Exception as exc:  # a diagnostic: say why there is none
+        return f"unavailable ({exc})"
+    keys = ("ops", "op_failures", "passes", "drift_checks", "light_checks", "requests")
+    return {key: k.get(key) for key in keys}
+
+
 def _ipvs_kernel(st: dict[str, Any]) -> dict[str, Any]:
     k = st["ipvs"]["kernel"]
     return {key: k.get(key) for key in ("requests", "ops", "passes", "drift_checks")}
@@ -856,16 +871,24 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
         log(f"startup: starting {impl} ({vs_n} x {rs_n})")
         d.start()
         first: list[float] = []  # when the first destination appeared
+        counted = [0.0]  # when vigild's counters are next logged
         api_up: list[float] = []  # vigild: when its API socket appeared (imports done)
 
         def complete(
-            text: str, d: Daemon = d, first: list[float] = first, api_up: list[float] = api_up
+            text: str,
+            d: Daemon = d,
+            first: list[float] = first,
+            api_up: list[float] = api_up,
+            counted: list[float] = counted,
         ) -> bool:
             n = count_dests(text)
             if n and not first:
                 first.append(time.monotonic())
             if d.impl == "vigil" and not api_up and d.handle.socket_path.exists():
                 api_up.append(time.monotonic())
+            if d.impl == "vigil" and api_up and time.monotonic() >= counted[0]:
+                counted[0] = time.monotonic() + 30  # how far vigild thinks it got
+                log(f"  vigild at {n} destinations: {vigil_ipvs_counters(d)}")
             return n >= total
 
         poller = TablePoller(d.ns)
@@ -878,8 +901,7 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
                     events = body.get("events", body) if isinstance(body, dict) else body
                     for e in list(events)[-40:]:
                         log(f"  event {e.get('kind')}: {str(e.get('message'))[:300]}")
-                with contextlib.suppress(Exception):
-                    log(f"  ipvs kernel: {d.status()['ipvs']['kernel']}")
+                log(f"  ipvs kernel: {vigil_ipvs_counters(d)}")
             raise RuntimeError(f"{impl}: startup table never complete")
         row: dict[str, Any] = {"complete_s": round(at - d.started, 2)}
         row["poll_resolution_s"] = round(poller.resolution, 2)
