@@ -501,6 +501,26 @@ async def test_drift_checks_read_proc_and_dump_only_every_tenth(harness: Any) ->
     assert not h.events("drift_corrected")
 
 
+async def test_a_proc_file_that_misreads_is_counted_and_said_once(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel's /proc/net/ip_vs drops part of a large table while another namespace
+    holds IPVS services (seen in the VM); netlink shows it all. Such a check is a dump
+    with nothing to correct: counted as a misread, warned about once, not drift."""
+    h = await harness()
+    await h.until(lambda: h.sub.stats["light_checks"] >= 1, "a light check")
+    whole = h.kernel.proc_table
+    h.kernel.proc_table = lambda: "\n".join(  # type: ignore[method-assign]
+        line for line in (whole() or "").splitlines() if "->" not in line or "Remote" in line
+    )
+    with caplog.at_level("WARNING", logger="vigil.ipvs"):
+        await h.until(lambda: h.sub.stats["proc_misreads"] >= 3, "three misreads", timeout=10)
+    warned = [r for r in caplog.records if "does not show this namespace" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in caplog.records]
+    assert not h.events("drift_corrected")
+    assert len(h.kernel.weights()) == 2  # nothing was touched
+
+
 async def test_drift_proc_cannot_show_is_corrected_by_the_full_dump(harness: Any) -> None:
     """A threshold is not in /proc/net/ip_vs: the periodic netlink dump finds it."""
     h = await harness()

@@ -531,7 +531,8 @@ _KERNEL = {
     "type": "object",
     "description": "available (IPVS usable), used, error (why not), netns, requests (netlink "
     "requests sent), last_read (epoch), drift_interval_s, passes, drift_checks (netlink "
-    "dumps), light_checks (drift checks /proc/net/ip_vs answered), drift_corrections, ops, "
+    "dumps), light_checks (drift checks /proc/net/ip_vs answered), proc_misreads (drift "
+    "checks where /proc/net/ip_vs differed and netlink did not), drift_corrections, ops, "
     "op_failures",
 }
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
