@@ -594,6 +594,8 @@ def phase_cpu(lab: Any, work: Path, args: argparse.Namespace, kind: str) -> dict
         if fails0 is not None and fails1 is not None:  # which checks failed, and how
             row["check_failures_in_window"] = fails1[0] - fails0[0]
             row["last_errors"] = fails1[1]
+        if impl == "vigil":  # its drift checks: light (/proc) or dumps, and misreads
+            row["ipvs_counters"] = vigil_ipvs_counters(d)
         out[impl] = row
         log(f"cpu {kind}: {impl} {row}")
         d.stop()
@@ -812,7 +814,8 @@ def vigil_ipvs_counters(d: Daemon) -> dict[str, Any] | str:
         k = body["ipvs"]["kernel"]
     except Exception as exc:  # a diagnostic: say why there is none
         return f"unavailable ({exc})"
-    keys = ("ops", "op_failures", "passes", "drift_checks", "light_checks", "requests")
+    keys = ("ops", "op_failures", "passes", "drift_checks", "light_checks", "proc_misreads")
+    keys += ("requests",)
     return {key: k.get(key) for key in keys}
 
 
