@@ -1,17 +1,18 @@
 """IPVS requests over a plain generic netlink socket, replies decoded with ``struct``.
 
-pyroute2 resolves the IPVS family and encodes the requests (its message classes, with
-the corrections in :mod:`vigil.ipvs.kernel`), but reading replies through its asyncio
-socket decodes every attribute of every message through several layers of Python objects,
-and a drift check's dump is one reply per service and destination: under QEMU TCG a full
-dump of 250 services cost the agent some 4 s of CPU, half of what 100 s of health checks
-cost. Here a reply is split into its attributes with ``struct`` and an attribute is decoded
-when it is asked for, with the same names and values as pyroute2 gives (``get_attr``), so
-:func:`vigil.ipvs.kernel.parse_service` and its siblings read either.
+pyroute2 opens the socket and resolves the IPVS family. Its asyncio socket decoded every
+attribute of every reply through several layers of Python objects, and a drift check's
+dump is one reply per service and destination: under QEMU TCG the full dump of 250
+services was about half of the agent's busy time at 25 checks a second (a py-spy profile
+in the IPVS VM). Here a request is encoded and a reply split into its attributes with
+``struct``, and an attribute is decoded when it is asked for, with the same names and
+values as pyroute2 gives (``get_attr``), so :func:`vigil.ipvs.kernel.parse_service` and
+its siblings read either.
 
-The attribute names and types come from the same message class that encodes the requests
-(``nla_map``), so the two cannot disagree; ``tests/test_ipvs_genl.py`` checks every
-attribute against pyroute2's own decoding of the same bytes.
+The attribute names and types come from the message classes of :mod:`vigil.ipvs.kernel`
+(``nla_map``), for encoding and decoding alike; ``tests/test_ipvs_genl.py`` checks every
+attribute against pyroute2's own decoding of the same bytes, and the requests byte for
+byte against its encoding.
 
 The kernel answers a generic netlink request inside the ``send`` call, so a reply is
 normally read at once; only a long dump (the kernel fills the socket's buffer and adds the

@@ -817,9 +817,10 @@ class IpvsSubsystem:
         due = self._resync or self._op_failed or self._light_left <= 0
         if due or not self._proc_matches():
             self._light_left = FULL_CHECK_EVERY - 1
-            corrections = self.stats["drift_corrections"]
+            corrections, read_at = self.stats["drift_corrections"], self.observed_at
             await self._full_check()
-            if not due and self.stats["drift_corrections"] == corrections:
+            dumped = self.observed_at != read_at  # (a failed dump proves nothing)
+            if not due and dumped and self.stats["drift_corrections"] == corrections:
                 self._proc_misread()
             return True
         self._light_left -= 1
