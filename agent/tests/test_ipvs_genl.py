@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from loop_turns import LoopTurns
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST
 from pyroute2.netlink.generic.ipvs import (
     IPVS_CMD_GET_DEST,
@@ -280,6 +281,13 @@ class FakeKernel:
         assert kind == FAMILY
         return seq, flags, data[16]
 
+    async def ask(self, cmd: int, flags: int) -> tuple[asyncio.Task[Any], int, int, int]:
+        """Send a request through the channel; (its task, and the sequence, flags and
+        command this end read)."""
+        task = asyncio.create_task(self.chan.request(cmd, 1, [], flags))
+        seq, got_flags, got_cmd = await self.request()
+        return task, seq, got_flags, got_cmd
+
     def send(self, data: bytes) -> None:
         self.kernel.send(data)
 
@@ -293,41 +301,30 @@ async def test_requests_dumps_errors_and_a_request_given_up_half_way() -> None:
     svc = {"IPVS_CMD_ATTR_SERVICE": {"attrs": SERVICE}}
     try:
         # a write: ACK requested, answered with an ACK
-        task = asyncio.create_task(request(k.chan, IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK))
-        seq, flags, cmd = await k.request()
+        task, seq, flags, cmd = await k.ask(IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK)
         assert (flags, cmd) == (NLM_F_REQUEST | NLM_F_ACK, IPVS_CMD_NEW_DEST)
         k.send(control(NLMSG_ERROR, seq))
         assert await task == []
         # a refusal
-        task = asyncio.create_task(request(k.chan, IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK))
-        seq, _, _ = await k.request()
+        task, seq, _, _ = await k.ask(IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK)
         k.send(control(NLMSG_ERROR, seq, errno.EEXIST))
         with pytest.raises(GenlError) as refused:
             await task
         assert refused.value.code == errno.EEXIST
         # a dump in three datagrams, the caller waiting on the socket between them
-        task = asyncio.create_task(
-            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
-        )
-        seq, flags, _ = await k.request()
+        task, seq, flags, _ = await k.ask(IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
         assert flags & NLM_F_DUMP == NLM_F_DUMP
         k.send(reply(1, svc, seq) + reply(1, svc, seq))
         k.send(reply(1, svc, seq))
         k.send(control(NLMSG_DONE, seq))
         assert len(await task) == 3
         # a dump given up half-way (cancelled): its late parts are skipped by the next
-        task = asyncio.create_task(
-            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
-        )
-        old, _, _ = await k.request()
+        task, old, _, _ = await k.ask(IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         k.send(reply(1, svc, old))
-        task = asyncio.create_task(
-            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
-        )
-        seq, _, _ = await k.request()
+        task, seq, _, _ = await k.ask(IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
         assert seq != old
         k.send(reply(1, svc, old) + control(NLMSG_DONE, old))
         k.send(reply(1, svc, seq) + control(NLMSG_DONE, seq))
@@ -362,31 +359,15 @@ async def test_a_dump_already_waiting_hands_the_loop_back_between_its_parts() ->
     would hold the loop. With a slice of 0 the channel yields after every part."""
     k = FakeKernel(Slicer(0.0))
     svc = {"IPVS_CMD_ATTR_SERVICE": {"attrs": SERVICE}}
-    turns = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal turns
-        while not stop.is_set():
-            turns += 1
-            await asyncio.sleep(0)
-
     try:
-        task = asyncio.create_task(
-            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
-        )
-        seq, _, _ = await k.request()
+        task, seq, _, _ = await k.ask(IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
         for _ in range(8):
             k.send(reply(1, svc, seq) + reply(1, svc, seq))
         k.send(control(NLMSG_DONE, seq))
-        running = asyncio.create_task(ticker())
-        before = turns
-        assert len(await task) == 16
-        assert turns - before >= 8, (before, turns)
-        stop.set()
-        await running
+        async with LoopTurns() as turns:
+            assert len(await task) == 16
+        assert turns.count >= 8, turns.count
     finally:
-        stop.set()
         k.close()
 
 
@@ -395,15 +376,13 @@ async def test_a_reply_that_never_comes_fails_the_request_and_frees_the_channel(
     k.chan.reply_timeout = 0.2
     svc = {"IPVS_CMD_ATTR_SERVICE": {"attrs": SERVICE}}
     try:
-        task = asyncio.create_task(request(k.chan, IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK))
-        await k.request()  # read, never answered
+        task, _, _, _ = await k.ask(
+            IPVS_CMD_NEW_DEST, NLM_F_REQUEST | NLM_F_ACK
+        )  # read, never answered
         with pytest.raises(GenlError) as lost:
             await task
         assert lost.value.code == errno.ETIMEDOUT
-        task = asyncio.create_task(
-            request(k.chan, IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
-        )
-        seq, _, _ = await k.request()
+        task, seq, _, _ = await k.ask(IPVS_CMD_GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
         k.send(reply(1, svc, seq) + control(NLMSG_DONE, seq))
         assert len(await task) == 1
     finally:

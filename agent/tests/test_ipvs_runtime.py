@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loop_turns import LoopTurns
 from prometheus_client import CollectorRegistry
 
 from vigil.config import ConfigError
@@ -426,22 +427,9 @@ async def test_a_large_config_starts_without_holding_the_loop(harness: Any) -> N
     ).section("ipvs")  # fmt: skip
     h = await harness(sec, start=False)
     h.sub.slice_s = 0.0
-    turns = 0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal turns
-        while not stop.is_set():
-            turns += 1
-            await asyncio.sleep(0)
-
-    running = asyncio.create_task(ticker())
-    try:
+    async with LoopTurns() as turns:
         await h.sub.start(sec)
-    finally:
-        stop.set()
-        await running
-    assert turns >= 2 * 200, turns  # once per server added, once per server started
+    assert turns.count >= 2 * 200, turns.count  # once per server added, once started
     assert len(h.kernel.weights()) == 200
 
 
