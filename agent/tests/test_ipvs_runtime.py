@@ -17,8 +17,9 @@ import json
 import os
 import pwd
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,8 +28,10 @@ from prometheus_client import CollectorRegistry
 
 from vigil.config import ConfigError
 from vigil.events import EventBus, EventPublisher
+from vigil.faststart import PLAN_FILE, Plan
 from vigil.ipvs import SPEC
 from vigil.ipvs.config import IpvsConfig
+from vigil.ipvs.genl import Reply
 from vigil.ipvs.journal import cleanup
 from vigil.ipvs.kernel import (
     Destination,
@@ -38,8 +41,12 @@ from vigil.ipvs.kernel import (
     ServiceKey,
     ServiceState,
     SyncDaemon,
+    _IpvsMsg,
+    parse_destination,
+    parse_service,
 )
 from vigil.ipvs.runtime import FULL_CHECK_EVERY, IpvsSubsystem
+from vigil.ipvs.startplan import current_key, start_table
 from vigil.journal import CleanupReport, JournalNamespace
 from vigil.subsystem import SubsystemContext
 from vigil.subsystems import diff_configs, validate_data
@@ -275,7 +282,9 @@ def section(files: Path, *, servers: tuple[int, ...] = (11, 12), **extra: Any) -
     return model
 
 
-def context(state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any) -> Any:
+def context(
+    state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any, digest: str | None = None
+) -> Any:
     @dataclass
     class Netlink:
         netns: str | None = None
@@ -297,6 +306,10 @@ def context(state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any)
         kernel=Kernel(),  # type: ignore[arg-type]
         trackers=trackers,
         section=sec,
+        # the agent's running config: only what the start plan's writer reads of it
+        config=None
+        if digest is None
+        else lambda: SimpleNamespace(digest=digest, sections={"ipvs": sec}),
     )
 
 
@@ -320,13 +333,14 @@ async def harness(tmp_path: Path, files: Path) -> AsyncIterator[Callable[..., An
         *,
         start: bool = True,
         trackers: TrackerRegistry | None = None,
+        digest: str | None = None,
     ) -> Harness:
         sec = sec or section(files)
         state_dir = tmp_path / "state"
         state_dir.mkdir(exist_ok=True)
         bus = EventBus()
         trackers = trackers or TrackerRegistry()
-        sub = IpvsSubsystem(context(state_dir, bus, trackers, sec))
+        sub = IpvsSubsystem(context(state_dir, bus, trackers, sec, digest))
         fake = kernel or FakeKernel()
         sub.kernel = fake  # type: ignore[assignment]
         h = Harness(sub, fake, bus, files, state_dir, trackers)
@@ -944,3 +958,93 @@ def test_a_bfd_check_must_name_a_session(files: Path) -> None:
     text = str(err.value)
     assert "virtual_servers[0].real_servers[0].checks[0]" in text
     assert "no BFD session named 'uplnk'" in text and "did you mean 'uplink'" in text
+
+
+# ---------------------------------------------------------------------------- start plan
+
+
+def plan_table(plan: Any) -> dict[ServiceKey, tuple[Service, dict[str, Destination]]]:
+    """What the plan's requests would build, decoded as the kernel would read them."""
+    out = {}
+    for s in plan.services:
+        svc, _ = parse_service(Reply(s.add, _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE"))
+        gone = Reply(s.delete, _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE")
+        assert parse_service(gone)[0].key == svc.key, "its delete names the same service"
+        dests = {}
+        for raw in s.dests:
+            d = parse_destination(Reply(raw, _IpvsMsg).get_attr("IPVS_CMD_ATTR_DEST"), 4)
+            dests[str(d.destination)] = d.destination
+        out[svc.key] = (svc, dests)
+    return out
+
+
+async def test_the_start_plan_is_the_table_the_start_programmed_and_follows_drains(
+    harness: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vigil.ipvs.runtime as runtime_mod
+
+    writes: list[Any] = []
+    real_write = runtime_mod.write_plan
+
+    def counting(state_dir: Path, plan: Any) -> None:
+        writes.append(plan)
+        real_write(state_dir, plan)
+
+    monkeypatch.setattr(runtime_mod, "write_plan", counting)
+    digest = "ab" * 32
+    h = await harness(digest=digest)
+    path = h.state_dir / PLAN_FILE
+    await h.until(lambda: len(writes) == 1, "the start plan")
+    plan = Plan.decode(path.read_bytes())
+    assert plan.key == current_key(h.state_dir, digest)[0]
+    kernel = {
+        key: (svc, {str(d): d for d in h.kernel.dests[key].values()})
+        for key, svc in h.kernel.services_.items()
+    }
+    assert plan_table(plan) == kernel, "the plan builds what the start programmed"
+    assert [s.journal_key for s in plan.services] == list(journal(h.state_dir))
+    assert [s.journal_entry for s in plan.services] == list(journal(h.state_dir).values())
+    # nothing changed: due again, but not written again
+    h.sub._plan_due = True
+    await h.sub.settle()
+    await h.until(lambda: not h.sub._plan_due, "the writer to look")
+    assert len(writes) == 1
+    # a drain changes the next start's table: the plan follows
+    await h.sub.control.drain("web", "10.62.1.12")
+    await h.until(lambda: len(writes) == 2, "the plan after the drain")
+    plan = Plan.decode(path.read_bytes())
+    ((_, dests),) = plan_table(plan).values()
+    assert {k: d.weight for k, d in dests.items()} == {"10.62.1.11:80": 1, "10.62.1.12:80": 0}
+    assert plan.key == current_key(h.state_dir, digest)[0]
+
+
+async def test_without_a_config_file_no_plan_is_written(harness: Any) -> None:
+    h = await harness()
+    await h.sub.settle()
+    await h.until(lambda: not h.sub._plan_due, "the writer to look")
+    assert not (h.state_dir / PLAN_FILE).exists()
+
+
+async def test_the_plan_assumes_alpha_servers_dead_and_keeps_inhibited_ones(
+    harness: Any, files: Path
+) -> None:
+    """alpha: dead until checked (kept at weight 0 with inhibit_on_failure); with every
+    server assumed dead, the quorum is lost at start and the sorry server is in."""
+    sec = section(
+        files, servers=(11, 12, 13), quorum=1, sorry_server={"address": "10.62.9.9", "port": 80}
+    )
+    vs = sec.virtual_servers[0]
+    rss = [
+        replace(
+            rs,
+            checks=tuple(replace(c, settings=replace(c.settings, alpha=True)) for c in rs.checks),
+            inhibit_on_failure=(i == 0),
+        )
+        for i, rs in enumerate(vs.real_servers)
+    ]
+    sec = replace(sec, virtual_servers=(replace(vs, real_servers=tuple(rss)),))
+    ((_, entry),) = start_table(sec, {}).items()
+    assert {str(d): d.weight for d in entry.destinations.values()} == {
+        "10.62.1.11:80": 0,
+        "10.62.9.9:80": 1,
+    }

@@ -212,6 +212,7 @@ class Agent:
             kernel=self.kernel,
             trackers=self.trackers,
             section=self.config.sections.get(spec.name),
+            config=lambda: self.config,
         )
 
     # -- read side (the API uses these) -------------------------------------------

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
-import fcntl
 import logging
 import os
 import signal
@@ -39,10 +37,18 @@ from prometheus_client.metrics import disable_created_metrics  # noqa: E402
 from vigil import __version__, subsystems  # noqa: E402
 from vigil.agent import Agent, ReloadResult  # noqa: E402
 from vigil.config import Config, ConfigError  # noqa: E402
+from vigil.faststart import FastStart  # noqa: E402
 from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError  # noqa: E402
 from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging  # noqa: E402
 from vigil.looplag import new_event_loop  # noqa: E402
 from vigil.sdnotify import SdNotifier  # noqa: E402
+from vigil.statedir import (  # noqa: E402
+    DEFAULT_CONFIG,
+    DEFAULT_SOCKET,
+    DEFAULT_STATE_DIR,
+    StateDirError,
+    StateDirLock,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -57,80 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("vigil.daemon")
-
-DEFAULT_CONFIG = "/etc/vigil/vigil.yml"
-DEFAULT_SOCKET = "/run/vigil/vigil.sock"
-DEFAULT_STATE_DIR = "/var/lib/vigil"
-LOCK_NAME = "vigild.lock"
-
-
-# --------------------------------------------------------------------------- state dir
-
-
-class StateDirError(Exception):
-    """The state dir cannot be used (permissions, or another agent holds it)."""
-
-
-class StateDirLock:
-    """An exclusive flock on STATE_DIR/vigild.lock, held for the agent's lifetime.
-
-    Two agents sharing one state dir would fight over the journal and maintenance flags,
-    so the second one refuses to start and names the first one's pid. flock is released
-    by the kernel when the process dies, so a crashed agent never leaves a stale lock.
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = state_dir
-        self.path = state_dir / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if self.state_dir.stat().st_uid == os.geteuid():
-                os.chmod(self.state_dir, 0o700)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise StateDirError(
-                f"cannot use state dir {self.state_dir}: {exc.strerror}; "
-                "pass --state-dir or set global.state_dir"
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            other = _read_pid(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                who = f"pid {other}" if other else "another process"
-                raise StateDirError(
-                    f"state dir {self.state_dir} is in use by another vigild ({who}); "
-                    "give each agent its own --state-dir"
-                ) from exc
-            raise StateDirError(f"cannot lock {self.path}: {exc.strerror}") from exc
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:  # a full or read-only state dir: say so, never a traceback
-            os.close(fd)
-            raise StateDirError(
-                f"cannot write to state dir {self.state_dir}: {exc.strerror}; the agent "
-                "needs it writable (journal, maintenance flags): free space or fix it"
-            ) from exc
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock; the file stays (harmless)
-            self._fd = None
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode().strip()
-        return int(text) if text else None
-    except (OSError, ValueError):
-        return None
-
 
 # --------------------------------------------------------------------------- process
 
@@ -269,21 +201,40 @@ async def _cleanup(
     return 1 if failures else 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, early: FastStart | None = None) -> int:
+    """The agent process. ``early``: what :mod:`vigil.faststart` (the ``vigild`` command)
+    did before this module was imported; the agent takes over its state-dir lock."""
     try:
-        return _main(args)
+        args = build_parser().parse_args(argv)
+        code = _main(args, early)
+    except SystemExit:  # a bad argument (argparse said which): not starting
+        if early is not None:
+            print(f"vigild: {early.undo()}", file=sys.stderr)
+        raise
     except subsystems.RegistryError as exc:
         print(f"vigild: {exc}; check {subsystems.PLUGINS_ENV}", file=sys.stderr)
-        return 1
+        code = _refuse(early)
+    finally:
+        if early is not None:
+            early.lock.release()  # (released once: the agent ran or refused to)
+    return code
 
 
-def _main(args: argparse.Namespace) -> int:
+def _refuse(early: FastStart | None) -> int:
+    """The agent is not starting: take back what the start plan added."""
+    if early is not None:
+        log.warning("agent: %s", early.undo())
+    return 1
+
+
+def _main(args: argparse.Namespace, early: FastStart | None = None) -> int:
     if args.check:
         return run_check(args.config, args.format, sys.stdout)
     if args.cleanup:
         return run_cleanup(Path(args.state_dir or DEFAULT_STATE_DIR), sys.stdout)
     setup_logging(args.log_level or "info")
+    if early is not None:
+        log.info("agent: %s", early.describe())
     metrics_listen: tuple[str, int] | None = None
     if args.metrics_listen:
         from vigil.api.metrics_http import parse_listen
@@ -292,6 +243,7 @@ def _main(args: argparse.Namespace) -> int:
             metrics_listen = parse_listen(args.metrics_listen)
         except ValueError as exc:
             log.error("agent: %s", exc)
+            _refuse(early)
             return 2
     # *_created series double every counter's output and nobody alerts on them.
     disable_created_metrics()
@@ -301,25 +253,31 @@ def _main(args: argparse.Namespace) -> int:
         log.error("agent: config %s is invalid (%d issue(s)):", args.config, len(exc.issues))
         for issue in exc.issues:
             log.error("  %s", issue)
-        return 1
+        return _refuse(early)
     except OSError as exc:
         log.error("agent: cannot read config %s: %s", args.config, exc.strerror or exc)
-        return 1
+        return _refuse(early)
     except Exception as exc:  # a loader bug: a clear line and exit 1, not a traceback
         log.error("agent: cannot load config %s: %r", args.config, exc)
-        return 1
+        return _refuse(early)
     if not args.log_level:
         set_level(str(getattr(config.globals, "log_level", "info")))
     socket_path = args.socket or getattr(config.globals, "socket", None) or DEFAULT_SOCKET
     state_dir = Path(
         args.state_dir or getattr(config.globals, "state_dir", None) or DEFAULT_STATE_DIR
     )
-    lock = StateDirLock(state_dir)
-    try:
-        lock.acquire()
-    except StateDirError as exc:
-        log.error("agent: %s", exc)
-        return 1
+    if early is not None and Path(early.state_dir) == state_dir:
+        lock = early.lock  # the start plan's: already held
+    else:
+        if early is not None:  # the config moved the state dir: the plan was not for it
+            _refuse(early)
+            early.lock.release()
+        lock = StateDirLock(state_dir)
+        try:
+            lock.acquire()
+        except StateDirError as exc:
+            log.error("agent: %s", exc)
+            return 1
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vigil.journalfile import SUFFIX, read_entries, write_entries
 from vigil.log import RateLimitedLog
 
 log = logging.getLogger("vigil.journal")
@@ -52,7 +51,6 @@ __all__ = [
 
 #: How long changes wait to be written together (seconds); ``flush()`` does not wait.
 WRITE_DELAY = 0.05
-SUFFIX = "-journal.json"
 
 
 def journal_path(state_dir: Path, namespace: str) -> Path:
@@ -83,13 +81,7 @@ class JournalNamespace:
     def load(self) -> dict[str, Any]:
         """Read what a predecessor left; a damaged file is logged and treated as empty."""
         try:
-            raw = json.loads(self.path.read_text())
-            entries = raw.get("entries", raw.get("instances", {}))
-            if not isinstance(entries, dict):
-                raise ValueError("its entries are not a mapping")
-            self.entries = dict(entries)
-        except FileNotFoundError:
-            self.entries = {}
+            self.entries = read_entries(self.path)
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("journal: ignoring unreadable %s: %s", self.path, exc)
             self.entries = {}
@@ -160,20 +152,9 @@ class JournalNamespace:
 
     def _write(self) -> None:
         self.writes += 1
-        data = {"version": 2, "entries": dict(sorted(self.entries.items()))}
-        tmp = self.path.with_suffix(".tmp")
         try:
-            # No fsync: the journal guards against a crash of the *process* (a SIGKILLed
-            # agent's VIPs stay in the kernel), which the page cache survives; after a power
-            # loss or kernel crash the VIPs are gone from the kernel anyway. An fsync here
-            # cost 8-17 ms on the event loop before every VIP add (measured in the failover
-            # benchmark; see the history of docs/benchmarks.md).
-            with open(tmp, "w") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_entries(self.path, self.entries)  # (vigil.journalfile: why no fsync)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             message = f"cannot write the journal {self.path}: {exc.strerror or exc}"
             self.failures += 1
             _write_log.error("write", "journal: %s", message)

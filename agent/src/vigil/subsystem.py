@@ -139,6 +139,9 @@ class SubsystemContext:
     #: the subsystem's section of the config it will be started with (its status may
     #: show it before start: configured instances as INIT)
     section: Any = None
+    #: the agent's running config (after a reload: the new one, once every subsystem
+    #: applied it); None where there is no agent (tests)
+    config: Callable[[], Any] | None = None
 
 
 @runtime_checkable

@@ -8,6 +8,8 @@ its own, so one broken instance does not hide the VRID clash between two others.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -151,17 +153,20 @@ def load_config(
     ``global.allow_empty_config: true``: a truncated file must not pass for an empty one.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(MAX_CONFIG_BYTES + 1)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [Issue("", f"cannot read the config: {exc.strerror}", file=path)]
         ) from None
+    try:
+        # (as a text-mode read would: universal newlines)
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             [Issue("", f"the config is not UTF-8 text: {exc.reason}", file=path)]
         ) from None
-    if len(text) > MAX_CONFIG_BYTES or len(text.encode()) > MAX_CONFIG_BYTES:
+    if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(
             [
                 Issue(
@@ -188,6 +193,8 @@ def load_config(
         raise ConfigError(sort_issues([*yaml_issues, *exc.issues])) from None
     if loaded.issues:
         raise ConfigError(sort_issues(i.located(None, path) for i in loaded.issues))
+    # what the start plan is keyed by (vigil.faststart): the file's bytes as read
+    config = dataclasses.replace(config, digest=hashlib.sha256(raw).hexdigest())
     if not config.globals.allow_empty_config and runs_nothing(config, sections):
         work = [s for s in sections if getattr(s, "configures_work", True)]
         what = ", ".join(f"no {s.summary(config.sections[s.name])[1]}" for s in work) or "-"

@@ -67,6 +67,8 @@ class Config:
     #: section name -> that section's model, in validation order
     sections: Mapping[str, Any] = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
+    #: sha256 (hex) of the file's bytes, when the config was read from a file
+    digest: str | None = field(default=None, compare=False)
     #: top-level key -> the name of the section that owns it
     owners: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     #: section name -> the section object (for to_dict); not part of equality

@@ -82,13 +82,23 @@ class DrainStore:
 
     def load(self) -> dict[str, set[str]]:
         try:
-            data = json.loads(self.path.read_text())
+            return self.parse(self.path.read_bytes())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             log.error("cannot read %s (%s); no real server is drained", self.path, exc)
             return {}
-        drained = data.get("drained") if isinstance(data, dict) else None
+
+    def parse(self, data: bytes | None) -> dict[str, set[str]]:
+        """The drained real servers in the file's contents (None: no file)."""
+        if data is None:
+            return {}
+        try:
+            parsed = json.loads(data)
+        except ValueError as exc:
+            log.error("cannot read %s (%s); no real server is drained", self.path, exc)
+            return {}
+        drained = parsed.get("drained") if isinstance(parsed, dict) else None
         if not isinstance(drained, dict):
             log.error("%s has no 'drained' mapping; no real server is drained", self.path)
             return {}

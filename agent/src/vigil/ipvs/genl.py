@@ -41,6 +41,7 @@ __all__ = ["Channel", "GenlError", "Reply", "decode_replies", "encode_request"]
 
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+NLMSG_HDRLEN = _HDR.size
 _NLA = struct.Struct("=HH")  # nlattr: length, type
 _ERR = struct.Struct("=i")
 _GENL = struct.Struct("=BBH")  # genlmsghdr: command, version, reserved

@@ -73,7 +73,7 @@ from pyroute2.netlink.generic.ipvs import (
 
 from vigil.net.netlink import NetlinkFailure
 
-from .genl import Channel, GenlError
+from .genl import NLMSG_HDRLEN, Channel, GenlError, encode_request
 
 __all__ = [
     "FORWARD_METHODS",
@@ -827,6 +827,29 @@ def parse_daemon(daemon: Any) -> SyncDaemon:
 # ------------------------------------------------------------------------ adapter
 
 
+def request_payload(cmd: int, attrs: Mapping[str, Attrs] | None) -> bytes:
+    """One request as generic netlink payload (its command header and attributes, no
+    netlink header): what :mod:`vigil.faststart` sends from a start plan. The bytes are
+    the ones :meth:`IpvsKernel._request` sends for the same command and attributes."""
+    top = [(name, list(nested)) for name, nested in (attrs or {}).items()]
+    return encode_request(_IpvsMsg, 0, 0, 0, cmd, GENL_VERSION, top)[NLMSG_HDRLEN:]
+
+
+def service_request(service: Service) -> dict[str, Attrs]:
+    return {"IPVS_CMD_ATTR_SERVICE": service_attrs(service)}
+
+
+def service_key_request(key: ServiceKey) -> dict[str, Attrs]:
+    return {"IPVS_CMD_ATTR_SERVICE": service_key_attrs(key)}
+
+
+def dest_request(key: ServiceKey, dest: Destination, *, full: bool = True) -> dict[str, Attrs]:
+    return {
+        "IPVS_CMD_ATTR_SERVICE": service_key_attrs(key),
+        "IPVS_CMD_ATTR_DEST": dest_attrs(dest, full=full),
+    }
+
+
 class IpvsKernel:
     """The IPVS table of one network namespace (the current one unless ``netns``).
 
@@ -979,7 +1002,7 @@ class IpvsKernel:
     async def _service(self, cmd: int, service: Service, op: str) -> None:
         await self._request(
             cmd,
-            {"IPVS_CMD_ATTR_SERVICE": service_attrs(service)},
+            service_request(service),
             op=op,
             target=str(service.key),
             kind="service",
@@ -989,7 +1012,7 @@ class IpvsKernel:
         """Delete a service and its destinations."""
         await self._request(
             IPVS_CMD_DEL_SERVICE,
-            {"IPVS_CMD_ATTR_SERVICE": service_key_attrs(key)},
+            service_key_request(key),
             op="delete service",
             target=str(key),
             kind="service",
@@ -1012,10 +1035,7 @@ class IpvsKernel:
         prep = "from" if cmd == IPVS_CMD_DEL_DEST else ("to" if cmd == IPVS_CMD_NEW_DEST else "of")
         await self._request(
             cmd,
-            {
-                "IPVS_CMD_ATTR_SERVICE": service_key_attrs(key),
-                "IPVS_CMD_ATTR_DEST": dest_attrs(dest, full=full),
-            },
+            dest_request(key, dest, full=full),
             op=op,
             target=lambda: f"{dest} {prep} {key}",  # text only for an error
             kind="destination",

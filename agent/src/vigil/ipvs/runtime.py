@@ -43,6 +43,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vigil.incremental import SLICE_S, Slicer, run_steps
@@ -88,6 +89,7 @@ from vigil.ipvs.planner import (
     service_key,
 )
 from vigil.ipvs.quorum import Quorum, QuorumChange
+from vigil.ipvs.startplan import assumed_view, build_plan, current_key, write_plan, written_key
 from vigil.journal import JournalWriteError
 from vigil.track.base import Tracker, TrackerState
 
@@ -220,6 +222,9 @@ class IpvsSubsystem:
         self._stopping = False
         #: while servers report their first state together, the quorum waits for all
         self._batch = False
+        #: the start plan (vigil.ipvs.startplan) is to be written after the next pass
+        self._plan_due = False
+        self._plan_warned = False
         adopt_at_startup(ctx.journal, self._journal_keys(self.section))
 
     # ------------------------------------------------------------------ helpers
@@ -271,6 +276,7 @@ class IpvsSubsystem:
         self._watch_bfd()
         for vs in self.vs.values():
             self._update_quorum(vs)
+        self._plan_due = True
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="ipvs worker")
         if self._needs_kernel():
             await self.settle()
@@ -375,6 +381,7 @@ class IpvsSubsystem:
             self._watch_bfd()
             if old.ipvs_sync_daemon != section.ipvs_sync_daemon:
                 self._resync = True
+            self._plan_due = True
         await self.settle()
 
     # ------------------------------------------------------------------ virtual servers
@@ -661,9 +668,7 @@ class IpvsSubsystem:
 
     def _assumed(self, cfg: VirtualServerConfig, rs: RealServerConfig) -> ServerView:
         """A never-checked real server's state: alive with its weight (dead with alpha)."""
-        if self._alpha(rs):
-            return ServerView(rs.inhibit_on_failure, 0)
-        return ServerView(True, rs.weight)
+        return assumed_view(rs)
 
     def _initial_suspension(self, vs: VsState) -> None:
         """A virtual server that starts suspended: not in the engine, assumed state."""
@@ -768,6 +773,8 @@ class IpvsSubsystem:
                         waiter.set_result(None)
             if full:
                 next_check = loop.time() + self.drift_interval()
+            if self._plan_due and self._synced_once and not self._stopping:
+                await self._write_plan()
 
     async def _pass(self, full: bool) -> None:
         self.stats["passes"] += 1
@@ -875,6 +882,40 @@ class IpvsSubsystem:
         self.kernel_ok, self.kernel_error = True, None
         self._resync = True
         return True
+
+    async def _write_plan(self) -> None:
+        """Write the start plan for the running config if the state dir's is not for it
+        (after the start's first pass, a reload or a drain: never in their way)."""
+        self._plan_due = False
+        getter = self.ctx.config
+        config = getter() if getter is not None else None
+        digest = getattr(config, "digest", None)
+        if config is None or self.kernel.netns is not None:
+            return  # no agent (tests), or a namespace the vigild command does not start in
+        if digest is None or config.sections.get(self.name, self.section) is not self.section:
+            return  # not read from a file, or a reload under way (it makes the plan due)
+        state_dir = Path(self.ctx.state_dir)
+        key, inputs = current_key(state_dir, digest)
+        if written_key(state_dir) == key:
+            return
+        try:
+            if not self.section.virtual_servers:
+                write_plan(state_dir, None)
+                return
+            plan = await build_plan(self.section, self.drains.parse(inputs[0]), key)
+            write_plan(state_dir, plan)
+        except OSError as exc:
+            if not self._plan_warned:
+                self._plan_warned = True
+                log.warning(
+                    "ipvs: cannot write the start plan in %s (%s): the next start "
+                    "programs IPVS only after it read its config",
+                    state_dir,
+                    exc.strerror or exc,
+                )
+            return
+        self._plan_warned = False
+        log.debug("ipvs: start plan written (%d services)", len(plan.services))
 
     def _desired(self, vs: VsState) -> dict[ServiceKey, Entry]:
         """The virtual server's desired entries, recomputed only when their inputs change
@@ -1136,7 +1177,8 @@ class IpvsSubsystem:
     # ------------------------------------------------------------------ control helpers
 
     def drained_changed(self, vs_name: str) -> None:
-        """A drain was set or lifted: the quorum and the pool follow."""
+        """A drain was set or lifted: the quorum and the pool follow (and the plan)."""
+        self._plan_due = True
         vs = self.vs.get(vs_name)
         if vs is not None:
             self._update_quorum(vs)

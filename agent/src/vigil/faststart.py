@@ -1,0 +1,482 @@
+"""vigild's entry point: put the last start's IPVS table back first, then start the agent.
+
+Before its first IPVS write, a start of vigild imports the agent and reads and validates
+its config: with 1000 virtual servers of 10 real servers each, 2 s on a host and about
+50 s under the IPVS lab's QEMU TCG, where keepalived has its whole table in 5 s. Yet the
+table a start programs before any check has run is the same every time the config file
+and the drained real servers are the same (every real server is assumed alive, ``alpha``
+ones dead). So once a start or a reload has settled, the IPVS subsystem writes that table
+to ``STATE_DIR/ipvs-start-plan.bin`` as the generic netlink requests that build it
+(:mod:`vigil.ipvs.startplan`), keyed by the config file's digest, the drain file's and
+vigil's version. The next start with the same inputs sends them from here, before
+anything else is imported: the interpreter, this module and the kernel's work.
+
+The agent then starts as ever; it finds those services in the kernel and adopts them (the
+``ipvs_adopted`` event), and corrects whatever does not match its config. What this step
+may do is narrow:
+
+- it runs only for a plain ``vigild`` start (not ``--check``, ``--cleanup`` or options it
+  does not know) whose state dir is the one on the command line or the default, and only
+  when the plan's key matches: any difference and it does nothing;
+- it takes the state dir's lock first (a second vigild for the same dir does nothing
+  here and then refuses to start, as before) and hands it on to the agent;
+- it journals the services before it adds them (``vigild --cleanup`` removes them if the
+  process dies before the agent runs);
+- it never touches a service that is already in the kernel: a service whose add fails
+  (``EEXIST``: a previous run's table, or another tool's) gets none of its real servers
+  from here, and the agent adopts or corrects it;
+- if the agent then refuses to start (its config no longer validates on this host, the
+  state dir changed), the services added here are deleted again (:meth:`FastStart.undo`).
+
+Until the agent's checks run, the real servers in the table are the ones assumed alive,
+exactly as in the first table of a start without a plan (and as keepalived does).
+
+This module imports nothing of the agent but :mod:`vigil.statedir` and
+:mod:`vigil.journalfile`: under TCG every import is a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vigil import __version__
+from vigil.journalfile import path_of, read_entries, write_entries
+from vigil.statedir import DEFAULT_CONFIG, DEFAULT_STATE_DIR, StateDirError, StateDirLock
+
+__all__ = ["PLAN_FILE", "FastStart", "Plan", "PlanService", "main", "plan_key", "read_plan"]
+
+PLAN_FILE = "ipvs-start-plan.bin"
+MAGIC = b"vigil-start-plan 1\n"
+#: the config is refused above this size (vigil.config.loader); read no more of it here
+MAX_CONFIG_BYTES = 8 << 20
+
+NETLINK_GENERIC = 16
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+NLM_F_REQUEST = 1
+NLMSG_ERROR = 2
+_HDR = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
+_NLA = struct.Struct("=HH")
+#: one send: the kernel handles each message in turn within the call, and answers only
+#: the ones it refuses (no NLM_F_ACK), so a batch's errors are queued when send returns
+BATCH_BYTES = 32 << 10
+BATCH_MESSAGES = 256
+_RCVBUF = 4 << 20
+
+# Options of vigild (vigil.daemon.build_parser) that take a value; a start with any other
+# argument than these and --config / --state-dir is left to the agent alone.
+_VALUE_OPTIONS = frozenset({"--socket", "--log-level", "--api-allow-uid", "--metrics-listen"})
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+def plan_key(config_digest: str, inputs: Sequence[bytes | None]) -> str:
+    """The key a plan is valid for: the config file's sha256 (hex), the contents of the
+    state-dir files it depends on (None: no such file) and this vigil's version."""
+    h = hashlib.sha256(f"{MAGIC.decode().strip()} vigil {__version__}\0".encode())
+    h.update(config_digest.encode())
+    for data in inputs:
+        h.update(b"\0-" if data is None else b"\0+" + hashlib.sha256(data).digest())
+    return h.hexdigest()
+
+
+# (plain classes: a dataclass costs milliseconds to build at import, seconds under TCG)
+
+
+class PlanService:
+    """One service of the plan: its journal entry and its requests (generic netlink
+    payloads: the command's header and attributes, without the netlink header)."""
+
+    __slots__ = ("add", "delete", "dests", "journal_entry", "journal_key")
+
+    def __init__(
+        self, journal_key: str, journal_entry: dict[str, Any], add: bytes, delete: bytes,
+        dests: list[bytes],
+    ) -> None:  # fmt: skip
+        self.journal_key = journal_key
+        self.journal_entry = journal_entry
+        self.add = add
+        self.delete = delete
+        self.dests = dests
+
+
+class Plan:
+    __slots__ = ("family", "inputs", "journal", "key", "services")
+
+    def __init__(
+        self, key: str, family: str, journal: str, inputs: list[str],
+        services: list[PlanService],
+    ) -> None:  # fmt: skip
+        self.key = key
+        self.family = family  # the generic netlink family of the requests
+        self.journal = journal  # the journal namespace the services are recorded in
+        self.inputs = inputs  # state-dir files the key covers (besides the config)
+        self.services = services
+
+    def encode(self) -> bytes:
+        """The plan file: a magic line, a JSON line, then every payload back to back."""
+        head = {
+            "key": self.key,
+            "family": self.family,
+            "journal": self.journal,
+            "inputs": self.inputs,
+            "services": [
+                [
+                    s.journal_key,
+                    s.journal_entry,
+                    len(s.add),
+                    len(s.delete),
+                    [len(d) for d in s.dests],
+                ]
+                for s in self.services
+            ],
+        }
+        body = b"".join(b"".join((s.add, s.delete, *s.dests)) for s in self.services)
+        return MAGIC + json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+
+    @classmethod
+    def decode(cls, data: bytes) -> Plan:
+        """ValueError if ``data`` is not a whole plan file."""
+        if not data.startswith(MAGIC):
+            raise ValueError("not a start plan of this format")
+        end = data.index(b"\n", len(MAGIC))
+        head = json.loads(data[len(MAGIC) : end])
+        body = memoryview(data)[end + 1 :]
+        off = 0
+
+        def take(n: int) -> bytes:
+            nonlocal off
+            if n < 4 or off + n > len(body):
+                raise ValueError("the plan's requests are cut short")
+            out = bytes(body[off : off + n])
+            off += n
+            return out
+
+        services = [
+            PlanService(str(jkey), dict(jentry), take(n_add), take(n_del), [take(n) for n in dests])
+            for jkey, jentry, n_add, n_del, dests in head["services"]
+        ]
+        if off != len(body):
+            raise ValueError("the plan has more requests than it lists")
+        return cls(
+            str(head["key"]),
+            str(head["family"]),
+            str(head["journal"]),
+            [str(i) for i in head["inputs"]],
+            services,
+        )
+
+
+def read_plan(state_dir: str) -> Plan | None:
+    """The state dir's plan, or None (none, unreadable or damaged: no fast start)."""
+    try:
+        with open(os.path.join(state_dir, PLAN_FILE), "rb") as fh:
+            return Plan.decode(fh.read())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_input(state_dir: str, name: str) -> bytes | None:
+    try:
+        with open(os.path.join(state_dir, name), "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+
+
+def file_digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read(MAX_CONFIG_BYTES + 1)).hexdigest()
+
+
+# --------------------------------------------------------------------------- netlink
+
+
+class _Genl:
+    """A bare generic netlink socket: resolve a family, send batches, collect refusals."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        try:
+            self.sock.bind((0, 0))
+            for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE (root), else what is allowed
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+                    break
+                except OSError:
+                    continue
+            self.sock.setblocking(False)  # (the kernel answers within each send)
+        except OSError:
+            self.sock.close()
+            raise
+        self.seq = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def family(self, name: str) -> int | None:
+        """The family's id, or None if the kernel has none of that name (not loaded)."""
+        self.seq += 1
+        value = name.encode() + b"\0"
+        attr = _NLA.pack(4 + len(value), CTRL_ATTR_FAMILY_NAME) + value
+        attr += b"\0" * (-len(attr) % 4)
+        body = struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0) + attr
+        self.sock.send(
+            _HDR.pack(_HDR.size + len(body), GENL_ID_CTRL, NLM_F_REQUEST, self.seq, 0) + body
+        )
+        if not select.select([self.sock], [], [], 5.0)[0]:
+            return None
+        for kind, seq, payload in _messages(self.sock.recv(1 << 16)):
+            if seq != self.seq:
+                continue
+            if kind == NLMSG_ERROR:
+                return None
+            off = 4
+            while off + 4 <= len(payload):
+                length, atype = _NLA.unpack_from(payload, off)
+                if length < 4:
+                    break
+                if atype & 0x3FFF == CTRL_ATTR_FAMILY_ID:
+                    return int(struct.unpack_from("=H", payload, off + 4)[0])
+                off += (length + 3) & ~3
+        return None
+
+    def send_all(self, family: int, payloads: list[bytes]) -> dict[int, int]:
+        """Send every payload as a request of ``family``; {index: errno} of the refused.
+        Raises OSError if the refusals cannot be told (lost to a full socket buffer)."""
+        refused: dict[int, int] = {}
+        first = self.seq + 1
+        for start, stop in _batches(payloads):
+            parts = []
+            for i in range(start, stop):
+                payload = payloads[i]
+                parts.append(
+                    _HDR.pack(_HDR.size + len(payload), family, NLM_F_REQUEST, first + i, 0)
+                )
+                parts.append(payload)
+            self.sock.send(b"".join(parts))
+            while True:  # the refusals of this batch, queued during send
+                try:
+                    data = self.sock.recv(1 << 16)
+                except BlockingIOError:
+                    break
+                for kind, seq, payload in _messages(data):
+                    if kind == NLMSG_ERROR and first <= seq < first + len(payloads):
+                        code = -int(struct.unpack_from("=i", payload)[0])
+                        if code:
+                            refused[seq - first] = code
+        self.seq += len(payloads)
+        return refused
+
+
+def _batches(payloads: list[bytes]) -> Iterator[tuple[int, int]]:
+    start, size = 0, 0
+    for i, payload in enumerate(payloads):
+        size += _HDR.size + len(payload)
+        if i > start and (size > BATCH_BYTES or i - start >= BATCH_MESSAGES):
+            yield start, i
+            start, size = i, _HDR.size + len(payload)
+    if start < len(payloads):
+        yield start, len(payloads)
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    off = 0
+    while off + _HDR.size <= len(data):
+        length, kind, _flags, seq, _port = _HDR.unpack_from(data, off)
+        if length < _HDR.size or off + length > len(data):
+            return
+        yield kind, seq, data[off + _HDR.size : off + length]
+        off += (length + 3) & ~3
+
+
+# --------------------------------------------------------------------------- the start
+
+
+class FastStart:
+    """What the fast start did; the agent takes over its lock."""
+
+    def __init__(self, state_dir: str, lock: StateDirLock, plan: Plan, family: int) -> None:
+        self.state_dir = state_dir
+        self.lock = lock
+        self.plan = plan
+        self.family = family
+        self.added: list[PlanService] = []  # services this step created
+        self.present = 0  # services already in the kernel: left alone
+        self.refused: dict[str, int] = {}  # what else failed: errno
+        self.dests = 0  # real servers added
+        self.elapsed_s = 0.0
+        self.since_exec_s: float | None = None  # when it was done, from the exec
+
+    def describe(self) -> str:
+        text = (
+            f"start plan: {len(self.added)} IPVS service(s) with {self.dests} real server(s) "
+            f"programmed in {self.elapsed_s:.2f} s"
+        )
+        if self.since_exec_s is not None:
+            text += f" ({self.since_exec_s:.2f} s after exec)"
+        text += ", before the config was read"
+        if self.present:
+            text += f"; {self.present} already in the kernel, left to the agent"
+        if self.refused:
+            first = ", ".join(f"{k}: {os.strerror(v)}" for k, v in list(self.refused.items())[:3])
+            text += f"; {len(self.refused)} request(s) refused ({first})"
+        return text
+
+    def undo(self) -> str:
+        """Delete what this step added (the agent is not starting); what it did."""
+        if not self.added:
+            return "start plan: nothing to take back"
+        gone = 0
+        try:
+            genl = _Genl()
+        except OSError as exc:
+            return f"start plan: cannot take back its services: {exc}"
+        try:
+            refused = genl.send_all(self.family, [s.delete for s in self.added])
+            gone = len(self.added) - len(refused)
+        except OSError as exc:
+            return f"start plan: cannot take back its services: {exc}"
+        finally:
+            genl.close()
+        path = path_of(self.state_dir, self.plan.journal)
+        try:
+            entries = read_entries(path)
+            for service in self.added:
+                entries.pop(service.journal_key, None)
+            write_entries(path, entries)
+        except (OSError, ValueError) as exc:
+            return f"start plan: deleted {gone} service(s); the journal keeps them: {exc}"
+        self.added = []
+        return f"start plan: the agent is not starting; deleted the {gone} service(s) it added"
+
+
+def options(argv: Sequence[str]) -> tuple[str, str] | None:
+    """(config, state dir) of a plain agent start, or None for anything else."""
+    config, state_dir = DEFAULT_CONFIG, DEFAULT_STATE_DIR
+    args = iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in ("--config", "-c", "--state-dir"):
+            got = value if eq else next(args, None)
+            if got is None:
+                return None
+            if name == "--state-dir":
+                state_dir = got
+            else:
+                config = got
+        elif name in _VALUE_OPTIONS:
+            if not eq and next(args, None) is None:
+                return None
+        else:
+            return None  # --check, --cleanup, --help, --version, a typo: the agent's parser
+    return config, state_dir
+
+
+def fast_start(argv: Sequence[str]) -> FastStart | None:
+    """Send the state dir's start plan if it is valid for this start; None if not."""
+    t0 = time.monotonic()
+    found = options(argv)
+    if found is None:
+        return None
+    config, state_dir = found
+    plan = read_plan(state_dir)
+    if plan is None or not plan.services:
+        return None
+    try:
+        inputs = [read_input(state_dir, name) for name in plan.inputs]
+        if plan_key(file_digest(config), inputs) != plan.key:
+            return None
+    except OSError:
+        return None
+    lock = StateDirLock(Path(state_dir))
+    try:
+        lock.acquire()
+    except StateDirError:
+        return None  # the agent says why when it tries
+    done: FastStart | None = None
+    try:
+        genl = _Genl()
+        try:
+            family = genl.family(plan.family)
+            if family is not None:
+                done = FastStart(state_dir, lock, plan, family)
+                _program(genl, done)
+        finally:
+            genl.close()
+    except OSError:
+        pass  # what is not in the kernel yet, the agent adds
+    except BaseException:
+        lock.release()  # (what it journalled and added, the agent adopts)
+        raise
+    if done is None:
+        lock.release()
+    else:
+        done.elapsed_s = time.monotonic() - t0
+        done.since_exec_s = _since_exec()
+    return done
+
+
+def _since_exec() -> float | None:
+    """Seconds since this process started (/proc/self/stat), or None."""
+    try:
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # starttime, field 22
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _program(genl: _Genl, done: FastStart) -> None:
+    plan = done.plan
+    path = path_of(done.state_dir, plan.journal)
+    try:
+        entries = read_entries(path)
+    except ValueError:
+        entries = {}  # damaged: the agent says so; ours are recorded anyway
+    for service in plan.services:
+        entries[service.journal_key] = service.journal_entry
+    write_entries(path, entries)  # journal first, then the kernel
+    refused = genl.send_all(done.family, [s.add for s in plan.services])
+    todo: list[bytes] = []
+    for i, service in enumerate(plan.services):
+        code = refused.get(i)
+        if code is None:
+            done.added.append(service)
+            todo += service.dests
+        elif code == errno.EEXIST:
+            done.present += 1
+        else:
+            done.refused[service.journal_key] = code
+    refused = genl.send_all(done.family, todo)
+    done.dests = len(todo) - len(refused)
+    if refused:
+        done.refused["real servers"] = next(iter(refused.values()))
+
+
+def main() -> int:
+    """The ``vigild`` command."""
+    argv = sys.argv[1:]
+    early: FastStart | None = None
+    try:
+        early = fast_start(argv)
+    except Exception:  # never in the way of a start: the agent programs the table itself
+        early = None
+    from vigil.daemon import main as agent_main
+
+    return agent_main(argv, early=early)

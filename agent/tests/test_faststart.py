@@ -1,0 +1,202 @@
+"""vigil.faststart: the start plan's file, its key, which starts may use it, and its netlink.
+
+The netlink part runs against this host's real kernel: its generic netlink controller
+(``nlctrl``) answers the batches as IPVS would (each message handled in turn within the
+send, a refusal queued for each message it refuses). This kernel has no IPVS, so a plan
+here never reaches a table: the whole fast start on a real IPVS table is tested in the VM
+(tests/vm/test_ipvs_agent.py, ``test_a_restart_programs_its_table_from_the_start_plan``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from vigil import faststart
+from vigil.faststart import (
+    CTRL_ATTR_FAMILY_NAME,
+    CTRL_CMD_GETFAMILY,
+    GENL_ID_CTRL,
+    Plan,
+    PlanService,
+    _Genl,
+    fast_start,
+    options,
+    plan_key,
+    read_plan,
+)
+from vigil.statedir import StateDirLock
+
+DIGEST = "ab" * 32
+
+
+def plan(key: str = "k" * 64, n: int = 3) -> Plan:
+    services = [
+        PlanService(
+            f"service:tcp/10.62.0.{i}:80",
+            {"kind": "service", "vs": f"vs{i}", "service": {"address": f"10.62.0.{i}"}},
+            b"\x01\x01\x00\x00" + bytes([i]) * 8,
+            b"\x02\x01\x00\x00" + bytes([i]) * 4,
+            [b"\x05\x01\x00\x00" + bytes([i, d]) * 6 for d in range(i)],
+        )
+        for i in range(n)
+    ]
+    return Plan(key, "IPVS", "ipvs", ["ipvs-control.json"], services)
+
+
+# ---------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        ([], ("/etc/vigil/vigil.yml", "/var/lib/vigil")),
+        (["--config", "a.yml", "--state-dir", "/s"], ("a.yml", "/s")),
+        (["-c", "a.yml", "--state-dir=/s", "--log-level", "debug"], ("a.yml", "/s")),
+        (["--config=a.yml", "--socket", "/x", "--api-allow-uid", "7"], ("a.yml", "/var/lib/vigil")),
+        (["--check", "--config", "a.yml"], None),
+        (["--cleanup"], None),
+        (["--version"], None),
+        (["--help"], None),
+        (["--confg", "a.yml"], None),  # a typo: argparse says so, not this step
+        (["--config"], None),
+        (["--socket"], None),
+    ],
+)  # fmt: skip
+def test_only_a_plain_agent_start_uses_the_plan(
+    argv: list[str], want: tuple[str, str] | None
+) -> None:
+    assert options(argv) == want
+
+
+# ---------------------------------------------------------------------------- the file
+
+
+def test_a_plan_reads_back_as_written() -> None:
+    p = plan(n=4)
+    back = Plan.decode(p.encode())
+    assert (back.key, back.family, back.journal, back.inputs) == (p.key, "IPVS", "ipvs", p.inputs)
+    assert [(s.journal_key, s.journal_entry, s.add, s.delete, s.dests) for s in back.services] == [
+        (s.journal_key, s.journal_entry, s.add, s.delete, s.dests) for s in p.services
+    ]
+
+
+@pytest.mark.parametrize("cut", [1, 10, 40])
+def test_a_cut_or_damaged_plan_is_no_plan(tmp_path: Path, cut: int) -> None:
+    data = plan().encode()
+    (tmp_path / faststart.PLAN_FILE).write_bytes(data[:-cut])
+    assert read_plan(str(tmp_path)) is None
+    (tmp_path / faststart.PLAN_FILE).write_bytes(data + b"\0\0\0\0")
+    assert read_plan(str(tmp_path)) is None
+    (tmp_path / faststart.PLAN_FILE).write_bytes(b"vigil-start-plan 9\n{}\n")
+    assert read_plan(str(tmp_path)) is None
+    (tmp_path / faststart.PLAN_FILE).write_bytes(data)
+    got = read_plan(str(tmp_path))
+    assert got is not None and len(got.services) == 3
+
+
+def test_the_key_covers_the_config_the_inputs_and_the_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    base = plan_key(DIGEST, [b'{"drained": {}}'])
+    assert plan_key(DIGEST, [b'{"drained": {}}']) == base
+    assert plan_key("cd" * 32, [b'{"drained": {}}']) != base
+    assert plan_key(DIGEST, [b'{"drained": {"web": ["rs1"]}}']) != base
+    assert plan_key(DIGEST, [None]) != plan_key(DIGEST, [b""])
+    monkeypatch.setattr(faststart, "__version__", "9.9.9")
+    assert plan_key(DIGEST, [b'{"drained": {}}']) != base
+
+
+# ---------------------------------------------------------------------------- fast_start
+
+
+def setup_plan(tmp_path: Path, *, matching: bool) -> tuple[Path, Path]:
+    state, config = tmp_path / "state", tmp_path / "vigil.yml"
+    state.mkdir()
+    config.write_text("virtual_servers: []\n")
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    key = plan_key(digest if matching else DIGEST, [None])
+    (state / faststart.PLAN_FILE).write_bytes(plan(key).encode())
+    return state, config
+
+
+def test_a_plan_for_another_config_does_nothing_and_takes_no_lock(tmp_path: Path) -> None:
+    state, config = setup_plan(tmp_path, matching=False)
+    assert fast_start(["--config", str(config), "--state-dir", str(state)]) is None
+    assert not (state / "ipvs-journal.json").exists()
+    lock = StateDirLock(state)
+    lock.acquire()  # not held by anyone
+    lock.release()
+
+
+def test_without_ipvs_in_the_kernel_the_agent_starts_alone(tmp_path: Path) -> None:
+    """A matching plan, but this kernel has no IPVS family: nothing journalled, the lock
+    free again for the agent."""
+    state, config = setup_plan(tmp_path, matching=True)
+    assert fast_start(["--config", str(config), "--state-dir", str(state)]) is None
+    assert not (state / "ipvs-journal.json").exists()
+    lock = StateDirLock(state)
+    lock.acquire()
+    lock.release()
+
+
+def test_a_state_dir_held_by_another_agent_is_left_alone(tmp_path: Path) -> None:
+    state, config = setup_plan(tmp_path, matching=True)
+    holder = StateDirLock(state)
+    holder.acquire()
+    try:
+        assert fast_start(["--config", str(config), "--state-dir", str(state)]) is None
+        assert not (state / "ipvs-journal.json").exists()
+    finally:
+        holder.release()
+
+
+# ---------------------------------------------------------------------------- netlink
+
+
+def getfamily(name: str) -> bytes:
+    value = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(value), CTRL_ATTR_FAMILY_NAME) + value
+    attr += b"\0" * (-len(attr) % 4)
+    return struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0) + attr
+
+
+def test_the_controller_family_resolves_and_an_unknown_one_does_not() -> None:
+    genl = _Genl()
+    try:
+        assert genl.family("nlctrl") == GENL_ID_CTRL
+        assert genl.family("no-such-family-here") is None
+    finally:
+        genl.close()
+
+
+def test_batches_report_exactly_the_refused_requests() -> None:
+    """600 requests in three batches: the kernel refuses the ones naming no family; the
+    answers to the others (replies, not refusals) are read and passed over."""
+    names = [("nlctrl" if i % 50 == 0 else f"none-{i}") for i in range(600)]
+    genl = _Genl()
+    try:
+        refused = genl.send_all(GENL_ID_CTRL, [getfamily(n) for n in names])
+        assert refused == {i: errno.ENOENT for i, n in enumerate(names) if n != "nlctrl"}
+        # the sequence numbers go on: a second round is told apart from the first
+        again = genl.send_all(GENL_ID_CTRL, [getfamily("nlctrl"), getfamily("none")])
+        assert again == {1: errno.ENOENT}
+    finally:
+        genl.close()
+
+
+def test_the_batches_respect_the_size_bounds() -> None:
+    payloads = [os.urandom(96) for _ in range(700)] + [os.urandom(20000) for _ in range(3)]
+    spans = list(faststart._batches(payloads))
+    assert spans[0][0] == 0 and spans[-1][1] == len(payloads)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    for start, stop in spans:
+        size = sum(16 + len(p) for p in payloads[start:stop])
+        assert stop - start <= faststart.BATCH_MESSAGES
+        assert size <= faststart.BATCH_BYTES or stop - start == 1
