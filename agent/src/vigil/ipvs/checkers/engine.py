@@ -6,7 +6,10 @@ engine wires them: checkers due within the same ``SLOT`` (5 ms) share one loop t
 (a thousand checks a second then cost some 200 timers, not a thousand), a bounded
 number of runs in flight (``concurrency``; due runs beyond it wait in a FIFO and start as
 others finish, their timeouts counted from their real start), a hard time limit around
-every run, and callbacks when something changes.
+every run, and callbacks when something changes. The TCP and plain HTTP runs a timer
+slot starts are polled once when all have started (:meth:`.fast.Poller.settle`): a
+connect already over (a server on this host or across a bridge) finishes in that same
+loop turn, and only the runs still connecting arm a connect timer.
 
 Nothing here blocks the loop: addresses are numeric (no resolver), TLS contexts and the
 MISC user are prepared in threads before the first check, file reads run in a small
@@ -42,6 +45,7 @@ from typing import Any, Protocol
 from vigil.incremental import SLICE_S, Slicer
 
 from .core import CheckMachine, CheckResult, RunCheck, ServerChange, ServerHealth, Transition
+from .fast import Poller
 from .http import HttpProbe, TlsContexts
 from .icmp import Pingers, PingProbe
 from .local import BfdProbe, BfdState, FileProbe, MiscProbe
@@ -366,31 +370,40 @@ class CheckEngine:
             waiting.append(c)
 
     def _fire(self, slot: float) -> None:
-        for c in self._slots.pop(slot, ()):
-            if c.slot == slot:  # not re-armed or halted meanwhile
-                self._due(c)
+        deferred = False
+        try:
+            for c in self._slots.pop(slot, ()):
+                if c.slot == slot:  # not re-armed or halted meanwhile
+                    deferred = self._due(c, defer=True) or deferred
+        finally:
+            if deferred and self._loop is not None:
+                # the connects of this slot that are already over finish in this loop
+                # turn; the others get their timers (see fast.Poller.settle)
+                Poller.of(self._loop).settle()
 
-    def _due(self, c: _Check) -> None:
+    def _due(self, c: _Check, defer: bool = False) -> bool:
+        """Launch (or queue) ``c``'s run; True if it waits for ``Poller.settle``."""
         c.slot = None
         loop = self._loop
         if loop is None or self._stopping:
-            return
+            return False
         now = loop.time()
         for action in c.machine.timer_expired(now):
             if isinstance(action, RunCheck):
                 break
         else:
             self._arm(c)  # woke a little early: wait for the rest
-            return
+            return False
         c.due_at = now
         if self.stats.running < self.concurrency:
-            self._launch(c)
-        else:
-            self._queue.append(c)
-            self.stats.queued = len(self._queue)
-            self.stats.max_queued = max(self.stats.max_queued, self.stats.queued)
+            return self._launch(c, defer)
+        self._queue.append(c)
+        self.stats.queued = len(self._queue)
+        self.stats.max_queued = max(self.stats.max_queued, self.stats.queued)
+        return False
 
-    def _launch(self, c: _Check) -> None:
+    def _launch(self, c: _Check, defer: bool = False) -> bool:
+        """Start ``c``'s run; True if it waits for ``Poller.settle`` (``defer``)."""
         loop = self._loop
         assert loop is not None
         self.stats.running += 1
@@ -401,9 +414,9 @@ class CheckEngine:
         run = make_run(loop, lambda r: self._finished(c, r, started)) if make_run else None
         if run is not None:
             c.run = run
-            run.start()
-            return
+            return bool(run.start(defer))
         c.task = loop.create_task(self._run(c), name=f"check {c.name}")
+        return False
 
     def _pump(self) -> None:
         while self._queue and self.stats.running < self.concurrency and not self._stopping:

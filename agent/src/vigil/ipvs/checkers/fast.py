@@ -3,11 +3,19 @@ HTTP.
 
 A coroutine run costs a Task, a Future per wait, a timeout context and a handful of
 handles; at a thousand checks a second that is most of the engine's CPU. These runs are
-plain objects driven by one timer and a :class:`Poller`: connect_ex, writable -> SO_ERROR,
-send the request, readable -> parse, done. The result goes to the
-engine's ``done`` callback exactly once; ``cancel()`` closes everything. Same settings,
-same results and error texts as the coroutine probes (which stay for TLS and the other
-kinds).
+plain objects driven by one timer and a :class:`Poller`: connect_ex, writable (SO_ERROR
+read only when the poll says error or hang-up), send the request, readable -> parse, done.
+The result goes to the engine's ``done`` callback exactly once; ``cancel()`` closes
+everything. Same settings, same results and error texts as the coroutine probes (which
+stay for TLS and the other kinds).
+
+A connect to a server on the same host or across a bridge is usually over (connected or
+refused) when ``connect()`` returns: the handshake runs in the kernel before the call
+comes back. A run started with ``defer=True`` therefore arms no timer yet; its starter
+calls :meth:`Poller.settle` once it has started its batch, which polls the set once
+without waiting, finishes what is already over in the same loop turn, and only then arms
+the connect timer (at the deadline counted from the run's start) of each run still
+connecting. A check then costs one loop turn instead of two, and most cost no timer.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ from .sockets import Endpoint, close, fail, open_socket, os_error
 __all__ = ["FastHttpRun", "FastTcpRun", "Poller", "Run"]
 
 Done = Callable[[CheckResult], None]
+#: called with the events epoll reported for the descriptor
+Handler = Callable[[int], None]
 OK = CheckResult(ok=True)
 
 _IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_TROUBLE = select.EPOLLERR | select.EPOLLHUP
 
 
 class Poller:
@@ -45,6 +56,9 @@ class Poller:
 
     A descriptor closed and reused within one batch of events: the stale event is not
     handed to the new socket's handler (:meth:`_ready` compares handlers).
+
+    ``pending``: runs started with ``defer=True`` that wait for :meth:`settle` to poll
+    once and arm their timers.
     """
 
     _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
@@ -56,7 +70,8 @@ class Poller:
         # closed and dropped loop takes its poller (and the epoll descriptor) with it
         self._loop = weakref.ref(loop)
         self.epoll = select.epoll()
-        self.handlers: dict[int, Callable[[], None]] = {}
+        self.handlers: dict[int, Handler] = {}
+        self.pending: list[Run] = []
         loop.add_reader(self.epoll.fileno(), self._ready)
 
     #: the last loop asked for and its poller, both weakly (a run asks once per check,
@@ -76,7 +91,7 @@ class Poller:
         cls._last = (weakref.ref(loop), weakref.ref(poller))
         return poller
 
-    def watch(self, fd: int, events: int, handler: Callable[[], None]) -> None:
+    def watch(self, fd: int, events: int, handler: Handler) -> None:
         """Call ``handler`` while ``fd`` is ready for ``events`` (replaces a watch)."""
         if fd in self.handlers:
             try:
@@ -102,16 +117,27 @@ class Poller:
             self.epoll.close()
         self.handlers.clear()
 
+    def settle(self) -> None:
+        """Finish the deferred runs whose sockets are ready already, then arm the timers
+        of the others (whatever a handler raised: no run may be left without one)."""
+        pending, self.pending = self.pending, []
+        try:
+            self._ready()
+        finally:
+            for run in pending:
+                if not run.finished and run.timer is None:
+                    run.arm_at(run.deadline, run.timeout_error())
+
     def _ready(self) -> None:
         try:
             events = self.epoll.poll(0, 512)
         except OSError:
             return
         handlers = self.handlers
-        batch = [(fd, handlers.get(fd)) for fd, _ in events]
-        for fd, handler in batch:
+        batch = [(fd, ev, handlers.get(fd)) for fd, ev in events]
+        for fd, ev, handler in batch:
             if handler is not None and handlers.get(fd) is handler:
-                handler()
+                handler(ev)
 
 
 class Run:
@@ -128,25 +154,31 @@ class Run:
         self.sock: socket.socket | None = None
         self.fd = -1
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # of the connect, while it waits for Poller.settle
         self.finished = False
         self.watching = False
         self._starting = False
 
-    def start(self) -> None:
+    def start(self, defer: bool = False) -> bool:
         """Begin; an outcome known at once is reported from the loop, not from here, so
-        the engine never recurses through a queue of failing runs."""
+        the engine never recurses through a queue of failing runs.
+
+        ``defer``: if the connect is in progress, arm no timer but wait in the poller's
+        ``pending`` for :meth:`Poller.settle`, which the caller promises to call before
+        it hands the loop back. Returns True if the run waits for it.
+        """
         self._starting = True
         try:
-            self._start()
+            return self._start(defer)
         finally:
             self._starting = False
 
-    def _start(self) -> None:
+    def _start(self, defer: bool) -> bool:
         try:
             sock = self.sock = open_socket(self.check, self.endpoint.family, socket.SOCK_STREAM)
         except OSError as exc:
             self.finish(fail(os_error("socket setup (bindto/bind_port/bind_if/fwmark)", exc)))
-            return
+            return False
         self.fd = sock.fileno()
         err = sock.connect_ex(self.endpoint.sockaddr)
         if err == 0:
@@ -154,26 +186,40 @@ class Run:
         elif err in (errno.EINPROGRESS, errno.EAGAIN):
             self.poller.watch(self.fd, _OUT, self._on_connect)
             self.watching = True
-            timeout = self.check.connect_timeout
-            self.arm(timeout, f"connect timeout after {timeout:g}s")
+            if defer:
+                self.deadline = self.loop.time() + self.check.connect_timeout
+                self.poller.pending.append(self)
+                return True
+            self.arm(self.check.connect_timeout, self.timeout_error())
         else:
             self.finish(fail(f"connect: {_lower(os.strerror(err))}"))
+        return False
+
+    def timeout_error(self) -> str:
+        return f"connect timeout after {self.check.connect_timeout:g}s"
 
     def arm(self, seconds: float, error: str) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.loop.call_later(seconds, self._expired, error)
 
+    def arm_at(self, when: float, error: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._expired, error)
+
     def _expired(self, error: str) -> None:
         self.timer = None
         self.finish(fail(error))
 
-    def _on_connect(self) -> None:
+    def _on_connect(self, events: int) -> None:
         assert self.sock is not None
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self.finish(fail(f"connect: {_lower(os.strerror(err))}"))
-            return
+        # SO_ERROR is non-zero only with EPOLLERR up (tcp_poll): no read on a clean connect
+        if events & _TROUBLE:
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.finish(fail(f"connect: {_lower(os.strerror(err))}"))
+                return
         self.connected()
 
     def connected(self) -> None:
@@ -254,7 +300,7 @@ class FastHttpRun(Run):
         if self.body is not None:
             self.body.extend(chunk)
 
-    def _send(self) -> None:
+    def _send(self, events: int = 0) -> None:
         assert self.sock is not None
         request = self.url.request
         try:
@@ -282,7 +328,7 @@ class FastHttpRun(Run):
         path, timeout = self.url.url.path, self.probe.read_timeout
         self.finish(fail(f"{path}: read timeout after {timeout:g}s ({got})"))
 
-    def _on_read(self) -> None:
+    def _on_read(self, events: int) -> None:
         assert self.sock is not None
         parser = self.parser
         for _ in range(64):
