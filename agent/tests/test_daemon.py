@@ -426,3 +426,48 @@ def test_metrics_listen_port_in_use_fails_start(env: Env) -> None:
         rc, err = proc.wait(timeout=20), proc.stderr.read() if proc.stderr else ""
     assert rc == 1
     assert f"cannot listen for metrics on 127.0.0.1 port {port}" in err
+
+
+# ---------------------------------------------------------------- the start plan's hand-over
+
+
+class _Early:
+    """What vigil.faststart hands over: its held lock, and undo() (counted here; the real
+    one deletes the plan's IPVS services, tested in the VM)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = str(state_dir)
+        self.lock = StateDirLock(state_dir)
+        self.lock.acquire()
+        self.undone = 0
+
+    def describe(self) -> str:
+        return "start plan: 1 IPVS service(s) with 1 real server(s) programmed in 0.01 s"
+
+    def undo(self) -> str:
+        self.undone += 1
+        return "start plan: the agent is not starting; deleted the 1 service(s) it added"
+
+
+def test_an_invalid_config_takes_the_start_plan_back_and_frees_the_lock(tmp_path: Path) -> None:
+    from vigil.daemon import main
+
+    config = tmp_path / "vigil.yml"
+    config.write_text(BAD_CONFIG)
+    early = _Early(tmp_path / "state")
+    code = main(["--config", str(config), "--state-dir", early.state_dir], early=early)  # type: ignore[arg-type]
+    assert code == 1 and early.undone == 1
+    StateDirLock(tmp_path / "state").acquire()  # released
+
+
+def test_a_bad_argument_takes_the_start_plan_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vigil.daemon import main
+
+    early = _Early(tmp_path / "state")
+    with pytest.raises(SystemExit) as exc:
+        main(["--log-level", "loud", "--state-dir", early.state_dir], early=early)  # type: ignore[arg-type]
+    assert exc.value.code == 2 and early.undone == 1
+    assert "deleted the 1 service(s) it added" in capsys.readouterr().err
+    StateDirLock(tmp_path / "state").acquire()

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from vigil.config import ConfigError
 from vigil.events import EventBus, EventPublisher
-from vigil.faststart import PLAN_FILE, Plan
+from vigil.faststart import PLAN_FILE, Plan, read_plan
 from vigil.ipvs import SPEC
 from vigil.ipvs.config import IpvsConfig
 from vigil.ipvs.genl import Reply
@@ -283,7 +283,7 @@ def section(files: Path, *, servers: tuple[int, ...] = (11, 12), **extra: Any) -
 
 
 def context(
-    state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any, digest: str | None = None
+    state_dir: Path, bus: EventBus, trackers: TrackerRegistry, sec: Any, digest: Any = None
 ) -> Any:
     @dataclass
     class Netlink:
@@ -307,9 +307,13 @@ def context(
         trackers=trackers,
         section=sec,
         # the agent's running config: only what the start plan's writer reads of it
-        config=None
-        if digest is None
-        else lambda: SimpleNamespace(digest=digest, sections={"ipvs": sec}),
+        config=(
+            None
+            if digest is None
+            else digest
+            if callable(digest)
+            else lambda: SimpleNamespace(digest=digest, sections={"ipvs": sec})
+        ),
     )
 
 
@@ -333,7 +337,7 @@ async def harness(tmp_path: Path, files: Path) -> AsyncIterator[Callable[..., An
         *,
         start: bool = True,
         trackers: TrackerRegistry | None = None,
-        digest: str | None = None,
+        digest: Any = None,  # the config file's digest, or a getter of the running config
     ) -> Harness:
         sec = sec or section(files)
         state_dir = tmp_path / "state"
@@ -1048,3 +1052,35 @@ async def test_the_plan_assumes_alpha_servers_dead_and_keeps_inhibited_ones(
         "10.62.1.11:80": 0,
         "10.62.9.9:80": 1,
     }
+
+
+async def test_after_a_reload_the_plan_is_written_once_the_agent_runs_the_new_config(
+    harness: Any, files: Path
+) -> None:
+    """The agent swaps its config after every subsystem applied it, so the writer, which
+    may look during the reload's own pass, sees the old config then and must look again."""
+    sec = section(files)
+    running = {"config": SimpleNamespace(digest="aa" * 32, sections={"ipvs": sec})}
+    h = await harness(sec, digest=lambda: running["config"])
+    path = h.state_dir / PLAN_FILE
+    await h.until(lambda: read_plan(str(h.state_dir)) is not None, "the first plan")
+    new_sec = section(files, servers=(11, 12, 13))
+    old_cfg = validate_data(
+        {"virtual_servers": [sec.virtual_servers[0].to_dict()]}, check_files=False
+    )
+    new_cfg = validate_data(
+        {"virtual_servers": [new_sec.virtual_servers[0].to_dict()]}, check_files=False
+    )
+    diff = diff_configs(old_cfg, new_cfg).section("ipvs")
+    await h.sub.apply(new_cfg.section("ipvs"), diff)  # (its pass: the agent's config is old)
+    running["config"] = SimpleNamespace(
+        digest="bb" * 32, sections={"ipvs": new_cfg.section("ipvs")}
+    )
+    h.sub._wake.set()  # the next pass, as the next drift check would
+    want = current_key(h.state_dir, "bb" * 32)[0]
+    await h.until(
+        lambda: (p := read_plan(str(h.state_dir))) is not None and p.key == want,
+        "the plan of the new config",
+    )
+    ((_, dests),) = plan_table(Plan.decode(path.read_bytes())).values()
+    assert sorted(dests) == ["10.62.1.11:80", "10.62.1.12:80", "10.62.1.13:80"]

@@ -38,7 +38,6 @@ This module imports nothing of the agent but :mod:`vigil.statedir` and
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import select
@@ -47,10 +46,18 @@ import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 from vigil import __version__
+
+# The built-in sha256, not hashlib's: hashlib loads OpenSSL's libcrypto, about half a
+# second under the IPVS lab's emulation. Both give the same digest.
+try:
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover (Python 3.12 renamed it)
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment,unused-ignore]
 from vigil.journalfile import path_of, read_entries, write_entries
 from vigil.statedir import DEFAULT_CONFIG, DEFAULT_STATE_DIR, StateDirError, StateDirLock
 
@@ -87,10 +94,10 @@ _VALUE_OPTIONS = frozenset({"--socket", "--log-level", "--api-allow-uid", "--met
 def plan_key(config_digest: str, inputs: Sequence[bytes | None]) -> str:
     """The key a plan is valid for: the config file's sha256 (hex), the contents of the
     state-dir files it depends on (None: no such file) and this vigil's version."""
-    h = hashlib.sha256(f"{MAGIC.decode().strip()} vigil {__version__}\0".encode())
+    h = sha256(f"{MAGIC.decode().strip()} vigil {__version__}\0".encode())
     h.update(config_digest.encode())
     for data in inputs:
-        h.update(b"\0-" if data is None else b"\0+" + hashlib.sha256(data).digest())
+        h.update(b"\0-" if data is None else b"\0+" + sha256(data).digest())
     return h.hexdigest()
 
 
@@ -104,7 +111,7 @@ class PlanService:
     __slots__ = ("add", "delete", "dests", "journal_entry", "journal_key")
 
     def __init__(
-        self, journal_key: str, journal_entry: dict[str, Any], add: bytes, delete: bytes,
+        self, journal_key: str, journal_entry: dict[str, object], add: bytes, delete: bytes,
         dests: list[bytes],
     ) -> None:  # fmt: skip
         self.journal_key = journal_key
@@ -200,7 +207,7 @@ def read_input(state_dir: str, name: str) -> bytes | None:
 
 def file_digest(path: str) -> str:
     with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read(MAX_CONFIG_BYTES + 1)).hexdigest()
+        return sha256(fh.read(MAX_CONFIG_BYTES + 1)).hexdigest()
 
 
 # --------------------------------------------------------------------------- netlink
@@ -403,7 +410,7 @@ def fast_start(argv: Sequence[str]) -> FastStart | None:
             return None
     except OSError:
         return None
-    lock = StateDirLock(Path(state_dir))
+    lock = StateDirLock(state_dir)
     try:
         lock.acquire()
     except StateDirError:

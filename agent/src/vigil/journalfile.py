@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any
 
 SUFFIX = "-journal.json"
 VERSION = 2
@@ -20,7 +19,7 @@ def path_of(state_dir: str | os.PathLike[str], namespace: str) -> str:
     return os.path.join(os.fspath(state_dir), f"{namespace}{SUFFIX}")
 
 
-def read_entries(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_entries(path: str | os.PathLike[str]) -> dict[str, object]:
     """The entries of a journal file; {} when it does not exist. Raises OSError or
     ValueError (with the reason) when it cannot be read or is damaged."""
     try:
@@ -36,7 +35,7 @@ def read_entries(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(entries)
 
 
-def write_entries(path: str | os.PathLike[str], entries: dict[str, Any]) -> None:
+def write_entries(path: str | os.PathLike[str], entries: dict[str, object]) -> None:
     """Write ``entries`` whole (temporary file, then rename); OSError leaves the old file.
 
     No fsync: the journal guards against a crash of the *process* (a SIGKILLed agent's

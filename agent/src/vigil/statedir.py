@@ -1,7 +1,7 @@
 """The agent's state dir: its default paths and the lock one agent holds on it.
 
 Kept apart from :mod:`vigil.daemon` so :mod:`vigil.faststart` can take the lock before
-the rest of the agent is imported.
+the rest of the agent is imported (os paths, not pathlib: every import counts there).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from pathlib import Path
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -41,15 +40,15 @@ class StateDirLock:
     by the kernel when the process dies, so a crashed agent never leaves a stale lock.
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str]) -> None:
         self.state_dir = state_dir
-        self.path = state_dir / LOCK_NAME
+        self.path = os.path.join(state_dir, LOCK_NAME)
         self._fd: int | None = None
 
     def acquire(self) -> None:
         try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if self.state_dir.stat().st_uid == os.geteuid():
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            if os.stat(self.state_dir).st_uid == os.geteuid():
                 os.chmod(self.state_dir, 0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:

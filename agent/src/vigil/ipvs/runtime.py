@@ -892,8 +892,11 @@ class IpvsSubsystem:
         digest = getattr(config, "digest", None)
         if config is None or self.kernel.netns is not None:
             return  # no agent (tests), or a namespace the vigild command does not start in
-        if digest is None or config.sections.get(self.name, self.section) is not self.section:
-            return  # not read from a file, or a reload under way (it makes the plan due)
+        if digest is None:
+            return  # the running config was not read from a file
+        if config.sections.get(self.name, self.section) is not self.section:
+            self._plan_due = True  # a reload under way: the agent takes its config after
+            return
         state_dir = Path(self.ctx.state_dir)
         key, inputs = current_key(state_dir, digest)
         if written_key(state_dir) == key:
