@@ -1,16 +1,18 @@
 """The callback-driven TCP run and its poller (vigil.ipvs.checkers.fast) on loopback: a
 run started with ``defer`` finishes in :meth:`Poller.settle` when its connect is already
-over, and only a run still connecting gets its connect timer there."""
+over, and only a run still connecting gets its connect timer there; and the engine's
+timer heap, which keeps one loop timer for the earliest slot."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import Iterator
 
 import pytest
 
-from vigil.ipvs.checkers import CheckResult, RealServer, TcpCheck
+from vigil.ipvs.checkers import CheckEngine, CheckResult, RealServer, TcpCheck
 from vigil.ipvs.checkers.fast import FastTcpRun, Poller
 from vigil.ipvs.checkers.net import Endpoint
 
@@ -121,3 +123,41 @@ async def test_a_run_started_without_defer_arms_its_timer_at_once(
     assert run.timer is not None
     assert Poller.of(asyncio.get_running_loop()).pending == []
     run.cancel()
+
+
+class _Half(random.Random):
+    """Every warmup jitter 0.5: a checker's first run is at half its warmup."""
+
+    def random(self) -> float:
+        return 0.5
+
+
+async def test_a_checker_due_before_the_engine_timer_moves_the_timer_forward(
+    listener: socket.socket,
+) -> None:
+    """The slots wait in the engine's heap under one loop timer: a checker added with an
+    earlier slot, and one re-armed far away while another is due soon, must not wait
+    for the later slot."""
+    port = listener.getsockname()[1]
+
+    def server(name: str, warmup: float) -> RealServer:
+        check = TcpCheck(delay_loop=60, warmup=warmup)
+        return RealServer(address="127.0.0.1", port=port, name=name, checks=(check,))
+
+    def runs(name: str) -> int:
+        return engine.health(name).checks[0].counters.runs
+
+    async def ran(name: str) -> None:
+        async with asyncio.timeout(10):  # "late" runs after 60 s, the next runs later
+            while runs(name) < 1:
+                await asyncio.sleep(0.02)
+
+    engine = CheckEngine([server("late", 120), server("soon", 0.02)], rng=_Half())
+    await engine.start()
+    try:
+        await ran("soon")  # then re-armed 60 s on, while "late" waits
+        await engine.add_server(server("next", 0.4))  # the earliest now
+        await ran("next")
+        assert (runs("soon"), runs("late")) == (1, 0)
+    finally:
+        await engine.stop()

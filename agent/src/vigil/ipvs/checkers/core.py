@@ -416,14 +416,21 @@ class CheckMachine:
 
     def timer_expired(self, now: float) -> list[Action]:
         """The deadline passed: hand out one run. Early or duplicate calls do nothing."""
+        if not self.take_run(now):
+            return []
+        return [RunCheck(self._name, self._failures + 1, self._retrying)]
+
+    def take_run(self, now: float) -> bool:
+        """:meth:`timer_expired` without building its action (the engine's hot path):
+        True if a run is handed out now."""
         if self._phase is not _Phase.WAITING or self._deadline is None:
-            return []
+            return False
         if now + _TIMER_SLACK < self._deadline:
-            return []
+            return False
         self._phase = _Phase.RUNNING
         self._run_started = now
         self._deadline = None
-        return [RunCheck(self._name, self._failures + 1, self._retrying)]
+        return True
 
     def expedite(self, now: float) -> bool:
         """Bring a waiting run forward to ``now`` (an event-driven checker's input

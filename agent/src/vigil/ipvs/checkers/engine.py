@@ -2,8 +2,10 @@
 
 Thin on purpose: the decisions live in :mod:`.core` (when to run, what a result means),
 the I/O in the probes (:mod:`.net`, :mod:`.http`, :mod:`.icmp`, :mod:`.local`). The
-engine wires them: checkers due within the same ``SLOT`` (5 ms) share one loop timer
-(a thousand checks a second then cost some 200 timers, not a thousand), a bounded
+engine wires them: checkers due within the same ``SLOT`` (5 ms) share a slot, and the
+slots wait in the engine's own heap of times under one loop timer, set for the earliest
+(the loop's heap, whose entries compare in Python, then holds one engine entry, not one
+per waiting checker), a bounded
 number of runs in flight (``concurrency``; due runs beyond it wait in a FIFO and start as
 others finish, their timeouts counted from their real start), a hard time limit around
 every run, and callbacks when something changes. The TCP and plain HTTP runs a timer
@@ -33,6 +35,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import heapq
 import logging
 import math
 import random
@@ -44,7 +48,7 @@ from typing import Any, Protocol
 
 from vigil.incremental import SLICE_S, Slicer
 
-from .core import CheckMachine, CheckResult, RunCheck, ServerChange, ServerHealth, Transition
+from .core import CheckMachine, CheckResult, ServerChange, ServerHealth, Transition
 from .fast import Poller
 from .http import HttpProbe, TlsContexts
 from .icmp import Pingers, PingProbe
@@ -72,6 +76,8 @@ __all__ = ["CheckEngine", "EngineStats", "Probe"]
 DEFAULT_CONCURRENCY = 256
 #: deadlines are rounded up to this grid so that checkers due together share a timer
 SLOT = 0.005
+#: how early a checker may be woken (CheckMachine.timer_expired takes it as on time)
+_TIMER_SLACK = 1e-6
 
 
 class Probe(Protocol):
@@ -151,7 +157,10 @@ class CheckEngine:
         self.bfd_state = bfd_state
         self._servers: dict[str, _Server] = {}
         self._queue: collections.deque[_Check] = collections.deque()
-        self._slots: dict[float, list[_Check]] = {}
+        self._slots: dict[float, list[_Check]] = {}  # slot time -> checkers due then
+        self._heap: list[float] = []  # the slot times (a heap; one entry per slot)
+        self._timer: asyncio.TimerHandle | None = None  # set for _timer_at, the earliest
+        self._timer_at = math.inf
         self._tls = TlsContexts()
         self._pingers = Pingers()
         self._files = ThreadPoolExecutor(file_threads, thread_name_prefix="vigil-filecheck")
@@ -197,6 +206,9 @@ class CheckEngine:
     async def stop(self) -> None:
         """Cancel timers and runs in flight (scripts' process groups are killed)."""
         self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         tasks = []
         for server in self._servers.values():
             tasks += self._halt(server, "engine stopped")
@@ -363,23 +375,59 @@ class CheckEngine:
         slot = math.ceil(deadline / SLOT) * SLOT
         c.slot = slot
         waiting = self._slots.get(slot)
-        if waiting is None:
-            self._slots[slot] = [c]
-            loop.call_at(slot, self._fire, slot)
-        else:
+        if waiting is not None:
             waiting.append(c)
+            return
+        self._slots[slot] = [c]
+        heapq.heappush(self._heap, slot)
+        if slot < self._timer_at:
+            self._retime()
 
-    def _fire(self, slot: float) -> None:
+    def _retime(self) -> None:
+        """Set the loop timer for the earliest slot (if it is not set for it already)."""
+        heap = self._heap
+        at = heap[0] if heap else math.inf
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = at
+        loop = self._loop
+        if heap and loop is not None and not self._stopping:
+            self._timer = loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        """The earliest slot is due: run every slot due by now; the timer moves on to
+        the next one first."""
+        self._timer, self._timer_at = None, math.inf
+        loop = self._loop
+        if loop is None or self._stopping:
+            return
+        heap, slots = self._heap, self._slots
+        # the loop may run a timer up to its clock resolution early; the checkers' own
+        # slack is larger. The due slots are taken first: a checker re-armed meanwhile
+        # waits for the next timer, never for this loop.
+        limit = loop.time() + _TIMER_SLACK
+        due = []
+        while heap and heap[0] <= limit:
+            due.append(heapq.heappop(heap))
+        self._retime()
         deferred = False
         try:
-            for c in self._slots.pop(slot, ()):
-                if c.slot == slot:  # not re-armed or halted meanwhile
-                    deferred = self._due(c, defer=True) or deferred
+            for slot in due:
+                for c in slots.pop(slot, ()):
+                    if c.slot == slot:  # not re-armed or halted meanwhile
+                        deferred = self._due(c, defer=True) or deferred
         finally:
-            if deferred and self._loop is not None:
-                # the connects of this slot that are already over finish in this loop
+            for slot in due:
+                if slot in slots:  # not reached: something above raised
+                    heapq.heappush(heap, slot)
+            self._retime()
+            if deferred:
+                # the connects started here that are already over finish in this loop
                 # turn; the others get their timers (see fast.Poller.settle)
-                Poller.of(self._loop).settle()
+                Poller.of(loop).settle()
 
     def _due(self, c: _Check, defer: bool = False) -> bool:
         """Launch (or queue) ``c``'s run; True if it waits for ``Poller.settle``."""
@@ -388,30 +436,31 @@ class CheckEngine:
         if loop is None or self._stopping:
             return False
         now = loop.time()
-        for action in c.machine.timer_expired(now):
-            if isinstance(action, RunCheck):
-                break
-        else:
+        if not c.machine.take_run(now):
             self._arm(c)  # woke a little early: wait for the rest
             return False
         c.due_at = now
         if self.stats.running < self.concurrency:
-            return self._launch(c, defer)
+            return self._launch(c, defer, now)
         self._queue.append(c)
         self.stats.queued = len(self._queue)
         self.stats.max_queued = max(self.stats.max_queued, self.stats.queued)
         return False
 
-    def _launch(self, c: _Check, defer: bool = False) -> bool:
-        """Start ``c``'s run; True if it waits for ``Poller.settle`` (``defer``)."""
+    def _launch(self, c: _Check, defer: bool = False, now: float | None = None) -> bool:
+        """Start ``c``'s run; True if it waits for ``Poller.settle`` (``defer``).
+        ``now``: the loop's time if the caller just read it (a run due now, not queued)."""
         loop = self._loop
         assert loop is not None
-        self.stats.running += 1
-        self.stats.max_running = max(self.stats.max_running, self.stats.running)
-        started = loop.time()
-        self.stats.max_queue_wait = max(self.stats.max_queue_wait, started - c.due_at)
+        stats = self.stats
+        stats.running += 1
+        if stats.running > stats.max_running:
+            stats.max_running = stats.running
+        started = loop.time() if now is None else now
+        if started - c.due_at > stats.max_queue_wait:
+            stats.max_queue_wait = started - c.due_at
         make_run = c.make_run
-        run = make_run(loop, lambda r: self._finished(c, r, started)) if make_run else None
+        run = make_run(loop, functools.partial(self._finished, c, started)) if make_run else None
         if run is not None:
             c.run = run
             return bool(run.start(defer))
@@ -425,21 +474,25 @@ class CheckEngine:
             if c.machine.running and self._servers.get(c.server.settings.label) is c.server:
                 self._launch(c)
 
-    def _finished(self, c: _Check, result: CheckResult, started: float) -> None:
+    def _finished(self, c: _Check, started: float, result: CheckResult) -> None:
         """A callback-driven run ended (never called after its cancel())."""
         loop = self._loop
         assert loop is not None
         c.run = None
-        self.stats.runs += 1
-        self.stats.running -= 1
+        stats = self.stats
+        stats.runs += 1
+        stats.running -= 1
         now = loop.time()
         if c.machine.running:
-            result = CheckResult(
-                result.ok, now - started, result.error, result.weight, result.weight_offset
-            )
-            self._apply(c, c.machine.result(now, result), result)
+            weight, offset = result.weight, result.weight_offset
+            result = CheckResult(result.ok, now - started, result.error, weight, offset)
+            actions = c.machine.result(now, result)
+            # most runs change nothing: no transition, no weight news, nobody to tell
+            if actions or weight is not None or offset is not None or self.on_result:
+                self._apply(c, actions, result)
             self._arm(c)
-        self._pump()
+        if self._queue:
+            self._pump()
 
     async def _run(self, c: _Check) -> None:
         try:

@@ -20,6 +20,7 @@ connecting. A check then costs one loop turn instead of two, and most cost no ti
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import hashlib
@@ -32,7 +33,7 @@ from typing import Any
 
 from .core import CheckResult
 from .settings import NetCheck
-from .sockets import Endpoint, close, fail, open_socket, os_error
+from .sockets import Endpoint, close, fail, open_stream, os_error
 
 __all__ = ["FastHttpRun", "FastTcpRun", "Poller", "Run"]
 
@@ -143,6 +144,22 @@ class Poller:
 class Run:
     """One run: connect with a timeout, then :meth:`connected`; finishes once."""
 
+    # one of these per check: no per-instance __dict__
+    __slots__ = (
+        "_starting",
+        "check",
+        "deadline",
+        "done",
+        "endpoint",
+        "fd",
+        "finished",
+        "loop",
+        "poller",
+        "sock",
+        "timer",
+        "watching",
+    )
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, check: NetCheck, endpoint: Endpoint, done: Done
     ) -> None:
@@ -151,7 +168,7 @@ class Run:
         self.check = check
         self.endpoint = endpoint
         self.done = done
-        self.sock: socket.socket | None = None
+        self.sock: _socket.socket | None = None
         self.fd = -1
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0  # of the connect, while it waits for Poller.settle
@@ -175,7 +192,7 @@ class Run:
 
     def _start(self, defer: bool) -> bool:
         try:
-            sock = self.sock = open_socket(self.check, self.endpoint.family, socket.SOCK_STREAM)
+            sock = self.sock = open_stream(self.check, self.endpoint.family)
         except OSError as exc:
             self.finish(fail(os_error("socket setup (bindto/bind_port/bind_if/fwmark)", exc)))
             return False
@@ -249,7 +266,10 @@ class Run:
             if self.watching:
                 self.poller.forget(self.fd)
                 self.watching = False
-            close(self.sock, self.check)
+            if self.check.bind_port is None:
+                self.sock.close()
+            else:
+                close(self.sock, self.check)  # resets the connection (see close)
             self.sock = None
 
 
@@ -258,12 +278,16 @@ def _lower(text: str) -> str:
 
 
 class FastTcpRun(Run):
+    __slots__ = ()
+
     def connected(self) -> None:
         self.finish(OK)
 
 
 class FastHttpRun(Run):
     """Plain HTTP: each URL of the checker in turn, each on its own connection."""
+
+    __slots__ = ("body", "child", "final", "index", "md5", "parser", "probe", "sent", "url")
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ paths, so none of them imports another.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
 import ipaddress
@@ -23,6 +24,7 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 DEFAULT_PORTS = {"dns": 53, "smtp": 25}
 _LINGER_RST = struct.pack("ii", 1, 0)
+_STREAM_FLAGS = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
 def fail(error: str) -> CheckResult:
@@ -66,6 +68,22 @@ def open_socket(check: NetCheck, family: int, kind: int, proto: int = 0) -> sock
     """A non-blocking socket with the checker's mark, device and source applied."""
     # SOCK_NONBLOCK makes Python's socket non-blocking already (timeout 0): no fcntl
     sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
+    _setup(sock, check, family, kind)
+    return sock
+
+
+def open_stream(check: NetCheck, family: int) -> _socket.socket:
+    """:func:`open_socket` for TCP as the bare C socket type, for the callback-driven
+    runs that need none of :class:`socket.socket`'s Python layer (its ``__init__`` and
+    ``close`` are Python functions: two calls per check saved)."""
+    sock = _socket.socket(family, _STREAM_FLAGS)
+    plain = check.fwmark is None and check.bind_if is None
+    if not plain or check.bindto is not None or check.bind_port is not None:
+        _setup(sock, check, family, socket.SOCK_STREAM)
+    return sock
+
+
+def _setup(sock: _socket.socket, check: NetCheck, family: int, kind: int) -> None:
     try:
         if check.fwmark is not None:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, check.fwmark)
@@ -82,7 +100,6 @@ def open_socket(check: NetCheck, family: int, kind: int, proto: int = 0) -> sock
     except BaseException:
         sock.close()
         raise
-    return sock
 
 
 async def connect(
@@ -108,7 +125,7 @@ async def connect(
     return sock
 
 
-def close(sock: socket.socket, check: NetCheck) -> None:
+def close(sock: _socket.socket, check: NetCheck) -> None:
     """Close; with a fixed ``bind_port`` reset the connection so the same 4-tuple can be
     used again at the next run instead of waiting out TIME_WAIT."""
     if check.bind_port is not None:
