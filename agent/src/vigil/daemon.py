@@ -22,7 +22,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from vigil.lean import lazy_modules, lean_packages, no_system_mime_types
 
@@ -37,7 +37,6 @@ from prometheus_client.metrics import disable_created_metrics  # noqa: E402
 from vigil import __version__, subsystems  # noqa: E402
 from vigil.agent import Agent, ReloadResult  # noqa: E402
 from vigil.config import Config, ConfigError  # noqa: E402
-from vigil.faststart import FastStart  # noqa: E402
 from vigil.journal import CleanupReport, JournalNamespace, JournalWriteError  # noqa: E402
 from vigil.log import LEVELS, RateLimitedLog, set_level, setup_logging  # noqa: E402
 from vigil.looplag import new_event_loop  # noqa: E402
@@ -49,6 +48,9 @@ from vigil.statedir import (  # noqa: E402
     StateDirError,
     StateDirLock,
 )
+
+if TYPE_CHECKING:  # (vigil.faststart imports this module: no cycle at run time)
+    from vigil.faststart import FastStart
 
 __all__ = [
     "DEFAULT_CONFIG",
