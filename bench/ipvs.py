@@ -1004,9 +1004,9 @@ def restart(d: Daemon, conf: str, total: int) -> dict[str, Any]:
     if first:
         row["restart_first_dest_s"] = round(first[0] - d.started, 2)
     if d.impl == "vigil":
+        d.wait_ready()  # (its log line comes once the agent is imported)
         lines = [ln for ln in d.handle.log(tail=None).splitlines() if "start plan:" in ln]
         row["restart_from_plan"] = lines[-1].split("agent: ", 1)[-1] if lines else None
-        d.wait_ready()
     log(f"startup: {d.impl} restart {row}")
     return row
 

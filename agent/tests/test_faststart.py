@@ -12,9 +12,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import itertools
-import os
+import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,14 +24,16 @@ from vigil.faststart import (
     CTRL_ATTR_FAMILY_NAME,
     CTRL_CMD_GETFAMILY,
     GENL_ID_CTRL,
+    LoadedPlan,
     Plan,
     PlanService,
     _Genl,
     fast_start,
+    messages,
     options,
     plan_key,
-    read_plan,
 )
+from vigil.journalfile import EMPTY, render
 from vigil.statedir import StateDirLock
 
 DIGEST = "ab" * 32
@@ -41,9 +44,12 @@ def plan(key: str = "k" * 64, n: int = 3) -> Plan:
         PlanService(
             f"service:tcp/10.62.0.{i}:80",
             {"kind": "service", "vs": f"vs{i}", "service": {"address": f"10.62.0.{i}"}},
-            b"\x01\x01\x00\x00" + bytes([i]) * 8,
-            b"\x02\x01\x00\x00" + bytes([i]) * 4,
-            [b"\x05\x01\x00\x00" + bytes([i, d]) * 6 for d in range(i)],
+            b"\x01\x01\x00\x00" + i.to_bytes(4, "little") * 2,
+            b"\x02\x01\x00\x00" + i.to_bytes(4, "little"),
+            [
+                b"\x05\x01\x00\x00" + i.to_bytes(4, "little") + bytes([d % 251]) * 8
+                for d in range(i % 20)
+            ],
         )
         for i in range(n)
     ]
@@ -78,27 +84,62 @@ def test_only_a_plain_agent_start_uses_the_plan(
 # ---------------------------------------------------------------------------- the file
 
 
+def payloads(chunk: Any) -> list[bytes]:
+    """The requests of a chunk without their netlink headers."""
+    return [bytes(m[16:]) for m in messages(chunk)]
+
+
+def headers(chunk: Any) -> list[tuple[int, int, int]]:
+    """(family, flags, sequence) of each request of a chunk."""
+    return [struct.unpack_from("=IHHII", m)[1:4] for m in messages(chunk)]
+
+
 def test_a_plan_reads_back_as_written() -> None:
     p = plan(n=4)
-    back = Plan.decode(p.encode())
-    assert (back.key, back.family, back.journal, back.inputs) == (p.key, "IPVS", "ipvs", p.inputs)
-    assert [(s.journal_key, s.journal_entry, s.add, s.delete, s.dests) for s in back.services] == [
-        (s.journal_key, s.journal_entry, s.add, s.delete, s.dests) for s in p.services
+    p.family_id = 0x22
+    back = LoadedPlan(p.encode())
+    assert (back.key, back.family, back.family_id, back.journal, back.inputs) == (
+        p.key, "IPVS", 0x22, "ipvs", p.inputs
+    )  # fmt: skip
+    assert back.journal_keys == [s.journal_key for s in p.services]
+    assert payloads(back.adds) == [s.add for s in p.services]
+    assert payloads(back.dests) == [d for s in p.services for d in s.dests]
+    assert [[bytes(m[16:]) for m in back.dest_messages([i])] for i in range(4)] == [
+        s.dests for s in p.services
     ]
+    assert back.delete_payloads([3, 1]) == [p.services[3].delete, p.services[1].delete]
+    # the kernel gets the writer's family id, requests numbered from 1 in plan order
+    assert headers(back.adds) == [(0x22, 1, i + 1) for i in range(4)]
+    assert headers(back.dests) == [(0x22, 1, 5 + i) for i in range(6)]
+    # the journal's text records the plan's services as vigil.journal writes them
+    entries = {s.journal_key: s.journal_entry for s in p.services}
+    assert bytes(back.journal_text) == render(entries)
+    assert json.loads(bytes(back.journal_text))["entries"] == entries
 
 
-@pytest.mark.parametrize("cut", [1, 10, 40])
-def test_a_cut_or_damaged_plan_is_no_plan(tmp_path: Path, cut: int) -> None:
-    data = plan().encode()
-    (tmp_path / faststart.PLAN_FILE).write_bytes(data[:-cut])
-    assert read_plan(str(tmp_path)) is None
-    (tmp_path / faststart.PLAN_FILE).write_bytes(data + b"\0\0\0\0")
-    assert read_plan(str(tmp_path)) is None
-    (tmp_path / faststart.PLAN_FILE).write_bytes(b"vigil-start-plan 9\n{}\n")
-    assert read_plan(str(tmp_path)) is None
-    (tmp_path / faststart.PLAN_FILE).write_bytes(data)
-    got = read_plan(str(tmp_path))
-    assert got is not None and len(got.services) == 3
+def test_the_batches_of_a_large_plan_cover_it_in_order_within_the_bounds() -> None:
+    p = plan(n=300)
+    back = LoadedPlan(p.encode())
+    for chunk, offsets in ((back.adds, back.spans[0]), (back.dests, back.spans[1])):
+        assert offsets[0] == 0 and offsets[-1] == len(chunk)
+        for start, stop in itertools.pairwise(offsets):
+            batch = messages(chunk[start:stop])
+            assert len(batch) <= faststart.BATCH_MESSAGES
+            assert stop - start <= faststart.BATCH_BYTES or len(batch) == 1
+    assert len(back.spans[1]) > 2, "300 services' real servers are more than one batch"
+
+
+def test_another_family_id_is_written_into_every_request() -> None:
+    p = plan(n=5)
+    p.family_id = 0x22
+    back = LoadedPlan(p.encode())
+    moved = faststart._refamily(back.dests, 0x31)
+    assert [h[0] for h in headers(moved)] == [0x31] * 10
+    assert payloads(moved) == payloads(back.dests)
+
+
+def test_an_empty_journal_is_what_the_journal_writes_for_no_entries() -> None:
+    assert render({}) == EMPTY
 
 
 def test_the_key_covers_the_config_the_inputs_and_the_version(
@@ -192,11 +233,10 @@ def test_batches_report_exactly_the_refused_requests() -> None:
 
 
 def test_the_batches_respect_the_size_bounds() -> None:
-    payloads = [os.urandom(96) for _ in range(700)] + [os.urandom(20000) for _ in range(3)]
-    spans = list(faststart._batches(payloads))
-    assert spans[0][0] == 0 and spans[-1][1] == len(payloads)
+    sizes = [112] * 700 + [20016] * 3
+    spans = list(faststart._batches(sizes))
+    assert spans[0][0] == 0 and spans[-1][1] == len(sizes)
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     for start, stop in spans:
-        size = sum(16 + len(p) for p in payloads[start:stop])
         assert stop - start <= faststart.BATCH_MESSAGES
-        assert size <= faststart.BATCH_BYTES or stop - start == 1
+        assert sum(sizes[start:stop]) <= faststart.BATCH_BYTES or stop - start == 1

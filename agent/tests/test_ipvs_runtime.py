@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from vigil.config import ConfigError
 from vigil.events import EventBus, EventPublisher
-from vigil.faststart import PLAN_FILE, Plan, read_plan
+from vigil.faststart import PLAN_FILE, LoadedPlan, messages, read_plan
 from vigil.ipvs import SPEC
 from vigil.ipvs.config import IpvsConfig
 from vigil.ipvs.genl import Reply
@@ -69,6 +69,7 @@ class FakeKernel:
     """IpvsKernel's coroutines over an in-memory table; ``log`` lists every write."""
 
     netns: str | None = None
+    family: int = 0x1E  # the IPVS family's id (IpvsKernel's while open)
     available: bool = True
     services_: dict[ServiceKey, Service] = field(default_factory=dict)
     dests: dict[ServiceKey, dict[tuple[Any, int], Destination]] = field(default_factory=dict)
@@ -970,13 +971,19 @@ def test_a_bfd_check_must_name_a_session(files: Path) -> None:
 def plan_table(plan: Any) -> dict[ServiceKey, tuple[Service, dict[str, Destination]]]:
     """What the plan's requests would build, decoded as the kernel would read them."""
     out = {}
-    for s in plan.services:
-        svc, _ = parse_service(Reply(s.add, _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE"))
-        gone = Reply(s.delete, _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE")
-        assert parse_service(gone)[0].key == svc.key, "its delete names the same service"
+    adds = messages(plan.adds)
+    assert len(adds) == plan.count
+    for i, add in enumerate(adds):
+        attr = Reply(bytes(add[16:]), _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE")
+        svc, _ = parse_service(attr)
+        (gone,) = plan.delete_payloads([i])
+        assert parse_service(Reply(gone, _IpvsMsg).get_attr("IPVS_CMD_ATTR_SERVICE"))[0].key == (
+            svc.key
+        ), "its delete names the same service"
         dests = {}
-        for raw in s.dests:
-            d = parse_destination(Reply(raw, _IpvsMsg).get_attr("IPVS_CMD_ATTR_DEST"), 4)
+        for raw in plan.dest_messages([i]):
+            dest = Reply(bytes(raw[16:]), _IpvsMsg).get_attr("IPVS_CMD_ATTR_DEST")
+            d = parse_destination(dest, 4)
             dests[str(d.destination)] = d.destination
         out[svc.key] = (svc, dests)
     return out
@@ -999,15 +1006,15 @@ async def test_the_start_plan_is_the_table_the_start_programmed_and_follows_drai
     h = await harness(digest=digest)
     path = h.state_dir / PLAN_FILE
     await h.until(lambda: len(writes) == 1, "the start plan")
-    plan = Plan.decode(path.read_bytes())
+    plan = LoadedPlan(path.read_bytes())
     assert plan.key == current_key(h.state_dir, digest)[0]
     kernel = {
         key: (svc, {str(d): d for d in h.kernel.dests[key].values()})
         for key, svc in h.kernel.services_.items()
     }
     assert plan_table(plan) == kernel, "the plan builds what the start programmed"
-    assert [s.journal_key for s in plan.services] == list(journal(h.state_dir))
-    assert [s.journal_entry for s in plan.services] == list(journal(h.state_dir).values())
+    assert plan.journal_keys == list(journal(h.state_dir))
+    assert json.loads(bytes(plan.journal_text))["entries"] == journal(h.state_dir)
     # nothing changed: due again, but not written again
     h.sub._plan_due = True
     await h.sub.settle()
@@ -1016,7 +1023,7 @@ async def test_the_start_plan_is_the_table_the_start_programmed_and_follows_drai
     # a drain changes the next start's table: the plan follows
     await h.sub.control.drain("web", "10.62.1.12")
     await h.until(lambda: len(writes) == 2, "the plan after the drain")
-    plan = Plan.decode(path.read_bytes())
+    plan = LoadedPlan(path.read_bytes())
     ((_, dests),) = plan_table(plan).values()
     assert {k: d.weight for k, d in dests.items()} == {"10.62.1.11:80": 1, "10.62.1.12:80": 0}
     assert plan.key == current_key(h.state_dir, digest)[0]
@@ -1082,5 +1089,5 @@ async def test_after_a_reload_the_plan_is_written_once_the_agent_runs_the_new_co
         lambda: (p := read_plan(str(h.state_dir))) is not None and p.key == want,
         "the plan of the new config",
     )
-    ((_, dests),) = plan_table(Plan.decode(path.read_bytes())).values()
+    ((_, dests),) = plan_table(LoadedPlan(path.read_bytes())).values()
     assert sorted(dests) == ["10.62.1.11:80", "10.62.1.12:80", "10.62.1.13:80"]

@@ -37,15 +37,15 @@ This module imports nothing of the agent but :mod:`vigil.statedir` and
 
 from __future__ import annotations
 
+import _socket as socket  # (socket.py would import enum and selectors: see below)
 import errno
-import json
+import itertools
 import os
 import select
-import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from vigil import __version__
 
@@ -58,13 +58,22 @@ except ImportError:  # pragma: no cover (Python 3.12 renamed it)
         from _sha2 import sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
     except ImportError:
         from hashlib import sha256  # type: ignore[assignment,unused-ignore]
-from vigil.journalfile import path_of, read_entries, write_entries
+from vigil.journalfile import EMPTY, path_of, read_entries, render, write_entries, write_raw
 from vigil.statedir import DEFAULT_CONFIG, DEFAULT_STATE_DIR, StateDirError, StateDirLock
 
-__all__ = ["PLAN_FILE", "FastStart", "Plan", "PlanService", "main", "plan_key", "read_plan"]
+__all__ = [
+    "PLAN_FILE",
+    "FastStart",
+    "LoadedPlan",
+    "Plan",
+    "PlanService",
+    "main",
+    "plan_key",
+    "read_plan",
+]
 
 PLAN_FILE = "ipvs-start-plan.bin"
-MAGIC = b"vigil-start-plan 1\n"
+MAGIC = b"vigil-start-plan 2\n"
 #: the config is refused above this size (vigil.config.loader); read no more of it here
 MAX_CONFIG_BYTES = 8 << 20
 
@@ -105,8 +114,8 @@ def plan_key(config_digest: str, inputs: Sequence[bytes | None]) -> str:
 
 
 class PlanService:
-    """One service of the plan: its journal entry and its requests (generic netlink
-    payloads: the command's header and attributes, without the netlink header)."""
+    """One service of a plan being written: its journal entry and its requests (generic
+    netlink payloads: the command's header and attributes, without the netlink header)."""
 
     __slots__ = ("add", "delete", "dests", "journal_entry", "journal_key")
 
@@ -122,78 +131,171 @@ class PlanService:
 
 
 class Plan:
-    __slots__ = ("family", "inputs", "journal", "key", "services")
+    """A plan being written (:mod:`vigil.ipvs.startplan`); :meth:`encode` is the file.
+
+    The file holds the requests as the netlink messages the kernel gets (with headers for
+    the family id the writer's kernel had, which a restart without reboot still has), cut
+    into the batches they are sent in, and the journal's text for those services, so the
+    start that reads it does next to no work of its own: no JSON, no message built."""
+
+    __slots__ = ("family", "family_id", "inputs", "journal", "key", "services")
 
     def __init__(
         self, key: str, family: str, journal: str, inputs: list[str],
-        services: list[PlanService],
+        services: list[PlanService], family_id: int = 0,
     ) -> None:  # fmt: skip
         self.key = key
         self.family = family  # the generic netlink family of the requests
+        self.family_id = family_id  # its id in the writer's kernel (0: not known)
         self.journal = journal  # the journal namespace the services are recorded in
         self.inputs = inputs  # state-dir files the key covers (besides the config)
         self.services = services
 
     def encode(self) -> bytes:
-        """The plan file: a magic line, a JSON line, then every payload back to back."""
-        head = {
-            "key": self.key,
-            "family": self.family,
-            "journal": self.journal,
-            "inputs": self.inputs,
-            "services": [
-                [
-                    s.journal_key,
-                    s.journal_entry,
-                    len(s.add),
-                    len(s.delete),
-                    [len(d) for d in s.dests],
-                ]
-                for s in self.services
-            ],
-        }
-        body = b"".join(b"".join((s.add, s.delete, *s.dests)) for s in self.services)
-        return MAGIC + json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
+        n = len(self.services)
+        adds = [_message(self.family_id, i + 1, s.add) for i, s in enumerate(self.services)]
+        seq, dests = n + 1, []
+        for s in self.services:
+            for payload in s.dests:
+                dests.append(_message(self.family_id, seq, payload))
+                seq += 1
+        journal = render({s.journal_key: s.journal_entry for s in self.services})
+        adds_b, dests_b = b"".join(adds), b"".join(dests)
+        deletes = b"".join(s.delete for s in self.services)
+        lines = [
+            f"key {self.key}",
+            f"family {self.family} {self.family_id}",
+            f"journal {self.journal} {len(journal)}",
+            "inputs " + " ".join(self.inputs),
+            f"services {n} {len(adds_b)} {len(dests_b)} {len(deletes)}",
+            "batches " + _spans_text(adds) + " " + _spans_text(dests),
+        ]
+        for s in self.services:
+            size = sum(_HDR.size + len(d) for d in s.dests)
+            lines.append(f"{s.journal_key} {len(s.dests)} {size} {len(s.delete)}")
+        head = ("\n".join(lines) + "\nend\n").encode()
+        return MAGIC + head + journal + adds_b + dests_b + deletes
 
-    @classmethod
-    def decode(cls, data: bytes) -> Plan:
+
+class LoadedPlan:
+    """A plan as read for a start: its header parsed, its requests left where they are."""
+
+    __slots__ = (
+        "adds", "delete_sizes", "deletes", "dest_counts", "dest_sizes", "dests", "family",
+        "family_id", "inputs", "journal", "journal_keys", "journal_text", "key", "spans",
+    )  # fmt: skip
+
+    def __init__(self, data: bytes) -> None:
         """ValueError if ``data`` is not a whole plan file."""
         if not data.startswith(MAGIC):
             raise ValueError("not a start plan of this format")
-        end = data.index(b"\n", len(MAGIC))
-        head = json.loads(data[len(MAGIC) : end])
-        body = memoryview(data)[end + 1 :]
-        off = 0
+        end = data.find(b"\nend\n", len(MAGIC))
+        if end < 0:
+            raise ValueError("the plan's header is cut short")
+        lines = data[len(MAGIC) : end].decode().split("\n")
+        fields = {}
+        for line in lines[:6]:
+            name, _, value = line.partition(" ")
+            fields[name] = value
+        self.key = fields["key"]
+        family, family_id = fields["family"].split()
+        self.family, self.family_id = family, int(family_id)
+        journal, journal_len = fields["journal"].split()
+        self.journal = journal
+        self.inputs = fields["inputs"].split()
+        n, n_adds, n_dests, n_deletes = (int(x) for x in fields["services"].split())
+        spans = fields["batches"].split()
+        self.spans = (_spans(spans[0]), _spans(spans[1]))
+        self.journal_keys: list[str] = []
+        self.dest_counts: list[int] = []
+        self.dest_sizes: list[int] = []
+        self.delete_sizes: list[int] = []
+        for line in lines[6 : 6 + n]:
+            key, count, size, dsize = line.split()
+            self.journal_keys.append(key)
+            self.dest_counts.append(int(count))
+            self.dest_sizes.append(int(size))
+            self.delete_sizes.append(int(dsize))
+        if len(self.journal_keys) != n or len(lines) != 6 + n:
+            raise ValueError("the plan lists another number of services")
+        view = memoryview(data)
+        off = end + len(b"\nend\n")
+        parts = []
+        for length in (int(journal_len), n_adds, n_dests, n_deletes):
+            parts.append(view[off : off + length])
+            off += length
+        if off != len(data) or sum(self.dest_sizes) != n_dests:
+            raise ValueError("the plan's requests do not add up")
+        if sum(self.delete_sizes) != n_deletes or self.spans[0][-1:] != [n_adds]:
+            raise ValueError("the plan's requests do not add up")
+        if self.spans[1][-1:] != [n_dests]:
+            raise ValueError("the plan's batches do not add up")
+        self.journal_text, self.adds, self.dests, self.deletes = parts
 
-        def take(n: int) -> bytes:
-            nonlocal off
-            if n < 4 or off + n > len(body):
-                raise ValueError("the plan's requests are cut short")
-            out = bytes(body[off : off + n])
-            off += n
-            return out
+    @property
+    def count(self) -> int:
+        return len(self.journal_keys)
 
-        services = [
-            PlanService(str(jkey), dict(jentry), take(n_add), take(n_del), [take(n) for n in dests])
-            for jkey, jentry, n_add, n_del, dests in head["services"]
-        ]
-        if off != len(body):
-            raise ValueError("the plan has more requests than it lists")
-        return cls(
-            str(head["key"]),
-            str(head["family"]),
-            str(head["journal"]),
-            [str(i) for i in head["inputs"]],
-            services,
-        )
+    def delete_payloads(self, indices: Sequence[int]) -> list[bytes]:
+        offsets = [0]
+        for size in self.delete_sizes:
+            offsets.append(offsets[-1] + size)
+        return [bytes(self.deletes[offsets[i] : offsets[i + 1]]) for i in indices]
+
+    def dest_messages(
+        self, indices: Sequence[int], chunk: bytes | memoryview | bytearray | None = None
+    ) -> list[memoryview]:
+        """The real servers' messages of those services, each a whole netlink message
+        (from ``chunk``: the plan's, or the same made for another family id)."""
+        view = memoryview(self.dests if chunk is None else chunk)
+        starts = [0]
+        for size in self.dest_sizes:
+            starts.append(starts[-1] + size)
+        out = []
+        for i in indices:
+            out += messages(view[starts[i] : starts[i + 1]])
+        return out
 
 
-def read_plan(state_dir: str) -> Plan | None:
+def _message(family: int, seq: int, payload: bytes) -> bytes:
+    return _HDR.pack(_HDR.size + len(payload), family, NLM_F_REQUEST, seq, 0) + payload
+
+
+def _spans_text(msgs: list[bytes]) -> str:
+    """The batch boundaries of ``msgs`` back to back, as byte offsets: "0,a,b,...,end"."""
+    offsets, off = [0], 0
+    sizes = [len(m) for m in msgs]
+    for start, stop in _batches(sizes):
+        off += sum(sizes[start:stop])
+        offsets.append(off)
+    return ",".join(map(str, offsets if msgs else [0]))
+
+
+def _spans(text: str) -> list[int]:
+    offsets = [int(x) for x in text.split(",")]
+    if offsets[0] != 0 or any(b <= a for a, b in itertools.pairwise(offsets)):
+        raise ValueError("the plan's batches are not in order")
+    return offsets
+
+
+def messages(chunk: memoryview | bytes) -> list[memoryview]:
+    """The netlink messages back to back in ``chunk``."""
+    view, out, off = memoryview(chunk), [], 0
+    while off + _HDR.size <= len(view):
+        length = _HDR.unpack_from(view, off)[0]
+        if length < _HDR.size or off + length > len(view):
+            raise ValueError("a request of the plan is cut short")
+        out.append(view[off : off + length])
+        off += (length + 3) & ~3
+    return out
+
+
+def read_plan(state_dir: str) -> LoadedPlan | None:
     """The state dir's plan, or None (none, unreadable or damaged: no fast start)."""
     try:
         with open(os.path.join(state_dir, PLAN_FILE), "rb") as fh:
-            return Plan.decode(fh.read())
-    except (OSError, ValueError, KeyError, TypeError):
+            return LoadedPlan(fh.read())
+    except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError):
         return None
 
 
@@ -247,7 +349,7 @@ class _Genl:
         )
         if not select.select([self.sock], [], [], 5.0)[0]:
             return None
-        for kind, seq, payload in _messages(self.sock.recv(1 << 16)):
+        for kind, seq, payload in _replies(self.sock.recv(1 << 16)):
             if seq != self.seq:
                 continue
             if kind == NLMSG_ERROR:
@@ -265,43 +367,58 @@ class _Genl:
     def send_all(self, family: int, payloads: list[bytes]) -> dict[int, int]:
         """Send every payload as a request of ``family``; {index: errno} of the refused.
         Raises OSError if the refusals cannot be told (lost to a full socket buffer)."""
-        refused: dict[int, int] = {}
         first = self.seq + 1
-        for start, stop in _batches(payloads):
-            parts = []
-            for i in range(start, stop):
-                payload = payloads[i]
-                parts.append(
-                    _HDR.pack(_HDR.size + len(payload), family, NLM_F_REQUEST, first + i, 0)
-                )
-                parts.append(payload)
-            self.sock.send(b"".join(parts))
+        msgs = [_message(family, first + i, p) for i, p in enumerate(payloads)]
+        self.seq += len(msgs)
+        return self.send_chunks(_joined(msgs), first, len(msgs))
+
+    def send_chunks(
+        self, chunks: Iterable[bytes | memoryview | bytearray], first: int, count: int
+    ) -> dict[int, int]:
+        """Send requests already made, a batch per chunk, numbered ``first`` on; {index:
+        errno} of the refused (OSError if they cannot be told)."""
+        refused: dict[int, int] = {}
+        for chunk in chunks:
+            self.sock.send(chunk)
             while True:  # the refusals of this batch, queued during send
                 try:
                     data = self.sock.recv(1 << 16)
                 except BlockingIOError:
                     break
-                for kind, seq, payload in _messages(data):
-                    if kind == NLMSG_ERROR and first <= seq < first + len(payloads):
+                for kind, seq, payload in _replies(data):
+                    if kind == NLMSG_ERROR and first <= seq < first + count:
                         code = -int(struct.unpack_from("=i", payload)[0])
                         if code:
                             refused[seq - first] = code
-        self.seq += len(payloads)
         return refused
 
 
-def _batches(payloads: list[bytes]) -> Iterator[tuple[int, int]]:
+def _batches(sizes: list[int]) -> Iterator[tuple[int, int]]:
+    """Spans of messages of these sizes sent together: at most BATCH_BYTES (unless one
+    message is larger) and BATCH_MESSAGES each."""
     start, size = 0, 0
-    for i, payload in enumerate(payloads):
-        size += _HDR.size + len(payload)
+    for i, n in enumerate(sizes):
+        size += n
         if i > start and (size > BATCH_BYTES or i - start >= BATCH_MESSAGES):
             yield start, i
-            start, size = i, _HDR.size + len(payload)
-    if start < len(payloads):
-        yield start, len(payloads)
+            start, size = i, n
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+def _joined(msgs: Sequence[bytes | memoryview]) -> Iterator[bytes]:
+    for start, stop in _batches([len(m) for m in msgs]):
+        yield b"".join(msgs[start:stop])
+
+
+def _cut(
+    chunk: bytes | memoryview | bytearray, offsets: list[int]
+) -> Iterator[bytes | memoryview | bytearray]:
+    for start, stop in itertools.pairwise(offsets):
+        yield chunk[start:stop]
+
+
+def _replies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
     off = 0
     while off + _HDR.size <= len(data):
         length, kind, _flags, seq, _port = _HDR.unpack_from(data, off)
@@ -311,18 +428,27 @@ def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
         off += (length + 3) & ~3
 
 
+def _refamily(chunk: memoryview, family: int) -> bytearray:
+    """The messages of ``chunk`` for another family id (the module loaded anew)."""
+    buf, off = bytearray(chunk), 0
+    while off + _HDR.size <= len(buf):
+        struct.pack_into("=H", buf, off + 4, family)
+        off += (_HDR.unpack_from(buf, off)[0] + 3) & ~3
+    return buf
+
+
 # --------------------------------------------------------------------------- the start
 
 
 class FastStart:
     """What the fast start did; the agent takes over its lock."""
 
-    def __init__(self, state_dir: str, lock: StateDirLock, plan: Plan, family: int) -> None:
+    def __init__(self, state_dir: str, lock: StateDirLock, plan: LoadedPlan, family: int) -> None:
         self.state_dir = state_dir
         self.lock = lock
         self.plan = plan
         self.family = family
-        self.added: list[PlanService] = []  # services this step created
+        self.added: list[int] = []  # the plan's services this step created
         self.present = 0  # services already in the kernel: left alone
         self.refused: dict[str, int] = {}  # what else failed: errno
         self.dests = 0  # real servers added
@@ -354,7 +480,8 @@ class FastStart:
         except OSError as exc:
             return f"start plan: cannot take back its services: {exc}"
         try:
-            refused = genl.send_all(self.family, [s.delete for s in self.added])
+            genl.seq = 1 << 30  # (numbers of their own)
+            refused = genl.send_all(self.family, self.plan.delete_payloads(self.added))
             gone = len(self.added) - len(refused)
         except OSError as exc:
             return f"start plan: cannot take back its services: {exc}"
@@ -363,8 +490,8 @@ class FastStart:
         path = path_of(self.state_dir, self.plan.journal)
         try:
             entries = read_entries(path)
-            for service in self.added:
-                entries.pop(service.journal_key, None)
+            for i in self.added:
+                entries.pop(self.plan.journal_keys[i], None)
             write_entries(path, entries)
         except (OSError, ValueError) as exc:
             return f"start plan: deleted {gone} service(s); the journal keeps them: {exc}"
@@ -402,7 +529,7 @@ def fast_start(argv: Sequence[str]) -> FastStart | None:
         return None
     config, state_dir = found
     plan = read_plan(state_dir)
-    if plan is None or not plan.services:
+    if plan is None or not plan.count:
         return None
     try:
         inputs = [read_input(state_dir, name) for name in plan.inputs]
@@ -451,29 +578,52 @@ def _since_exec() -> float | None:
 
 def _program(genl: _Genl, done: FastStart) -> None:
     plan = done.plan
+    adds: bytes | memoryview | bytearray = plan.adds
+    dests: bytes | memoryview | bytearray = plan.dests
+    if done.family != plan.family_id:
+        adds, dests = _refamily(plan.adds, done.family), _refamily(plan.dests, done.family)
+    _journal(done)  # journal first, then the kernel
+    n, total = plan.count, sum(plan.dest_counts)
+    refused = genl.send_chunks(_cut(adds, plan.spans[0]), 1, n)
+    done.added = [i for i in range(n) if i not in refused]
+    for i, code in refused.items():
+        if code == errno.EEXIST:
+            done.present += 1
+        else:
+            done.refused[plan.journal_keys[i]] = code
+    if not refused:
+        failed = genl.send_chunks(_cut(dests, plan.spans[1]), n + 1, total)
+        done.dests = total - len(failed)
+    else:  # only the real servers of the services added here
+        msgs = plan.dest_messages(done.added, dests)
+        failed = genl.send_chunks(_joined(msgs), n + 1, total)
+        done.dests = len(msgs) - len(failed)
+    genl.seq = n + total
+    if failed:
+        done.refused["real servers"] = next(iter(failed.values()))
+
+
+def _journal(done: FastStart) -> None:
+    """Record the plan's services. The usual case, an empty journal (the last run
+    stopped cleanly), takes the plan's text as it is; otherwise they are merged."""
+    plan = done.plan
     path = path_of(done.state_dir, plan.journal)
+    try:
+        with open(path, "rb") as fh:
+            existing: bytes | None = fh.read()
+    except FileNotFoundError:
+        existing = None
+    if existing is None or existing == EMPTY:
+        write_raw(path, bytes(plan.journal_text))
+        return
+    import json
+
     try:
         entries = read_entries(path)
     except ValueError:
         entries = {}  # damaged: the agent says so; ours are recorded anyway
-    for service in plan.services:
-        entries[service.journal_key] = service.journal_entry
-    write_entries(path, entries)  # journal first, then the kernel
-    refused = genl.send_all(done.family, [s.add for s in plan.services])
-    todo: list[bytes] = []
-    for i, service in enumerate(plan.services):
-        code = refused.get(i)
-        if code is None:
-            done.added.append(service)
-            todo += service.dests
-        elif code == errno.EEXIST:
-            done.present += 1
-        else:
-            done.refused[service.journal_key] = code
-    refused = genl.send_all(done.family, todo)
-    done.dests = len(todo) - len(refused)
-    if refused:
-        done.refused["real servers"] = next(iter(refused.values()))
+    entries.update(json.loads(bytes(plan.journal_text))["entries"])
+    write_entries(path, entries)
 
 
 def main() -> int:

@@ -869,6 +869,11 @@ class IpvsKernel:
     def netns(self) -> str | None:
         return self._netns
 
+    @property
+    def family(self) -> int:
+        """The IPVS generic netlink family's id while open (0 if not)."""
+        return self._chan.family if self._chan is not None else 0
+
     def _where(self) -> str:
         return f" in namespace {self._netns!r}" if self._netns else ""
 

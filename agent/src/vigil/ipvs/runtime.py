@@ -774,7 +774,12 @@ class IpvsSubsystem:
             if full:
                 next_check = loop.time() + self.drift_interval()
             if self._plan_due and self._synced_once and not self._stopping:
-                await self._write_plan()
+                try:
+                    await self._write_plan()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug here must not stop the kernel work
+                    log.exception("ipvs: writing the start plan failed")
 
     async def _pass(self, full: bool) -> None:
         self.stats["passes"] += 1
@@ -905,7 +910,9 @@ class IpvsSubsystem:
             if not self.section.virtual_servers:
                 write_plan(state_dir, None)
                 return
-            plan = await build_plan(self.section, self.drains.parse(inputs[0]), key)
+            plan = await build_plan(
+                self.section, self.drains.parse(inputs[0]), key, family_id=self.kernel.family
+            )
             write_plan(state_dir, plan)
         except OSError as exc:
             if not self._plan_warned:

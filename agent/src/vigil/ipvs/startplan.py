@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from vigil.faststart import PLAN_FILE, Plan, PlanService, plan_key
+from vigil.faststart import MAGIC, PLAN_FILE, Plan, PlanService, plan_key
 from vigil.incremental import Slicer
 
 from .config import IpvsConfig, RealServerConfig
@@ -67,7 +67,11 @@ def start_table(section: IpvsConfig, drained: Mapping[str, set[str]]) -> dict[Se
 
 
 async def build_plan(
-    section: IpvsConfig, drained: Mapping[str, set[str]], key: str, slicer: Slicer | None = None
+    section: IpvsConfig,
+    drained: Mapping[str, set[str]],
+    key: str,
+    slicer: Slicer | None = None,
+    family_id: int = 0,
 ) -> Plan:
     """The plan of ``section`` (encoding 10,000 requests is seconds under TCG: in slices)."""
     slicer = slicer or Slicer()
@@ -90,7 +94,7 @@ async def build_plan(
                 )
             )
             await slicer.tick()
-    return Plan(key, FAMILY, NAMESPACE, list(INPUTS), services)
+    return Plan(key, FAMILY, NAMESPACE, list(INPUTS), services, family_id)
 
 
 def current_key(state_dir: Path, config_digest: str) -> tuple[str, list[bytes | None]]:
@@ -112,14 +116,13 @@ def written_key(state_dir: Path) -> str | None:
     """The key of the plan in the state dir (its first two lines only), or None."""
     try:
         with open(plan_path(state_dir), "rb") as fh:
-            fh.readline()
-            head = fh.readline(1 << 16)
+            magic = fh.readline(64)
+            head = fh.readline(256)
     except OSError:
         return None
-    marker = b'{"key":"'
-    if not head.startswith(marker):
+    if magic != MAGIC or not head.startswith(b"key "):
         return None
-    return head[len(marker) : len(marker) + 64].decode(errors="replace")
+    return head[4:].strip().decode(errors="replace")
 
 
 def write_plan(state_dir: Path, plan: Plan | None) -> None:
