@@ -320,10 +320,14 @@ class TablePoller:
                 pause = max(interval, READ_DUTY * (now - began))
                 if probe is not None:
                     at = probe.wait(pause, interval)
-                    if at is not None and cond(Path("/proc/thread-self/net/ip_vs").read_text()):
+                    if at is None:
+                        continue
+                    if cond(Path("/proc/thread-self/net/ip_vs").read_text()):
                         self.resolution = max(interval, probe.took)
                         return at, polls
-                    continue
+                    # the last service was complete before the rest (another order):
+                    # back to reads with pauses, never back-to-back reads
+                    probe = None
                 self.resolution = max(self.resolution, pause + (now - began))
                 time.sleep(pause)
             return None, polls
