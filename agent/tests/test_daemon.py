@@ -430,44 +430,58 @@ def test_metrics_listen_port_in_use_fails_start(env: Env) -> None:
 
 # ---------------------------------------------------------------- the start plan's hand-over
 
+# vigil.daemon.main with a stand-in for what vigil.faststart hands over: its held lock, and
+# undo() (which says it ran; the real one deletes the plan's IPVS services, tested in the
+# VM). In a child process: main() sets up logging and prometheus_client for the process.
+_EARLY = """
+import sys
+from vigil.daemon import main
+from vigil.statedir import StateDirLock
 
-class _Early:
-    """What vigil.faststart hands over: its held lock, and undo() (counted here; the real
-    one deletes the plan's IPVS services, tested in the VM)."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = str(state_dir)
+class Early:
+    def __init__(self, state_dir):
+        self.state_dir = state_dir
         self.lock = StateDirLock(state_dir)
         self.lock.acquire()
-        self.undone = 0
 
-    def describe(self) -> str:
+    def describe(self):
         return "start plan: 1 IPVS service(s) with 1 real server(s) programmed in 0.01 s"
 
-    def undo(self) -> str:
-        self.undone += 1
+    def undo(self):
+        print("UNDONE", file=sys.stderr)
         return "start plan: the agent is not starting; deleted the 1 service(s) it added"
+
+state_dir, *argv = sys.argv[1:]
+try:
+    code = main([*argv, "--state-dir", state_dir], early=Early(state_dir))
+except SystemExit as exc:
+    code = exc.code
+StateDirLock(state_dir).acquire()  # the agent let it go
+sys.exit(code)
+"""
+
+
+def _with_early(state_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _EARLY, str(state_dir), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_an_invalid_config_takes_the_start_plan_back_and_frees_the_lock(tmp_path: Path) -> None:
-    from vigil.daemon import main
-
     config = tmp_path / "vigil.yml"
     config.write_text(BAD_CONFIG)
-    early = _Early(tmp_path / "state")
-    code = main(["--config", str(config), "--state-dir", early.state_dir], early=early)  # type: ignore[arg-type]
-    assert code == 1 and early.undone == 1
-    StateDirLock(tmp_path / "state").acquire()  # released
+    done = _with_early(tmp_path / "state", "--config", str(config))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("UNDONE") == 1
+    assert "deleted the 1 service(s) it added" in done.stderr
 
 
-def test_a_bad_argument_takes_the_start_plan_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from vigil.daemon import main
-
-    early = _Early(tmp_path / "state")
-    with pytest.raises(SystemExit) as exc:
-        main(["--log-level", "loud", "--state-dir", early.state_dir], early=early)  # type: ignore[arg-type]
-    assert exc.value.code == 2 and early.undone == 1
-    assert "deleted the 1 service(s) it added" in capsys.readouterr().err
-    StateDirLock(tmp_path / "state").acquire()
+def test_a_bad_argument_takes_the_start_plan_back(tmp_path: Path) -> None:
+    done = _with_early(tmp_path / "state", "--log-level", "loud")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("UNDONE") == 1
+    assert "invalid choice: 'loud'" in done.stderr
