@@ -998,8 +998,8 @@ async def test_the_start_plan_is_the_table_the_start_programmed_and_follows_drai
     real_write = runtime_mod.write_plan
 
     def counting(state_dir: Path, plan: Any) -> None:
+        real_write(state_dir, plan)  # (in a thread: counted once the file is there)
         writes.append(plan)
-        real_write(state_dir, plan)
 
     monkeypatch.setattr(runtime_mod, "write_plan", counting)
     digest = "ab" * 32
