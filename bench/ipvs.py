@@ -264,7 +264,7 @@ class TablePoller:
         timeout: float,
         interval: float,
         stall: float = 300.0,
-        last: tuple[tuple[int, int], int] | None = None,
+        last: tuple[int, int] | None = None,
     ) -> tuple[float | None, int]:
         """Poll until ``cond(text)``; (monotonic time it first held or None, polls).
 
@@ -357,6 +357,8 @@ class LastService:
 
     def count(self) -> int:
         """The service's real servers now (0 without it)."""
+        from vigil.faststart import _replies
+
         g = self.genl
         g.seq += 1
         flags = 0x1 | 0x300  # NLM_F_REQUEST | NLM_F_DUMP
@@ -366,17 +368,11 @@ class LastService:
         for _ in range(1000):
             if not select.select([g.sock], [], [], 5.0)[0]:
                 return n
-            data = g.sock.recv(1 << 16)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _f, seq, _p = struct.unpack_from("=IHHII", data, off)
-                if length < 16:
-                    return n
+            for kind, seq, _payload in _replies(g.sock.recv(1 << 16)):
                 if seq == g.seq:
                     if kind in (2, 3):  # NLMSG_ERROR (no such service), NLMSG_DONE
                         return n
                     n += 1
-                off += (length + 3) & ~3
         return n
 
     def wait(self, pause: float, interval: float) -> float | None:
@@ -1064,19 +1060,14 @@ def restart(d: Daemon, conf: str, total: int, last: tuple[int, int]) -> dict[str
     time. The probe costs the guest's CPU, both daemons alike."""
     row: dict[str, Any] = {}
     if d.impl == "vigil":
-        from vigil.faststart import PLAN_FILE, plan_key, read_plan
+        from vigil.ipvs.startplan import current_key, plan_path, written_key
 
         state = Path(d.handle.state_dir)
-        drain = state / "ipvs-control.json"
-        digest = hashlib.sha256(d.vigil_path.read_bytes()).hexdigest()
-        want = plan_key(digest, [drain.read_bytes() if drain.exists() else None])
+        want, _ = current_key(state, hashlib.sha256(d.vigil_path.read_bytes()).hexdigest())
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:  # written once the reload has settled
-            plan = read_plan(str(state))
-            if plan is not None and plan.key == want:
-                break
-            time.sleep(0.5)
-        row["restart_plan_bytes"] = (state / PLAN_FILE).stat().st_size
+        while time.monotonic() < deadline and written_key(state) != want:
+            time.sleep(0.5)  # written once the reload has settled
+        row["restart_plan_bytes"] = plan_path(state).stat().st_size
     else:
         d.ka_path.write_text(conf)
     d.stop()

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vigil.faststart import plan_key, read_plan
+from vigil.faststart import read_plan
+from vigil.ipvs.startplan import current_key
 
 from tests.lab.lab import Lab
 from tests.lab.waiting import wait_for
@@ -81,9 +82,7 @@ def test_a_restart_programs_its_table_from_the_start_plan(lab: Lab, tmp_path: Pa
     st, body = agent.client.post("/v1/ipvs/virtual_servers/drained/real_servers/10.66.1.7:80/drain")
     assert st == 200, body
     state = Path(agent.state_dir)
-    key = plan_key(
-        hashlib.sha256(path.read_bytes()).hexdigest(), [(state / "ipvs-control.json").read_bytes()]
-    )
+    key, _ = current_key(state, hashlib.sha256(path.read_bytes()).hexdigest())
     wait_for(lambda: (p := read_plan(str(state))) is not None and p.key == key, 120, 0.5,
              "the start plan, after the drain")  # fmt: skip
     first = table(ns)

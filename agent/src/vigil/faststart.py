@@ -279,12 +279,12 @@ def _spans(text: str) -> list[int]:
 
 
 def messages(chunk: memoryview | bytes) -> list[memoryview]:
-    """The netlink messages back to back in ``chunk``."""
+    """The netlink messages back to back in ``chunk`` (ValueError if one is cut short)."""
     view, out, off = memoryview(chunk), [], 0
     while off + _HDR.size <= len(view):
         length = _HDR.unpack_from(view, off)[0]
         if length < _HDR.size or off + length > len(view):
-            raise ValueError("a request of the plan is cut short")
+            raise ValueError("a netlink message is cut short")
         out.append(view[off : off + length])
         off += (length + 3) & ~3
     return out
@@ -418,14 +418,11 @@ def _cut(
         yield chunk[start:stop]
 
 
-def _replies(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    off = 0
-    while off + _HDR.size <= len(data):
-        length, kind, _flags, seq, _port = _HDR.unpack_from(data, off)
-        if length < _HDR.size or off + length > len(data):
-            return
-        yield kind, seq, data[off + _HDR.size : off + length]
-        off += (length + 3) & ~3
+def _replies(data: bytes) -> Iterator[tuple[int, int, memoryview]]:
+    """(type, sequence, payload) of each message of a datagram from the kernel."""
+    for msg in messages(data):
+        _length, kind, _flags, seq, _port = _HDR.unpack_from(msg)
+        yield kind, seq, msg[_HDR.size :]
 
 
 def _refamily(chunk: memoryview, family: int) -> bytearray:

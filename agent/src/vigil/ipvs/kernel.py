@@ -831,8 +831,12 @@ def request_payload(cmd: int, attrs: Mapping[str, Attrs] | None) -> bytes:
     """One request as generic netlink payload (its command header and attributes, no
     netlink header): what :mod:`vigil.faststart` sends from a start plan. The bytes are
     the ones :meth:`IpvsKernel._request` sends for the same command and attributes."""
-    top = [(name, list(nested)) for name, nested in (attrs or {}).items()]
-    return encode_request(_IpvsMsg, 0, 0, 0, cmd, GENL_VERSION, top)[NLMSG_HDRLEN:]
+    return encode_request(_IpvsMsg, 0, 0, 0, cmd, GENL_VERSION, _top(attrs))[NLMSG_HDRLEN:]
+
+
+def _top(attrs: Mapping[str, Attrs] | None) -> list[tuple[str, list[Any]]]:
+    """A request's top-level attributes as the genl codec takes them."""
+    return [(name, list(nested)) for name, nested in (attrs or {}).items()]
 
 
 def service_request(service: Service) -> dict[str, Attrs]:
@@ -952,7 +956,7 @@ class IpvsKernel:
     ) -> list[Any]:
         await self.open()
         assert self._chan is not None
-        top = [(name, list(nested)) for name, nested in (attrs or {}).items()]
+        top = _top(attrs)
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         self.requests += 1
         try:

@@ -89,7 +89,14 @@ from vigil.ipvs.planner import (
     service_key,
 )
 from vigil.ipvs.quorum import Quorum, QuorumChange
-from vigil.ipvs.startplan import assumed_view, build_plan, current_key, write_plan, written_key
+from vigil.ipvs.startplan import (
+    assumed_view,
+    build_plan,
+    current_key,
+    is_alpha,
+    write_plan,
+    written_key,
+)
 from vigil.journal import JournalWriteError
 from vigil.track.base import Tracker, TrackerState
 
@@ -462,7 +469,7 @@ class IpvsSubsystem:
             if state is None:
                 state = self._add_rs(vs, rs_cfg)
                 if vs.suspended:
-                    state.frozen = self._assumed(cfg, rs_cfg)
+                    state.frozen = assumed_view(rs_cfg)
                 else:
                     await self.engine.add_server(self._real_server(cfg, rs_cfg))
             else:
@@ -662,14 +669,6 @@ class IpvsSubsystem:
         if self.engine is not None:
             self.engine.bfd_changed(key.partition(":")[2])
 
-    @staticmethod
-    def _alpha(rs: RealServerConfig) -> bool:
-        return any(c.settings is not None and c.settings.alpha for c in rs.checks)
-
-    def _assumed(self, cfg: VirtualServerConfig, rs: RealServerConfig) -> ServerView:
-        """A never-checked real server's state: alive with its weight (dead with alpha)."""
-        return assumed_view(rs)
-
     def _initial_suspension(self, vs: VsState) -> None:
         """A virtual server that starts suspended: not in the engine, assumed state."""
         vs.want_suspended = self._should_suspend(vs.cfg)
@@ -677,8 +676,8 @@ class IpvsSubsystem:
             return
         vs.suspended = True
         for rs in vs.servers.values():
-            rs.frozen = self._assumed(vs.cfg, rs.cfg)
-            rs.alive = not self._alpha(rs.cfg)
+            rs.frozen = assumed_view(rs.cfg)
+            rs.alive = not is_alpha(rs.cfg)
             rs.weight = rs.cfg.weight
         self._update_quorum(vs)
         self.publish(
@@ -696,7 +695,7 @@ class IpvsSubsystem:
         if vs.want_suspended and not vs.suspended:
             vs.suspended = True
             for rs in vs.servers.values():
-                rs.frozen = rs.view or self._assumed(vs.cfg, rs.cfg)
+                rs.frozen = rs.view or assumed_view(rs.cfg)
                 with contextlib.suppress(KeyError):
                     await self.engine.remove_server(rs.engine_name)
             self.publish(

@@ -37,16 +37,21 @@ from .kernel import (
 from .planner import Entry, ServerView, desired_entries, live_weight, service_key
 from .quorum import Quorum
 
-__all__ = ["INPUTS", "assumed_view", "build_plan", "start_table", "write_plan"]
+__all__ = ["INPUTS", "assumed_view", "build_plan", "is_alpha", "start_table", "write_plan"]
 
 #: the state-dir files the plan depends on, besides the config: the drained real servers
 INPUTS = (CONTROL_FILE,)
 FAMILY = "IPVS"
 
 
+def is_alpha(rs: RealServerConfig) -> bool:
+    """A check of ``rs`` has ``alpha``: it starts dead until checked."""
+    return any(c.settings is not None and c.settings.alpha for c in rs.checks)
+
+
 def assumed_view(rs: RealServerConfig) -> ServerView:
     """A never-checked real server: alive with its weight (dead with ``alpha``)."""
-    if any(c.settings is not None and c.settings.alpha for c in rs.checks):
+    if is_alpha(rs):
         return ServerView(rs.inhibit_on_failure, 0)
     return ServerView(True, rs.weight)
 
