@@ -615,8 +615,7 @@ class Vm:
         fstab = [
             ("devpts", "/dev/pts", "devpts", "gid=5,mode=620,ptmxmode=666"),
             ("tmpfs", "/dev/shm", "tmpfs", "mode=1777"),
-            ("tmpfs", "/tmp", "tmpfs", "mode=1777"),
-            ("tmpfs", "/var/tmp", "tmpfs", "mode=1777"),
+            *(("tmpfs", top, "tmpfs", "mode=1777") for top in GUEST_TMPFS),
             ("cgroup2", "/sys/fs/cgroup", "cgroup2", "defaults"),
             (str(kernel.modules), f"/lib/modules/{kernel.version}", "none", "bind"),
         ]
@@ -818,6 +817,18 @@ def _tail(path: Path, lines: int) -> str:
         return "(none)"
 
 
+#: what the guest mounts as fresh tmpfs (stage 2's fstab): the host's files there are hidden
+GUEST_TMPFS = ("/tmp", "/var/tmp")
+
+
+def hidden_in_guest(path: Path) -> str | None:
+    """The guest tmpfs that hides ``path`` (a resolved path), or None if the guest sees it."""
+    for top in GUEST_TMPFS:
+        if path == Path(top) or Path(top) in path.parents:
+            return top
+    return None
+
+
 def run_in_vm(
     argv: Sequence[str],
     *,
@@ -834,10 +845,20 @@ def run_in_vm(
     output is copied to ``stream`` while it runs. Raises VmError when the VM fails before
     the command's exit status is known; the command's own failure is ``returncode``.
     """
+    where = Path(cwd or os.getcwd()).resolve()
+    for what, path in (("the command's directory", where), ("the repository", REPO_ROOT),
+                       ("the VM cache (VIGIL_LAB_CACHE)", CACHE_DIR)):  # fmt: skip
+        hidden = hidden_in_guest(path)
+        if hidden is not None:
+            raise VmError(
+                f"{what}, {path}, is under {hidden}, which the guest mounts afresh (a tmpfs) "
+                f"and so cannot see; clone the repository (or set VIGIL_LAB_CACHE) outside "
+                f"{' and '.join(GUEST_TMPFS)}"
+            )
     lifecycle.install_signal_handlers()
     vm = Vm(
         argv,
-        cwd=Path(cwd or os.getcwd()).resolve(),
+        cwd=where,
         env=env or {},
         timeout=timeout,
         cpus=cpus,
