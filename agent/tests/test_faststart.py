@@ -198,6 +198,24 @@ def test_a_state_dir_held_by_another_agent_is_left_alone(tmp_path: Path) -> None
         holder.release()
 
 
+def test_the_checked_plan_serves_a_start_the_running_one_does_not(tmp_path: Path) -> None:
+    """``vigild --check`` wrote a plan for the config now installed; the running agent's
+    is for the config before it: the start takes the checked one. When both match, the
+    running agent's comes first."""
+    state, config = setup_plan(tmp_path, matching=False)
+    digest = hashlib.sha256(config.read_bytes()).hexdigest()
+    checked = plan(plan_key(digest, [None]), n=5)
+    (state / faststart.CHECKED_PLAN_FILE).write_bytes(checked.encode())
+    found = faststart._matching_plan(str(config), str(state))
+    assert found is not None and found.key == checked.key and found.count == 5
+    (state / faststart.PLAN_FILE).write_bytes(plan(checked.key, n=2).encode())
+    found = faststart._matching_plan(str(config), str(state))
+    assert found is not None and found.count == 2
+    (state / faststart.CHECKED_PLAN_FILE).unlink()
+    (state / faststart.PLAN_FILE).write_bytes(plan(DIGEST).encode())
+    assert faststart._matching_plan(str(config), str(state)) is None
+
+
 # ---------------------------------------------------------------------------- netlink
 
 

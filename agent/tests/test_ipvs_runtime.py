@@ -1091,3 +1091,137 @@ async def test_after_a_reload_the_plan_is_written_once_the_agent_runs_the_new_co
     )
     ((_, dests),) = plan_table(LoadedPlan(path.read_bytes())).values()
     assert sorted(dests) == ["10.62.1.11:80", "10.62.1.12:80", "10.62.1.13:80"]
+
+
+# ---------------------------------------------------------------------------- vigild --check
+
+
+CHECKED_CONFIG = """\
+global:
+  state_dir: {state}
+virtual_servers:
+  - name: web
+    address: 10.62.0.100
+    port: 80
+    scheduler: wrr
+    real_servers:
+      - address: 10.62.1.11
+        port: 80
+        weight: 3
+        checks: [{{type: tcp}}]
+      - address: 10.62.1.12
+        port: 80
+        checks: [{{type: tcp}}]
+"""
+
+
+def check_config(tmp_path: Path, text: str = CHECKED_CONFIG) -> tuple[Path, Path]:
+    state, path = tmp_path / "checked-state", tmp_path / "checked.yml"
+    state.mkdir(exist_ok=True)
+    path.write_text(text.format(state=state))
+    return state, path
+
+
+def run_vigild_check(path: Path, state_dir: Path | None) -> tuple[int, str, str]:
+    import io
+
+    from vigil.daemon import run_check
+
+    out, notes = io.StringIO(), io.StringIO()
+    where = None if state_dir is None else str(state_dir)
+    code = run_check(str(path), "json", out, state_dir=where, notes=notes)
+    return code, out.getvalue(), notes.getvalue()
+
+
+def test_vigild_check_writes_the_start_plan_of_the_config_it_accepts(tmp_path: Path) -> None:
+    """The collection checks every config on the director before it installs it: that
+    config's first start then programs IPVS from a plan too. The drain file is followed,
+    and the running config's own plan is left as it was."""
+    from vigil.faststart import CHECKED_PLAN_FILE
+    from vigil.subsystems import load_config
+
+    state, path = check_config(tmp_path)
+    (state / "ipvs-control.json").write_text('{"drained": {"web": ["10.62.1.12:80"]}}')
+    (state / PLAN_FILE).write_bytes(b"the running config's plan")
+    # a check without --state-dir writes nothing, not even in the config's state dir
+    assert run_vigild_check(path, None)[0] == 0
+    assert sorted(p.name for p in state.iterdir()) == ["ipvs-control.json", PLAN_FILE]
+    code, out, notes = run_vigild_check(path, state)
+    assert code == 0 and json.loads(out)["valid"] is True and notes == ""
+    plan = LoadedPlan((state / CHECKED_PLAN_FILE).read_bytes())
+    digest = load_config(str(path)).digest
+    assert digest is not None and plan.key == current_key(state, digest)[0]
+    ((svc, dests),) = plan_table(plan).values()
+    assert svc.key == ServiceKey.inet("tcp", "10.62.0.100", 80)
+    assert {k: d.weight for k, d in dests.items()} == {"10.62.1.11:80": 3, "10.62.1.12:80": 0}
+    assert (state / PLAN_FILE).read_bytes() == b"the running config's plan"
+    # checked again, unchanged: the plan is there already and is not written again
+    before = (state / CHECKED_PLAN_FILE).stat().st_mtime_ns
+    (state / CHECKED_PLAN_FILE).touch()
+    touched = (state / CHECKED_PLAN_FILE).stat().st_mtime_ns
+    assert run_vigild_check(path, state)[0] == 0
+    assert (state / CHECKED_PLAN_FILE).stat().st_mtime_ns == touched >= before
+
+
+def test_vigild_check_writes_no_plan_for_a_bad_config_and_makes_a_new_state_dir(
+    tmp_path: Path,
+) -> None:
+    from vigil.faststart import CHECKED_PLAN_FILE
+
+    state, path = check_config(tmp_path, CHECKED_CONFIG.replace("wrr", "wrong"))
+    code, out, _ = run_vigild_check(path, state)
+    assert code == 1 and "scheduler" in out
+    assert list(state.iterdir()) == []
+    # valid, on a node where no agent ran yet: the state dir is made as the agent makes it
+    _, path = check_config(tmp_path)
+    new = tmp_path / "new" / "state"
+    code, _, notes = run_vigild_check(path, new)
+    assert code == 0 and notes == ""
+    assert (new / CHECKED_PLAN_FILE).exists() and new.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_plan_that_cannot_be_written_is_a_note_and_the_verdict_stands(tmp_path: Path) -> None:
+    from vigil.faststart import CHECKED_PLAN_FILE
+
+    state, path = check_config(tmp_path)
+    (state / "ipvs-start-plan.checked.tmp").mkdir()  # where the plan is written first
+    code, out, notes = run_vigild_check(path, state)
+    assert code == 0 and json.loads(out)["valid"] is True
+    assert notes.startswith(f"vigild --check: ipvs: no IPVS start plan written in {state}: ")
+    assert not (state / CHECKED_PLAN_FILE).exists()
+
+
+async def test_the_agent_takes_the_checked_plan_instead_of_building_it(
+    harness: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A start of the config ``vigild --check`` accepted: its plan becomes the running
+    config's as it is (same key, same family id), not built a second time."""
+    import vigil.ipvs.runtime as runtime_mod
+    from vigil.faststart import CHECKED_PLAN_FILE, Plan
+
+    built: list[Any] = []
+    real_build = runtime_mod.build_plan
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return await real_build(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_mod, "build_plan", counting)
+    digest = "cd" * 32
+    state = tmp_path / "state"
+    state.mkdir()
+    key = current_key(state, digest)[0]
+    checked = Plan(key, "IPVS", "ipvs", ["ipvs-control.json"], [], FakeKernel.family).encode()
+    (state / CHECKED_PLAN_FILE).write_bytes(checked)
+    h = await harness(digest=digest)
+    await h.until(lambda: (state / PLAN_FILE).exists(), "the start plan")
+    assert (state / PLAN_FILE).read_bytes() == checked
+    assert not (state / CHECKED_PLAN_FILE).exists() and built == []
+    # one for another family id (the module was reloaded since the check): built anew
+    (state / PLAN_FILE).unlink()
+    other = Plan(key, "IPVS", "ipvs", ["ipvs-control.json"], [], FakeKernel.family + 1)
+    (state / CHECKED_PLAN_FILE).write_bytes(other.encode())
+    h.sub._plan_due = True
+    h.sub._wake.set()
+    await h.until(lambda: (state / PLAN_FILE).exists(), "the plan built anew")
+    assert len(built) == 1 and LoadedPlan((state / PLAN_FILE).read_bytes()).count == 1

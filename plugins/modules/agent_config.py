@@ -145,6 +145,14 @@ options:
       - Path of the C(vigild) program on the managed host, used when O(validate=true).
     type: path
     default: /opt/vigil/bin/vigild
+  state_dir:
+    description:
+      - The agent's state directory on the managed host (its C(--state-dir)). When set, the
+        validation (not in check mode) passes it to C(vigild --check), which then leaves the
+        new config's IPVS start plan there; the agent's first start of that config then
+        programs its IPVS table before it has read the config, as a restart does.
+      - Unset, the validation writes nothing on the host.
+    type: path
   reload:
     description:
       - When the agent is running and its config differs from the new file, ask it to
@@ -669,8 +677,9 @@ class ConfigFile:
             raise VigilError(f"cannot write {tmp}: {exc}") from None
         return tmp
 
-    def validate(self, tmp: str, vigild: str) -> None:
-        """``vigild --check --format json`` on the staged file; every issue on failure."""
+    def validate(self, tmp: str, vigild: str, state_dir: str | None = None) -> None:
+        """``vigild --check --format json`` on the staged file; every issue on failure.
+        With ``state_dir`` the check also leaves the file's IPVS start plan there."""
         if not os.access(vigild, os.X_OK):
             raise VigilError(
                 f"vigild_path: {vigild} is not an executable on this host; install the agent "
@@ -678,7 +687,8 @@ class ConfigFile:
             )
         try:
             proc = subprocess.run(
-                [vigild, "--check", "--config", tmp, "--format", "json"],
+                [vigild, "--check", "--config", tmp, "--format", "json"]
+                + (["--state-dir", state_dir] if state_dir else []),
                 capture_output=True,
                 text=True,
                 timeout=CHECK_TIMEOUT,
@@ -791,7 +801,7 @@ def run(module: AnsibleModule) -> dict[str, t.Any]:
         tmp = file.stage(content)
         try:
             if params["validate"]:
-                file.validate(tmp, params["vigild_path"])
+                file.validate(tmp, params["vigild_path"], params["state_dir"])
                 result["validated"] = True
             backup_file = file.replace(tmp, mode, params["backup"])
         finally:
@@ -825,6 +835,7 @@ def main() -> None:
             "backup": {"type": "bool", "default": False},
             "validate": {"type": "bool", "default": True},
             "vigild_path": {"type": "path", "default": "/opt/vigil/bin/vigild"},
+            "state_dir": {"type": "path"},
             "reload": {"type": "bool", "default": True},
             "socket": {"type": "path", "default": DEFAULT_SOCKET},
             "timeout": {"type": "float"},

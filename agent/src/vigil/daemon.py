@@ -97,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve GET /metrics (read-only, nothing else) over TCP for Prometheus: "
         "10.0.0.11:9650, [fd00::11]:9650 or :9650 (default: off; the API stays on the socket)",
     )
-    p.add_argument("--check", action="store_true", help="validate the config and exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config and exit; with --state-dir, also leave that config's IPVS "
+        "start plan there, so that its first start programs IPVS before reading the config",
+    )
     p.add_argument(
         "--cleanup",
         action="store_true",
@@ -127,9 +132,15 @@ def _uid(text: str) -> int:
     return value
 
 
-def run_check(path: str, fmt: str, out: TextIO) -> int:
-    """`vigild --check`: every section validates; the verdict is printed; 0 valid, 1 not."""
-    return int(subsystems.check_command(path, fmt, out))
+def run_check(
+    path: str, fmt: str, out: TextIO, *, state_dir: str | None = None,
+    notes: TextIO | None = None,
+) -> int:  # fmt: skip
+    """`vigild --check`: every section validates; the verdict is printed; 0 valid, 1 not.
+    With ``--state-dir`` (``state_dir``), a valid config is also prepared for its start in
+    that state dir (the IPVS start plan; see subsystems.prepare), and what failed there is
+    said on ``notes``. Without it the check writes nothing anywhere."""
+    return int(subsystems.check_command(path, fmt, out, state_dir=state_dir, notes=notes))
 
 
 def run_cleanup(state_dir: Path, out: TextIO, *, netns: str | None = None) -> int:
@@ -231,7 +242,9 @@ def _refuse(early: FastStart | None) -> int:
 
 def _main(args: argparse.Namespace, early: FastStart | None = None) -> int:
     if args.check:
-        return run_check(args.config, args.format, sys.stdout)
+        return run_check(
+            args.config, args.format, sys.stdout, state_dir=args.state_dir, notes=sys.stderr
+        )
     if args.cleanup:
         return run_cleanup(Path(args.state_dir or DEFAULT_STATE_DIR), sys.stdout)
     setup_logging(args.log_level or "info")

@@ -8,7 +8,10 @@ and the drained real servers are the same (every real server is assumed alive, `
 ones dead). So once a start or a reload has settled, the IPVS subsystem writes that table
 to ``STATE_DIR/ipvs-start-plan.bin`` as the generic netlink requests that build it
 (:mod:`vigil.ipvs.startplan`), keyed by the config file's digest, the drain file's and
-vigil's version. The next start with the same inputs sends them from here, before
+vigil's version. ``vigild --check`` writes the same for the config it accepts, to
+``ipvs-start-plan.checked.bin``: a config validated on the director before it is
+installed (as the collection does with every config it deploys) starts from a plan the
+first time too. The next start with the same inputs sends them from here, before
 anything else is imported: the interpreter, this module and the kernel's work.
 
 The agent then starts as ever; it finds those services in the kernel and adopts them (the
@@ -62,17 +65,25 @@ from vigil.journalfile import EMPTY, path_of, read_entries, render, write_entrie
 from vigil.statedir import DEFAULT_CONFIG, DEFAULT_STATE_DIR, StateDirError, StateDirLock
 
 __all__ = [
+    "CHECKED_PLAN_FILE",
     "PLAN_FILE",
     "FastStart",
     "LoadedPlan",
     "Plan",
     "PlanService",
+    "family_id",
     "main",
     "plan_key",
     "read_plan",
 ]
 
 PLAN_FILE = "ipvs-start-plan.bin"
+#: the plan of the last config ``vigild --check`` accepted (the collection checks every
+#: config it deploys), kept apart so that checking a config that is then not installed
+#: leaves the running config's plan alone
+CHECKED_PLAN_FILE = "ipvs-start-plan.checked.bin"
+#: where a start looks, in this order
+PLAN_FILES = (PLAN_FILE, CHECKED_PLAN_FILE)
 MAGIC = b"vigil-start-plan 2\n"
 #: the config is refused above this size (vigil.config.loader); read no more of it here
 MAX_CONFIG_BYTES = 8 << 20
@@ -290,10 +301,11 @@ def messages(chunk: memoryview | bytes) -> list[memoryview]:
     return out
 
 
-def read_plan(state_dir: str) -> LoadedPlan | None:
-    """The state dir's plan, or None (none, unreadable or damaged: no fast start)."""
+def read_plan(state_dir: str, name: str = PLAN_FILE) -> LoadedPlan | None:
+    """The state dir's plan ``name``, or None (none, unreadable or damaged: no fast
+    start from it)."""
     try:
-        with open(os.path.join(state_dir, PLAN_FILE), "rb") as fh:
+        with open(os.path.join(state_dir, name), "rb") as fh:
             return LoadedPlan(fh.read())
     except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError):
         return None
@@ -391,6 +403,21 @@ class _Genl:
                         if code:
                             refused[seq - first] = code
         return refused
+
+
+def family_id(name: str) -> int | None:
+    """The generic netlink family's id in this kernel; None: not there (not loaded), or
+    no netlink to ask."""
+    try:
+        genl = _Genl()
+    except OSError:
+        return None
+    try:
+        return genl.family(name)
+    except OSError:
+        return None
+    finally:
+        genl.close()
 
 
 def _batches(sizes: list[int]) -> Iterator[tuple[int, int]]:
@@ -525,14 +552,8 @@ def fast_start(argv: Sequence[str]) -> FastStart | None:
     if found is None:
         return None
     config, state_dir = found
-    plan = read_plan(state_dir)
-    if plan is None or not plan.count:
-        return None
-    try:
-        inputs = [read_input(state_dir, name) for name in plan.inputs]
-        if plan_key(file_digest(config), inputs) != plan.key:
-            return None
-    except OSError:
+    plan = _matching_plan(config, state_dir)
+    if plan is None:
         return None
     lock = StateDirLock(state_dir)
     try:
@@ -560,6 +581,23 @@ def fast_start(argv: Sequence[str]) -> FastStart | None:
         done.elapsed_s = time.monotonic() - t0
         done.since_exec_s = _since_exec()
     return done
+
+
+def _matching_plan(config: str, state_dir: str) -> LoadedPlan | None:
+    """The first plan of PLAN_FILES written for this config file and state dir."""
+    digest = None
+    for name in PLAN_FILES:
+        plan = read_plan(state_dir, name)
+        if plan is None or not plan.count:
+            continue
+        try:
+            digest = digest or file_digest(config)
+            inputs = [read_input(state_dir, f) for f in plan.inputs]
+        except OSError:
+            return None
+        if plan_key(digest, inputs) == plan.key:
+            return plan
+    return None
 
 
 def _since_exec() -> float | None:

@@ -74,6 +74,10 @@ class SubsystemSpec:
       ``vigild --cleanup`` (one code path); optional.
     - ``keepalived``: a :class:`vigil.keepalived.convert.ImporterPart` subclass: its part
       of ``vigilctl import-keepalived``; optional.
+    - ``prepare``: ``(section config, config digest, state dir: Path) -> str | None``: run
+      by ``vigild --check`` once a config is valid, to leave in the state dir what a start
+      of that config can use before it reads it (IPVS: its start plan); returns a problem
+      to mention, which never changes the verdict; optional.
     - ``after``: subsystems that must start before this one (and stop after it).
     - ``warning_kinds``: its event kinds logged at WARNING.
     """
@@ -84,6 +88,7 @@ class SubsystemSpec:
     cli: str | None = None
     cleanup: str | Any | None = None
     keepalived: str | Any | None = None
+    prepare: str | Any | None = None
     after: tuple[str, ...] = ()
     warning_kinds: frozenset[str] = field(default_factory=frozenset)
 
@@ -103,6 +108,9 @@ class SubsystemSpec:
 
     def load_keepalived(self) -> Any:
         return _load(self.keepalived)
+
+    def load_prepare(self) -> Any:
+        return _load(self.prepare)
 
 
 def _load(ref: Any) -> Any:

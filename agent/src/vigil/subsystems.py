@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from vigil import config as _config
@@ -35,6 +36,7 @@ __all__ = [
     "check_command",
     "diff_configs",
     "load_config",
+    "prepare",
     "sections",
     "specs",
     "subsystem_sections",
@@ -146,8 +148,22 @@ def check_cluster(
 
 
 def check_command(
-    path: str, fmt: str = "text", out: TextIO | None = None, *, check_files: bool = True
+    path: str,
+    fmt: str = "text",
+    out: TextIO | None = None,
+    *,
+    check_files: bool = True,
+    state_dir: str | None = None,
+    notes: TextIO | None = None,
 ) -> int:
+    """``vigild --check``. Given the agent's ``state_dir`` (``--state-dir``) and ``notes`` (a
+    stream for what is not the verdict), a valid config is also prepared for its start
+    there: each subsystem's ``prepare`` hook (see :func:`prepare`)."""
+
+    def accepted(config: _config.Config) -> None:
+        if notes is not None and state_dir is not None:
+            prepare(config, Path(state_dir), notes)
+
     return _config.check_command(
         path,
         fmt,
@@ -155,7 +171,32 @@ def check_command(
         sections=sections(),
         counted=subsystem_sections(),
         check_files=check_files,
+        accepted=accepted,
     )
+
+
+def prepare(config: _config.Config, state_dir: Path, notes: TextIO) -> None:
+    """Run the subsystems' ``prepare`` hooks for ``config`` in ``state_dir``, made as the
+    agent makes it if it is not there yet (a new node: the check comes before the first
+    start). A hook's failure is one line on ``notes``, never a change of the verdict; a
+    check that may not write there (an unprivileged user) says nothing."""
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    except PermissionError:
+        return
+    except OSError as exc:
+        notes.write(f"vigild --check: cannot make the state dir {state_dir}: {exc}\n")
+        return
+    for spec in specs():
+        try:
+            hook = spec.load_prepare()
+            if hook is None or spec.name not in config.sections:
+                continue
+            note = hook(config.sections[spec.name], config.digest, state_dir)
+        except Exception as exc:  # a bug in a hook: the config is still valid
+            note = f"preparing the start failed: {exc!r}"
+        if note:
+            notes.write(f"vigild --check: {spec.name}: {note}\n")
 
 
 def summary(config: _config.Config) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .errors import ConfigError
@@ -37,12 +37,14 @@ def check_command(
     sections: Sequence[ConfigSection],
     counted: Sequence[ConfigSection] = (),
     check_files: bool = True,
+    accepted: Callable[[Config], None] | None = None,
 ) -> int:
     """Validate ``path``; print ``FILE: OK (2 VRRP instances)`` or every issue. 0 ok, 1 not.
 
     ``counted`` are the sections whose size the verdict names (the subsystems').
     ``fmt="json"`` prints ``{"valid": ..., "file": ..., "errors": [...], "counts": {...}}``
-    for tools such as the Ansible collection.
+    for tools such as the Ansible collection. ``accepted`` is called with a valid config
+    before the verdict is printed (it must not raise).
     """
     stream = out if out is not None else sys.stdout
     if fmt not in ("text", "json"):
@@ -66,6 +68,8 @@ def check_command(
         else:
             stream.write(f"{path}: {message}\n")
         return 1
+    if accepted is not None:
+        accepted(config)
     if fmt == "json":
         counts = {name: n for name, (n, _what) in _counts(config, counted).items()}
         payload = {"valid": True, "file": path, "errors": [], "counts": counts}

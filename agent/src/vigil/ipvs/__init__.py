@@ -17,6 +17,7 @@ SPEC = SubsystemSpec(
     cli="vigil.ipvs.cli:GROUP",
     cleanup="vigil.ipvs.journal:cleanup",
     keepalived="vigil.ipvs.keepalived:IpvsImporter",
+    prepare="vigil.ipvs.startplan:prepare",
     after=("vrrp",),
     warning_kinds=frozenset(
         {

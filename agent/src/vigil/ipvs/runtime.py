@@ -94,6 +94,7 @@ from vigil.ipvs.startplan import (
     build_plan,
     current_key,
     is_alpha,
+    take_checked,
     write_plan,
     written_key,
 )
@@ -908,6 +909,9 @@ class IpvsSubsystem:
         try:
             if not self.section.virtual_servers:
                 write_plan(state_dir, None)
+                return
+            if take_checked(state_dir, key, self.kernel.family):
+                log.debug("ipvs: start plan taken from vigild --check's")
                 return
             plan = await build_plan(
                 self.section, self.drains.parse(inputs[0]), key, family_id=self.kernel.family
