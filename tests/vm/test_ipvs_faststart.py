@@ -1,6 +1,7 @@
 """The start plan (vigil.faststart) on a real IPVS table: a restart with the same config
 puts the table back before the agent reads its config, and takes it back when the agent
-then refuses to start.
+then refuses to start; a config accepted by ``vigild --check`` on the director starts
+from the plan the check wrote, the first time it runs.
 
 The host's kernel has no IPVS, so the plan's file, key and batching are unit tested there
 (agent/tests/test_faststart.py, the batches against the host kernel's generic netlink
@@ -17,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vigil.faststart import read_plan
+from vigil.faststart import CHECKED_PLAN_FILE, PLAN_FILE, read_plan
 from vigil.ipvs.startplan import current_key
 
+from tests.lab.agents import bin_path
 from tests.lab.lab import Lab
 from tests.lab.waiting import wait_for
 from tests.vm.conftest import AGENT_START
@@ -121,3 +123,44 @@ def test_a_restart_programs_its_table_from_the_start_plan(lab: Lab, tmp_path: Pa
     assert table(ns) == {}
     journal = json.loads((Path(refused.state_dir) / "ipvs-journal.json").read_text())
     assert journal["entries"] == {}
+
+
+def test_a_checked_config_starts_from_the_plan_its_check_wrote(lab: Lab, tmp_path: Path) -> None:
+    """A director that never ran this config (a new one, or a config deployed while vigild
+    was stopped): the deployment's ``vigild --check`` on the director writes the plan, and
+    the first start sends it before it reads the config."""
+    lab.add_switch()
+    lab.add_namespace("lb")
+    lab.connect("lb", addrs=["10.66.0.2/16"])
+    ns = lab.node("lb").ns
+    path = tmp_path / "vigil.yml"
+    path.write_text(yaml.safe_dump(config()))
+    state = lab.node_dir(lab.node("lb"), short=True) / "vigild" / "state"
+    state.mkdir(parents=True)
+    check = subprocess.run(
+        ["ip", "netns", "exec", ns, bin_path("vigild"), "--check", "--config", str(path),
+         "--state-dir", str(state), "--format", "json"],
+        capture_output=True, text=True, timeout=AGENT_START, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0 and json.loads(check.stdout)["valid"], check.stdout
+    assert check.stderr == "" and (state / CHECKED_PLAN_FILE).exists()
+    assert table(ns) == {}, "a check programs nothing"
+
+    agent = lab.start_vigild("lb", str(path), timeout=AGENT_START, log_level="info")
+    (said,) = plan_lines(agent.log(tail=None))
+    assert said.startswith("start plan: 3 IPVS service(s) with 7 real server(s) programmed")
+    st, body = agent.client.get("/v1/events")
+    assert st == 200, body
+    kinds = [e["kind"] for e in (body.get("events", body) if isinstance(body, dict) else body)]
+    assert "ipvs_adopted" in kinds and "drift_corrected" not in kinds
+    assert table(ns) == {
+        "TCP 10.66.0.100:80 wlc": ["10.66.1.1:80 Masq 2", "10.66.1.2:80 Masq 3",
+                                   "10.66.1.3:80 Masq 1"],
+        "TCP 10.66.0.100:81 rr": ["10.66.1.4:80 Masq 2", "10.66.1.5:80 Masq 0"],
+        "TCP 10.66.0.100:82 rr": ["10.66.1.6:80 Masq 1", "10.66.1.7:80 Masq 2"],
+    }  # fmt: skip
+    # the agent runs the checked config: the checked plan becomes its own
+    key, _ = current_key(state, hashlib.sha256(path.read_bytes()).hexdigest())
+    wait_for(lambda: not (state / CHECKED_PLAN_FILE).exists(), 120, 0.5, "the plan taken")
+    assert (p := read_plan(str(state), PLAN_FILE)) is not None and p.key == key
+    agent.stop(timeout=120)

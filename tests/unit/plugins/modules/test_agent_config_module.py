@@ -243,6 +243,40 @@ def test_check_mode_predicts_and_writes_nothing(
     assert not dest.parent.exists()
 
 
+CONFIG_LB = (
+    "virtual_servers:\n  - address: 10.62.0.100\n    port: 80\n    real_servers:\n"
+    "      - address: 10.62.1.11\n        port: 80\n"
+)
+
+
+@needs_vigild
+def test_the_validation_leaves_the_start_plan_in_the_state_dir(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With state_dir, the host's ``vigild --check`` leaves the new config's IPVS start plan
+    where the agent's next start looks; in check mode it writes nothing there."""
+    import hashlib
+
+    normalized(CONFIG_A)  # (puts the agent's sources on the path if it is not installed)
+    from vigil.ipvs.startplan import CHECKED_PLAN_FILE, current_key, written_key
+
+    dest, state = workdir / "etc" / "vigil.yml", workdir / "state"
+    state.mkdir()
+    args = {
+        "dest": str(dest),
+        "content": CONFIG_LB,
+        "socket": str(workdir / "none.sock"),
+        "state_dir": str(state),
+    }
+    preview = run_module(dict(args, _ansible_check_mode=True), capsys)
+    assert preview["validated"] is True and os.listdir(state) == []
+    result = run_module(args, capsys)
+    assert result["changed"] is True and result["validated"] is True
+    assert os.listdir(state) == [CHECKED_PLAN_FILE]
+    key, _ = current_key(state, hashlib.sha256(dest.read_bytes()).hexdigest())
+    assert written_key(state, CHECKED_PLAN_FILE) == key
+
+
 @needs_vigild
 def test_apply_writes_atomically_with_mode_and_is_idempotent(
     workdir: Path, capsys: pytest.CaptureFixture[str]
