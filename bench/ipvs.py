@@ -39,7 +39,12 @@ namespaces, ``ka`` (keepalived) and ``vg`` (vigild), each with its own IPVS tabl
   namespace (tcpdump; write commands to the IPVS generic netlink family), for keepalived
   (SIGHUP) too. Then the cost of ``/v1/status``, ``/v1/ipvs/virtual_servers`` and
   ``/metrics`` at that scale, and how long each holds the event loop (the worst
-  ``/v1/health`` latency while it runs).
+  ``/v1/health`` latency while it runs). Then two more starts, each timed from exec to the
+  last service's last destination by a netlink probe: a restart with the same config
+  (vigild from its start plan), and a first start of a config the daemon never ran that
+  was validated on the director first, as a deployment does (``vigild --check``, which
+  writes that config's start plan, or ``keepalived --config-test``; the checks are timed
+  apart).
 """
 
 from __future__ import annotations
@@ -1040,25 +1045,26 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
         if impl == "vigil" and args.api_rounds > 0:
             row["api"] = time_endpoints(str(d.handle.socket_path), args.api_rounds, 0.1)
             row["api_probe_interval_s"] = 0.1
-        row.update(restart(d, conf2, total + 1, (10000 + vs_n - 1, rs_n)))
+        last = (10000 + vs_n - 1, rs_n)
+        row.update(restart(d, conf2, total + 1, last))
+        if impl == "vigil":
+            first_yml = vigil_config(conf, work / "startup3-vigil.yml")
+            row.update(checked_start(d, conf, first_yml, total, last))
+        else:
+            row.update(checked_start(d, conf, None, total, last))
         out[impl] = row
         d.stop()
-    k, v = out["keepalived"]["complete_s"], out["vigil"]["complete_s"]
-    out["ratio"] = round(v / k, 2) if k > 0 else None
-    k, v = out["keepalived"]["restart_complete_s"], out["vigil"]["restart_complete_s"]
-    out["restart_ratio"] = round(v / k, 2) if k > 0 else None
+    for name, field in (("ratio", "complete_s"), ("restart_ratio", "restart_complete_s"),
+                        ("checked_ratio", "checked_complete_s")):  # fmt: skip
+        k, v = out["keepalived"][field], out["vigil"][field]
+        out[name] = round(v / k, 2) if k > 0 else None
     return out
 
 
 def restart(d: Daemon, conf: str, total: int, last: tuple[int, int]) -> dict[str, Any]:
     """A clean stop and a start with the same config (the reloaded one) and state dir, as a
     reboot or a package upgrade does: vigild's start plan (vigil.faststart) programs the
-    table before the agent reads its config; keepalived starts as it always does.
-
-    Timed with the netlink probe of the last service (``TablePoller.until``'s ``last``):
-    vigild's table fills within a second, which reads with pauses of up to 8 s cannot
-    time. The probe costs the guest's CPU, both daemons alike."""
-    row: dict[str, Any] = {}
+    table before the agent reads its config; keepalived starts as it always does."""
     if d.impl == "vigil":
         from vigil.ipvs.startplan import current_key, plan_path, written_key
 
@@ -1067,11 +1073,56 @@ def restart(d: Daemon, conf: str, total: int, last: tuple[int, int]) -> dict[str
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and written_key(state) != want:
             time.sleep(0.5)  # written once the reload has settled
-        row["restart_plan_bytes"] = plan_path(state).stat().st_size
+        plan_bytes = plan_path(state).stat().st_size
     else:
         d.ka_path.write_text(conf)
     d.stop()
-    log(f"startup: restarting {d.impl}")
+    row = timed_start(d, "restart", total, last)
+    if d.impl == "vigil":
+        row["restart_plan_bytes"] = plan_bytes
+    return row
+
+
+def checked_start(
+    d: Daemon, conf: str, vigil_yml: Path | None, total: int, last: tuple[int, int]
+) -> dict[str, Any]:
+    """A config the daemon never ran, validated on the director and then started, as a
+    deployment does (the collection runs ``vigild --check`` on every config it installs):
+    ``vigild --check`` / ``keepalived --config-test`` (timed on their own), then a start
+    timed as a restart is. vigild starts from the plan its check wrote."""
+    state = d.handle.state_dir if d.impl == "vigil" else None
+    d.stop()
+    ns = real_ns(d.ns)
+    if vigil_yml is not None:
+        from tests.lab.agents import bin_path
+
+        shutil.copyfile(vigil_yml, d.vigil_path)
+        argv = [bin_path("vigild"), "--check", "--config", str(d.vigil_path)]
+        argv += ["--state-dir", str(state)]
+    else:
+        d.ka_path.write_text(conf)
+        argv = ["keepalived", "--config-test", "-f", str(d.ka_path)]
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=900
+    )
+    check_s = round(time.monotonic() - t0, 2)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{d.impl}: the config check failed: {proc.stdout}{proc.stderr}")
+    log(f"startup: {d.impl} config check took {check_s}s")
+    row = timed_start(d, "checked", total, last)
+    row["checked_check_s"] = check_s
+    return row
+
+
+def timed_start(d: Daemon, tag: str, total: int, last: tuple[int, int]) -> dict[str, Any]:
+    """Start ``d`` and time its table to ``total`` destinations (``{tag}_...`` figures).
+
+    Timed with the netlink probe of the last service (``TablePoller.until``'s ``last``):
+    vigild's table fills within a second from a plan, which reads with pauses of up to
+    8 s cannot time. The probe costs the guest's CPU, both daemons alike."""
+    row: dict[str, Any] = {}
+    log(f"startup: {tag} start of {d.impl}")
     d.start()
     poller = TablePoller(d.ns)
     first: list[float] = []
@@ -1084,16 +1135,16 @@ def restart(d: Daemon, conf: str, total: int, last: tuple[int, int]) -> dict[str
 
     at, _ = poller.until(complete, 1800, 0.1, stall=90, last=last)
     if at is None:
-        raise RuntimeError(f"{d.impl}: the restart's table never complete")
-    row["restart_complete_s"] = round(at - d.started, 2)
-    row["restart_poll_resolution_s"] = round(poller.resolution, 2)
+        raise RuntimeError(f"{d.impl}: the {tag} start's table never complete")
+    row[f"{tag}_complete_s"] = round(at - d.started, 2)
+    row[f"{tag}_poll_resolution_s"] = round(poller.resolution, 2)
     if first:
-        row["restart_first_dest_s"] = round(first[0] - d.started, 2)
+        row[f"{tag}_first_dest_s"] = round(first[0] - d.started, 2)
     if d.impl == "vigil":
         d.wait_ready()  # (its log line comes once the agent is imported)
         lines = [ln for ln in d.handle.log(tail=None).splitlines() if "start plan:" in ln]
-        row["restart_from_plan"] = lines[-1].split("agent: ", 1)[-1] if lines else None
-    log(f"startup: {d.impl} restart {row}")
+        row[f"{tag}_from_plan"] = lines[-1].split("agent: ", 1)[-1] if lines else None
+    log(f"startup: {d.impl} {tag} start {row}")
     return row
 
 
@@ -1209,8 +1260,8 @@ def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
         s = p["startup"]
         rows.append(
             {
-                "figure": f"start-up to a complete table, {s['virtual_servers']} x "
-                f"{s['real_servers_each']}, s",
+                "figure": f"first start, never checked, to a complete table, "
+                f"{s['virtual_servers']} x {s['real_servers_each']}, s",
                 "keepalived": s["keepalived"]["complete_s"],
                 "vigil": s["vigil"]["complete_s"],
                 "compare": f"{s['ratio']}x",
@@ -1228,6 +1279,19 @@ def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
                     "compare": f"{s['restart_ratio']}x",
                     "goal": "at or below keepalived's",
                     "met": s["restart_ratio"] is not None and s["restart_ratio"] <= 1,
+                }
+            )
+        if "checked_ratio" in s:
+            rows.append(
+                {
+                    "figure": "first start of a config checked on the director (vigild "
+                    "--check / keepalived --config-test, then start), s",
+                    "keepalived": s["keepalived"]["checked_complete_s"],
+                    "vigil": s["vigil"]["checked_complete_s"],
+                    "compare": f"{s['checked_ratio']}x (checks: "
+                    f"{s['keepalived']['checked_check_s']} / {s['vigil']['checked_check_s']} s)",
+                    "goal": "at or below keepalived's",
+                    "met": s["checked_ratio"] is not None and s["checked_ratio"] <= 1,
                 }
             )
         kw = sum(s["keepalived"]["reload_writes_nlmon"].values())
@@ -1300,9 +1364,18 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
             ax.set_ylabel("MB", fontsize=8)
         else:
             s = p["startup"]
-            vals = [s[impl]["complete_s"] for impl in IMPLS]
-            ax.bar(range(2), vals, 0.6, color=[COLORS[i] for i in IMPLS])
-            ax.set_xticks(range(2), list(IMPLS))
+            kinds = [
+                (f, label)
+                for f, label in (("complete_s", "first"), ("restart_complete_s", "restart"),
+                                 ("checked_complete_s", "checked"))
+                if all(f in s[impl] for impl in IMPLS)
+            ]  # fmt: skip
+            for j, impl in enumerate(IMPLS):
+                xs = [i + (j - 0.5) * 0.4 for i in range(len(kinds))]
+                vals = [s[impl][f] for f, _ in kinds]
+                ax.bar(xs, vals, 0.4, color=COLORS[impl], label=impl)
+            ax.set_xticks(range(len(kinds)), [label for _, label in kinds], fontsize=8)
+            ax.legend(fontsize=7)
             ax.set_title(
                 f"start-up to full table\n{s['virtual_servers']} x {s['real_servers_each']}",
                 fontsize=9,
