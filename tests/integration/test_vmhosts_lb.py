@@ -13,7 +13,8 @@ Marker ``vmhosts``: left out of ``make test`` (two TCG guests for ~15-25 minutes
    server ``web`` with HTTP checks whose real servers come from the group, the IPVS sync
    daemon following VI_LB, a BFD session between the pair. The role loads the IPVS modules
    (kmod in the guest) and verifies IPVS and BFD; the test reads the kernel's table with
-   ``ipvsadm -Ln`` over SSH and the VIP with ``ip``.
+   ``ipvsadm -Ln`` over SSH and the VIP with ``ip``, and each agent's journal says its
+   first start programmed IPVS from the start plan the config's check left.
 3. The client sends a GET every 50 ms through the VIP from here to the end; its requests
    succeed and both backends answer.
 4. ``vigil.ha.drain`` over both backends, each one's maintenance tasks (run inside its
@@ -287,6 +288,16 @@ def test_director_pair_on_vm_hosts(lab: Lab, hosts_rootfs: Path) -> None:  # noq
         # so Ansible's modules in these single-vCPU guests cannot delay the adverts
         scheduling = agent_get(hl, h, "/v1/status")["agent"]["scheduling"]
         assert scheduling == {"policy": "rr", "priority": 10}, (h, scheduling)
+        # agent_config checked the config on the director with the agent's state dir
+        # (vigild --check --state-dir), which left that config's IPVS start plan there: the
+        # agent's first start programmed the table from it, before it read its config
+        said = hl.ssh(
+            h, "journalctl -u vigild --no-pager -o cat | grep -F 'start plan:'", timeout=60,
+            check=False,
+        ).stdout.splitlines()  # fmt: skip
+        summary.setdefault("start_plan", {})[h] = said
+        want = "start plan: 1 IPVS service(s) with 2 real server(s) programmed"
+        assert said and want in said[0], (h, said)
 
     # 3. the client, from here to the end
     records_path = lab.workdir / "client.jsonl"
