@@ -1326,7 +1326,8 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
 
     p = doc["phases"]
     panels = [k for k in ("cpu", "death", "memory", "startup") if any(n.startswith(k) for n in p)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 4.0), squeeze=False)
+    width = max(3.6 * len(panels), 6.4)  # (the title's width, with one panel)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.0), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "cpu":
             kinds = [k for k in ("tcp", "http") if f"cpu_{k}" in p]
@@ -1374,6 +1375,8 @@ def plot(doc: dict[str, Any], out: Path) -> Path:
                 xs = [i + (j - 0.5) * 0.4 for i in range(len(kinds))]
                 vals = [s[impl][f] for f, _ in kinds]
                 ax.bar(xs, vals, 0.4, color=COLORS[impl], label=impl)
+                for x, v in zip(xs, vals, strict=True):
+                    ax.annotate(f"{v:.1f}", (x, v), ha="center", va="bottom", fontsize=7)
             ax.set_xticks(range(len(kinds)), [label for _, label in kinds], fontsize=8)
             ax.legend(fontsize=7)
             ax.set_title(
