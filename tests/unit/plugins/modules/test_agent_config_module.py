@@ -273,7 +273,7 @@ def test_the_validation_leaves_the_start_plan_in_the_state_dir(
     result = run_module(args, capsys)
     assert result["changed"] is True and result["validated"] is True
     assert os.listdir(state) == [CHECKED_PLAN_FILE]
-    key, _ = current_key(state, hashlib.sha256(dest.read_bytes()).hexdigest())
+    key = current_key(state, hashlib.sha256(dest.read_bytes()).hexdigest())[0]
     assert written_key(state, CHECKED_PLAN_FILE) == key
 
 
