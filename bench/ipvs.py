@@ -1054,11 +1054,23 @@ def phase_startup(lab: Any, work: Path, args: argparse.Namespace) -> dict[str, A
             row.update(checked_start(d, conf, None, total, last))
         out[impl] = row
         d.stop()
-    for name, field in (("ratio", "complete_s"), ("restart_ratio", "restart_complete_s"),
-                        ("checked_ratio", "checked_complete_s")):  # fmt: skip
+    for name, field, _ in STARTS:
         k, v = out["keepalived"][field], out["vigil"][field]
         out[name] = round(v / k, 2) if k > 0 else None
     return out
+
+
+#: the starts the startup phase times: (ratio in the result, figure of each daemon, what)
+STARTS = (
+    ("ratio", "complete_s",
+     "first start, never checked, to a complete table, {virtual_servers} x "
+     "{real_servers_each}"),
+    ("restart_ratio", "restart_complete_s",
+     "restart with the same config to a complete table (vigild: from its start plan)"),
+    ("checked_ratio", "checked_complete_s",
+     "first start of a config checked on the director (vigild --check / keepalived "
+     "--config-test, then start)"),
+)  # fmt: skip
 
 
 def restart(d: Daemon, conf: str, total: int, last: tuple[int, int]) -> dict[str, Any]:
@@ -1258,40 +1270,21 @@ def summary(doc: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if "startup" in p:
         s = p["startup"]
-        rows.append(
-            {
-                "figure": f"first start, never checked, to a complete table, "
-                f"{s['virtual_servers']} x {s['real_servers_each']}, s",
-                "keepalived": s["keepalived"]["complete_s"],
-                "vigil": s["vigil"]["complete_s"],
-                "compare": f"{s['ratio']}x",
-                "goal": "at or below keepalived's",
-                "met": s["ratio"] is not None and s["ratio"] <= 1,
-            }
-        )
-        if "restart_ratio" in s:
+        for ratio, field, figure in STARTS:
+            if ratio not in s:
+                continue  # (a result from before that start was measured)
+            note = ""
+            if ratio == "checked_ratio":
+                k, v = s["keepalived"]["checked_check_s"], s["vigil"]["checked_check_s"]
+                note = f" (checks: {k} / {v} s)"
             rows.append(
                 {
-                    "figure": "restart with the same config to a complete table (vigild: "
-                    "from its start plan), s",
-                    "keepalived": s["keepalived"]["restart_complete_s"],
-                    "vigil": s["vigil"]["restart_complete_s"],
-                    "compare": f"{s['restart_ratio']}x",
+                    "figure": figure.format(**s) + ", s",
+                    "keepalived": s["keepalived"][field],
+                    "vigil": s["vigil"][field],
+                    "compare": f"{s[ratio]}x{note}",
                     "goal": "at or below keepalived's",
-                    "met": s["restart_ratio"] is not None and s["restart_ratio"] <= 1,
-                }
-            )
-        if "checked_ratio" in s:
-            rows.append(
-                {
-                    "figure": "first start of a config checked on the director (vigild "
-                    "--check / keepalived --config-test, then start), s",
-                    "keepalived": s["keepalived"]["checked_complete_s"],
-                    "vigil": s["vigil"]["checked_complete_s"],
-                    "compare": f"{s['checked_ratio']}x (checks: "
-                    f"{s['keepalived']['checked_check_s']} / {s['vigil']['checked_check_s']} s)",
-                    "goal": "at or below keepalived's",
-                    "met": s["checked_ratio"] is not None and s["checked_ratio"] <= 1,
+                    "met": s[ratio] is not None and s[ratio] <= 1,
                 }
             )
         kw = sum(s["keepalived"]["reload_writes_nlmon"].values())
