@@ -54,7 +54,8 @@ def write_entries(path: str | os.PathLike[str], entries: dict[str, object]) -> N
 
 
 def write_raw(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write a rendered journal (:func:`render`) whole; OSError leaves the old file.
+    """Write a rendered journal (:func:`render`) whole, through ``<name>.tmp`` and a
+    rename; OSError leaves the old file. (The IPVS start plan is written so too.)
 
     No fsync: the journal guards against a crash of the *process* (a SIGKILLed agent's
     VIPs stay in the kernel), which the page cache survives; after a power loss or kernel

@@ -31,6 +31,7 @@ from vigil.faststart import (
     plan_key,
 )
 from vigil.incremental import Slicer
+from vigil.journalfile import write_raw
 
 from .config import IpvsConfig, RealServerConfig
 from .control import CONTROL_FILE, DrainStore
@@ -164,20 +165,13 @@ def _head(state_dir: Path, name: str) -> tuple[str | None, int | None]:
 
 
 def write_plan(state_dir: Path, plan: Plan | None, name: str = PLAN_FILE) -> None:
-    """Write ``plan`` whole (temporary file, then rename), or remove the plan (None).
-    OSError leaves the old file."""
+    """Write ``plan`` whole (temporary file, then rename, as the journal is written), or
+    remove the plan (None). OSError leaves the old file."""
     path = plan_path(state_dir, name)
     if plan is None:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(plan.encode())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_raw(path, plan.encode())
 
 
 def take_checked(state_dir: Path, key: str, family: int) -> bool:
