@@ -116,12 +116,15 @@ def test_checks_quorum_api_and_cli_without_ipvs_in_the_kernel(lab: Lab, tmp_path
     assert "this kernel has no IPVS (CONFIG_IP_VS)" in unavailable["message"]
     assert body["agent"]["subsystems"] == ["bfd", "vrrp", "ipvs"]
 
-    # the checkers run anyway: one server up, the other refused
+    # the checkers run anyway: one server up, the other refused. (UP is also the state a
+    # real server starts in, before its first check: wait for that check, its latency.)
     def settled() -> dict[str, Any] | None:
         v = vs_view(agent)
-        return v if rs(v, UP)["state"] == "UP" and rs(v, REFUSED)["state"] == "DOWN" else None
+        up, refused = rs(v, UP), rs(v, REFUSED)
+        checked = up["state"] == "UP" and up["latency_s"] is not None
+        return v if checked and refused["state"] == "DOWN" else None
 
-    view = wait_for(settled, timeout=10, what="web: 10.63.0.11 UP and 10.63.0.12 DOWN")
+    view = wait_for(settled, timeout=10, what="web: 10.63.0.11 checked UP and 10.63.0.12 DOWN")
     up, down = rs(view, UP), rs(view, REFUSED)
     assert up["checks"][0]["kind"] == "http" and up["checks"][0]["state"] == "UP"
     assert up["latency_s"] is not None and up["latency_s"] < 1.0
